@@ -1,0 +1,3 @@
+//! One module per subcommand: arguments and the shell that runs them.
+
+pub mod reconcile;

@@ -1,0 +1,559 @@
+//! The configuration file: its shape, the CargoCATs defaults, and validation that names the
+//! offending path (`prewarmer.slot.cpu: ...`) so a bad ConfigMap fails at start, not at 3 a.m.
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::Toleration as K8sToleration;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube_quantity::ParsedQuantity;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `path` is the dotted path of the offending key (`prewarmer.slot`), empty for the root.
+    #[error("invalid config{}: {message}", at(path))]
+    Invalid { path: String, message: String },
+}
+
+fn at(path: &str) -> String {
+    if path.is_empty() || path == "." {
+        String::new()
+    } else {
+        format!(" at `{path}`")
+    }
+}
+
+impl ConfigError {
+    fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration. Every key is optional; `Config::default()` is the CargoCATs setup.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Config {
+    pub tenants: Tenants,
+    pub pool: Pool,
+    pub prewarmer: Prewarmer,
+    pub image_cache: ImageCache,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Tenants {
+    /// Shell-style globs (`demo-*`, `team-?`, `[ab]-*`) matched against namespace names.
+    pub namespace_patterns: Vec<String>,
+}
+
+impl Default for Tenants {
+    fn default() -> Self {
+        Tenants {
+            namespace_patterns: vec!["demo-*".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Pool {
+    /// The label that the warm nodes carry and that tenant pods are steered to.
+    pub node_label: NodeLabel,
+    pub affinity: AffinityMode,
+    pub tolerations: Vec<Toleration>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            node_label: NodeLabel::default(),
+            affinity: AffinityMode::Required,
+            tolerations: vec![Toleration {
+                key: Some("workload-type".into()),
+                operator: TolerationOperator::Equal,
+                value: Some("cargocats".into()),
+                effect: Some(TaintEffect::NoSchedule),
+                toleration_seconds: None,
+            }],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLabel {
+    pub key: String,
+    pub value: String,
+}
+
+impl Default for NodeLabel {
+    fn default() -> Self {
+        NodeLabel {
+            key: "workload-type".into(),
+            value: "cargocats".into(),
+        }
+    }
+}
+
+/// How strongly tenant pods are tied to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AffinityMode {
+    /// `requiredDuringSchedulingIgnoredDuringExecution`: tenants run on warm nodes or not at all.
+    Required,
+    /// `preferredDuringSchedulingIgnoredDuringExecution` with weight 100.
+    Preferred,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TolerationOperator {
+    Equal,
+    Exists,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+/// A toleration as Kubernetes spells it, with the enumerations checked at load time.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Toleration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default = "equal")]
+    pub operator: TolerationOperator,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+fn equal() -> TolerationOperator {
+    TolerationOperator::Equal
+}
+
+impl Toleration {
+    /// The Kubernetes object, as it is written into pod specs.
+    pub fn to_k8s(&self) -> K8sToleration {
+        K8sToleration {
+            key: self.key.clone(),
+            operator: Some(
+                match self.operator {
+                    TolerationOperator::Equal => "Equal",
+                    TolerationOperator::Exists => "Exists",
+                }
+                .into(),
+            ),
+            value: self.value.clone(),
+            effect: self.effect.map(|e| {
+                match e {
+                    TaintEffect::NoSchedule => "NoSchedule",
+                    TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+                    TaintEffect::NoExecute => "NoExecute",
+                }
+                .into()
+            }),
+            toleration_seconds: self.toleration_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Prewarmer {
+    /// Placeholder replicas, each reserving one tenant slot on the warm nodes.
+    pub spare_slots: u32,
+    pub slot: Slot,
+    /// Annotate placeholders `karpenter.sh/do-not-disrupt: "true"` so warm nodes are kept.
+    pub do_not_disrupt: bool,
+    pub image: String,
+}
+
+impl Default for Prewarmer {
+    fn default() -> Self {
+        Prewarmer {
+            spare_slots: 1,
+            slot: Slot::Fixed(SlotResources::default()),
+            do_not_disrupt: true,
+            image: "registry.k8s.io/pause:3.10".into(),
+        }
+    }
+}
+
+/// The room one placeholder reserves: fixed, or the largest tenant's requests observed live.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Slot {
+    #[serde(serialize_with = "serialize_auto")]
+    Auto,
+    Fixed(SlotResources),
+}
+
+fn serialize_auto<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("auto")
+}
+
+impl<'de> Deserialize<'de> for Slot {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SlotVisitor;
+        impl<'de> serde::de::Visitor<'de> for SlotVisitor {
+            type Value = Slot;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#""auto" or {cpu: 640m, memory: 2150Mi}"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Slot, E> {
+                if v == "auto" {
+                    Ok(Slot::Auto)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Slot, A::Error> {
+                SlotResources::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Slot::Fixed)
+            }
+        }
+        d.deserialize_any(SlotVisitor)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlotResources {
+    pub cpu: Quantity,
+    pub memory: Quantity,
+}
+
+impl Default for SlotResources {
+    fn default() -> Self {
+        SlotResources {
+            cpu: Quantity("640m".into()),
+            memory: Quantity("2150Mi".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ImageCache {
+    /// Add the images that tenant pods run to the configured list.
+    pub discover: bool,
+    pub max_images: u32,
+    pub images: Vec<String>,
+    /// Secrets (in warmpool's namespace) used to pull private images onto warm nodes.
+    pub image_pull_secrets: Vec<String>,
+    /// The image holding the static `warmpool` binary that the cache copies into every cached
+    /// image, so that images with no shell (distroless, scratch) can be pulled and run.
+    pub tool_image: String,
+}
+
+/// The image that `helm install` deploys; the chart sets `imageCache.toolImage` to it.
+pub const DEFAULT_TOOL_IMAGE: &str =
+    concat!("ghcr.io/warmpool/warmpool:", env!("CARGO_PKG_VERSION"));
+
+impl Default for ImageCache {
+    fn default() -> Self {
+        let ecr = "771960604435.dkr.ecr.eu-west-1.amazonaws.com";
+        ImageCache {
+            discover: true,
+            max_images: 20,
+            images: vec![
+                format!("{ecr}/workshop-images/dataservice:v1.1"),
+                format!("{ecr}/workshop-images/frontgateservice:v1"),
+                format!("{ecr}/dockerhub-images/library/mysql:9"),
+            ],
+            image_pull_secrets: Vec::new(),
+            tool_image: DEFAULT_TOOL_IMAGE.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`, or the defaults when there is none.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Ok(Config::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Config::from_yaml(&text)
+            }
+        }
+    }
+
+    /// Parses and validates a YAML document. An empty document is the defaults.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let de = serde_norway::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::invalid(path, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: globs compile, quantities parse, names are names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, pattern) in self.tenants.namespace_patterns.iter().enumerate() {
+            crate::tenant::compile_glob(pattern).map_err(|e| {
+                ConfigError::invalid(format!("tenants.namespacePatterns[{i}]"), e.to_string())
+            })?;
+        }
+        let label = &self.pool.node_label;
+        if !is_label_key(&label.key) {
+            return Err(ConfigError::invalid(
+                "pool.nodeLabel.key",
+                format!("`{}` is not a valid label key", label.key),
+            ));
+        }
+        if !is_label_value(&label.value) {
+            return Err(ConfigError::invalid(
+                "pool.nodeLabel.value",
+                format!("`{}` is not a valid label value", label.value),
+            ));
+        }
+        for (i, t) in self.pool.tolerations.iter().enumerate() {
+            let path = format!("pool.tolerations[{i}]");
+            match t.operator {
+                TolerationOperator::Exists if t.value.is_some() => {
+                    return Err(ConfigError::invalid(
+                        path + ".value",
+                        "must be empty when operator is Exists",
+                    ));
+                }
+                TolerationOperator::Equal if t.key.is_none() => {
+                    return Err(ConfigError::invalid(
+                        path + ".key",
+                        "is required when operator is Equal",
+                    ));
+                }
+                _ => {}
+            }
+            if t.toleration_seconds.is_some() && t.effect != Some(TaintEffect::NoExecute) {
+                return Err(ConfigError::invalid(
+                    path + ".tolerationSeconds",
+                    "is only allowed with effect NoExecute",
+                ));
+            }
+        }
+        if let Slot::Fixed(slot) = &self.prewarmer.slot {
+            check_quantity("prewarmer.slot.cpu", &slot.cpu)?;
+            check_quantity("prewarmer.slot.memory", &slot.memory)?;
+        }
+        if self.prewarmer.image.trim().is_empty() {
+            return Err(ConfigError::invalid("prewarmer.image", "must not be empty"));
+        }
+        if self.image_cache.max_images == 0 && !self.image_cache.images.is_empty() {
+            return Err(ConfigError::invalid(
+                "imageCache.maxImages",
+                "is 0 but imageCache.images lists images: raise it or empty the list",
+            ));
+        }
+        for (i, image) in self.image_cache.images.iter().enumerate() {
+            if image.trim().is_empty() || image.contains(char::is_whitespace) {
+                return Err(ConfigError::invalid(
+                    format!("imageCache.images[{i}]"),
+                    format!("`{image}` is not an image reference"),
+                ));
+            }
+        }
+        if self.image_cache.tool_image.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "imageCache.toolImage",
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_quantity(path: &str, q: &Quantity) -> Result<(), ConfigError> {
+    let parsed: ParsedQuantity = q.try_into().map_err(|_| {
+        ConfigError::invalid(path, format!("`{}` is not a Kubernetes quantity", q.0))
+    })?;
+    if parsed.to_bytes_f64().unwrap_or(0.0) <= 0.0 {
+        return Err(ConfigError::invalid(path, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+/// `[prefix/]name`, as Kubernetes accepts label keys.
+fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    prefix_ok && !name.is_empty() && is_label_value(name)
+}
+
+/// At most 63 characters of `[A-Za-z0-9_.-]`, starting and ending alphanumeric (or empty).
+fn is_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && v.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && v.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> String {
+        Config::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_document_is_the_cargocats_defaults() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.tenants.namespace_patterns, ["demo-*"]);
+        assert_eq!(c.pool.node_label.key, "workload-type");
+        assert_eq!(c.pool.affinity, AffinityMode::Required);
+        assert_eq!(c.prewarmer.spare_slots, 1);
+        assert_eq!(
+            c.prewarmer.slot,
+            Slot::Fixed(SlotResources {
+                cpu: Quantity("640m".into()),
+                memory: Quantity("2150Mi".into())
+            })
+        );
+        assert_eq!(c.image_cache.images.len(), 3);
+        assert_eq!(c.image_cache.max_images, 20);
+    }
+
+    #[test]
+    fn the_design_example_parses_to_the_defaults() {
+        let yaml = r#"
+tenants:
+  namespacePatterns: ["demo-*"]
+pool:
+  nodeLabel: {key: workload-type, value: cargocats}
+  affinity: required
+  tolerations:
+    - {key: workload-type, operator: Equal, value: cargocats, effect: NoSchedule}
+prewarmer:
+  spareSlots: 1
+  slot: {cpu: 640m, memory: 2150Mi}
+  doNotDisrupt: true
+  image: registry.k8s.io/pause:3.10
+imageCache:
+  discover: true
+  maxImages: 20
+  images:
+    - 771960604435.dkr.ecr.eu-west-1.amazonaws.com/workshop-images/dataservice:v1.1
+    - 771960604435.dkr.ecr.eu-west-1.amazonaws.com/workshop-images/frontgateservice:v1
+    - 771960604435.dkr.ecr.eu-west-1.amazonaws.com/dockerhub-images/library/mysql:9
+"#;
+        assert_eq!(Config::from_yaml(yaml).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn partial_sections_keep_the_other_defaults() {
+        let c = Config::from_yaml(
+            "prewarmer: {spareSlots: 3, slot: auto}\npool: {affinity: preferred}",
+        )
+        .unwrap();
+        assert_eq!(c.prewarmer.spare_slots, 3);
+        assert_eq!(c.prewarmer.slot, Slot::Auto);
+        assert!(c.prewarmer.do_not_disrupt);
+        assert_eq!(c.pool.affinity, AffinityMode::Preferred);
+        assert_eq!(c.pool.tolerations, Pool::default().tolerations);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let e = err("prewarmer:\n  spareSlot: 2\n");
+        assert!(e.contains("`prewarmer.spareSlot`"), "{e}");
+        let e = err("imageCache: {images: [a], maxImage: 3}");
+        assert!(e.contains("maxImage"), "{e}");
+        let e = err("nope: 1");
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_offending_path() {
+        let e = err("pool: {affinity: sometimes}");
+        assert!(e.contains("`pool.affinity`"), "{e}");
+        let e = err("prewarmer: {slot: {cpu: lots, memory: 1Gi}}");
+        assert!(
+            e.contains("`prewarmer.slot.cpu`") && e.contains("lots"),
+            "{e}"
+        );
+        let e = err("prewarmer: {slot: manual}");
+        assert!(e.contains("`prewarmer.slot`") && e.contains("auto"), "{e}");
+        let e = err("prewarmer: {slot: {cpu: '0', memory: 1Gi}}");
+        assert!(
+            e.contains("`prewarmer.slot.cpu`") && e.contains("greater than zero"),
+            "{e}"
+        );
+        let e = err("prewarmer: {spareSlots: -1}");
+        assert!(e.contains("`prewarmer.spareSlots`"), "{e}");
+        let e = err("tenants: {namespacePatterns: ['demo-[']}");
+        assert!(e.contains("`tenants.namespacePatterns[0]`"), "{e}");
+        let e = err("pool: {tolerations: [{key: a, operator: Sometimes}]}");
+        assert!(e.contains("`pool.tolerations[0].operator`"), "{e}");
+        let e = err("pool: {tolerations: [{key: a, operator: Exists, value: b}]}");
+        assert!(e.contains("`pool.tolerations[0].value`"), "{e}");
+        let e = err("pool: {nodeLabel: {key: 'bad key', value: x}}");
+        assert!(e.contains("`pool.nodeLabel.key`"), "{e}");
+        let e = err("imageCache: {images: ['has space']}");
+        assert!(e.contains("`imageCache.images[0]`"), "{e}");
+        let e = err("- a list");
+        assert!(e.starts_with("invalid config"), "{e}");
+    }
+
+    #[test]
+    fn label_syntax() {
+        assert!(is_label_key("workload-type"));
+        assert!(is_label_key("example.com/pool"));
+        assert!(!is_label_key("/pool"));
+        assert!(!is_label_key("Example.com/pool"));
+        assert!(!is_label_key(""));
+        assert!(is_label_value(""));
+        assert!(!is_label_value("-x"));
+        assert!(!is_label_value(&"x".repeat(64)));
+    }
+
+    #[test]
+    fn tolerations_become_kubernetes_objects() {
+        let t = Pool::default().tolerations[0].to_k8s();
+        assert_eq!(
+            serde_json::to_value(t).unwrap(),
+            serde_json::json!({"key": "workload-type", "operator": "Equal", "value": "cargocats", "effect": "NoSchedule"})
+        );
+    }
+}

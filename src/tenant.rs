@@ -1,0 +1,194 @@
+//! Who is a tenant. One pure rule, shared by the reconciler (which enrols namespaces), the
+//! webhook server (which refuses to touch system namespaces) and `warmpool mutate`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// The namespace label that opts a namespace in (`enabled`) or out (`disabled`).
+pub const TENANT_LABEL: &str = "warmpool.io/tenant";
+pub const ENABLED: &str = "enabled";
+pub const DISABLED: &str = "disabled";
+
+/// Namespaces that are never tenants, whatever their name or labels say.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// Why a namespace is, or is not, a tenant; the `Display` form is what users read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    MatchesPattern(String),
+    OptedIn,
+    System,
+    OwnNamespace,
+    OptedOut,
+    NoMatch,
+}
+
+impl Decision {
+    pub fn is_tenant(&self) -> bool {
+        matches!(self, Decision::MatchesPattern(_) | Decision::OptedIn)
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::MatchesPattern(p) => write!(f, "name matches tenant pattern `{p}`"),
+            Decision::OptedIn => write!(f, "namespace is labelled {TENANT_LABEL}={ENABLED}"),
+            Decision::System => write!(f, "system namespaces are never tenants"),
+            Decision::OwnNamespace => write!(f, "warmpool's own namespace is never a tenant"),
+            Decision::OptedOut => write!(f, "namespace is labelled {TENANT_LABEL}={DISABLED}"),
+            Decision::NoMatch => write!(
+                f,
+                "name matches no tenant pattern and the namespace is not labelled {TENANT_LABEL}={ENABLED}"
+            ),
+        }
+    }
+}
+
+/// Compiles one shell-style glob the way the selector does (so config validation agrees).
+pub fn compile_glob(pattern: &str) -> Result<Glob, globset::Error> {
+    GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+}
+
+/// The compiled tenant rule.
+#[derive(Debug, Clone)]
+pub struct TenantSelector {
+    patterns: Vec<String>,
+    globs: GlobSet,
+    own_namespace: Option<String>,
+}
+
+impl TenantSelector {
+    /// `own_namespace` is warmpool's namespace when known (never a tenant).
+    pub fn new(patterns: &[String], own_namespace: Option<&str>) -> Result<Self, globset::Error> {
+        let mut set = GlobSetBuilder::new();
+        for p in patterns {
+            set.add(compile_glob(p)?);
+        }
+        Ok(TenantSelector {
+            patterns: patterns.to_vec(),
+            globs: set.build()?,
+            own_namespace: own_namespace.map(str::to_owned),
+        })
+    }
+
+    /// True for the namespaces that are never tenants (system ones, warmpool's own).
+    pub fn is_excluded(&self, namespace: &str) -> Option<Decision> {
+        if SYSTEM_NAMESPACES.contains(&namespace) {
+            Some(Decision::System)
+        } else if self.own_namespace.as_deref() == Some(namespace) {
+            Some(Decision::OwnNamespace)
+        } else {
+            None
+        }
+    }
+
+    /// The full rule: exclusions first, then the opt-out label, the opt-in label, the patterns.
+    pub fn decide(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Decision {
+        if let Some(excluded) = self.is_excluded(namespace) {
+            return excluded;
+        }
+        match labels.get(TENANT_LABEL).map(String::as_str) {
+            Some(DISABLED) => return Decision::OptedOut,
+            Some(ENABLED) => return Decision::OptedIn,
+            _ => {}
+        }
+        match self.matching_pattern(namespace) {
+            Some(p) => Decision::MatchesPattern(p.to_owned()),
+            None => Decision::NoMatch,
+        }
+    }
+
+    /// The first pattern that matches the name, if any.
+    pub fn matching_pattern(&self, namespace: &str) -> Option<&str> {
+        self.globs
+            .matches(namespace)
+            .first()
+            .map(|&i| self.patterns[i].as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selector() -> TenantSelector {
+        TenantSelector::new(&["demo-*".into(), "team-?".into()], Some("warmpool")).unwrap()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn names_matching_a_pattern_are_tenants() {
+        let s = selector();
+        assert_eq!(
+            s.decide("demo-1", &labels(&[])),
+            Decision::MatchesPattern("demo-*".into())
+        );
+        assert_eq!(
+            s.decide("team-a", &labels(&[])),
+            Decision::MatchesPattern("team-?".into())
+        );
+        assert!(s.decide("demo-", &labels(&[])).is_tenant());
+        assert_eq!(s.decide("team-ab", &labels(&[])), Decision::NoMatch);
+        assert_eq!(s.decide("default", &labels(&[])), Decision::NoMatch);
+        assert_eq!(s.decide("xdemo-1", &labels(&[])), Decision::NoMatch);
+    }
+
+    #[test]
+    fn labels_opt_in_and_out() {
+        let s = selector();
+        assert_eq!(
+            s.decide("payments", &labels(&[(TENANT_LABEL, ENABLED)])),
+            Decision::OptedIn
+        );
+        assert_eq!(
+            s.decide("demo-7", &labels(&[(TENANT_LABEL, DISABLED)])),
+            Decision::OptedOut
+        );
+        // An unknown value neither opts in nor out: the name decides.
+        assert_eq!(
+            s.decide("payments", &labels(&[(TENANT_LABEL, "yes")])),
+            Decision::NoMatch
+        );
+        assert!(
+            s.decide("demo-7", &labels(&[(TENANT_LABEL, "yes")]))
+                .is_tenant()
+        );
+    }
+
+    #[test]
+    fn system_and_own_namespaces_never_are() {
+        let s = TenantSelector::new(&["*".into()], Some("warmpool")).unwrap();
+        let on = labels(&[(TENANT_LABEL, ENABLED)]);
+        for ns in SYSTEM_NAMESPACES {
+            assert_eq!(s.decide(ns, &on), Decision::System);
+        }
+        assert_eq!(s.decide("warmpool", &on), Decision::OwnNamespace);
+        assert!(s.decide("default", &labels(&[])).is_tenant());
+    }
+
+    #[test]
+    fn reasons_read_well() {
+        assert_eq!(
+            Decision::OptedOut.to_string(),
+            "namespace is labelled warmpool.io/tenant=disabled"
+        );
+        assert!(Decision::NoMatch.to_string().contains("no tenant pattern"));
+    }
+
+    #[test]
+    fn bad_globs_are_errors() {
+        assert!(TenantSelector::new(&["demo-[".into()], None).is_err());
+    }
+}

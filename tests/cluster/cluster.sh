@@ -1,0 +1,537 @@
+#!/usr/bin/env bash
+# A real, local Kubernetes control plane for the demo and the end-to-end tests:
+# etcd + kube-apiserver + kube-controller-manager + kube-scheduler on 127.0.0.1,
+# no kubelet, no containers, no docker.
+#
+#   tests/cluster/cluster.sh build         build the pinned binaries once (cached outside the repo)
+#   tests/cluster/cluster.sh up            build if needed, start, wait until healthy;
+#                                          the LAST stdout line is the admin kubeconfig path
+#   tests/cluster/cluster.sh down          stop what `up` started, remove its data (idempotent)
+#   tests/cluster/cluster.sh status        say whether it is up (exit 0 if up, 1 if not)
+#   tests/cluster/cluster.sh kubectl-path  print the cached kubectl path
+#   tests/cluster/cluster.sh bin-dir       print the cached bin dir
+#
+# Usage from a shell or a test harness:  KUBECONFIG=$(tests/cluster/cluster.sh up)
+#
+# Binaries are built with the `go` command from the Go module proxy (the only network
+# here; no prebuilt downloads) and cached in ~/.cache/warmpool/k8s-<version>/bin/.
+# Run-time state (certs, kubeconfigs, etcd data, logs, pids) lives in <repo>/target/cluster/.
+#
+# Environment overrides (all optional):
+#   WARMPOOL_CACHE           cache root            (default ~/.cache/warmpool)
+#   WARMPOOL_CLUSTER_DIR     run-time state dir    (default <repo>/target/cluster)
+#   WARMPOOL_CLUSTER_TIMEOUT seconds to wait for health in `up` (default 120)
+set -euo pipefail
+
+# ---- pinned versions ------------------------------------------------------------------------
+# Kubernetes 1.34 because the Rust side uses k8s-openapi 0.29 with feature `v1_34`; latest
+# v1.34 patch on the module proxy when pinned (`go list -m -versions k8s.io/kubernetes`).
+K8S_VERSION=v1.34.4
+# kubeadm pairs 1.34 with etcd 3.6; 1.31+ needs health endpoints that only etcd >= 3.5.11 has.
+# Latest v3.6 on the proxy when pinned (`go list -m -versions go.etcd.io/etcd/server/v3`).
+ETCD_VERSION=v3.6.16
+
+# ---- paths ----------------------------------------------------------------------------------
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(git -C "$SCRIPT_DIR" rev-parse --show-toplevel 2>/dev/null || (cd "$SCRIPT_DIR/../.." && pwd))
+CACHE_ROOT=${WARMPOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/warmpool}
+VERSION_DIR=$CACHE_ROOT/k8s-$K8S_VERSION
+BIN_DIR=$VERSION_DIR/bin
+CLUSTER_DIR=${WARMPOOL_CLUSTER_DIR:-$REPO/target/cluster}
+# The lock lives beside the cluster dir, not in it, because `down` removes the cluster dir.
+LOCK_FILE=$(dirname "$CLUSTER_DIR")/.$(basename "$CLUSTER_DIR").lock
+TIMEOUT=${WARMPOOL_CLUSTER_TIMEOUT:-120}
+
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# Start order; `down` stops in reverse.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+
+log() { printf '%s\n' "cluster.sh: $*" >&2; }
+die() { printf '%s\n' "cluster.sh: error: $*" >&2; exit 1; }
+
+# Serialise concurrent callers (cargo test runs tests in parallel threads and each may call
+# `up`). fd 9 holds the lock; every daemon we start closes fd 9 (see start_daemon), otherwise
+# the daemons would keep the lock held for as long as they run.
+with_lock() {
+    local file=$1; shift
+    mkdir -p "$(dirname "$file")"
+    exec 9>"$file"
+    flock 9
+    "$@"
+    local rc=$?
+    flock -u 9
+    exec 9>&-
+    return $rc
+}
+
+# =============================================================================================
+# build
+# =============================================================================================
+
+binaries_present() {
+    local b
+    for b in "${K8S_BINARIES[@]}" etcd; do
+        [[ -x $BIN_DIR/$b ]] || return 1
+    done
+}
+
+# `go build` must not pick up a go.work or a GOFLAGS=-mod=vendor from the caller.
+go_env() { env GOWORK=off GOFLAGS=-buildvcs=false "$@"; }
+
+# k8s.io/kubernetes is not meant to be consumed as a module: its go.mod requires every staging
+# module (k8s.io/api, k8s.io/client-go, ...) at v0.0.0 and replaces them with ./staging/...,
+# and replace lines of a dependency are ignored. So the wrapper module replaces each of them
+# with the published v0.<minor>.<patch> of the same release. The list is generated from that
+# release's own go.mod because it changes between releases.
+prepare_k8s_module() {
+    local dir=$1 json gomod staging minor_patch m
+    log "resolving k8s.io/kubernetes@$K8S_VERSION on the Go module proxy"
+    json=$(cd "$dir" && go_env go mod download -json "k8s.io/kubernetes@$K8S_VERSION") \
+        || die "go mod download k8s.io/kubernetes@$K8S_VERSION failed"
+    gomod=$(sed -n 's/^[[:space:]]*"GoMod":[[:space:]]*"\(.*\)",\{0,1\}$/\1/p' <<<"$json")
+    [[ -f $gomod ]] || die "could not find the go.mod of k8s.io/kubernetes@$K8S_VERSION in: $json"
+    # "\tk8s.io/api v0.0.0" lines of the require block (or "require k8s.io/x v0.0.0").
+    staging=$(awk '{ if ($1 == "require") { $1 = ""; $0 = $0 } }
+                   $1 ~ /^k8s\.io\// && $2 == "v0.0.0" { print $1 }' "$gomod" | sort -u)
+    [[ -n $staging ]] || die "no k8s.io/* v0.0.0 staging modules found in $gomod"
+    minor_patch=v0.${K8S_VERSION#v1.}
+    {
+        echo "module warmpool.local/k8s-build"
+        echo
+        # Same go/godebug lines as the release so the binaries get the same GODEBUG defaults.
+        grep -E '^(go|godebug) ' "$gomod"
+        echo
+        echo "require k8s.io/kubernetes $K8S_VERSION"
+        echo
+        echo "replace ("
+        for m in $staging; do echo "	$m => $m $minor_patch"; done
+        echo ")"
+    } >"$dir/go.mod"
+    # Keep the commands' packages (and so their dependencies) in the module graph for tidy.
+    # Importing main packages is fine here: this file is never compiled (build tag).
+    {
+        echo "//go:build tools"
+        echo
+        echo "package tools"
+        echo
+        echo "import ("
+        for b in "${K8S_BINARIES[@]}"; do echo "	_ \"k8s.io/kubernetes/cmd/$b\""; done
+        echo ")"
+    } >"$dir/tools.go"
+    log "go mod tidy for Kubernetes $K8S_VERSION ($(wc -w <<<"$staging") staging modules replaced with $minor_patch)"
+    (cd "$dir" && go_env go mod tidy) || die "go mod tidy failed in $dir"
+}
+
+prepare_etcd_module() {
+    local dir=$1
+    cat >"$dir/go.mod" <<EOF
+module warmpool.local/etcd-build
+
+go 1.24.0
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+EOF
+    printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$dir/tools.go"
+    log "go mod tidy for etcd $ETCD_VERSION"
+    (cd "$dir" && go_env go mod tidy) || die "go mod tidy failed in $dir"
+}
+
+# Build one binary into a temp file next to its final place, then rename: an interrupted build
+# leaves no file under the final name, so it is never taken as done.
+go_build_one() {
+    local moddir=$1 name=$2 pkg=$3 ldflags=$4 tmp start
+    tmp=$BIN_DIR/.$name.tmp.$$
+    start=$SECONDS
+    log "building $name (first time, several minutes)…"
+    if ! (cd "$moddir" && go_env go build -trimpath -ldflags="$ldflags" -o "$tmp" "$pkg"); then
+        rm -f "$tmp"
+        die "building $name ($pkg) failed"
+    fi
+    mv -f "$tmp" "$BIN_DIR/$name"
+    log "built $name in $((SECONDS - start))s"
+}
+
+do_build() {
+    if binaries_present; then
+        return 0
+    fi
+    command -v go >/dev/null || die "the 'go' command is needed to build the control plane"
+    mkdir -p "$BIN_DIR"
+    rm -f "$BIN_DIR"/.*.tmp.* 2>/dev/null || true
+    local start=$SECONDS
+    log "building Kubernetes $K8S_VERSION and etcd $ETCD_VERSION into $BIN_DIR"
+
+    local b k8s_mod=$VERSION_DIR/src/kubernetes etcd_mod=$VERSION_DIR/src/etcd
+    # Without these -X flags the binaries report v0.0.0-master; the API server would then
+    # advertise a bogus /version and kubectl would warn about version skew.
+    local major=1 minor=${K8S_VERSION#v1.}
+    minor=${minor%%.*}
+    local x="" p
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        x+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor"
+        x+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+
+    local need_k8s=0
+    for b in "${K8S_BINARIES[@]}"; do [[ -x $BIN_DIR/$b ]] || need_k8s=1; done
+    if ((need_k8s)); then
+        mkdir -p "$k8s_mod"
+        prepare_k8s_module "$k8s_mod"
+        for b in "${K8S_BINARIES[@]}"; do
+            # (an `if`, not `||`: set -e stays in force inside go_build_one)
+            if [[ ! -x $BIN_DIR/$b ]]; then
+                go_build_one "$k8s_mod" "$b" "k8s.io/kubernetes/cmd/$b" "-s$x"
+            fi
+        done
+    fi
+    if [[ ! -x $BIN_DIR/etcd ]]; then
+        mkdir -p "$etcd_mod"
+        prepare_etcd_module "$etcd_mod"
+        # The root of the server module is etcd's `main` package.
+        go_build_one "$etcd_mod" etcd go.etcd.io/etcd/server/v3 -s
+    fi
+    binaries_present || die "build finished but binaries are missing in $BIN_DIR"
+    log "build done in $((SECONDS - start))s"
+}
+
+cmd_build() { with_lock "$VERSION_DIR/.build.lock" do_build; }
+
+# =============================================================================================
+# up
+# =============================================================================================
+
+# Free TCP ports on 127.0.0.1: bind port 0 for all of them at once (so they differ), then
+# release. A tiny race with other programs remains; the start-up wait would catch it.
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# openssl helpers ----------------------------------------------------------------------------
+gen_ca() {
+    local d=$1
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
+        -keyout "$d/ca.key" -out "$d/ca.crt" -subj "/CN=warmpool-local-ca" \
+        -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+}
+
+# gen_cert DIR NAME SUBJECT EXT_USAGE [SAN]
+gen_cert() {
+    local d=$1 name=$2 subj=$3 usage=$4 san=${5:-}
+    local ext=$d/$name.ext
+    {
+        echo "basicConstraints=critical,CA:FALSE"
+        echo "keyUsage=critical,digitalSignature,keyEncipherment"
+        echo "extendedKeyUsage=$usage"
+        [[ -n $san ]] && echo "subjectAltName=$san"
+    } >"$ext"
+    openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$d/$name.key" -out "$d/$name.csr" \
+        -subj "$subj" 2>/dev/null
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 3650 -sha256 -extfile "$ext" -out "$d/$name.crt" 2>/dev/null
+    rm -f "$d/$name.csr" "$ext"
+}
+
+gen_certs() {
+    local d=$CLUSTER_DIR/certs
+    mkdir -p "$d"
+    chmod 700 "$d"
+    gen_ca "$d"
+    # The API server is reached as 127.0.0.1 / localhost from here, and under its in-cluster
+    # names by anything that reads the `kubernetes` Service (10.0.0.1 = first IP of the range).
+    gen_cert "$d" apiserver "/CN=kube-apiserver" serverAuth \
+        "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    # O=system:masters: cluster-admin without any RBAC object.
+    gen_cert "$d" admin "/O=system:masters/CN=admin" clientAuth
+    # The bootstrap RBAC policy grants these user names what each component needs.
+    gen_cert "$d" controller-manager "/CN=system:kube-controller-manager" clientAuth
+    gen_cert "$d" scheduler "/CN=system:kube-scheduler" clientAuth
+    # Service-account tokens are signed with sa.key and verified with sa.pub.
+    openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
+}
+
+# write_kubeconfig FILE CERT_NAME USER — certs embedded so the file works from anywhere
+# (kubectl, kube-rs) without relative-path surprises.
+write_kubeconfig() {
+    local file=$1 cert=$2 user=$3 d=$CLUSTER_DIR/certs
+    cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: warmpool
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 <"$d/ca.crt")
+users:
+- name: $user
+  user:
+    client-certificate-data: $(base64 -w0 <"$d/$cert.crt")
+    client-key-data: $(base64 -w0 <"$d/$cert.key")
+contexts:
+- name: warmpool
+  context:
+    cluster: warmpool
+    user: $user
+current-context: warmpool
+EOF
+    chmod 600 "$file"
+}
+
+# Start a daemon detached from the calling shell: its own session (setsid) so it survives the
+# shell/cargo process that ran `up`, stdin from /dev/null, output to its log, and fd 9 (our
+# lock) closed. The child writes its own pid before exec, so the pid file is right even if
+# setsid had to fork.
+start_daemon() {
+    local name=$1; shift
+    local pidfile=$CLUSTER_DIR/pids/$name.pid logfile=$CLUSTER_DIR/logs/$name.log
+    rm -f "$pidfile"
+    log "starting $name"
+    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" \
+        </dev/null >>"$logfile" 2>&1 9>&- &
+    local i
+    for i in $(seq 50); do [[ -s $pidfile ]] && return 0; sleep 0.1; done
+    die "$name did not start (see $logfile)"
+}
+
+# Is the process in the pid file alive and really ours (pids get reused)?
+pid_alive() {
+    local name=$1 pidfile=$CLUSTER_DIR/pids/$1.pid pid
+    [[ -s $pidfile ]] || return 1
+    pid=$(<"$pidfile")
+    [[ -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$BIN_DIR/$name"
+}
+
+kubectl_admin() { "$BIN_DIR/kubectl" --kubeconfig "$CLUSTER_DIR/admin.kubeconfig" --request-timeout=5s "$@"; }
+
+readyz_ok() {
+    local d=$CLUSTER_DIR/certs
+    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 3 --cacert "$d/ca.crt" \
+        --cert "$d/admin.crt" --key "$d/admin.key" \
+        "https://127.0.0.1:$APISERVER_PORT/readyz" 2>/dev/null) == 200 ]]
+}
+
+etcd_ok() {
+    [[ $(curl -s --max-time 3 "http://127.0.0.1:$ETCD_PORT/health" 2>/dev/null) == *'"health":"true"'* ]]
+}
+
+lease_held() {
+    local holder
+    holder=$(kubectl_admin -n kube-system get lease "$1" -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null) || return 1
+    [[ -n $holder ]]
+}
+
+# wait_for WHAT COMPONENT CHECK... — poll until CHECK succeeds or the deadline; on timeout
+# (or if the component died) show the tail of its log and fail.
+wait_for() {
+    local what=$1 comp=$2; shift 2
+    while ! "$@"; do
+        if ! pid_alive "$comp"; then
+            tail -n 40 "$CLUSTER_DIR/logs/$comp.log" >&2 || true
+            die "$comp exited while waiting for $what (log: $CLUSTER_DIR/logs/$comp.log)"
+        fi
+        if ((SECONDS >= DEADLINE)); then
+            tail -n 40 "$CLUSTER_DIR/logs/$comp.log" >&2 || true
+            die "timed out after ${TIMEOUT}s waiting for $what (log: $CLUSTER_DIR/logs/$comp.log)"
+        fi
+        sleep 0.5
+    done
+    log "$what: ok ($((SECONDS - UP_START))s)"
+}
+
+load_ports() {
+    [[ -f $CLUSTER_DIR/ports.env ]] || return 1
+    # shellcheck disable=SC1091
+    source "$CLUSTER_DIR/ports.env"
+}
+
+healthy() {
+    load_ports || return 1
+    local c
+    for c in "${COMPONENTS[@]}"; do pid_alive "$c" || return 1; done
+    readyz_ok
+}
+
+start_cluster() {
+    local ports
+    read -r ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT SCHED_PORT <<<"$(free_ports 5)"
+    mkdir -p "$CLUSTER_DIR"/{logs,pids,etcd}
+    chmod 700 "$CLUSTER_DIR/etcd"
+    cat >"$CLUSTER_DIR/ports.env" <<EOF
+ETCD_PORT=$ETCD_PORT
+ETCD_PEER_PORT=$ETCD_PEER_PORT
+APISERVER_PORT=$APISERVER_PORT
+KCM_PORT=$KCM_PORT
+SCHED_PORT=$SCHED_PORT
+EOF
+    gen_certs
+    write_kubeconfig "$CLUSTER_DIR/admin.kubeconfig" admin admin
+    write_kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" controller-manager system:kube-controller-manager
+    write_kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" scheduler system:kube-scheduler
+    local c=$CLUSTER_DIR/certs
+
+    # Plain http on loopback is enough for a throw-away etcd; no fsync makes it fast.
+    start_daemon etcd "$BIN_DIR/etcd" \
+        --name=warmpool \
+        --data-dir="$CLUSTER_DIR/etcd" \
+        --listen-client-urls="http://127.0.0.1:$ETCD_PORT" \
+        --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+        --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster="warmpool=http://127.0.0.1:$ETCD_PEER_PORT" \
+        --unsafe-no-fsync \
+        --log-level=warn
+    wait_for "etcd /health" etcd etcd_ok
+
+    start_daemon kube-apiserver "$BIN_DIR/kube-apiserver" \
+        --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+        --bind-address=127.0.0.1 \
+        --advertise-address=127.0.0.1 \
+        --secure-port="$APISERVER_PORT" \
+        --tls-cert-file="$c/apiserver.crt" \
+        --tls-private-key-file="$c/apiserver.key" \
+        --client-ca-file="$c/ca.crt" \
+        --authorization-mode=Node,RBAC \
+        --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+        --service-account-key-file="$c/sa.pub" \
+        --service-account-signing-key-file="$c/sa.key" \
+        --service-cluster-ip-range=10.0.0.0/24 \
+        --allow-privileged=true \
+        --profiling=false
+    wait_for "kube-apiserver /readyz" kube-apiserver readyz_ok
+
+    # node-lifecycle-controller is off: it would taint the fake Nodes (no kubelet heartbeats)
+    # unreachable and evict their pods. Everything else in '*' stays, notably the garbage
+    # collector (owner-reference cleanup) and the service-account/token controllers.
+    start_daemon kube-controller-manager "$BIN_DIR/kube-controller-manager" \
+        --kubeconfig="$CLUSTER_DIR/controller-manager.kubeconfig" \
+        --authentication-kubeconfig="$CLUSTER_DIR/controller-manager.kubeconfig" \
+        --authorization-kubeconfig="$CLUSTER_DIR/controller-manager.kubeconfig" \
+        --bind-address=127.0.0.1 \
+        --secure-port="$KCM_PORT" \
+        --controllers='*,-node-lifecycle-controller' \
+        --service-account-private-key-file="$c/sa.key" \
+        --root-ca-file="$c/ca.crt" \
+        --use-service-account-credentials=true \
+        --service-cluster-ip-range=10.0.0.0/24 \
+        --leader-elect=true \
+        --profiling=false
+
+    start_daemon kube-scheduler "$BIN_DIR/kube-scheduler" \
+        --kubeconfig="$CLUSTER_DIR/scheduler.kubeconfig" \
+        --authentication-kubeconfig="$CLUSTER_DIR/scheduler.kubeconfig" \
+        --authorization-kubeconfig="$CLUSTER_DIR/scheduler.kubeconfig" \
+        --bind-address=127.0.0.1 \
+        --secure-port="$SCHED_PORT" \
+        --leader-elect=true \
+        --profiling=false
+
+    wait_for "kube-controller-manager lease" kube-controller-manager lease_held kube-controller-manager
+    wait_for "kube-scheduler lease" kube-scheduler lease_held kube-scheduler
+}
+
+do_up() {
+    UP_START=$SECONDS
+    if healthy; then
+        log "already up (kubectl: $BIN_DIR/kubectl)"
+        return 0
+    fi
+    if [[ -e $CLUSTER_DIR ]]; then
+        log "found a stale or broken cluster in $CLUSTER_DIR: tearing it down first"
+        do_down
+    fi
+    DEADLINE=$((SECONDS + TIMEOUT))
+    start_cluster
+    log "up in $((SECONDS - UP_START))s (kubectl: $BIN_DIR/kubectl)"
+}
+
+cmd_up() {
+    # stdout is kept for the one line callers parse; everything else (including the output
+    # of go and openssl) goes to stderr.
+    exec 3>&1 1>&2
+    cmd_build
+    with_lock "$LOCK_FILE" do_up
+    echo "$CLUSTER_DIR/admin.kubeconfig" >&3
+}
+
+# =============================================================================================
+# down / status
+# =============================================================================================
+
+stop_component() {
+    local name=$1 pidfile=$CLUSTER_DIR/pids/$1.pid pid i
+    if pid_alive "$name"; then
+        pid=$(<"$pidfile")
+        log "stopping $name (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 100); do
+            pid_alive "$name" || break
+            sleep 0.1
+        done
+        if pid_alive "$name"; then
+            log "$name did not stop on SIGTERM within 10s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            for i in $(seq 50); do pid_alive "$name" || break; sleep 0.1; done
+        fi
+    fi
+    rm -f "$pidfile"
+}
+
+do_down() {
+    local i
+    for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+        stop_component "${COMPONENTS[i]}"
+    done
+    rm -rf "$CLUSTER_DIR"
+}
+
+cmd_down() {
+    with_lock "$LOCK_FILE" do_down
+    log "down"
+}
+
+cmd_status() {
+    local c
+    if healthy; then
+        echo "up: https://127.0.0.1:$APISERVER_PORT (kubeconfig $CLUSTER_DIR/admin.kubeconfig)"
+        return 0
+    fi
+    if [[ -d $CLUSTER_DIR/pids ]]; then
+        for c in "${COMPONENTS[@]}"; do
+            if pid_alive "$c"; then echo "$c: running"; else echo "$c: not running"; fi
+        done
+        echo "not healthy"
+    else
+        echo "down"
+    fi
+    return 1
+}
+
+cmd_kubectl_path() {
+    echo "$BIN_DIR/kubectl"
+    [[ -x $BIN_DIR/kubectl ]] || die "kubectl is not built yet: run '$0 build' (or up)"
+}
+
+usage() {
+    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+case ${1:-} in
+build) cmd_build ;;
+up) cmd_up ;;
+down) cmd_down ;;
+status) cmd_status ;;
+kubectl-path) cmd_kubectl_path ;;
+bin-dir) echo "$BIN_DIR" ;;
+*) usage ;;
+esac
