@@ -6,5 +6,6 @@
 
 pub mod commands;
 pub mod config;
+pub mod mutation;
 pub mod telemetry;
 pub mod tenant;

@@ -1,0 +1,389 @@
+//! The mutation engine over a table of pod shapes: each case asserts the exact pod that results
+//! from applying the patch, and that a second pass adds nothing.
+
+use serde_json::{Value, json};
+use warmpool::config::{AffinityMode, Config};
+use warmpool::mutation::{Injected, Mutation, Rules, SkipReason, mutate};
+
+fn rules(mode: AffinityMode) -> Rules {
+    let mut config = Config::default();
+    config.pool.affinity = mode;
+    Rules::from_config(&config)
+}
+
+/// Applies what `mutate` returns and checks reinvocation: a second pass is an empty patch.
+fn mutated(pod: Value, mode: AffinityMode) -> Value {
+    let rules = rules(mode);
+    let mut out = pod.clone();
+    let mutation = mutate(&pod, &rules);
+    json_patch::patch(&mut out, &mutation.patch()).expect("patch applies");
+    let again = mutate(&out, &rules);
+    assert!(
+        again.patch().0.is_empty(),
+        "second pass must be empty, got {:?}",
+        again.patch()
+    );
+    out
+}
+
+fn pool_expr() -> Value {
+    json!({"key": "workload-type", "operator": "In", "values": ["cargocats"]})
+}
+
+fn pool_toleration() -> Value {
+    json!({"key": "workload-type", "operator": "Equal", "value": "cargocats", "effect": "NoSchedule"})
+}
+
+fn required(terms: Value) -> Value {
+    json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}})
+}
+
+fn pod(spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"a": "b"}}, "spec": spec})
+}
+
+fn containers() -> Value {
+    json!([{"name": "app", "image": "nginx"}])
+}
+
+#[test]
+fn plain_pod_gets_affinity_tolerations_and_annotation() {
+    let out = mutated(pod(json!({"containers": containers()})), AffinityMode::Required);
+    assert_eq!(
+        out,
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "annotations": {"a": "b", "warmpool.io/injected": "node-affinity,tolerations"}},
+            "spec": {
+                "containers": containers(),
+                "affinity": required(json!([{"matchExpressions": [pool_expr()]}])),
+                "tolerations": [pool_toleration()],
+            }
+        })
+    );
+}
+
+#[test]
+fn pool_expression_is_anded_into_every_existing_required_term() {
+    let terms = json!([
+        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]},
+        {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["eu-west-1a"]}],
+         "matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["node-9"]}]},
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}]}
+    ]);
+    let out = mutated(
+        pod(json!({"containers": containers(), "affinity": required(terms)})),
+        AffinityMode::Required,
+    );
+    assert_eq!(
+        out["spec"]["affinity"],
+        required(json!([
+            {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}, pool_expr()]},
+            {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["eu-west-1a"]}, pool_expr()],
+             "matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["node-9"]}]},
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}], "matchExpressions": [pool_expr()]}
+        ]))
+    );
+}
+
+#[test]
+fn a_term_that_already_has_the_expression_is_not_duplicated() {
+    let terms = json!([
+        {"matchExpressions": [pool_expr()]},
+        {"matchExpressions": [{"key": "x", "operator": "Exists"}]}
+    ]);
+    let out = mutated(
+        pod(json!({"containers": containers(), "affinity": required(terms)})),
+        AffinityMode::Required,
+    );
+    assert_eq!(
+        out["spec"]["affinity"],
+        required(json!([
+            {"matchExpressions": [pool_expr()]},
+            {"matchExpressions": [{"key": "x", "operator": "Exists"}, pool_expr()]}
+        ]))
+    );
+}
+
+#[test]
+fn existing_preferred_terms_and_pod_affinities_are_untouched() {
+    let affinity = json!({
+        "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}
+        ]},
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}
+        ]}
+    });
+    let out = mutated(
+        pod(json!({"containers": containers(), "affinity": affinity.clone()})),
+        AffinityMode::Required,
+    );
+    let mut expected = affinity;
+    expected["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] =
+        json!({"nodeSelectorTerms": [{"matchExpressions": [pool_expr()]}]});
+    assert_eq!(out["spec"]["affinity"], expected);
+}
+
+#[test]
+fn pod_anti_affinity_only_gets_a_node_affinity_beside_it() {
+    let anti = json!({"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "podAffinityTerm": {"labelSelector": {}, "topologyKey": "zone"}}
+    ]});
+    let out = mutated(
+        pod(json!({"containers": containers(), "affinity": {"podAntiAffinity": anti.clone()}})),
+        AffinityMode::Required,
+    );
+    let mut expected = required(json!([{"matchExpressions": [pool_expr()]}]));
+    expected["podAntiAffinity"] = anti;
+    assert_eq!(out["spec"]["affinity"], expected);
+}
+
+#[test]
+fn existing_tolerations_are_kept_and_an_equal_one_is_not_added_again() {
+    let defaults = json!([
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+    ]);
+    let out = mutated(
+        pod(json!({"containers": containers(), "tolerations": defaults.clone()})),
+        AffinityMode::Required,
+    );
+    let mut expected = defaults.as_array().unwrap().clone();
+    expected.push(pool_toleration());
+    assert_eq!(out["spec"]["tolerations"], Value::Array(expected));
+
+    // Equal once the API's default operator is filled in.
+    let equal = json!([{"key": "workload-type", "value": "cargocats", "effect": "NoSchedule"}]);
+    let out = mutated(
+        pod(json!({"containers": containers(), "tolerations": equal.clone()})),
+        AffinityMode::Required,
+    );
+    assert_eq!(out["spec"]["tolerations"], equal);
+    assert_eq!(
+        out["metadata"]["annotations"]["warmpool.io/injected"],
+        "node-affinity"
+    );
+}
+
+#[test]
+fn annotation_keys_with_slashes_and_tildes_survive() {
+    let p = json!({
+        "metadata": {"annotations": {"example.com/a~b": "1", "warmpool.io/other": "x"}},
+        "spec": {"containers": containers()}
+    });
+    let out = mutated(p, AffinityMode::Required);
+    assert_eq!(
+        out["metadata"]["annotations"],
+        json!({"example.com/a~b": "1", "warmpool.io/other": "x", "warmpool.io/injected": "node-affinity,tolerations"})
+    );
+    let patch = mutate(&out, &rules(AffinityMode::Required));
+    assert_eq!(patch.patch().0.len(), 0);
+}
+
+#[test]
+fn the_annotation_path_is_json_pointer_escaped() {
+    let p = json!({"metadata": {"annotations": {}}, "spec": {"containers": containers()}});
+    let patch = serde_json::to_value(mutate(&p, &rules(AffinityMode::Required)).patch()).unwrap();
+    let paths: Vec<&str> = patch
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/metadata/annotations/warmpool.io~1injected"), "{paths:?}");
+}
+
+#[test]
+fn no_annotations_or_no_metadata_at_all() {
+    let out = mutated(
+        json!({"metadata": {"generateName": "web-"}, "spec": {"containers": containers()}}),
+        AffinityMode::Required,
+    );
+    assert_eq!(
+        out["metadata"],
+        json!({"generateName": "web-", "annotations": {"warmpool.io/injected": "node-affinity,tolerations"}})
+    );
+    let out = mutated(json!({"spec": {"containers": containers()}}), AffinityMode::Required);
+    assert_eq!(
+        out["metadata"],
+        json!({"annotations": {"warmpool.io/injected": "node-affinity,tolerations"}})
+    );
+}
+
+#[test]
+fn bound_pods_are_skipped() {
+    let p = pod(json!({"containers": containers(), "nodeName": "ip-10-0-0-1"}));
+    assert_eq!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Skip(SkipReason::AlreadyBound("ip-10-0-0-1".into()))
+    );
+}
+
+#[test]
+fn the_skip_annotation_is_honoured() {
+    let p = json!({"metadata": {"annotations": {"warmpool.io/skip": "true"}}, "spec": {"containers": containers()}});
+    assert_eq!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Skip(SkipReason::OptedOut)
+    );
+    // Any other value does not opt out.
+    let p = json!({"metadata": {"annotations": {"warmpool.io/skip": "false"}}, "spec": {"containers": containers()}});
+    assert!(matches!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Patch { .. }
+    ));
+}
+
+#[test]
+fn mirror_pods_are_skipped() {
+    let p = json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "abc"}}, "spec": {"containers": containers()}});
+    assert_eq!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Skip(SkipReason::MirrorPod)
+    );
+}
+
+#[test]
+fn a_pod_whose_affinity_excludes_the_pool_is_left_alone() {
+    let not_in = required(json!([
+        {"matchExpressions": [{"key": "workload-type", "operator": "NotIn", "values": ["cargocats"]}]}
+    ]));
+    for mode in [AffinityMode::Required, AffinityMode::Preferred] {
+        let p = pod(json!({"containers": containers(), "affinity": not_in.clone()}));
+        assert_eq!(
+            mutate(&p, &rules(mode)),
+            Mutation::Skip(SkipReason::ExcludesPool("workload-type=cargocats".into()))
+        );
+    }
+    let other_pool = required(json!([
+        {"matchExpressions": [{"key": "workload-type", "operator": "In", "values": ["batch"]}]},
+        {"matchExpressions": [{"key": "workload-type", "operator": "DoesNotExist"}]}
+    ]));
+    let p = pod(json!({"containers": containers(), "affinity": other_pool}));
+    assert!(matches!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Skip(SkipReason::ExcludesPool(_))
+    ));
+    let p = pod(json!({"containers": containers(), "nodeSelector": {"workload-type": "batch"}}));
+    assert!(matches!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Skip(SkipReason::ExcludesPool(_))
+    ));
+}
+
+#[test]
+fn one_excluding_term_among_others_still_gets_mutated() {
+    // Terms are ORed: the second term allows pool nodes, so the pod can still go there.
+    let terms = json!([
+        {"matchExpressions": [{"key": "workload-type", "operator": "NotIn", "values": ["cargocats"]}]},
+        {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}
+    ]);
+    let p = pod(json!({"containers": containers(), "affinity": required(terms)}));
+    assert!(matches!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Patch { .. }
+    ));
+}
+
+#[test]
+fn preferred_mode_adds_a_weighted_preference() {
+    let existing = json!({"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}});
+    let out = mutated(
+        pod(json!({"containers": containers(), "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [existing.clone()]}}})),
+        AffinityMode::Preferred,
+    );
+    assert_eq!(
+        out["spec"]["affinity"],
+        json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            existing,
+            {"weight": 100, "preference": {"matchExpressions": [pool_expr()]}}
+        ]}})
+    );
+    let out = mutated(pod(json!({"containers": containers()})), AffinityMode::Preferred);
+    assert_eq!(
+        out["spec"]["affinity"],
+        json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "preference": {"matchExpressions": [pool_expr()]}}
+        ]}})
+    );
+    assert_eq!(out["spec"]["tolerations"], json!([pool_toleration()]));
+}
+
+#[test]
+fn a_fully_mutated_pod_reports_nothing_injected() {
+    let p = json!({
+        "metadata": {"annotations": {"warmpool.io/injected": "node-affinity,tolerations"}},
+        "spec": {"containers": containers(),
+                 "affinity": required(json!([{"matchExpressions": [pool_expr()]}])),
+                 "tolerations": [pool_toleration()]}
+    });
+    assert_eq!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Patch { patch: json_patch::Patch(vec![]), injected: vec![] }
+    );
+}
+
+#[test]
+fn a_partially_mutated_pod_gets_the_rest_and_the_annotation_merges() {
+    // Another webhook (or a user) removed our toleration after the first pass.
+    let p = json!({
+        "metadata": {"annotations": {"warmpool.io/injected": "node-affinity"}},
+        "spec": {"containers": containers(),
+                 "affinity": required(json!([{"matchExpressions": [pool_expr()]}]))}
+    });
+    match mutate(&p, &rules(AffinityMode::Required)) {
+        Mutation::Patch { injected, .. } => assert_eq!(injected, vec![Injected::Tolerations]),
+        other => panic!("{other:?}"),
+    }
+    let out = mutated(p, AffinityMode::Required);
+    assert_eq!(
+        out["metadata"]["annotations"]["warmpool.io/injected"],
+        "node-affinity,tolerations"
+    );
+}
+
+#[test]
+fn shapes_we_do_not_understand_are_left_alone() {
+    for p in [
+        json!("a string"),
+        json!({"spec": "nope"}),
+        json!({"metadata": {"annotations": []}, "spec": {"containers": []}}),
+        json!({"spec": {"affinity": 3}}),
+        json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": {}}}}}}),
+        json!({"spec": {"tolerations": {"key": "x"}}}),
+        json!({"metadata": {}}),
+    ] {
+        assert!(
+            matches!(
+                mutate(&p, &rules(AffinityMode::Required)),
+                Mutation::Skip(SkipReason::UnexpectedShape(_))
+            ),
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn empty_node_selector_terms_get_one_term() {
+    let p = pod(json!({"containers": containers(), "affinity": required(json!([]))}));
+    let out = mutated(p, AffinityMode::Required);
+    assert_eq!(
+        out["spec"]["affinity"],
+        required(json!([{"matchExpressions": [pool_expr()]}]))
+    );
+}
+
+#[test]
+fn null_fields_count_as_absent() {
+    let p = json!({"metadata": {"annotations": null}, "spec": {"containers": containers(), "affinity": null, "tolerations": null}});
+    let rules = rules(AffinityMode::Required);
+    let patch = mutate(&p, &rules).patch();
+    let mut out = p.clone();
+    json_patch::patch(&mut out, &patch).unwrap();
+    assert_eq!(out["spec"]["tolerations"], json!([pool_toleration()]));
+    assert_eq!(
+        out["metadata"]["annotations"],
+        json!({"warmpool.io/injected": "node-affinity,tolerations"})
+    );
+}
