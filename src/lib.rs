@@ -9,3 +9,4 @@ pub mod config;
 pub mod mutation;
 pub mod telemetry;
 pub mod tenant;
+pub mod webhook;
