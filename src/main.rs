@@ -2,8 +2,12 @@ use clap::{Parser, Subcommand};
 use warmpool::commands;
 
 /// Warm nodes and pre-pulled images for new Kubernetes tenants.
+///
+/// warmpool steers pods of tenant namespaces (`demo-*`, or labelled warmpool.io/tenant=enabled)
+/// to a pool of warm nodes, keeps spare room reserved there, and pre-pulls the tenants' images,
+/// so a new tenant starts in seconds instead of waiting minutes for a node and its images.
 #[derive(Debug, Parser)]
-#[command(name = "warmpool", version, about, long_about = None)]
+#[command(name = "warmpool", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -11,26 +15,25 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTPS mutating admission webhook.
+    Webhook(commands::webhook::Args),
+    /// Keep the prewarmer, the image cache and the tenant labels in place.
     Reconcile(commands::reconcile::Args),
+    /// Show what the webhook would do to a pod file (no cluster needed).
+    Mutate(commands::mutate::Args),
+    /// Write a CA and a serving certificate for local use.
+    Certs(commands::certs::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        // The offline commands need no async runtime.
+        Command::Mutate(args) => commands::mutate::run(args),
+        Command::Certs(args) => commands::certs::run(args),
+        Command::Webhook(args) => block_on(commands::webhook::run(args)),
+        Command::Reconcile(args) => block_on(commands::reconcile::run(args)),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Reconcile(args) => commands::reconcile::run(args).await,
-        }
-    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -38,4 +41,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn block_on(task: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
+        .block_on(task)
 }

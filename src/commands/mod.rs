@@ -1,3 +1,6 @@
-//! One module per subcommand: arguments and the shell that runs them.
+//! One module per subcommand: its arguments and the thin shell that runs it.
 
+pub mod certs;
+pub mod mutate;
 pub mod reconcile;
+pub mod webhook;
