@@ -102,7 +102,10 @@ impl SkipReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mutation {
     /// Apply `patch`; `injected` is non-empty exactly when the patch is.
-    Patch { patch: Patch, injected: Vec<Injected> },
+    Patch {
+        patch: Patch,
+        injected: Vec<Injected>,
+    },
     /// Leave the pod alone, for this reason.
     Skip(SkipReason),
 }
@@ -159,8 +162,8 @@ fn plan(pod: &Value, rules: &Rules) -> Result<Vec<PlannedOp>, SkipReason> {
             return Err(SkipReason::MirrorPod);
         }
     }
-    let spec = optional_object(pod.get("spec"), "/spec")?
-        .ok_or(SkipReason::UnexpectedShape("/spec"))?;
+    let spec =
+        optional_object(pod.get("spec"), "/spec")?.ok_or(SkipReason::UnexpectedShape("/spec"))?;
     if let Some(node) = spec.get("nodeName").and_then(Value::as_str) {
         if !node.is_empty() {
             return Err(SkipReason::AlreadyBound(node.to_owned()));
@@ -277,7 +280,11 @@ fn expression_excludes_pool(expr: &Value, rules: &Rules) -> bool {
             ) else {
                 return true;
             };
-            if op == "Gt" { label <= bound } else { label >= bound }
+            if op == "Gt" {
+                label <= bound
+            } else {
+                label >= bound
+            }
         }
         _ => false,
     }
@@ -302,7 +309,10 @@ fn required_affinity_ops(
     let affinity = optional_object(spec.get("affinity"), "/spec/affinity")?;
     let Some(affinity) = affinity else {
         let value = json!({"nodeAffinity": {REQUIRED: one_term()}});
-        ops.push((Injected::NodeAffinity, add(pointer(["spec", "affinity"]), value)));
+        ops.push((
+            Injected::NodeAffinity,
+            add(pointer(["spec", "affinity"]), value),
+        ));
         return Ok(());
     };
     let Some(na) = optional_object(affinity.get("nodeAffinity"), "/spec/affinity/nodeAffinity")?
@@ -318,7 +328,13 @@ fn required_affinity_ops(
         ops.push((Injected::NodeAffinity, add(path, one_term())));
         return Ok(());
     };
-    let base = ["spec", "affinity", "nodeAffinity", REQUIRED, "nodeSelectorTerms"];
+    let base = [
+        "spec",
+        "affinity",
+        "nodeAffinity",
+        REQUIRED,
+        "nodeSelectorTerms",
+    ];
     let terms = optional_array(required.get("nodeSelectorTerms"), AT)?;
     let Some(terms) = terms.filter(|t| !t.is_empty()) else {
         // No terms at all is invalid for the API server anyway; give it the one it needs.
@@ -327,9 +343,7 @@ fn required_affinity_ops(
         return Ok(());
     };
     for (i, term) in terms.iter().enumerate() {
-        let term = term
-            .as_object()
-            .ok_or(SkipReason::UnexpectedShape(AT))?;
+        let term = term.as_object().ok_or(SkipReason::UnexpectedShape(AT))?;
         let index = i.to_string();
         let term_path = base.iter().copied().chain([index.as_str()]);
         match optional_array(term.get("matchExpressions"), AT)? {
@@ -355,7 +369,10 @@ fn preferred_affinity_ops(
     let preference = json!({"weight": PREFERRED_WEIGHT, "preference": {"matchExpressions": [rules.pool_expression()]}});
     let Some(affinity) = optional_object(spec.get("affinity"), "/spec/affinity")? else {
         let value = json!({"nodeAffinity": {PREFERRED: [preference]}});
-        ops.push((Injected::NodeAffinity, add(pointer(["spec", "affinity"]), value)));
+        ops.push((
+            Injected::NodeAffinity,
+            add(pointer(["spec", "affinity"]), value),
+        ));
         return Ok(());
     };
     let Some(na) = optional_object(affinity.get("nodeAffinity"), "/spec/affinity/nodeAffinity")?
@@ -369,7 +386,10 @@ fn preferred_affinity_ops(
     let base = ["spec", "affinity", "nodeAffinity", PREFERRED];
     match optional_array(na.get(PREFERRED), AT)? {
         None => {
-            ops.push((Injected::NodeAffinity, add(pointer(base), json!([preference]))));
+            ops.push((
+                Injected::NodeAffinity,
+                add(pointer(base), json!([preference])),
+            ));
         }
         Some(prefs) => {
             let present = prefs.iter().any(|p| {
@@ -422,7 +442,10 @@ fn toleration_ops(
     match existing {
         None => {
             let value = Value::Array(missing.into_iter().cloned().collect());
-            ops.push((Injected::Tolerations, add(pointer(["spec", "tolerations"]), value)));
+            ops.push((
+                Injected::Tolerations,
+                add(pointer(["spec", "tolerations"]), value),
+            ));
         }
         Some(_) => {
             for t in missing {

@@ -48,7 +48,10 @@ fn containers() -> Value {
 
 #[test]
 fn plain_pod_gets_affinity_tolerations_and_annotation() {
-    let out = mutated(pod(json!({"containers": containers()})), AffinityMode::Required);
+    let out = mutated(
+        pod(json!({"containers": containers()})),
+        AffinityMode::Required,
+    );
     assert_eq!(
         out,
         json!({
@@ -191,7 +194,10 @@ fn the_annotation_path_is_json_pointer_escaped() {
         .iter()
         .map(|op| op["path"].as_str().unwrap())
         .collect();
-    assert!(paths.contains(&"/metadata/annotations/warmpool.io~1injected"), "{paths:?}");
+    assert!(
+        paths.contains(&"/metadata/annotations/warmpool.io~1injected"),
+        "{paths:?}"
+    );
 }
 
 #[test]
@@ -204,7 +210,10 @@ fn no_annotations_or_no_metadata_at_all() {
         out["metadata"],
         json!({"generateName": "web-", "annotations": {"warmpool.io/injected": "node-affinity,tolerations"}})
     );
-    let out = mutated(json!({"spec": {"containers": containers()}}), AffinityMode::Required);
+    let out = mutated(
+        json!({"spec": {"containers": containers()}}),
+        AffinityMode::Required,
+    );
     assert_eq!(
         out["metadata"],
         json!({"annotations": {"warmpool.io/injected": "node-affinity,tolerations"}})
@@ -290,7 +299,9 @@ fn one_excluding_term_among_others_still_gets_mutated() {
 fn preferred_mode_adds_a_weighted_preference() {
     let existing = json!({"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}});
     let out = mutated(
-        pod(json!({"containers": containers(), "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [existing.clone()]}}})),
+        pod(
+            json!({"containers": containers(), "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [existing.clone()]}}}),
+        ),
         AffinityMode::Preferred,
     );
     assert_eq!(
@@ -300,7 +311,10 @@ fn preferred_mode_adds_a_weighted_preference() {
             {"weight": 100, "preference": {"matchExpressions": [pool_expr()]}}
         ]}})
     );
-    let out = mutated(pod(json!({"containers": containers()})), AffinityMode::Preferred);
+    let out = mutated(
+        pod(json!({"containers": containers()})),
+        AffinityMode::Preferred,
+    );
     assert_eq!(
         out["spec"]["affinity"],
         json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
@@ -320,7 +334,10 @@ fn a_fully_mutated_pod_reports_nothing_injected() {
     });
     assert_eq!(
         mutate(&p, &rules(AffinityMode::Required)),
-        Mutation::Patch { patch: json_patch::Patch(vec![]), injected: vec![] }
+        Mutation::Patch {
+            patch: json_patch::Patch(vec![]),
+            injected: vec![]
+        }
     );
 }
 

@@ -16,13 +16,23 @@ fn label_key() -> impl Strategy<Value = String> {
 }
 
 fn label_value() -> impl Strategy<Value = String> {
-    prop_oneof![Just("cargocats".to_owned()), Just("batch".to_owned()), "[a-z0-9]{1,5}"]
+    prop_oneof![
+        Just("cargocats".to_owned()),
+        Just("batch".to_owned()),
+        "[a-z0-9]{1,5}"
+    ]
 }
 
 fn expression() -> impl Strategy<Value = Value> {
     (
         label_key(),
-        prop_oneof![Just("In"), Just("NotIn"), Just("Exists"), Just("DoesNotExist"), Just("Gt")],
+        prop_oneof![
+            Just("In"),
+            Just("NotIn"),
+            Just("Exists"),
+            Just("DoesNotExist"),
+            Just("Gt")
+        ],
         prop::collection::vec(label_value(), 1..3),
     )
         .prop_map(|(key, op, values)| match op {
@@ -52,10 +62,14 @@ fn term() -> impl Strategy<Value = Value> {
 
 fn toleration() -> impl Strategy<Value = Value> {
     prop_oneof![
-        Just(json!({"key": "workload-type", "operator": "Equal", "value": "cargocats", "effect": "NoSchedule"})),
+        Just(
+            json!({"key": "workload-type", "operator": "Equal", "value": "cargocats", "effect": "NoSchedule"})
+        ),
         Just(json!({"key": "workload-type", "value": "cargocats", "effect": "NoSchedule"})),
         Just(json!({"operator": "Exists"})),
-        (label_key(), label_value()).prop_map(|(k, v)| json!({"key": k, "value": v, "effect": "NoExecute", "tolerationSeconds": 30})),
+        (label_key(), label_value()).prop_map(
+            |(k, v)| json!({"key": k, "value": v, "effect": "NoExecute", "tolerationSeconds": 30})
+        ),
     ]
 }
 
@@ -129,7 +143,10 @@ fn pod() -> impl Strategy<Value = Value> {
 /// The pod with everything warmpool may touch taken out.
 fn untouched_part(pod: &Value) -> Value {
     let mut p = pod.clone();
-    if let Some(a) = p.pointer_mut("/spec/affinity").and_then(Value::as_object_mut) {
+    if let Some(a) = p
+        .pointer_mut("/spec/affinity")
+        .and_then(Value::as_object_mut)
+    {
         a.remove("nodeAffinity");
         if a.is_empty() {
             p["spec"].as_object_mut().unwrap().remove("affinity");
@@ -169,21 +186,41 @@ fn check(pod: Value, mode: AffinityMode) -> Result<(), TestCaseError> {
     // An empty annotations map we created is ours too.
     for v in [&mut before, &mut after] {
         if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            if m.get("annotations").and_then(Value::as_object).is_some_and(Map::is_empty) {
+            if m.get("annotations")
+                .and_then(Value::as_object)
+                .is_some_and(Map::is_empty)
+            {
                 m.remove("annotations");
             }
         }
-        if v.get("metadata").and_then(Value::as_object).is_some_and(Map::is_empty) {
+        if v.get("metadata")
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty)
+        {
             v.as_object_mut().unwrap().remove("metadata");
         }
     }
     prop_assert_eq!(before, after);
-    let old_tolerations = pod.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
-    let new_tolerations = out.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
-    prop_assert_eq!(&new_tolerations[..old_tolerations.len()], &old_tolerations[..]);
+    let old_tolerations = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let new_tolerations = out
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    prop_assert_eq!(
+        &new_tolerations[..old_tolerations.len()],
+        &old_tolerations[..]
+    );
     if mode == AffinityMode::Required {
         // Existing preferences are never touched in required mode.
-        prop_assert_eq!(nonempty_preexisting_node_affinity(&pod), nonempty_preexisting_node_affinity(&out));
+        prop_assert_eq!(
+            nonempty_preexisting_node_affinity(&pod),
+            nonempty_preexisting_node_affinity(&out)
+        );
     }
     if let Mutation::Patch { injected, .. } = &mutation {
         prop_assert_eq!(injected.is_empty(), mutation.patch().0.is_empty());

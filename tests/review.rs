@@ -8,19 +8,29 @@ use warmpool::tenant::TenantSelector;
 use warmpool::webhook::review::{Decision, ReviewError, review};
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn answer(body: &[u8]) -> Result<(Value, Decision), ReviewError> {
     let config = Config::default();
-    let selector = TenantSelector::new(&config.tenants.namespace_patterns, Some("warmpool")).unwrap();
+    let selector =
+        TenantSelector::new(&config.tenants.namespace_patterns, Some("warmpool")).unwrap();
     review(body, &Rules::from_config(&config), &selector)
         .map(|r| (serde_json::from_slice(&r.body).unwrap(), r.decision))
 }
 
 fn decoded_patch(response: &Value) -> Value {
     let b64 = response["response"]["patch"].as_str().expect("a patch");
-    serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -29,7 +39,10 @@ fn a_tenant_pod_create_is_allowed_with_a_json_patch() {
     let (out, decision) = answer(&body).unwrap();
     assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(out["kind"], "AdmissionReview");
-    assert_eq!(out["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(
+        out["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800002"
+    );
     assert_eq!(out["response"]["allowed"], true);
     assert_eq!(out["response"]["patchType"], "JSONPatch");
     assert!(matches!(decision, Decision::Patched(ref i) if i.len() == 2));
@@ -52,23 +65,38 @@ fn a_tenant_pod_create_is_allowed_with_a_json_patch() {
         "node-affinity,tolerations"
     );
     // Fields we do not touch are byte-for-byte what they were.
-    assert_eq!(pod["spec"]["volumes"], input["request"]["object"]["spec"]["volumes"]);
-    assert_eq!(pod["metadata"]["managedFields"], input["request"]["object"]["metadata"]["managedFields"]);
+    assert_eq!(
+        pod["spec"]["volumes"],
+        input["request"]["object"]["spec"]["volumes"]
+    );
+    assert_eq!(
+        pod["metadata"]["managedFields"],
+        input["request"]["object"]["metadata"]["managedFields"]
+    );
 }
 
 #[test]
 fn update_non_pod_and_system_namespaces_pass_unchanged() {
     for (name, uid) in [
         ("pod-update.json", "aaaaaaaa-0000-4000-8000-000000000002"),
-        ("configmap-create.json", "cccccccc-0000-4000-8000-000000000003"),
-        ("pod-create-kube-system.json", "dddddddd-0000-4000-8000-000000000004"),
+        (
+            "configmap-create.json",
+            "cccccccc-0000-4000-8000-000000000003",
+        ),
+        (
+            "pod-create-kube-system.json",
+            "dddddddd-0000-4000-8000-000000000004",
+        ),
     ] {
         let (out, decision) = answer(&fixture(name)).unwrap();
         assert_eq!(out["response"]["uid"], uid, "{name}");
         assert_eq!(out["response"]["allowed"], true, "{name}");
         assert!(out["response"].get("patch").is_none(), "{name}");
         assert!(out["response"].get("patchType").is_none(), "{name}");
-        assert!(matches!(decision, Decision::Ignored(_)), "{name}: {decision:?}");
+        assert!(
+            matches!(decision, Decision::Ignored(_)),
+            "{name}: {decision:?}"
+        );
     }
 }
 
@@ -99,7 +127,10 @@ fn v1beta1_reviews_are_answered_in_their_own_version() {
 #[test]
 fn bad_bodies_are_errors_that_say_what_is_wrong() {
     assert!(matches!(answer(b""), Err(ReviewError::Malformed(_))));
-    assert!(matches!(answer(b"{not json"), Err(ReviewError::Malformed(_))));
+    assert!(matches!(
+        answer(b"{not json"),
+        Err(ReviewError::Malformed(_))
+    ));
     assert!(matches!(answer(b"[1,2]"), Err(ReviewError::Malformed(_))));
     assert_eq!(
         answer(br#"{"apiVersion":"v1","kind":"Pod"}"#).unwrap_err(),

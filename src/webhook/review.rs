@@ -180,7 +180,8 @@ pub fn review(
             (None, Vec::new(), Decision::Unchanged)
         }
         Ok(Mutation::Patch { patch, injected }) => {
-            let json = serde_json::to_vec(&patch).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+            let json =
+                serde_json::to_vec(&patch).map_err(|e| ReviewError::Malformed(e.to_string()))?;
             (
                 Some(base64::engine::general_purpose::STANDARD.encode(json)),
                 Vec::new(),
@@ -220,7 +221,11 @@ fn decide(
     if gvk.group != "" || gvk.version != "v1" || gvk.kind != "Pod" {
         return Err("not a Pod");
     }
-    if request.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+    if request
+        .sub_resource
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
         return Err("a subresource");
     }
     if request.operation != "CREATE" {
