@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every test of warmpool, on a fresh machine or a warm one: builds what is missing (the local
+# Kubernetes control plane from the Go module proxy, Helm), starts the control plane, runs the
+# lint gates, the unit, integration and end-to-end tests, and stops the control plane again.
+# In CI (CI=true) a missing prerequisite is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+started=$SECONDS
+
+step "toolchain: $(cargo --version), $(go version 2>/dev/null || echo 'go: missing')"
+
+step "local control plane (first run builds Kubernetes from the Go module proxy: several minutes)"
+kubeconfig=$(tests/cluster/cluster.sh up)
+trap 'tests/cluster/cluster.sh down >/dev/null 2>&1 || true' EXIT
+export WARMPOOL_TEST_KUBECONFIG="$kubeconfig"
+
+if [ -x tests/tools/helm.sh ]; then
+  step "helm (built from its Go module once, then cached)"
+  WARMPOOL_TEST_HELM=$(tests/tools/helm.sh)
+  export WARMPOOL_TEST_HELM
+fi
+
+step "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "unit, integration and end-to-end tests"
+cargo test --all-targets --locked
+
+step "all tests passed in $((SECONDS - started)) s"
