@@ -1,0 +1,7 @@
+//! Helpers shared by the end-to-end tests and the demo: the local control plane, fake nodes,
+//! and the real `warmpool` processes under test.
+#![allow(dead_code)]
+
+pub mod cluster;
+pub mod fakelet;
+pub mod webhook;
