@@ -4,4 +4,5 @@
 
 pub mod cluster;
 pub mod fakelet;
+pub mod scenario;
 pub mod webhook;

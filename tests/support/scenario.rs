@@ -1,0 +1,281 @@
+//! The CargoCATs scenario on the local control plane, shared by the scheduling test and the
+//! demo: warm and general fake nodes, warmpool's webhook and reconciler, tenants arriving.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::cluster::{ChildGuard, eventually, free_port, kubeconfig, spawn_warmpool};
+use super::fakelet::{FakeNode, create_node};
+use super::webhook::{Webhook, unregister};
+
+/// The CargoCATs workloads of one tenant: (name, image, cpu, memory). Sum: 640m / 2150Mi.
+pub const CARGOCATS: [(&str, &str, &str, &str); 3] = [
+    (
+        "dataservice",
+        "771960604435.dkr.ecr.eu-west-1.amazonaws.com/workshop-images/dataservice:v1.1",
+        "250m",
+        "768Mi",
+    ),
+    (
+        "frontgateservice",
+        "771960604435.dkr.ecr.eu-west-1.amazonaws.com/workshop-images/frontgateservice:v1",
+        "250m",
+        "768Mi",
+    ),
+    (
+        "mysql",
+        "771960604435.dkr.ecr.eu-west-1.amazonaws.com/dockerhub-images/library/mysql:9",
+        "140m",
+        "614Mi",
+    ),
+];
+
+/// warmpool running against the local control plane for one run.
+pub struct Warmpool {
+    pub run: String,
+    /// warmpool's own namespace (prewarmer, image cache).
+    pub namespace: String,
+    /// Tenant namespaces of this run start with this.
+    pub tenant_prefix: String,
+    /// The pool label value (unique per run, so runs never share warm nodes).
+    pub pool: String,
+    pub webhook: Webhook,
+    pub reconciler: Option<ChildGuard>,
+    pub reconciler_log: PathBuf,
+    client: Client,
+}
+
+impl Warmpool {
+    /// Starts webhook and reconciler with a configuration for this run's pool and tenants.
+    pub async fn start(client: &Client, binary: &Path, run: &str, spare_slots: u32) -> Warmpool {
+        let namespace = format!("{run}-system");
+        let tenant_prefix = format!("{run}-demo-");
+        let pool = format!("cargocats-{run}");
+        let config = format!(
+            r#"tenants:
+  namespacePatterns: ["{tenant_prefix}*"]
+pool:
+  nodeLabel: {{key: workload-type, value: {pool}}}
+  tolerations:
+    - {{key: workload-type, operator: Equal, value: {pool}, effect: NoSchedule}}
+prewarmer:
+  spareSlots: {spare_slots}
+"#
+        );
+        let ns_api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        let _ = ns_api.create(&PostParams::default(), &ns).await;
+
+        let webhook = Webhook::start(binary, Some(&config)).await;
+        webhook.register(client, run, &tenant_prefix, run).await;
+        let config_path = webhook.dir.path().join("config.yaml");
+        let reconciler_log = webhook.dir.path().join("reconciler.log");
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let kubeconfig = kubeconfig().expect("kubeconfig");
+        let reconciler = spawn_warmpool(
+            binary,
+            &[
+                "reconcile",
+                "--config",
+                config_path.to_str().unwrap(),
+                "--namespace",
+                &namespace,
+                "--metrics-listen",
+                &metrics,
+            ],
+            &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+            &reconciler_log,
+        );
+        Warmpool {
+            run: run.to_owned(),
+            namespace,
+            tenant_prefix,
+            pool,
+            webhook,
+            reconciler: Some(reconciler),
+            reconciler_log,
+            client: client.clone(),
+        }
+    }
+
+    /// A warm node of this run's pool: labelled and tainted as the NodePool makes them.
+    pub async fn add_warm_node(&self, name: &str, cpu: &str, memory: &str) {
+        create_node(
+            &self.client,
+            &FakeNode {
+                name,
+                labels: &[("workload-type", &self.pool)],
+                taints: &[("workload-type", &self.pool, "NoSchedule")],
+                cpu,
+                memory,
+            },
+        )
+        .await
+        .expect("warm node");
+    }
+
+    /// A general-purpose node: no pool label, no taint.
+    pub async fn add_general_node(&self, name: &str, cpu: &str, memory: &str) {
+        create_node(
+            &self.client,
+            &FakeNode { name, labels: &[], taints: &[], cpu, memory },
+        )
+        .await
+        .expect("general node");
+    }
+
+    /// Pods of the prewarmer, with the node each is bound to (None = Pending).
+    pub async fn placeholders(&self) -> Vec<(String, Option<String>)> {
+        pods_with_nodes(&self.client, &self.namespace, "app.kubernetes.io/name=warmpool-prewarmer").await
+    }
+
+    /// Waits until `n` placeholders are bound to nodes.
+    pub async fn wait_placeholders_bound(&self, n: usize, timeout: Duration) -> Vec<(String, String)> {
+        eventually(&format!("{n} placeholder pods bound to nodes"), timeout, || async {
+            let bound: Vec<(String, String)> = self
+                .placeholders()
+                .await
+                .into_iter()
+                .filter_map(|(p, n)| n.map(|n| (p, n)))
+                .collect();
+            (bound.len() >= n).then_some(bound)
+        })
+        .await
+    }
+
+    pub async fn prewarmer(&self) -> Option<Deployment> {
+        Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
+            .get_opt("warmpool-prewarmer")
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub async fn image_cache(&self) -> Option<DaemonSet> {
+        Api::<DaemonSet>::namespaced(self.client.clone(), &self.namespace)
+            .get_opt("warmpool-image-cache")
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub fn reconciler_logs(&self) -> String {
+        std::fs::read_to_string(&self.reconciler_log).unwrap_or_default()
+    }
+
+    /// Removes what the run created in the cluster (best effort).
+    pub async fn cleanup(mut self, tenants: &[String]) {
+        self.reconciler = None;
+        self.webhook.stop();
+        unregister(&self.client, &self.run).await;
+        let ns_api: Api<Namespace> = Api::all(self.client.clone());
+        for ns in tenants.iter().chain([&self.namespace]) {
+            let _ = ns_api.delete(ns, &DeleteParams::default()).await;
+        }
+        let _ = super::fakelet::delete_nodes(&self.client, &self.run).await;
+    }
+}
+
+/// Pods matching `selector` in `ns`, with their node.
+pub async fn pods_with_nodes(client: &Client, ns: &str, selector: &str) -> Vec<(String, Option<String>)> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            (p.name_any(), node)
+        })
+        .collect()
+}
+
+/// A tenant as the CargoCATs platform creates one: a namespace, then its Deployments.
+pub async fn create_tenant(client: &Client, ns: &str) -> Instant {
+    let started = Instant::now();
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    ns_api.create(&PostParams::default(), &namespace).await.expect("tenant namespace");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for (name, image, cpu, memory) in CARGOCATS {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": name, "app.kubernetes.io/part-of": "cargocats"}},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name, "app.kubernetes.io/part-of": "cargocats"}},
+                    "spec": {"containers": [{"name": name, "image": image,
+                        "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}
+                }
+            }
+        }))
+        .unwrap();
+        deployments.create(&PostParams::default(), &d).await.expect("tenant deployment");
+    }
+    started
+}
+
+/// One tenant pod after scheduling.
+#[derive(Debug, Clone)]
+pub struct TenantPod {
+    pub name: String,
+    pub node: String,
+    pub injected: String,
+}
+
+/// Waits until every CargoCATs pod of `ns` is bound to a node; returns them.
+pub async fn wait_tenant_scheduled(client: &Client, ns: &str, timeout: Duration) -> Vec<TenantPod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("all CargoCATs pods of {ns} scheduled"), timeout, || {
+        let api = api.clone();
+        async move {
+            let pods = api
+                .list(&ListParams::default().labels("app.kubernetes.io/part-of=cargocats"))
+                .await
+                .ok()?
+                .items;
+            let bound: Vec<TenantPod> = pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| {
+                    Some(TenantPod {
+                        name: p.name_any(),
+                        node: p.spec.as_ref()?.node_name.clone()?,
+                        injected: p
+                            .annotations()
+                            .get("warmpool.io/injected")
+                            .cloned()
+                            .unwrap_or_else(|| "(nothing)".into()),
+                    })
+                })
+                .collect();
+            (bound.len() == CARGOCATS.len()).then_some(bound)
+        }
+    })
+    .await
+}
+
+/// Node name → its labels, for the report.
+pub async fn node_labels(client: &Client) -> BTreeMap<String, BTreeMap<String, String>> {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    api.list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .map(|n| (n.name_any(), n.labels().clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
