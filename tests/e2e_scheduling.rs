@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::cluster::{client, unique};
 use support::fakelet::spawn_fakelet;
-use support::scenario::{Warmpool, create_tenant, wait_tenant_scheduled};
+use support::scenario::{Setup, Warmpool, create_tenant, wait_tenant_scheduled};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 
@@ -17,7 +17,7 @@ async fn tenants_preempt_placeholders_on_warm_nodes() {
     let Some(client) = client().await else { return };
     let fakelet = spawn_fakelet(client.clone());
     let run = unique("sched");
-    let warmpool = Warmpool::start(&client, BIN.as_ref(), &run, 1).await;
+    let warmpool = Warmpool::start(&client, BIN.as_ref(), Setup::isolated(&run, 1)).await;
 
     // One slot of room per warm node; the general node could take everything, were it allowed.
     let warm = format!("{run}-warm-1");

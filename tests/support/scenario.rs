@@ -52,12 +52,33 @@ pub struct Warmpool {
     client: Client,
 }
 
+/// Names and sizes of one run.
+pub struct Setup {
+    /// Scopes the webhook configuration and fake nodes of this run.
+    pub run: String,
+    pub namespace: String,
+    pub tenant_prefix: String,
+    pub pool: String,
+    pub spare_slots: u32,
+}
+
+impl Setup {
+    /// A run that shares the cluster with others: every name and the pool label are unique.
+    pub fn isolated(run: &str, spare_slots: u32) -> Setup {
+        Setup {
+            run: run.to_owned(),
+            namespace: format!("{run}-system"),
+            tenant_prefix: format!("{run}-demo-"),
+            pool: format!("cargocats-{run}"),
+            spare_slots,
+        }
+    }
+}
+
 impl Warmpool {
     /// Starts webhook and reconciler with a configuration for this run's pool and tenants.
-    pub async fn start(client: &Client, binary: &Path, run: &str, spare_slots: u32) -> Warmpool {
-        let namespace = format!("{run}-system");
-        let tenant_prefix = format!("{run}-demo-");
-        let pool = format!("cargocats-{run}");
+    pub async fn start(client: &Client, binary: &Path, setup: Setup) -> Warmpool {
+        let Setup { run, namespace, tenant_prefix, pool, spare_slots } = setup;
         let config = format!(
             r#"tenants:
   namespacePatterns: ["{tenant_prefix}*"]
@@ -74,7 +95,7 @@ prewarmer:
         let _ = ns_api.create(&PostParams::default(), &ns).await;
 
         let webhook = Webhook::start(binary, Some(&config)).await;
-        webhook.register(client, run, &tenant_prefix, run).await;
+        webhook.register(client, &run, &tenant_prefix, &run).await;
         let config_path = webhook.dir.path().join("config.yaml");
         let reconciler_log = webhook.dir.path().join("reconciler.log");
         let metrics = format!("127.0.0.1:{}", free_port());
@@ -94,7 +115,7 @@ prewarmer:
             &reconciler_log,
         );
         Warmpool {
-            run: run.to_owned(),
+            run,
             namespace,
             tenant_prefix,
             pool,
