@@ -58,21 +58,23 @@ with_lock() {
     exec 9>"$file"
     flock 9
     "$@"
-    local rc=$?
-    flock -u 9
     exec 9>&-
-    return $rc
 }
 
 # =============================================================================================
 # build
 # =============================================================================================
 
+# The bin dir is named after the Kubernetes version; etcd's version is recorded in a stamp
+# written after its binary, so bumping ETCD_VERSION rebuilds etcd.
+etcd_present() { [[ -x $BIN_DIR/etcd && $(cat "$BIN_DIR/.etcd.version" 2>/dev/null) == "$ETCD_VERSION" ]]; }
+
 binaries_present() {
     local b
-    for b in "${K8S_BINARIES[@]}" etcd; do
+    for b in "${K8S_BINARIES[@]}"; do
         [[ -x $BIN_DIR/$b ]] || return 1
     done
+    etcd_present
 }
 
 # `go build` must not pick up a go.work or a GOFLAGS=-mod=vendor from the caller.
@@ -86,7 +88,7 @@ go_env() { env GOWORK=off GOFLAGS=-buildvcs=false "$@"; }
 prepare_k8s_module() {
     local dir=$1 json gomod staging minor_patch m
     log "resolving k8s.io/kubernetes@$K8S_VERSION on the Go module proxy"
-    json=$(cd "$dir" && go_env go mod download -json "k8s.io/kubernetes@$K8S_VERSION") \
+    json=$(cd "$VERSION_DIR" && go_env go mod download -json "k8s.io/kubernetes@$K8S_VERSION") \
         || die "go mod download k8s.io/kubernetes@$K8S_VERSION failed"
     gomod=$(sed -n 's/^[[:space:]]*"GoMod":[[:space:]]*"\(.*\)",\{0,1\}$/\1/p' <<<"$json")
     [[ -f $gomod ]] || die "could not find the go.mod of k8s.io/kubernetes@$K8S_VERSION in: $json"
@@ -184,11 +186,12 @@ do_build() {
             fi
         done
     fi
-    if [[ ! -x $BIN_DIR/etcd ]]; then
+    if ! etcd_present; then
         mkdir -p "$etcd_mod"
         prepare_etcd_module "$etcd_mod"
         # The root of the server module is etcd's `main` package.
         go_build_one "$etcd_mod" etcd go.etcd.io/etcd/server/v3 -s
+        echo "$ETCD_VERSION" >"$BIN_DIR/.etcd.version"
     fi
     binaries_present || die "build finished but binaries are missing in $BIN_DIR"
     log "build done in $((SECONDS - start))s"
@@ -287,28 +290,40 @@ EOF
 }
 
 # Start a daemon detached from the calling shell: its own session (setsid) so it survives the
-# shell/cargo process that ran `up`, stdin from /dev/null, output to its log, and fd 9 (our
-# lock) closed. The child writes its own pid before exec, so the pid file is right even if
+# shell/cargo process that ran `up`, stdin from /dev/null, output to its log, and every other
+# inherited fd closed. The last part matters: fd 3 is the caller's stdout (see cmd_up) and fd 9
+# our lock; a daemon holding either would make `$(cluster.sh up)` wait for EOF forever or keep
+# the lock held. The child writes its own pid before exec, so the pid file is right even if
 # setsid had to fork.
 start_daemon() {
     local name=$1; shift
     local pidfile=$CLUSTER_DIR/pids/$name.pid logfile=$CLUSTER_DIR/logs/$name.log
     rm -f "$pidfile"
     log "starting $name"
-    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" \
-        </dev/null >>"$logfile" 2>&1 9>&- &
+    # shellcheck disable=SC2016
+    setsid bash -c '
+        for fd in /proc/$$/fd/*; do
+            fd=${fd##*/}
+            if [[ $fd =~ ^[0-9]+$ ]] && ((fd > 2)); then eval "exec $fd>&-"; fi
+        done
+        echo $$ >"$0"
+        exec "$@"' "$pidfile" "$@" \
+        </dev/null >>"$logfile" 2>&1 &
     local i
     for i in $(seq 50); do [[ -s $pidfile ]] && return 0; sleep 0.1; done
     die "$name did not start (see $logfile)"
 }
 
-# Is the process in the pid file alive and really ours (pids get reused)?
+# Is the process in the pid file alive and really that component (pids get reused)? Matched on
+# the program name rather than the full path so that processes started from another cache
+# (an older pinned version) are still recognised and stopped. Zombies have an empty cmdline.
 pid_alive() {
-    local name=$1 pidfile=$CLUSTER_DIR/pids/$1.pid pid
+    local name=$1 pidfile=$CLUSTER_DIR/pids/$1.pid pid argv0
     [[ -s $pidfile ]] || return 1
     pid=$(<"$pidfile")
-    [[ -r /proc/$pid/cmdline ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$BIN_DIR/$name"
+    [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
+    IFS= read -r -d '' argv0 <"/proc/$pid/cmdline" || true
+    [[ $argv0 == */"$name" ]]
 }
 
 kubectl_admin() { "$BIN_DIR/kubectl" --kubeconfig "$CLUSTER_DIR/admin.kubeconfig" --request-timeout=5s "$@"; }
@@ -329,6 +344,8 @@ lease_held() {
     holder=$(kubectl_admin -n kube-system get lease "$1" -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null) || return 1
     [[ -n $holder ]]
 }
+
+default_sa_exists() { kubectl_admin -n default get serviceaccount default >/dev/null 2>&1; }
 
 # wait_for WHAT COMPONENT CHECK... — poll until CHECK succeeds or the deadline; on timeout
 # (or if the component died) show the tail of its log and fail.
@@ -363,7 +380,8 @@ healthy() {
 
 start_cluster() {
     local ports
-    read -r ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT SCHED_PORT <<<"$(free_ports 5)"
+    ports=$(free_ports 5) || die "could not pick free ports (python3 needed)"
+    read -r ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT SCHED_PORT <<<"$ports"
     mkdir -p "$CLUSTER_DIR"/{logs,pids,etcd}
     chmod 700 "$CLUSTER_DIR/etcd"
     cat >"$CLUSTER_DIR/ports.env" <<EOF
@@ -392,6 +410,11 @@ EOF
         --log-level=warn
     wait_for "etcd /health" etcd etcd_ok
 
+    # --endpoint-reconciler-type=none: the `kubernetes` Endpoints may not hold a loopback IP, so
+    # the default reconciler would log an error every 10s; nothing in this cluster needs them.
+    # TaintNodesByCondition is off: it adds node.kubernetes.io/not-ready:NoSchedule to every new
+    # Node, and only the node lifecycle controller (off, see below) would ever remove it, so
+    # fake Nodes would stay unschedulable. Taints a test puts on its Nodes are kept as given.
     start_daemon kube-apiserver "$BIN_DIR/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
         --bind-address=127.0.0.1 \
@@ -406,16 +429,23 @@ EOF
         --service-account-signing-key-file="$c/sa.key" \
         --service-cluster-ip-range=10.0.0.0/24 \
         --allow-privileged=true \
+        --disable-admission-plugins=TaintNodesByCondition \
+        --endpoint-reconciler-type=none \
         --profiling=false
     wait_for "kube-apiserver /readyz" kube-apiserver readyz_ok
 
     # node-lifecycle-controller is off: it would taint the fake Nodes (no kubelet heartbeats)
     # unreachable and evict their pods. Everything else in '*' stays, notably the garbage
     # collector (owner-reference cleanup) and the service-account/token controllers.
+    # Both serve HTTPS on a free port of their own. --authentication-skip-lookup with our CA:
+    # otherwise they read the requestheader CA from kube-system/extension-apiserver-authentication,
+    # which this API server (no front proxy) does not set, and log errors about it.
     start_daemon kube-controller-manager "$BIN_DIR/kube-controller-manager" \
         --kubeconfig="$CLUSTER_DIR/controller-manager.kubeconfig" \
         --authentication-kubeconfig="$CLUSTER_DIR/controller-manager.kubeconfig" \
         --authorization-kubeconfig="$CLUSTER_DIR/controller-manager.kubeconfig" \
+        --authentication-skip-lookup=true \
+        --client-ca-file="$c/ca.crt" \
         --bind-address=127.0.0.1 \
         --secure-port="$KCM_PORT" \
         --controllers='*,-node-lifecycle-controller' \
@@ -430,6 +460,8 @@ EOF
         --kubeconfig="$CLUSTER_DIR/scheduler.kubeconfig" \
         --authentication-kubeconfig="$CLUSTER_DIR/scheduler.kubeconfig" \
         --authorization-kubeconfig="$CLUSTER_DIR/scheduler.kubeconfig" \
+        --authentication-skip-lookup=true \
+        --client-ca-file="$c/ca.crt" \
         --bind-address=127.0.0.1 \
         --secure-port="$SCHED_PORT" \
         --leader-elect=true \
@@ -437,6 +469,10 @@ EOF
 
     wait_for "kube-controller-manager lease" kube-controller-manager lease_held kube-controller-manager
     wait_for "kube-scheduler lease" kube-scheduler lease_held kube-scheduler
+    # The ServiceAccount admission plugin rejects pods in a namespace until the service-account
+    # controller has created its `default` ServiceAccount; wait for it in `default` so pods can
+    # be created there right after `up` (other namespaces: the caller waits, see README).
+    wait_for "default ServiceAccount" kube-controller-manager default_sa_exists
 }
 
 do_up() {
@@ -450,7 +486,11 @@ do_up() {
         do_down
     fi
     DEADLINE=$((SECONDS + TIMEOUT))
+    # If start-up fails, stop what was started (no half cluster left running) but keep the
+    # logs in $CLUSTER_DIR/logs for diagnosis; the next `up` or `down` removes them.
+    trap 'stop_all; log "start-up failed; logs kept in $CLUSTER_DIR/logs"' EXIT
     start_cluster
+    trap - EXIT
     log "up in $((SECONDS - UP_START))s (kubectl: $BIN_DIR/kubectl)"
 }
 
@@ -486,11 +526,15 @@ stop_component() {
     rm -f "$pidfile"
 }
 
-do_down() {
+stop_all() {
     local i
     for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
         stop_component "${COMPONENTS[i]}"
     done
+}
+
+do_down() {
+    stop_all
     rm -rf "$CLUSTER_DIR"
 }
 
