@@ -35,8 +35,20 @@ fn pod(name: &str) -> Pod {
 
 /// Creates a pod and returns it as the API server stored it (after admission).
 async fn create_pod(client: &Client, ns: &str, name: &str) -> Pod {
+    // Retries while the namespace's `default` ServiceAccount does not exist yet: the controller
+    // manager creates it a moment after the namespace.
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &pod(name)).await.expect("pod created")
+    eventually(&format!("pod {ns}/{name} created"), Duration::from_secs(15), || {
+        let api = api.clone();
+        async move {
+            match api.create(&PostParams::default(), &pod(name)).await {
+                Ok(p) => Some(p),
+                Err(kube::Error::Api(e)) if e.message.contains("serviceaccount") => None,
+                Err(e) => panic!("creating pod {name}: {e}"),
+            }
+        }
+    })
+    .await
 }
 
 fn is_mutated(pod: &Pod) -> bool {
