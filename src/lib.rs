@@ -4,6 +4,7 @@
 //! `reconcile::desired`) and thin I/O shells around them (`webhook`, `reconcile`); the binary in
 //! `main.rs` only parses the command line.
 
+pub mod certs;
 pub mod commands;
 pub mod config;
 pub mod mutation;

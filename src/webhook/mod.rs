@@ -1,3 +1,6 @@
 //! The HTTPS admission server and the review logic behind it.
 
+pub mod metrics;
 pub mod review;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,92 @@
+//! The webhook's Prometheus metrics. Every label value is a `&'static str` from a closed set, so
+//! the number of series is bounded whatever the requests contain.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct What {
+    what: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadResult {
+    result: &'static str,
+}
+
+/// Handles to the webhook's metrics; cheap to share (each is an `Arc` inside).
+#[derive(Debug, Clone)]
+pub struct WebhookMetrics {
+    reviews: Family<Outcome, Counter>,
+    duration: Histogram,
+    injections: Family<What, Counter>,
+    reloads: Family<ReloadResult, Counter>,
+}
+
+impl WebhookMetrics {
+    /// Creates the metrics and registers them in `registry`:
+    /// `warmpool_webhook_reviews_total{outcome}`, `warmpool_webhook_review_duration_seconds`,
+    /// `warmpool_webhook_injections_total{what}`,
+    /// `warmpool_webhook_certificate_reloads_total{result}`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = WebhookMetrics {
+            reviews: Family::default(),
+            // 50µs … ~1.6s: a review takes well under a millisecond; the top buckets show
+            // slow clients and overload.
+            duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            injections: Family::default(),
+            reloads: Family::default(),
+        };
+        registry.register(
+            "warmpool_webhook_reviews",
+            "Admission reviews answered, by outcome (patched, unchanged, skipped, ignored, or the error kind)",
+            metrics.reviews.clone(),
+        );
+        registry.register_with_unit(
+            "warmpool_webhook_review_duration",
+            "Time to answer one admission review, from the request's headers to the response",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "warmpool_webhook_injections",
+            "Pods patched, by what was injected into them",
+            metrics.injections.clone(),
+        );
+        registry.register(
+            "warmpool_webhook_certificate_reloads",
+            "Serving certificate changes seen on disk, by result (success, failure)",
+            metrics.reloads.clone(),
+        );
+        // Both results from the start, so an alert on failures has a series to watch.
+        for result in ["success", "failure"] {
+            drop(metrics.reloads.get_or_create(&ReloadResult { result }));
+        }
+        metrics
+    }
+
+    /// Counts one answered review and its duration.
+    pub fn review(&self, outcome: &'static str, seconds: f64) {
+        self.reviews.get_or_create(&Outcome { outcome }).inc();
+        self.duration.observe(seconds);
+    }
+
+    /// Counts one injection into a patched pod.
+    pub fn injected(&self, what: &'static str) {
+        self.injections.get_or_create(&What { what }).inc();
+    }
+
+    /// Counts one certificate reload attempt.
+    pub fn certificate_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ReloadResult { result }).inc();
+    }
+}

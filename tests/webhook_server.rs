@@ -1,0 +1,806 @@
+//! The real `warmpool webhook` binary, with certificates from `warmpool certs`, spoken to over
+//! real TLS by a rustls client (hyper's HTTP/1 and HTTP/2 clients over tokio-rustls).
+//!
+//! Each test starts its own server on ports the kernel picks (`--listen 127.0.0.1:0`) and reads
+//! the bound addresses from its JSON "webhook listening" log line; every wait has a deadline.
+
+use std::ffi::OsString;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+// ---------------------------------------------------------------------------------------------
+// The server under test
+
+/// Writes ca.crt, tls.crt and tls.key for localhost/127.0.0.1 into `out` with `warmpool certs`.
+fn make_certs(out: &Path) {
+    let output = Command::new(BIN)
+        .args(["certs", "--dns", "localhost", "--ip", "127.0.0.1", "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "warmpool certs: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A running `warmpool webhook`, killed when dropped.
+struct Webhook {
+    child: Child,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    _certs: Option<tempfile::TempDir>,
+}
+
+impl Webhook {
+    /// Starts a webhook on fresh certificates.
+    fn start() -> (Webhook, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        make_certs(dir.path());
+        let ca = dir.path().join("ca.crt");
+        let mut webhook = Webhook::start_with(
+            &dir.path().join("tls.crt"),
+            &dir.path().join("tls.key"),
+            &[],
+        );
+        webhook._certs = Some(dir);
+        (webhook, ca)
+    }
+
+    fn start_with(cert: &Path, key: &Path, extra: &[&str]) -> Webhook {
+        let mut child = Command::new(BIN)
+            .arg("webhook")
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(extra)
+            .env_remove("WARMPOOL_CONFIG")
+            .env_remove("POD_NAMESPACE")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let listening = logs.lock().unwrap().iter().find_map(|line| {
+                let v: Value = serde_json::from_str(line).ok()?;
+                (v["message"] == "webhook listening").then(|| {
+                    let addr = |k: &str| v[k].as_str().unwrap().parse::<SocketAddr>().unwrap();
+                    (addr("address"), addr("metrics_address"))
+                })
+            });
+            if let Some((addr, metrics)) = listening {
+                return Webhook {
+                    child,
+                    addr,
+                    metrics,
+                    logs,
+                    _certs: None,
+                };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("webhook exited with {status}: {:?}", logs.lock().unwrap());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "webhook did not start: {:?}",
+                logs.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "webhook still running: {:?}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `warmpool webhook` with `args` expecting it to fail at start; returns its stderr.
+fn start_failure(args: &[OsString]) -> String {
+    let mut child = Command::new(BIN)
+        .arg("webhook")
+        .args(args)
+        .env_remove("WARMPOOL_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("webhook {args:?} did not fail at start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{args:?}: {stderr}");
+    stderr
+}
+
+// ---------------------------------------------------------------------------------------------
+// A rustls client
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Proto {
+    H1,
+    H2,
+}
+
+fn connector(ca: &Path, proto: Proto) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = match proto {
+        Proto::H1 => vec![b"http/1.1".to_vec()],
+        Proto::H2 => vec![b"h2".to_vec()],
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A TLS connection to `addr` trusting only `ca`, for the name `localhost`.
+async fn tls_connect(
+    addr: SocketAddr,
+    ca: &Path,
+    proto: Proto,
+) -> Result<TlsStream<TcpStream>, Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost")?;
+    let tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        connector(ca, proto).connect(name, tcp),
+    )
+    .await??;
+    Ok(tls)
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    version: http::Version,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+fn request(
+    proto: Proto,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> http::Request<Full<Bytes>> {
+    let uri = match proto {
+        Proto::H1 => path.to_owned(),
+        Proto::H2 => format!("https://localhost:{}{path}", addr.port()),
+    };
+    let mut builder = http::Request::builder().method(method).uri(uri);
+    if proto == Proto::H1 {
+        builder = builder.header(http::header::HOST, format!("localhost:{}", addr.port()));
+    }
+    builder
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+async fn read_reply(response: http::Response<hyper::body::Incoming>) -> Result<Reply, Error> {
+    let status = response.status().as_u16();
+    let version = response.version();
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await?.to_bytes().to_vec();
+    Ok(Reply {
+        status,
+        version,
+        content_type,
+        body,
+    })
+}
+
+/// One request on a new connection.
+async fn send(
+    addr: SocketAddr,
+    ca: &Path,
+    proto: Proto,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Reply, Error> {
+    let tls = tls_connect(addr, ca, proto).await?;
+    let io = TokioIo::new(tls);
+    let request = request(proto, addr, method, path, body);
+    let exchange = async {
+        let response = match proto {
+            Proto::H1 => {
+                let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(connection);
+                sender.send_request(request).await?
+            }
+            Proto::H2 => {
+                let (mut sender, connection) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+                tokio::spawn(connection);
+                sender.send_request(request).await?
+            }
+        };
+        read_reply(response).await
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange).await?
+}
+
+async fn post(addr: SocketAddr, ca: &Path, body: Vec<u8>) -> Reply {
+    send(addr, ca, Proto::H1, "POST", "/mutate", body)
+        .await
+        .unwrap()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(FIXTURES).join(name)).unwrap()
+}
+
+/// GET on the plain-HTTP metrics port.
+async fn admin_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request(Proto::H1, addr, "GET", path, Vec::new()))
+        .await?;
+    let reply = read_reply(response).await?;
+    Ok((reply.status, String::from_utf8(reply.body)?))
+}
+
+/// The value of one series in the Prometheus text, 0 when absent.
+fn series(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+fn assert_json_error(reply: &Reply, status: u16) {
+    assert_eq!(
+        reply.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.content_type.as_deref(), Some("application/json"));
+    let message = reply.json()["error"].as_str().map(str::to_owned);
+    assert!(message.is_some_and(|m| !m.is_empty()), "{:?}", reply.json());
+}
+
+fn request_uid(review: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(review).unwrap();
+    v["request"]["uid"].as_str().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+
+#[tokio::test]
+async fn fixtures_are_answered_with_their_uid_and_a_patch_that_applies() {
+    let (webhook, ca) = Webhook::start();
+
+    let input = fixture("pod-create.json");
+    let reply = post(webhook.addr, &ca, input.clone()).await;
+    assert_eq!(reply.status, 200);
+    let out = reply.json();
+    assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(out["kind"], "AdmissionReview");
+    assert_eq!(out["response"]["uid"], request_uid(&input).as_str());
+    assert_eq!(out["response"]["allowed"], true);
+    assert_eq!(out["response"]["patchType"], "JSONPatch");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(out["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut pod = serde_json::from_slice::<Value>(&input).unwrap()["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    let terms = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"];
+    assert!(
+        terms[0]["matchExpressions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["key"] == "workload-type" && e["values"][0] == "cargocats"),
+        "{pod}"
+    );
+    assert!(
+        pod["spec"]["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["key"] == "workload-type" && t["effect"] == "NoSchedule"),
+        "{pod}"
+    );
+    assert!(pod["metadata"]["annotations"]["warmpool.io/injected"].is_string());
+
+    // UPDATE and a non-Pod pass unchanged, with their own uid.
+    for name in ["pod-update.json", "configmap-create.json"] {
+        let input = fixture(name);
+        let reply = post(webhook.addr, &ca, input.clone()).await;
+        assert_eq!(reply.status, 200, "{name}");
+        let out = reply.json();
+        assert_eq!(
+            out["response"]["uid"],
+            request_uid(&input).as_str(),
+            "{name}"
+        );
+        assert_eq!(out["response"]["allowed"], true, "{name}");
+        assert!(out["response"].get("patch").is_none(), "{name}: {out}");
+    }
+
+    // A large pod (~90 KiB of review) is answered like any other.
+    let input = fixture("pod-create-large.json");
+    let reply = post(webhook.addr, &ca, input.clone()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json()["response"]["uid"],
+        request_uid(&input).as_str()
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_get_a_json_4xx_and_the_server_keeps_answering() {
+    let (webhook, ca) = Webhook::start();
+    let bad: [(&str, &[u8]); 4] = [
+        ("malformed", b"{\"kind\": \"AdmissionReview\", "),
+        ("empty", b""),
+        ("wrong shape", b"{\"kind\":\"Pod\"}"),
+        ("not JSON at all", b"\x00\xff\xfe"),
+    ];
+    for (what, body) in bad {
+        let reply = post(webhook.addr, &ca, body.to_vec()).await;
+        assert_json_error(&reply, 400);
+        eprintln!("{what}: {}", reply.json()["error"]);
+    }
+
+    // Over 3 MiB: 413 with a JSON body, on HTTP/1.1 and on HTTP/2.
+    let huge = vec![b' '; 4 * 1024 * 1024];
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = send(webhook.addr, &ca, proto, "POST", "/mutate", huge.clone())
+            .await
+            .unwrap();
+        assert_json_error(&reply, 413);
+    }
+
+    // Unknown routes and methods are JSON errors too.
+    let reply = send(webhook.addr, &ca, Proto::H1, "GET", "/nope", Vec::new())
+        .await
+        .unwrap();
+    assert_json_error(&reply, 404);
+    let reply = send(webhook.addr, &ca, Proto::H1, "GET", "/mutate", Vec::new())
+        .await
+        .unwrap();
+    assert_json_error(&reply, 405);
+
+    // Still up and still right.
+    let reply = post(webhook.addr, &ca, fixture("pod-create.json")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["response"]["patchType"], "JSONPatch");
+}
+
+#[tokio::test]
+async fn plaintext_http_to_the_tls_port_gets_no_http_response() {
+    let (webhook, ca) = Webhook::start();
+    let mut tcp = TcpStream::connect(webhook.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the server neither answered nor closed the connection"
+    );
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // TLS on the same port is fine.
+    let reply = send(webhook.addr, &ca, Proto::H1, "GET", "/healthz", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn http2_is_negotiated_and_served() {
+    let (webhook, ca) = Webhook::start();
+    let tls = tls_connect(webhook.addr, &ca, Proto::H2).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    drop(tls);
+
+    let reply = send(webhook.addr, &ca, Proto::H2, "GET", "/readyz", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((reply.status, reply.version), (200, http::Version::HTTP_2));
+    let input = fixture("pod-create.json");
+    let reply = send(
+        webhook.addr,
+        &ca,
+        Proto::H2,
+        "POST",
+        "/mutate",
+        input.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((reply.status, reply.version), (200, http::Version::HTTP_2));
+    assert_eq!(
+        reply.json()["response"]["uid"],
+        request_uid(&input).as_str()
+    );
+}
+
+/// Kubernetes updates a mounted Secret by writing a new `..<timestamp>` directory and renaming
+/// a `..data` symlink onto it; `tls.crt` and `tls.key` are symlinks through `..data`.
+#[tokio::test]
+async fn a_certificate_rotated_by_symlink_swap_is_served_to_new_connections() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let swap_to = |generation: &str| {
+        std::os::unix::fs::symlink(generation, root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    };
+    make_certs(&root.join("..v1"));
+    std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
+    for file in ["tls.crt", "tls.key", "ca.crt"] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), root.join(file)).unwrap();
+    }
+    let webhook = Webhook::start_with(&root.join("tls.crt"), &root.join("tls.key"), &[]);
+    let (ca1, ca2) = (root.join("..v1/ca.crt"), root.join("..v2/ca.crt"));
+    let healthz = |ca: PathBuf, proto| async move {
+        send(webhook.addr, &ca, proto, "GET", "/healthz", Vec::new()).await
+    };
+    assert_eq!(healthz(ca1.clone(), Proto::H1).await.unwrap().status, 200);
+
+    // An HTTP/2 connection opened before the rotation.
+    let io = TokioIo::new(tls_connect(webhook.addr, &ca1, Proto::H2).await.unwrap());
+    let (mut open, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+
+    make_certs(&root.join("..v2"));
+    swap_to("..v2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match healthz(ca2.clone(), Proto::H1).await {
+            Ok(reply) if reply.status == 200 => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "new certificate not served within 10s: {other:?} {:?}",
+                webhook.logs()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // New connections no longer get the old certificate…
+    assert!(healthz(ca1.clone(), Proto::H1).await.is_err());
+    // …while the connection opened before keeps working.
+    let request = request(
+        Proto::H2,
+        webhook.addr,
+        "POST",
+        "/mutate",
+        fixture("pod-create.json"),
+    );
+    let reply = read_reply(open.send_request(request).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+
+    // A broken pair (a key that is not PEM) is not served: the previous one stays.
+    make_certs(&root.join("..v3"));
+    std::fs::write(root.join("..v3/tls.key"), b"not a key").unwrap();
+    swap_to("..v3");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = admin_get(webhook.metrics, "/metrics").await.unwrap();
+        if series(
+            &metrics,
+            "warmpool_webhook_certificate_reloads_total{result=\"failure\"}",
+        ) >= 1.0
+        {
+            assert_eq!(
+                series(
+                    &metrics,
+                    "warmpool_webhook_certificate_reloads_total{result=\"success\"}"
+                ),
+                1.0,
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broken pair not noticed: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(healthz(ca2.clone(), Proto::H1).await.unwrap().status, 200);
+    assert!(
+        webhook
+            .logs()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("still serving the previous one")),
+        "{:?}",
+        webhook.logs()
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_reviews_by_outcome_and_injections() {
+    let (webhook, ca) = Webhook::start();
+    post(webhook.addr, &ca, fixture("pod-create.json")).await;
+    post(webhook.addr, &ca, fixture("pod-create.json")).await;
+    post(webhook.addr, &ca, fixture("pod-update.json")).await;
+    post(webhook.addr, &ca, b"{".to_vec()).await;
+
+    let (status, metrics) = admin_get(webhook.metrics, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    let reviews = |outcome: &str| {
+        series(
+            &metrics,
+            &format!("warmpool_webhook_reviews_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(reviews("patched"), 2.0, "{metrics}");
+    assert_eq!(reviews("ignored"), 1.0, "{metrics}");
+    assert_eq!(reviews("malformed"), 1.0, "{metrics}");
+    assert_eq!(
+        series(
+            &metrics,
+            "warmpool_webhook_injections_total{what=\"tolerations\"}"
+        ),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        series(&metrics, "warmpool_webhook_review_duration_seconds_count"),
+        4.0,
+        "{metrics}"
+    );
+    assert_eq!(admin_get(webhook.metrics, "/readyz").await.unwrap().0, 200);
+    assert_eq!(admin_get(webhook.metrics, "/healthz").await.unwrap().0, 200);
+
+    // One JSON log line per patched review, inside a span with the review's identity.
+    let logs = webhook.logs();
+    let patched: Vec<Value> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "pod patched")
+        .collect();
+    assert_eq!(patched.len(), 2, "{logs:?}");
+    let span = &patched[0]["span"];
+    assert_eq!(span["name"], "review");
+    assert_eq!(span["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(span["namespace"], "demo-1");
+    assert_eq!(span["decision"], "patched");
+    assert!(
+        span["pod"].is_string() && span["duration_us"].is_u64(),
+        "{span}"
+    );
+}
+
+/// SIGTERM: unready at once, no new connections, the request in flight is answered, exit 0.
+#[tokio::test]
+async fn sigterm_turns_unready_drains_the_request_in_flight_and_exits_zero() {
+    let (mut webhook, ca) = Webhook::start();
+    assert_eq!(admin_get(webhook.metrics, "/readyz").await.unwrap().0, 200);
+
+    // A request whose body is only half sent when the signal arrives.
+    let body = fixture("pod-create.json");
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut tls = tls_connect(webhook.addr, &ca, Proto::H1).await.unwrap();
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(first).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    webhook.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, _) = admin_get(webhook.metrics, "/readyz").await.unwrap();
+        if status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // No new connections while draining.
+    let refused = send(webhook.addr, &ca, Proto::H1, "GET", "/healthz", Vec::new()).await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    tls.write_all(rest).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
+        .await
+        .expect("no answer to the request in flight")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&request_uid(&body)), "{answer}");
+
+    let status = webhook.wait(Duration::from_secs(15));
+    assert!(status.success(), "{status}: {:?}", webhook.logs());
+    assert!(
+        webhook
+            .logs()
+            .iter()
+            .any(|l| l.contains("\"drained\":true")),
+        "{:?}",
+        webhook.logs()
+    );
+}
+
+#[tokio::test]
+async fn start_up_problems_fail_fast_with_one_line_naming_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(&dir.path().join("a"));
+    make_certs(&dir.path().join("b"));
+    let path = |p: &str| dir.path().join(p).into_os_string();
+    let listen = |addr: &str| -> Vec<OsString> {
+        vec![
+            "--listen".into(),
+            addr.into(),
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
+        ]
+    };
+    let with = |cert: &str, key: &str, more: Vec<OsString>| -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--tls-cert".into(),
+            path(cert),
+            "--tls-key".into(),
+            path(key),
+        ];
+        args.extend(more);
+        args
+    };
+    let bad_config = dir.path().join("config.yaml");
+    std::fs::write(&bad_config, "pool:\n  affinity: sometimes\n").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+
+    let listen_taken = [taken.as_str(), "--listen"];
+    let cases: Vec<(Vec<OsString>, &[&str])> = vec![
+        (
+            with("a/missing.crt", "a/tls.key", listen("127.0.0.1:0")),
+            &["missing.crt", "--tls-cert"],
+        ),
+        (
+            with("a/tls.crt", "a/missing.key", listen("127.0.0.1:0")),
+            &["missing.key", "--tls-key"],
+        ),
+        (
+            with("a/tls.crt", "b/tls.key", listen("127.0.0.1:0")),
+            &["does not belong", "b/tls.key"],
+        ),
+        (
+            with("a/tls.key", "a/tls.key", listen("127.0.0.1:0")),
+            &["no PEM certificate"],
+        ),
+        (
+            with("a/tls.crt", "a/tls.key", listen(&taken)),
+            &listen_taken,
+        ),
+        (
+            {
+                let mut args = with("a/tls.crt", "a/tls.key", listen("127.0.0.1:0"));
+                args.extend(["--config".into(), bad_config.clone().into_os_string()]);
+                args
+            },
+            &["pool.affinity", "--config"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let stderr = start_failure(&args);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        for e in expected {
+            assert!(stderr.contains(e), "{args:?}: {stderr} lacks {e}");
+        }
+    }
+}
