@@ -1,0 +1,223 @@
+{{/*
+Names. The full name is "<release>-warmpool" unless the release name already holds "warmpool".
+Kubernetes names are capped at 63 characters.
+*/}}
+{{- define "warmpool.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "warmpool.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "warmpool.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The labels of every object of the release. */}}
+{{- define "warmpool.labels" -}}
+helm.sh/chart: {{ include "warmpool.chart" . }}
+{{ include "warmpool.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: warmpool
+{{- end }}
+
+{{/* The labels that select the release's pods (immutable in a Deployment: never change them). */}}
+{{- define "warmpool.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "warmpool.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "warmpool.serviceAccountName" -}}
+{{- default (include "warmpool.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
+{{/* The image reference, by digest when one is given. */}}
+{{- define "warmpool.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret that holds the serving certificate (tls.crt, tls.key). */}}
+{{- define "warmpool.tlsSecretName" -}}
+{{- if eq .Values.certs.mode "provided" }}
+{{- required "certs.provided.secretName is required when certs.mode is provided" .Values.certs.provided.secretName }}
+{{- else }}
+{{- printf "%s-tls" (include "warmpool.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The DNS names the API server uses to reach the webhook Service. */}}
+{{- define "warmpool.dnsNames" -}}
+{{- $svc := include "warmpool.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
+{{- end }}
+
+{{/* The namespaces that are never sent to the webhook (the release's own and the system ones). */}}
+{{- define "warmpool.excludedNamespaces" -}}
+{{- $ns := list .Release.Namespace "kube-system" "kube-public" "kube-node-lease" }}
+{{- concat $ns .Values.webhook.excludeNamespaces | uniq | toJson }}
+{{- end }}
+
+{{/*
+The tolerations tenant pods get: exactly the pool's taint (key and value of pool.nodeLabel).
+*/}}
+{{- define "warmpool.tolerations" -}}
+{{- if .Values.pool.taint.enabled }}
+{{- list (dict "key" .Values.pool.nodeLabel.key "operator" "Equal" "value" .Values.pool.nodeLabel.value "effect" .Values.pool.taint.effect) | toJson }}
+{{- else }}
+{{- list | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+The configuration file of both processes (DESIGN.md "Configuration file"). Only keys that
+src/config.rs knows are rendered: it rejects unknown ones.
+*/}}
+{{- define "warmpool.config" -}}
+{{- $slot := .Values.prewarmer.slot }}
+{{- if and (kindIs "map" $slot) (not $slot.auto) }}
+{{- $slot = dict "cpu" (toString $slot.cpu) "memory" (toString $slot.memory) }}
+{{- else }}
+{{- $slot = "auto" }}
+{{- end }}
+{{- $config := dict
+  "tenants" (dict "namespacePatterns" .Values.tenants.namespacePatterns)
+  "pool" (dict
+    "nodeLabel" (dict "key" .Values.pool.nodeLabel.key "value" (toString .Values.pool.nodeLabel.value))
+    "affinity" .Values.pool.affinity
+    "tolerations" (include "warmpool.tolerations" . | fromJsonArray))
+  "prewarmer" (dict
+    "spareSlots" (int .Values.prewarmer.spareSlots)
+    "slot" $slot
+    "doNotDisrupt" .Values.prewarmer.doNotDisrupt
+    "image" .Values.prewarmer.image)
+  "imageCache" (dict
+    "discover" .Values.imageCache.discover
+    "maxImages" (int .Values.imageCache.maxImages)
+    "images" .Values.imageCache.images
+    "imagePullSecrets" .Values.imageCache.imagePullSecrets
+    "toolImage" (include "warmpool.image" .))
+}}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+One shell-style glob (the syntax of src/tenant.rs: globset with `*`, `?`, `[…]`, `[!…]`,
+`{a,b}`, backslash escapes) as a CEL condition on request.namespace:
+  demo-*   → request.namespace.startsWith('demo-')
+  *-prod   → request.namespace.endsWith('-prod')
+  payments → request.namespace == 'payments'
+  *        → true
+  anything else → request.namespace.matches('^…$') with an anchored RE2 regex.
+*/}}
+{{- define "warmpool.globToCEL" -}}
+{{- $glob := . }}
+{{- $meta := "[*?\\[\\]{}\\\\]" }}
+{{- if eq $glob "*" }}
+{{- "true" }}
+{{- else if not (regexMatch $meta $glob) }}
+{{- printf "request.namespace == '%s'" $glob }}
+{{- else if regexMatch "^[^*?\\[\\]{}\\\\]+\\*$" $glob }}
+{{- printf "request.namespace.startsWith('%s')" (trimSuffix "*" $glob) }}
+{{- else if regexMatch "^\\*[^*?\\[\\]{}\\\\]+$" $glob }}
+{{- printf "request.namespace.endsWith('%s')" (trimPrefix "*" $glob) }}
+{{- else }}
+{{- printf "request.namespace.matches('%s')" (include "warmpool.globToRegex" $glob | replace "\\" "\\\\") }}
+{{- end }}
+{{- end }}
+
+{{/*
+A glob as an anchored RE2 regex. Namespace names have no "/", so `*` and `**` are `.*`.
+*/}}
+{{- define "warmpool.globToRegex" -}}
+{{- $glob := . }}
+{{- $out := "^" }}
+{{- $inClass := false }}
+{{- $classStart := false }}
+{{- $escaped := false }}
+{{- $braces := 0 }}
+{{- range $c := splitList "" $glob }}
+{{- if $escaped }}
+{{- $out = print $out (regexQuoteMeta $c) }}
+{{- $escaped = false }}
+{{- else if $inClass }}
+{{- if and $classStart (or (eq $c "!") (eq $c "^")) }}
+{{- $out = print $out "^" }}
+{{- else if and (eq $c "]") (not $classStart) }}
+{{- $out = print $out "]" }}
+{{- $inClass = false }}
+{{- else if eq $c "\\" }}
+{{- $out = print $out "\\\\" }}
+{{- else if eq $c "[" }}
+{{- $out = print $out "\\[" }}
+{{- else }}
+{{- $out = print $out $c }}
+{{- end }}
+{{- if not (and $classStart (or (eq $c "!") (eq $c "^"))) }}
+{{- $classStart = false }}
+{{- end }}
+{{- else if eq $c "\\" }}
+{{- $escaped = true }}
+{{- else if eq $c "*" }}
+{{- if not (hasSuffix ".*" $out) }}
+{{- $out = print $out ".*" }}
+{{- end }}
+{{- else if eq $c "?" }}
+{{- $out = print $out "." }}
+{{- else if eq $c "[" }}
+{{- $out = print $out "[" }}
+{{- $inClass = true }}
+{{- $classStart = true }}
+{{- else if eq $c "{" }}
+{{- $out = print $out "(?:" }}
+{{- $braces = add1 $braces }}
+{{- else if and (eq $c "}") (gt $braces 0) }}
+{{- $out = print $out ")" }}
+{{- $braces = sub $braces 1 }}
+{{- else if and (eq $c ",") (gt $braces 0) }}
+{{- $out = print $out "|" }}
+{{- else }}
+{{- $out = print $out (regexQuoteMeta $c) }}
+{{- end }}
+{{- end }}
+{{- if or $inClass $escaped (gt $braces 0) }}
+{{- fail (printf "tenants.namespacePatterns: `%s` is not a complete glob (unclosed [, { or trailing \\)" $glob) }}
+{{- end }}
+{{- print $out "$" }}
+{{- end }}
+
+{{/* The whole CEL expression: any pattern matches. */}}
+{{- define "warmpool.namespaceNameCEL" -}}
+{{- $parts := list }}
+{{- range .Values.tenants.namespacePatterns }}
+{{- $parts = append $parts (include "warmpool.globToCEL" .) }}
+{{- end }}
+{{- join " || " $parts }}
+{{- end }}
+
+{{/* The node class the NodePool refers to (see nodePool.nodeClassName in values.yaml). */}}
+{{- define "warmpool.nodeClassName" -}}
+{{- $np := .Values.nodePool }}
+{{- if $np.nodeClassName }}
+{{- $np.nodeClassName }}
+{{- else if and (eq $np.flavor "karpenter") $np.ec2NodeClass.create }}
+{{- include "warmpool.fullname" . }}
+{{- else }}
+{{- "default" }}
+{{- end }}
+{{- end }}
