@@ -8,6 +8,7 @@ pub mod certs;
 pub mod commands;
 pub mod config;
 pub mod mutation;
+pub mod reconcile;
 pub mod telemetry;
 pub mod tenant;
 pub mod webhook;

@@ -23,6 +23,12 @@ enum Command {
     Mutate(commands::mutate::Args),
     /// Write a CA and a serving certificate for local use.
     Certs(commands::certs::Args),
+    /// (internal) Copy this binary into DIR: the image cache's first init container.
+    #[command(hide = true)]
+    InstallNoop(commands::reconcile::InstallNoopArgs),
+    /// (internal) Exit 0 at once: what the image cache runs in every cached image.
+    #[command(hide = true)]
+    Noop,
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +39,8 @@ fn main() -> std::process::ExitCode {
         Command::Certs(args) => commands::certs::run(args),
         Command::Webhook(args) => block_on(commands::webhook::run(args)),
         Command::Reconcile(args) => block_on(commands::reconcile::run(args)),
+        Command::InstallNoop(args) => commands::reconcile::install_noop(args),
+        Command::Noop => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,640 @@
+//! The objects the reconciler keeps in place, built by pure functions of the configuration and
+//! what was observed. Whatever is not set here is not owned by the field manager `warmpool`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec,
+    DeploymentStrategy, RollingUpdateDaemonSet, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, LocalObjectReference, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{
+    CACHE_DIR, DO_NOT_DISRUPT, IMAGE_CACHE, MANAGED_BY, MANAGED_BY_LABEL, NOOP_BINARY, PREWARMER,
+    PRIORITY_CLASS,
+};
+use crate::config::{Config, SlotResources};
+
+/// The placeholders' priority: below every real pod (0), so that any tenant preempts them.
+pub const PLACEHOLDER_PRIORITY: i32 = -10;
+/// The user and group the pods run as (the conventional `nobody` of the `pause` image).
+pub const RUN_AS: i64 = 65535;
+/// The emptyDir that carries the no-op program from the first init container to the others.
+const CACHE_VOLUME: &str = "warmpool-cache";
+
+const NAME_LABEL: &str = "app.kubernetes.io/name";
+const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+
+/// The labels of every object of one component; the first entry (`app.kubernetes.io/name`) is
+/// also the pod selector, which Kubernetes never lets change.
+pub fn labels(name: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_owned(), name.to_owned()),
+        (COMPONENT_LABEL.to_owned(), component.to_owned()),
+        (PART_OF_LABEL.to_owned(), "warmpool".to_owned()),
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+    ])
+}
+
+fn selector(name: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(NAME_LABEL.to_owned(), name.to_owned())])),
+        ..LabelSelector::default()
+    }
+}
+
+fn meta(
+    name: &str,
+    namespace: Option<&str>,
+    component: &str,
+    owner: Option<&OwnerReference>,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(labels(name, component)),
+        owner_references: owner.map(|o| vec![o.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// PriorityClass `warmpool-placeholder`: value -10, never preempts, not the global default.
+/// Cluster-scoped, so it carries no owner reference (a namespaced owner is not allowed); the
+/// chart owns it too.
+pub fn priority_class() -> PriorityClass {
+    PriorityClass {
+        metadata: meta(PRIORITY_CLASS, None, "placeholder", None),
+        value: PLACEHOLDER_PRIORITY,
+        preemption_policy: Some("Never".into()),
+        global_default: Some(false),
+        description: Some(
+            "warmpool placeholder pods: hold room on warm nodes until any real pod preempts them"
+                .into(),
+        ),
+    }
+}
+
+/// Deployment `warmpool-prewarmer`: `prewarmer.spareSlots` pause pods, each requesting `slot`,
+/// pinned to the pool and preemptible by every tenant.
+pub fn prewarmer(
+    config: &Config,
+    namespace: &str,
+    slot: &SlotResources,
+    owner: Option<&OwnerReference>,
+) -> Deployment {
+    let mut template_meta = ObjectMeta {
+        labels: Some(labels(PREWARMER, "prewarmer")),
+        ..ObjectMeta::default()
+    };
+    if config.prewarmer.do_not_disrupt {
+        template_meta.annotations = Some(BTreeMap::from([(
+            DO_NOT_DISRUPT.to_owned(),
+            "true".to_owned(),
+        )]));
+    }
+    let pause = Container {
+        name: "pause".into(),
+        image: Some(config.prewarmer.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        resources: Some(requests(&slot.cpu, &slot.memory)),
+        security_context: Some(container_security()),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: meta(PREWARMER, Some(namespace), "prewarmer", owner),
+        spec: Some(DeploymentSpec {
+            replicas: Some(i32::try_from(config.prewarmer.spare_slots).unwrap_or(i32::MAX)),
+            selector: selector(PREWARMER),
+            // Never surge: one placeholder too many is a whole node too many.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(0)),
+                    max_unavailable: Some(IntOrString::Int(1)),
+                }),
+            }),
+            revision_history_limit: Some(2),
+            template: PodTemplateSpec {
+                metadata: Some(template_meta),
+                spec: Some(PodSpec {
+                    priority_class_name: Some(PRIORITY_CLASS.into()),
+                    // Preemption frees the room at once.
+                    termination_grace_period_seconds: Some(0),
+                    containers: vec![pause],
+                    ..pool_pod_spec(config)
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// DaemonSet `warmpool-image-cache`: on every warm node, one init container per image (running
+/// the static no-op copied in by the first init container, so images without a shell work too)
+/// and a pause container. `images` is used in the order given (see [`super::images`]).
+pub fn image_cache(
+    config: &Config,
+    namespace: &str,
+    images: &[String],
+    owner: Option<&OwnerReference>,
+) -> DaemonSet {
+    let cache_mount = |read_only: bool| VolumeMount {
+        name: CACHE_VOLUME.into(),
+        mount_path: CACHE_DIR.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    };
+    let tiny = || requests(&Quantity("5m".into()), &Quantity("16Mi".into()));
+    let mut init_containers = vec![Container {
+        name: "install-noop".into(),
+        image: Some(config.image_cache.tool_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        // The tool image's entrypoint is `warmpool`: it copies itself into the emptyDir.
+        args: Some(vec!["install-noop".into(), CACHE_DIR.into()]),
+        volume_mounts: Some(vec![cache_mount(false)]),
+        resources: Some(tiny()),
+        security_context: Some(container_security()),
+        ..Container::default()
+    }];
+    let noop = format!("{CACHE_DIR}/{NOOP_BINARY}");
+    for (name, image) in cache_container_names(images).into_iter().zip(images) {
+        init_containers.push(Container {
+            name,
+            image: Some(image.clone()),
+            image_pull_policy: Some("IfNotPresent".into()),
+            command: Some(vec![noop.clone(), "noop".into()]),
+            args: Some(Vec::new()),
+            volume_mounts: Some(vec![cache_mount(true)]),
+            resources: Some(tiny()),
+            security_context: Some(container_security()),
+            ..Container::default()
+        });
+    }
+    let pull_secrets: Vec<LocalObjectReference> = config
+        .image_cache
+        .image_pull_secrets
+        .iter()
+        .map(|name| LocalObjectReference { name: name.clone() })
+        .collect();
+    DaemonSet {
+        metadata: meta(IMAGE_CACHE, Some(namespace), "image-cache", owner),
+        spec: Some(DaemonSetSpec {
+            selector: selector(IMAGE_CACHE),
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString::String("25%".into())),
+                    max_surge: Some(IntOrString::Int(0)),
+                }),
+            }),
+            revision_history_limit: Some(2),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(IMAGE_CACHE, "image-cache")),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    termination_grace_period_seconds: Some(0),
+                    image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
+                    init_containers: Some(init_containers),
+                    containers: vec![Container {
+                        name: "pause".into(),
+                        image: Some(config.prewarmer.image.clone()),
+                        image_pull_policy: Some("IfNotPresent".into()),
+                        resources: Some(tiny()),
+                        security_context: Some(container_security()),
+                        ..Container::default()
+                    }],
+                    volumes: Some(vec![Volume {
+                        name: CACHE_VOLUME.into(),
+                        empty_dir: Some(EmptyDirVolumeSource {
+                            size_limit: Some(Quantity("256Mi".into())),
+                            ..EmptyDirVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    ..pool_pod_spec(config)
+                }),
+            },
+            ..DaemonSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// What every warm-pool pod shares: the pool's required node affinity and tolerations, no
+/// service-account token, no service links, a non-root RuntimeDefault-seccomp pod.
+fn pool_pod_spec(config: &Config) -> PodSpec {
+    let label = &config.pool.node_label;
+    PodSpec {
+        affinity: Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: label.key.clone(),
+                            operator: "In".into(),
+                            values: Some(vec![label.value.clone()]),
+                        }]),
+                        ..NodeSelectorTerm::default()
+                    }],
+                }),
+                ..NodeAffinity::default()
+            }),
+            ..Affinity::default()
+        }),
+        tolerations: Some(config.pool.tolerations.iter().map(|t| t.to_k8s()).collect()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        ..PodSpec::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn requests(cpu: &Quantity, memory: &Quantity) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), cpu.clone()),
+            ("memory".to_owned(), memory.clone()),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// One init-container name per image: `cache-<short name>-<8 hex of a stable hash>`, a valid DNS
+/// label that stays the same for the same image whatever else is cached.
+pub fn cache_container_names(images: &[String]) -> Vec<String> {
+    let mut taken = BTreeSet::new();
+    images
+        .iter()
+        .map(|image| {
+            let base = format!("cache-{}-{:08x}", short_name(image), fnv1a32(image));
+            let mut name = base.clone();
+            let mut n = 2;
+            while !taken.insert(name.clone()) {
+                name = format!("{base}-{n}");
+                n += 1;
+            }
+            name
+        })
+        .collect()
+}
+
+/// The last path segment of an image reference without tag or digest, as DNS-label characters,
+/// at most 30 of them.
+fn short_name(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let repo = last.split(':').next().unwrap_or(last);
+    let mut out = String::new();
+    for c in repo.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+        if out.len() >= 30 {
+            break;
+        }
+    }
+    let trimmed = out.trim_matches('-');
+    if trimmed.is_empty() {
+        "image".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// FNV-1a, folded to 32 bits: a hash that never changes between Rust releases (unlike
+/// `DefaultHasher`), so names stay put across upgrades.
+fn fnv1a32(s: &str) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in s.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    ((hash >> 32) ^ (hash & 0xffff_ffff)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "warmpool".into(),
+            uid: "0000-1111".into(),
+            ..OwnerReference::default()
+        }
+    }
+
+    fn security() -> serde_json::Value {
+        json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "runAsUser": 65535,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        })
+    }
+
+    fn pool_spec() -> serde_json::Value {
+        json!({
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "workload-type", "operator": "In", "values": ["cargocats"]}
+                ]}]
+            }}},
+            "tolerations": [
+                {"key": "workload-type", "operator": "Equal", "value": "cargocats", "effect": "NoSchedule"}
+            ],
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65535,
+                "runAsGroup": 65535,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        })
+    }
+
+    fn merge(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+        if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
+            b.extend(e);
+        }
+        base
+    }
+
+    fn labels_json(name: &str, component: &str) -> serde_json::Value {
+        json!({
+            "app.kubernetes.io/name": name,
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/part-of": "warmpool",
+            "app.kubernetes.io/managed-by": "warmpool",
+        })
+    }
+
+    #[test]
+    fn the_priority_class() {
+        assert_eq!(
+            serde_json::to_value(priority_class()).unwrap(),
+            json!({
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {
+                    "name": "warmpool-placeholder",
+                    "labels": labels_json("warmpool-placeholder", "placeholder"),
+                },
+                "value": -10,
+                "preemptionPolicy": "Never",
+                "globalDefault": false,
+                "description": "warmpool placeholder pods: hold room on warm nodes until any real pod preempts them",
+            })
+        );
+    }
+
+    #[test]
+    fn the_prewarmer_with_the_default_configuration() {
+        let config = Config::default();
+        let slot = SlotResources::default();
+        let got =
+            serde_json::to_value(prewarmer(&config, "warmpool-system", &slot, Some(&owner())))
+                .unwrap();
+        let pod_spec = merge(
+            pool_spec(),
+            json!({
+                "priorityClassName": "warmpool-placeholder",
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{
+                    "name": "pause",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "imagePullPolicy": "IfNotPresent",
+                    "resources": {"requests": {"cpu": "640m", "memory": "2150Mi"}},
+                    "securityContext": security(),
+                }],
+            }),
+        );
+        assert_eq!(
+            got,
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {
+                    "name": "warmpool-prewarmer",
+                    "namespace": "warmpool-system",
+                    "labels": labels_json("warmpool-prewarmer", "prewarmer"),
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "warmpool", "uid": "0000-1111"}],
+                },
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app.kubernetes.io/name": "warmpool-prewarmer"}},
+                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+                    "revisionHistoryLimit": 2,
+                    "template": {
+                        "metadata": {
+                            "labels": labels_json("warmpool-prewarmer", "prewarmer"),
+                            "annotations": {"karpenter.sh/do-not-disrupt": "true"},
+                        },
+                        "spec": pod_spec,
+                    },
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn the_prewarmer_follows_the_configuration() {
+        let config = Config::from_yaml(
+            "pool:\n  nodeLabel: {key: pool, value: warm}\n  tolerations: [{key: dedicated, operator: Exists}]\n\
+             prewarmer: {spareSlots: 3, doNotDisrupt: false, image: 'example.com/pause:1'}\n",
+        )
+        .unwrap();
+        let slot = SlotResources {
+            cpu: Quantity("2".into()),
+            memory: Quantity("4Gi".into()),
+        };
+        let got = serde_json::to_value(prewarmer(&config, "ns", &slot, None)).unwrap();
+        assert_eq!(got["spec"]["replicas"], 3);
+        assert!(got["metadata"].get("ownerReferences").is_none());
+        assert!(
+            got["spec"]["template"]["metadata"]
+                .get("annotations")
+                .is_none()
+        );
+        let spec = &got["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                [0]["matchExpressions"],
+            json!([{"key": "pool", "operator": "In", "values": ["warm"]}])
+        );
+        assert_eq!(
+            spec["tolerations"],
+            json!([{"key": "dedicated", "operator": "Exists"}])
+        );
+        assert_eq!(spec["containers"][0]["image"], "example.com/pause:1");
+        assert_eq!(
+            spec["containers"][0]["resources"],
+            json!({"requests": {"cpu": "2", "memory": "4Gi"}})
+        );
+    }
+
+    #[test]
+    fn the_image_cache() {
+        let mut config = Config::default();
+        config.image_cache.image_pull_secrets = vec!["ecr".into()];
+        config.image_cache.tool_image = "example.com/warmpool:1".into();
+        let images = vec![
+            "a.example.com/team/dataservice:v1.1".to_string(),
+            "gcr.io/distroless/static@sha256:abcd".to_string(),
+        ];
+        let got =
+            serde_json::to_value(image_cache(&config, "warmpool-system", &images, None)).unwrap();
+        let names = cache_container_names(&images);
+        let tiny = json!({"requests": {"cpu": "5m", "memory": "16Mi"}});
+        let cache = |name: &str, image: &str| {
+            json!({
+                "name": name,
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/warmpool-cache/warmpool", "noop"],
+                "args": [],
+                "volumeMounts": [{"name": "warmpool-cache", "mountPath": "/warmpool-cache", "readOnly": true}],
+                "resources": tiny,
+                "securityContext": security(),
+            })
+        };
+        let pod_spec = merge(
+            pool_spec(),
+            json!({
+                "terminationGracePeriodSeconds": 0,
+                "imagePullSecrets": [{"name": "ecr"}],
+                "initContainers": [
+                    {
+                        "name": "install-noop",
+                        "image": "example.com/warmpool:1",
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["install-noop", "/warmpool-cache"],
+                        "volumeMounts": [{"name": "warmpool-cache", "mountPath": "/warmpool-cache", "readOnly": false}],
+                        "resources": tiny,
+                        "securityContext": security(),
+                    },
+                    cache(&names[0], &images[0]),
+                    cache(&names[1], &images[1]),
+                ],
+                "containers": [{
+                    "name": "pause",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "imagePullPolicy": "IfNotPresent",
+                    "resources": tiny,
+                    "securityContext": security(),
+                }],
+                "volumes": [{"name": "warmpool-cache", "emptyDir": {"sizeLimit": "256Mi"}}],
+            }),
+        );
+        assert_eq!(
+            got,
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {
+                    "name": "warmpool-image-cache",
+                    "namespace": "warmpool-system",
+                    "labels": labels_json("warmpool-image-cache", "image-cache"),
+                },
+                "spec": {
+                    "selector": {"matchLabels": {"app.kubernetes.io/name": "warmpool-image-cache"}},
+                    "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 0}},
+                    "revisionHistoryLimit": 2,
+                    "template": {
+                        "metadata": {"labels": labels_json("warmpool-image-cache", "image-cache")},
+                        "spec": pod_spec,
+                    },
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn no_pull_secrets_and_no_images_leave_a_pause_pod_with_the_installer() {
+        let got = serde_json::to_value(image_cache(&Config::default(), "ns", &[], None)).unwrap();
+        let spec = &got["spec"]["template"]["spec"];
+        assert!(spec.get("imagePullSecrets").is_none());
+        assert_eq!(spec["initContainers"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn cache_container_names_are_stable_valid_and_unique() {
+        let images: Vec<String> = vec![
+            "771960604435.dkr.ecr.eu-west-1.amazonaws.com/workshop-images/dataservice:v1.1".into(),
+            "771960604435.dkr.ecr.eu-west-1.amazonaws.com/workshop-images/dataservice:v1.2".into(),
+            "docker.io/library/MySQL_Server:9".into(),
+            "registry:5000/___:1".into(),
+            format!("x/{}:1", "a".repeat(100)),
+        ];
+        let names = cache_container_names(&images);
+        assert_eq!(names, cache_container_names(&images), "deterministic");
+        assert_eq!(
+            cache_container_names(&images[1..2]),
+            names[1..2],
+            "a name does not depend on the other images"
+        );
+        assert!(names[0].starts_with("cache-dataservice-"), "{names:?}");
+        assert!(names[2].starts_with("cache-mysql-server-"), "{names:?}");
+        assert!(names[3].starts_with("cache-image-"), "{names:?}");
+        assert_ne!(names[0], names[1]);
+        for name in &names {
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+            assert!(!name.ends_with('-'), "{name}");
+        }
+        let twice = cache_container_names(&["a:1".to_string(), "a:1".to_string()]);
+        assert_ne!(twice[0], twice[1]);
+    }
+}

@@ -1,0 +1,173 @@
+//! The reconciler's Prometheus metrics (served on `/metrics` by the admin router).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::error::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// `namespace`, `priorityclass`, `deployment` or `daemonset`.
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub target: String,
+    /// [`Error::metric_label`].
+    pub kind: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 5 ms … ~20 s
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+/// Every metric of the reconciler; cheap to clone (the handles share their values).
+#[derive(Clone)]
+pub struct Metrics {
+    pub tenants: Gauge,
+    pub spare_slots: Gauge,
+    pub cached_images: Gauge,
+    pub slot_cpu_millicores: Gauge,
+    pub slot_memory_bytes: Gauge,
+    pub leader: Gauge,
+    pub enrolled: Counter,
+    pub runs: Family<TargetLabels, Counter>,
+    pub failures: Family<FailureLabels, Counter>,
+    pub duration: Family<TargetLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            tenants: Gauge::default(),
+            spare_slots: Gauge::default(),
+            cached_images: Gauge::default(),
+            slot_cpu_millicores: Gauge::default(),
+            slot_memory_bytes: Gauge::default(),
+            leader: Gauge::default(),
+            enrolled: Counter::default(),
+            runs: Family::default(),
+            failures: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+        }
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under the prefix `warmpool_reconcile`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics::default();
+        let r = registry.sub_registry_with_prefix("warmpool_reconcile");
+        r.register(
+            "tenants",
+            "Namespaces that are tenants now",
+            m.tenants.clone(),
+        );
+        r.register(
+            "spare_slots",
+            "Placeholder replicas kept on warm nodes (prewarmer.spareSlots)",
+            m.spare_slots.clone(),
+        );
+        r.register(
+            "cached_images",
+            "Images in the image-cache DaemonSet",
+            m.cached_images.clone(),
+        );
+        r.register(
+            "slot_cpu_millicores",
+            "CPU one placeholder requests",
+            m.slot_cpu_millicores.clone(),
+        );
+        r.register(
+            "slot_memory_bytes",
+            "Memory one placeholder requests",
+            m.slot_memory_bytes.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica holds the Lease and writes, else 0",
+            m.leader.clone(),
+        );
+        r.register(
+            "enrolled_namespaces",
+            "Namespaces labelled warmpool.io/tenant=enabled by this replica",
+            m.enrolled.clone(),
+        );
+        r.register("runs", "Reconcile runs, by target", m.runs.clone());
+        r.register(
+            "failures",
+            "Failed reconcile runs, by target and kind of failure",
+            m.failures.clone(),
+        );
+        r.register(
+            "duration_seconds",
+            "Time one reconcile run took, by target",
+            m.duration.clone(),
+        );
+        m
+    }
+
+    /// Counts one run of `target` that took `took` and ended in `result`.
+    pub fn observe_run<T>(&self, target: &str, took: Duration, result: &Result<T, Error>) {
+        let labels = TargetLabels {
+            target: target.to_owned(),
+        };
+        self.runs.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if let Err(e) = result {
+            self.failures
+                .get_or_create(&FailureLabels {
+                    target: target.to_owned(),
+                    kind: e.metric_label().to_owned(),
+                })
+                .inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_and_failures_are_encoded_with_their_labels() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.observe_run::<()>("deployment", Duration::from_millis(20), &Ok(()));
+        m.observe_run::<()>(
+            "deployment",
+            Duration::from_millis(20),
+            &Err(Error::NotLeader {
+                action: "apply".into(),
+            }),
+        );
+        m.tenants.set(3);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"warmpool_reconcile_runs_total{target="deployment"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"warmpool_reconcile_failures_total{target="deployment",kind="not_leader"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("warmpool_reconcile_tenants 3"), "{text}");
+        assert!(
+            text.contains(r#"warmpool_reconcile_duration_seconds_count{target="deployment"} 2"#),
+            "{text}"
+        );
+    }
+}

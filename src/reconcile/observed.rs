@@ -1,0 +1,474 @@
+//! What the reconciler knows of the cluster, kept small: a Pod is read into [`SlimPod`] (only
+//! images and requests are deserialised; env, volumes, status and the rest are skipped by serde),
+//! reduced at once to a [`PodSummary`] and indexed by namespace. [`observe`] turns that and the
+//! namespaces into the inputs of the desired objects. Pure apart from the watch-event plumbing.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::watcher;
+use serde::Deserialize;
+
+use super::images::{ImageUsage, select_images};
+use super::slot::{self, ContainerRequests, Requests};
+use crate::config::{Config, Slot, SlotResources};
+use crate::tenant::TenantSelector;
+
+/// A Pod with only the fields the reconciler reads. Unknown fields are skipped while parsing, so
+/// a watch of every pod in the cluster never holds their full specs.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SlimPod {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: SlimPodSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimPodSpec {
+    #[serde(default)]
+    pub containers: Vec<SlimContainer>,
+    #[serde(default)]
+    pub init_containers: Vec<SlimContainer>,
+    #[serde(default)]
+    pub overhead: Option<BTreeMap<String, Quantity>>,
+    /// Pod-level resources (PodLevelResources).
+    #[serde(default)]
+    pub resources: Option<SlimResources>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimContainer {
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub resources: Option<SlimResources>,
+    #[serde(default)]
+    pub restart_policy: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SlimResources {
+    #[serde(default)]
+    pub requests: Option<BTreeMap<String, Quantity>>,
+}
+
+impl kube::Resource for SlimPod {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Pod".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "pods".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// One pod, as far as the warm pool cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSummary {
+    /// The images of its containers and init containers, de-duplicated, in spec order.
+    pub images: Vec<String>,
+    /// What the scheduler reserves for it.
+    pub requests: Requests,
+}
+
+impl PodSummary {
+    pub fn of(spec: &SlimPodSpec) -> PodSummary {
+        let mut images: Vec<String> = Vec::new();
+        for c in spec.init_containers.iter().chain(&spec.containers) {
+            if let Some(image) = c.image.as_deref().map(str::trim)
+                && !image.is_empty()
+                && !images.iter().any(|i| i == image)
+            {
+                images.push(image.to_owned());
+            }
+        }
+        let requests_of = |c: &SlimContainer| {
+            Requests::from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()))
+        };
+        let containers: Vec<Requests> = spec.containers.iter().map(requests_of).collect();
+        let init: Vec<ContainerRequests> = spec
+            .init_containers
+            .iter()
+            .map(|c| ContainerRequests {
+                requests: requests_of(c),
+                sidecar: c.restart_policy.as_deref() == Some("Always"),
+            })
+            .collect();
+        let pod_level = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .map(|list| Requests::from_list(Some(list)));
+        let requests = slot::pod_requests(
+            &containers,
+            &init,
+            pod_level,
+            Requests::from_list(spec.overhead.as_ref()),
+        );
+        PodSummary { images, requests }
+    }
+}
+
+/// Every (non-terminated) pod's summary, by namespace and name. Fed by a pod watcher; handles
+/// the watcher's re-list protocol (`Init`, `InitApply`…, `InitDone`) by swapping in a new index
+/// atomically, as the reflector store does.
+#[derive(Debug, Default)]
+pub struct PodIndex {
+    by_namespace: HashMap<String, HashMap<String, PodSummary>>,
+    relisting: Option<HashMap<String, HashMap<String, PodSummary>>>,
+    synced: bool,
+}
+
+impl PodIndex {
+    /// Applies one watch event; true when the index visibly changed.
+    pub fn apply(&mut self, event: watcher::Event<SlimPod>) -> bool {
+        match event {
+            watcher::Event::Apply(pod) => {
+                let Some((ns, name)) = key(&pod) else {
+                    return false;
+                };
+                let summary = PodSummary::of(&pod.spec);
+                let pods = self.by_namespace.entry(ns).or_default();
+                pods.insert(name, summary.clone()) != Some(summary)
+            }
+            watcher::Event::Delete(pod) => {
+                let Some((ns, name)) = key(&pod) else {
+                    return false;
+                };
+                let Some(pods) = self.by_namespace.get_mut(&ns) else {
+                    return false;
+                };
+                let removed = pods.remove(&name).is_some();
+                if pods.is_empty() {
+                    self.by_namespace.remove(&ns);
+                }
+                removed
+            }
+            watcher::Event::Init => {
+                self.relisting = Some(HashMap::new());
+                false
+            }
+            watcher::Event::InitApply(pod) => {
+                if let (Some(buffer), Some((ns, name))) = (self.relisting.as_mut(), key(&pod)) {
+                    buffer
+                        .entry(ns)
+                        .or_default()
+                        .insert(name, PodSummary::of(&pod.spec));
+                }
+                false
+            }
+            watcher::Event::InitDone => {
+                if let Some(buffer) = self.relisting.take() {
+                    self.by_namespace = buffer;
+                }
+                self.synced = true;
+                true
+            }
+        }
+    }
+
+    /// True once the first complete list has been received.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    pub fn pods_in(&self, namespace: &str) -> impl Iterator<Item = &PodSummary> {
+        self.by_namespace
+            .get(namespace)
+            .into_iter()
+            .flat_map(|pods| pods.values())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_namespace.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_namespace.is_empty()
+    }
+}
+
+fn key(pod: &SlimPod) -> Option<(String, String)> {
+    Some((pod.metadata.namespace.clone()?, pod.metadata.name.clone()?))
+}
+
+/// Where the prewarmer's slot came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotSource {
+    /// `prewarmer.slot: {cpu, memory}`.
+    Configured,
+    /// `prewarmer.slot: auto`, the largest tenant (resource by resource) observed.
+    Auto,
+    /// `prewarmer.slot: auto` with no tenant pod (or no requests) observed yet: the default slot.
+    AutoFallback,
+}
+
+/// The inputs of the desired objects, derived from the configuration and the caches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// The namespaces that are tenants now.
+    pub tenants: BTreeSet<String>,
+    /// The images the cache should hold, in the order the DaemonSet lists them.
+    pub images: Vec<String>,
+    pub slot: SlotResources,
+    pub slot_source: SlotSource,
+}
+
+/// Reduces namespaces (name, labels) and the pod index to [`Observed`].
+pub fn observe<'a>(
+    config: &Config,
+    selector: &TenantSelector,
+    namespaces: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
+    pods: &PodIndex,
+) -> Observed {
+    let tenants: BTreeSet<String> = namespaces
+        .into_iter()
+        .filter(|(name, labels)| selector.decide(name, labels).is_tenant())
+        .map(|(name, _)| name.to_owned())
+        .collect();
+
+    let mut usage = ImageUsage::default();
+    if config.image_cache.discover {
+        for ns in &tenants {
+            for pod in pods.pods_in(ns) {
+                usage.add_pod(pod.images.iter().map(String::as_str));
+            }
+        }
+    }
+    let max = usize::try_from(config.image_cache.max_images).unwrap_or(usize::MAX);
+    let images = select_images(&config.image_cache.images, &usage, max);
+
+    let (slot, slot_source) = match &config.prewarmer.slot {
+        Slot::Fixed(fixed) => (fixed.clone(), SlotSource::Configured),
+        Slot::Auto => {
+            let per_tenant: Vec<Requests> = tenants
+                .iter()
+                .map(|ns| {
+                    pods.pods_in(ns)
+                        .fold(Requests::ZERO, |sum, p| sum.saturating_add(p.requests))
+                })
+                .filter(|r| *r != Requests::ZERO)
+                .collect();
+            let fallback = slot::slot_requests(&SlotResources::default());
+            let source = if per_tenant.is_empty() {
+                SlotSource::AutoFallback
+            } else {
+                SlotSource::Auto
+            };
+            (slot::auto_slot(per_tenant, &fallback).to_slot(), source)
+        }
+    };
+
+    Observed {
+        tenants,
+        images,
+        slot,
+        slot_source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::{DISABLED, ENABLED, TENANT_LABEL};
+    use serde_json::json;
+
+    fn pod(ns: &str, name: &str, spec: serde_json::Value) -> SlimPod {
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "managedFields": [{"manager": "kubectl"}]},
+            "spec": spec,
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap()
+    }
+
+    fn app(image: &str, cpu: &str, memory: &str) -> serde_json::Value {
+        json!({
+            "name": "c",
+            "image": image,
+            "env": [{"name": "A", "value": "b"}],
+            "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": "8Gi"}},
+        })
+    }
+
+    #[test]
+    fn a_full_pod_is_read_into_a_slim_summary() {
+        let p = pod(
+            "demo-1",
+            "web",
+            json!({
+                "volumes": [{"name": "v", "emptyDir": {}}],
+                "initContainers": [app("agent:1", "500m", "64Mi"), app("web:1", "10m", "1Mi")],
+                "containers": [app("web:1", "100m", "128Mi"), app("sidecar:2", "50m", "64Mi")],
+            }),
+        );
+        let summary = PodSummary::of(&p.spec);
+        assert_eq!(summary.images, vec!["agent:1", "web:1", "sidecar:2"]);
+        assert_eq!(
+            summary.requests,
+            Requests {
+                cpu_millis: 500,
+                memory_bytes: 192 * 1024 * 1024
+            }
+        );
+    }
+
+    fn index(pods: Vec<SlimPod>) -> PodIndex {
+        let mut idx = PodIndex::default();
+        idx.apply(watcher::Event::Init);
+        for p in pods {
+            idx.apply(watcher::Event::InitApply(p));
+        }
+        assert!(idx.apply(watcher::Event::InitDone));
+        idx
+    }
+
+    #[test]
+    fn the_index_follows_the_watch_protocol() {
+        let mut idx = PodIndex::default();
+        assert!(!idx.is_synced());
+        idx.apply(watcher::Event::Init);
+        idx.apply(watcher::Event::InitApply(pod(
+            "a",
+            "p1",
+            json!({"containers": [app("x:1", "1", "1Mi")]}),
+        )));
+        assert!(idx.is_empty(), "nothing is visible before InitDone");
+        idx.apply(watcher::Event::InitDone);
+        assert!(idx.is_synced());
+        assert_eq!(idx.len(), 1);
+
+        let p2 = pod("a", "p2", json!({"containers": [app("y:1", "1", "1Mi")]}));
+        assert!(idx.apply(watcher::Event::Apply(p2.clone())));
+        assert!(
+            !idx.apply(watcher::Event::Apply(p2.clone())),
+            "an unchanged pod changes nothing"
+        );
+        assert_eq!(idx.len(), 2);
+        assert!(idx.apply(watcher::Event::Delete(p2.clone())));
+        assert!(!idx.apply(watcher::Event::Delete(p2)));
+        assert_eq!(idx.len(), 1);
+
+        // A re-list replaces everything at InitDone: p1 is gone, p3 appears.
+        idx.apply(watcher::Event::Init);
+        idx.apply(watcher::Event::InitApply(pod(
+            "b",
+            "p3",
+            json!({"containers": [app("z:1", "1", "1Mi")]}),
+        )));
+        assert_eq!(idx.pods_in("a").count(), 1);
+        idx.apply(watcher::Event::InitDone);
+        assert_eq!(idx.pods_in("a").count(), 0);
+        assert_eq!(idx.pods_in("b").count(), 1);
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn tenants_images_and_the_auto_slot() {
+        let mut config = Config::from_yaml(
+            "prewarmer: {slot: auto}\nimageCache: {images: ['configured:1'], maxImages: 3}",
+        )
+        .unwrap();
+        let selector =
+            TenantSelector::new(&config.tenants.namespace_patterns, Some("warmpool")).unwrap();
+        let pods = index(vec![
+            pod(
+                "demo-1",
+                "a",
+                json!({"containers": [app("web:1", "300m", "1Gi"), app("db:1", "300m", "1Gi")]}),
+            ),
+            pod(
+                "demo-1",
+                "b",
+                json!({"containers": [app("web:1", "100m", "100Mi")]}),
+            ),
+            pod(
+                "demo-2",
+                "a",
+                json!({"containers": [app("big:1", "100m", "4Gi")]}),
+            ),
+            pod(
+                "demo-3",
+                "a",
+                json!({"containers": [app("optout:1", "64", "64Gi")]}),
+            ),
+            pod(
+                "default",
+                "a",
+                json!({"containers": [app("other:1", "64", "64Gi")]}),
+            ),
+        ]);
+        let none = labels(&[]);
+        let optout = labels(&[(TENANT_LABEL, DISABLED)]);
+        let optin = labels(&[(TENANT_LABEL, ENABLED)]);
+        let namespaces = vec![
+            ("demo-1", &none),
+            ("demo-2", &none),
+            ("demo-3", &optout),
+            ("default", &none),
+            ("payments", &optin),
+            ("warmpool", &optin),
+        ];
+        let got = observe(&config, &selector, namespaces.clone(), &pods);
+        assert_eq!(
+            got.tenants.iter().map(String::as_str).collect::<Vec<_>>(),
+            vec!["demo-1", "demo-2", "payments"]
+        );
+        // configured first, then web:1 (2 pods), then the big:1/db:1 tie → big:1 by name; the
+        // opted-out and non-tenant namespaces' images are not discovered; sorted.
+        assert_eq!(got.images, vec!["big:1", "configured:1", "web:1"]);
+        // demo-1: 700m / 2148Mi; demo-2: 100m / 4096Mi → per resource 700m / 4096Mi.
+        assert_eq!(got.slot_source, SlotSource::Auto);
+        assert_eq!(got.slot.cpu, Quantity("700m".into()));
+        assert_eq!(got.slot.memory, Quantity("4096Mi".into()));
+
+        config.image_cache.discover = false;
+        config.prewarmer.slot = Slot::Fixed(SlotResources::default());
+        let fixed = observe(&config, &selector, namespaces, &pods);
+        assert_eq!(fixed.images, vec!["configured:1"]);
+        assert_eq!(fixed.slot, SlotResources::default());
+        assert_eq!(fixed.slot_source, SlotSource::Configured);
+    }
+
+    #[test]
+    fn the_auto_slot_falls_back_to_the_default_without_tenant_pods() {
+        let config = Config::from_yaml("prewarmer: {slot: auto}").unwrap();
+        let selector = TenantSelector::new(&config.tenants.namespace_patterns, None).unwrap();
+        let none = labels(&[]);
+        let got = observe(
+            &config,
+            &selector,
+            vec![("demo-1", &none)],
+            &PodIndex::default(),
+        );
+        assert_eq!(got.slot_source, SlotSource::AutoFallback);
+        assert_eq!(got.slot, SlotResources::default());
+    }
+}

@@ -1,0 +1,291 @@
+//! How much room one tenant takes: a pod's requests counted as the scheduler counts them, summed
+//! per namespace, and `prewarmer.slot: auto` as the largest tenant. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube_quantity::ParsedQuantity;
+
+use crate::config::SlotResources;
+
+/// CPU and memory requests in integer units (millicores, bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Requests {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl Requests {
+    pub const ZERO: Requests = Requests {
+        cpu_millis: 0,
+        memory_bytes: 0,
+    };
+
+    /// Reads `cpu` and `memory` from a resource list; anything else (GPUs, ephemeral storage) is
+    /// not part of a slot, and an unparsable quantity counts as zero (the API server has already
+    /// validated what it stored).
+    pub fn from_list(list: Option<&BTreeMap<String, Quantity>>) -> Requests {
+        let Some(list) = list else {
+            return Requests::ZERO;
+        };
+        Requests {
+            cpu_millis: list.get("cpu").and_then(cpu_millis).unwrap_or(0),
+            memory_bytes: list.get("memory").and_then(memory_bytes).unwrap_or(0),
+        }
+    }
+
+    pub fn saturating_add(self, other: Requests) -> Requests {
+        Requests {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+
+    /// The larger of each resource on its own.
+    pub fn max(self, other: Requests) -> Requests {
+        Requests {
+            cpu_millis: self.cpu_millis.max(other.cpu_millis),
+            memory_bytes: self.memory_bytes.max(other.memory_bytes),
+        }
+    }
+
+    /// As a slot: CPU in millicores, memory rounded up to whole MiB (so that byte-level noise in
+    /// tenants' requests does not roll the prewarmer).
+    pub fn to_slot(self) -> SlotResources {
+        const MIB: u64 = 1024 * 1024;
+        SlotResources {
+            cpu: Quantity(format!("{}m", self.cpu_millis)),
+            memory: Quantity(format!("{}Mi", self.memory_bytes.div_ceil(MIB))),
+        }
+    }
+}
+
+/// A quantity in millicores, rounded up as the API server rounds CPU requests.
+pub fn cpu_millis(q: &Quantity) -> Option<u64> {
+    let value = ParsedQuantity::try_from(q).ok()?.to_bytes_f64()?;
+    non_negative_ceil(value * 1000.0)
+}
+
+/// A quantity in bytes, rounded up.
+pub fn memory_bytes(q: &Quantity) -> Option<u64> {
+    let value = ParsedQuantity::try_from(q).ok()?.to_bytes_f64()?;
+    non_negative_ceil(value)
+}
+
+fn non_negative_ceil(value: f64) -> Option<u64> {
+    if !value.is_finite() || value < 0.0 {
+        return None;
+    }
+    // Binary floating point turns 0.3 cores into 300.00000000000006 millicores: shave that off
+    // before rounding up. `as` saturates, it cannot panic.
+    Some((value - 1e-6).ceil().max(0.0) as u64)
+}
+
+/// One container as far as requests go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerRequests {
+    pub requests: Requests,
+    /// An init container with `restartPolicy: Always` (a sidecar): it keeps running next to the
+    /// app containers.
+    pub sidecar: bool,
+}
+
+/// The requests the scheduler reserves for a pod (`k8s.io/component-helpers/resource`
+/// `PodRequests`): the app containers' sum (plus sidecars), or the largest init container (plus
+/// the sidecars started before it) if that is more, resource by resource; pod-level requests
+/// replace the containers' aggregate where set; the RuntimeClass overhead comes on top.
+pub fn pod_requests(
+    containers: &[Requests],
+    init_containers: &[ContainerRequests],
+    pod_level: Option<Requests>,
+    overhead: Requests,
+) -> Requests {
+    let mut running = containers
+        .iter()
+        .fold(Requests::ZERO, |sum, c| sum.saturating_add(*c));
+    let mut sidecars = Requests::ZERO;
+    let mut init_peak = Requests::ZERO;
+    for init in init_containers {
+        let during_this_init = if init.sidecar {
+            running = running.saturating_add(init.requests);
+            sidecars = sidecars.saturating_add(init.requests);
+            sidecars
+        } else {
+            init.requests.saturating_add(sidecars)
+        };
+        init_peak = init_peak.max(during_this_init);
+    }
+    let mut total = running.max(init_peak);
+    if let Some(pod) = pod_level {
+        // Pod-level resources (PodLevelResources) win for each resource they set.
+        if pod.cpu_millis > 0 {
+            total.cpu_millis = pod.cpu_millis;
+        }
+        if pod.memory_bytes > 0 {
+            total.memory_bytes = pod.memory_bytes;
+        }
+    }
+    total.saturating_add(overhead)
+}
+
+/// `prewarmer.slot: auto`: the largest tenant's summed pod requests, each resource on its own
+/// (the slot must fit any one tenant, whichever of CPU or memory it is hungriest for). A resource
+/// that no tenant requests falls back to `fallback`, and so does everything while no tenant pod
+/// is observed.
+pub fn auto_slot(per_tenant: impl IntoIterator<Item = Requests>, fallback: &Requests) -> Requests {
+    let largest = per_tenant
+        .into_iter()
+        .fold(Requests::ZERO, |largest, t| largest.max(t));
+    Requests {
+        cpu_millis: if largest.cpu_millis == 0 {
+            fallback.cpu_millis
+        } else {
+            largest.cpu_millis
+        },
+        memory_bytes: if largest.memory_bytes == 0 {
+            fallback.memory_bytes
+        } else {
+            largest.memory_bytes
+        },
+    }
+}
+
+/// A fixed slot from the configuration, in integer units.
+pub fn slot_requests(slot: &SlotResources) -> Requests {
+    Requests {
+        cpu_millis: cpu_millis(&slot.cpu).unwrap_or(0),
+        memory_bytes: memory_bytes(&slot.memory).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MI: u64 = 1024 * 1024;
+
+    fn r(cpu_millis: u64, memory_mi: u64) -> Requests {
+        Requests {
+            cpu_millis,
+            memory_bytes: memory_mi * MI,
+        }
+    }
+
+    fn init(requests: Requests) -> ContainerRequests {
+        ContainerRequests {
+            requests,
+            sidecar: false,
+        }
+    }
+
+    fn sidecar(requests: Requests) -> ContainerRequests {
+        ContainerRequests {
+            requests,
+            sidecar: true,
+        }
+    }
+
+    #[test]
+    fn quantities_become_integer_units() {
+        let q = |s: &str| Quantity(s.into());
+        assert_eq!(cpu_millis(&q("640m")), Some(640));
+        assert_eq!(cpu_millis(&q("1")), Some(1000));
+        assert_eq!(cpu_millis(&q("0.3")), Some(300));
+        assert_eq!(cpu_millis(&q("1.5")), Some(1500));
+        assert_eq!(
+            cpu_millis(&q("100u")),
+            Some(1),
+            "rounded up like the API server"
+        );
+        assert_eq!(memory_bytes(&q("2150Mi")), Some(2150 * MI));
+        assert_eq!(memory_bytes(&q("1G")), Some(1_000_000_000));
+        assert_eq!(memory_bytes(&q("128974848")), Some(128_974_848));
+        assert_eq!(cpu_millis(&q("lots")), None);
+        let list: BTreeMap<String, Quantity> = [
+            ("cpu".to_string(), q("250m")),
+            ("memory".to_string(), q("64Mi")),
+            ("nvidia.com/gpu".to_string(), q("1")),
+        ]
+        .into();
+        assert_eq!(Requests::from_list(Some(&list)), r(250, 64));
+        assert_eq!(Requests::from_list(None), Requests::ZERO);
+    }
+
+    #[test]
+    fn app_containers_are_summed() {
+        assert_eq!(
+            pod_requests(&[r(100, 100), r(200, 50)], &[], None, Requests::ZERO),
+            r(300, 150)
+        );
+    }
+
+    #[test]
+    fn the_largest_init_container_wins_when_it_is_bigger_resource_by_resource() {
+        // max(max(init), sum(containers)) per resource: CPU from the init container, memory from
+        // the app containers.
+        assert_eq!(
+            pod_requests(
+                &[r(100, 300), r(100, 300)],
+                &[init(r(500, 100)), init(r(50, 50))],
+                None,
+                Requests::ZERO
+            ),
+            r(500, 600)
+        );
+    }
+
+    #[test]
+    fn sidecars_count_with_the_app_and_under_later_init_containers() {
+        // A sidecar (restartPolicy: Always) runs next to the app containers and next to every
+        // init container that starts after it.
+        let got = pod_requests(
+            &[r(100, 100)],
+            &[init(r(300, 10)), sidecar(r(50, 20)), init(r(400, 10))],
+            None,
+            Requests::ZERO,
+        );
+        // running: 100+50 = 150m / 120Mi; init peak: max(300, 50, 400+50) = 450m, memory max(10, 20, 30) = 30
+        assert_eq!(got, r(450, 120));
+    }
+
+    #[test]
+    fn pod_level_requests_and_overhead() {
+        let got = pod_requests(
+            &[r(100, 100)],
+            &[],
+            Some(Requests {
+                cpu_millis: 1000,
+                memory_bytes: 0,
+            }),
+            r(10, 5),
+        );
+        assert_eq!(got, r(1010, 105));
+    }
+
+    #[test]
+    fn auto_slot_is_the_largest_tenant_per_resource_with_a_fallback() {
+        let fallback = r(640, 2150);
+        assert_eq!(auto_slot([], &fallback), fallback);
+        assert_eq!(
+            auto_slot([r(700, 1000), r(300, 3000)], &fallback),
+            r(700, 3000)
+        );
+        assert_eq!(auto_slot([r(200, 0)], &fallback), r(200, 2150));
+    }
+
+    #[test]
+    fn slots_are_written_in_millicores_and_whole_mebibytes() {
+        let slot = Requests {
+            cpu_millis: 640,
+            memory_bytes: 2150 * MI + 1,
+        }
+        .to_slot();
+        assert_eq!(slot.cpu, Quantity("640m".into()));
+        assert_eq!(slot.memory, Quantity("2151Mi".into()));
+        assert_eq!(
+            slot_requests(&SlotResources::default()),
+            r(640, 2150),
+            "the default slot round-trips"
+        );
+    }
+}
