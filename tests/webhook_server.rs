@@ -456,6 +456,31 @@ async fn bad_bodies_get_a_json_4xx_and_the_server_keeps_answering() {
             .unwrap();
         assert_json_error(&reply, 413);
     }
+    // The same without a Content-Length (chunked): cut off at the limit while reading.
+    let tls = tls_connect(webhook.addr, &ca, Proto::H1).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let chunks = (0..64).map(|_| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![
+            b' ';
+            64 * 1024
+        ])))
+    });
+    let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
+    let request = http::Request::post("/mutate")
+        .header(http::header::HOST, "localhost")
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert!(
+        response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_some()
+    );
+    assert_json_error(&read_reply(response).await.unwrap(), 413);
 
     // Unknown routes and methods are JSON errors too.
     let reply = send(webhook.addr, &ca, Proto::H1, "GET", "/nope", Vec::new())
@@ -803,4 +828,80 @@ async fn start_up_problems_fail_fast_with_one_line_naming_the_fix() {
             assert!(stderr.contains(e), "{args:?}: {stderr} lacks {e}");
         }
     }
+}
+
+/// Reads until the server closes the connection; returns what it sent and when it closed.
+async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "connection still open after {limit:?}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    (answer, started.elapsed())
+}
+
+/// Clients that stall are cut off by the handshake, header-read and request deadlines (2 s, 2 s,
+/// 4 s), well before the API server's own timeout, and the server keeps answering the others.
+#[tokio::test]
+async fn stalled_clients_are_cut_off_by_the_deadlines() {
+    let (webhook, ca) = Webhook::start();
+    let silent_tcp = async {
+        let mut tcp = TcpStream::connect(webhook.addr).await.unwrap();
+        let (answer, after) = read_until_closed(&mut tcp, Duration::from_secs(6)).await;
+        assert!(answer.is_empty());
+        after
+    };
+    let half_headers = async {
+        let mut tls = tls_connect(webhook.addr, &ca, Proto::H1).await.unwrap();
+        tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        let (answer, after) = read_until_closed(&mut tls, Duration::from_secs(6)).await;
+        assert!(
+            !answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        after
+    };
+    let half_body = async {
+        let body = fixture("pod-create.json");
+        let mut tls = tls_connect(webhook.addr, &ca, Proto::H1).await.unwrap();
+        let head = format!(
+            "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.write_all(&body[..100]).await.unwrap();
+        tls.flush().await.unwrap();
+        let (answer, after) = read_until_closed(&mut tls, Duration::from_secs(8)).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(
+            answer.contains("{\"error\":\"request not completed within 4s\"}"),
+            "{answer}"
+        );
+        after
+    };
+    let (silent_tcp, half_headers, half_body) = tokio::join!(silent_tcp, half_headers, half_body);
+    for (what, after, deadline) in [
+        ("silent TCP", silent_tcp, 2),
+        ("half headers", half_headers, 2),
+        ("half body", half_body, 4),
+    ] {
+        assert!(
+            after >= Duration::from_secs(deadline) - Duration::from_millis(100)
+                && after < Duration::from_secs(deadline + 2),
+            "{what} cut off after {after:?}, expected about {deadline}s"
+        );
+    }
+    let reply = post(webhook.addr, &ca, fixture("pod-create.json")).await;
+    assert_eq!(reply.status, 200);
 }

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -25,6 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use crate::mutation::Rules;
@@ -35,6 +36,11 @@ use crate::webhook::review::{Decision, review};
 
 /// The largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// Of a body over the limit, how much is read and dropped so that the client gets the 413;
+/// beyond it the connection is closed.
+const DISCARD_LIMIT: usize = 2 * MAX_BODY_BYTES;
+/// The most reserved up front for a body, whatever its declared length.
+const PREALLOCATE_LIMIT: usize = 256 * 1024;
 /// Time for a client to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time for a client to send a request's headers (HTTP/1).
@@ -79,7 +85,11 @@ impl AppState {
 /// The HTTPS routes: `POST /mutate`, `GET /healthz`, `GET /readyz`. Every error is a JSON body
 /// `{"error": "..."}`.
 pub fn router(state: AppState) -> Router {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    router_with_limit(state, MAX_IN_FLIGHT)
+}
+
+fn router_with_limit(state: AppState, max_in_flight: usize) -> Router {
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
     Router::new()
         .route(
             "/mutate",
@@ -99,7 +109,6 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed; the webhook serves POST /mutate",
             )
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -121,7 +130,7 @@ async fn guard(State(in_flight): State<Arc<Semaphore>>, request: Request, next: 
     let Ok(_permit) = in_flight.try_acquire() else {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{MAX_IN_FLIGHT} reviews already in flight; retry"),
+            "too many reviews in flight; retry",
         );
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
@@ -141,11 +150,7 @@ async fn guard(State(in_flight): State<Arc<Semaphore>>, request: Request, next: 
 
 /// `POST /mutate`: one AdmissionReview, answered inline (the review is CPU-only and takes
 /// microseconds, so it runs on the async worker rather than hopping to a thread pool).
-async fn mutate(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn mutate(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
     let span = tracing::info_span!(
         "review",
@@ -155,7 +160,6 @@ async fn mutate(
         decision = Empty,
         duration_us = Empty,
     );
-    let _entered = span.enter();
     let metrics = &state.metrics;
     let finish = |outcome: &'static str| {
         let elapsed = started.elapsed();
@@ -164,21 +168,32 @@ async fn mutate(
         metrics.review(outcome, elapsed.as_secs_f64());
     };
 
-    // Refuse a declared oversize body before reading it.
-    let declared = headers
+    let declared = request
+        .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let body = read_body(request.into_body(), declared)
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
     let body = match body {
-        _ if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) => return too_large(finish),
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return too_large(finish);
+        Err(BodyError::TooLarge) => {
+            finish("too_large");
+            tracing::warn!(limit = MAX_BODY_BYTES, "request body too large");
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {MAX_BODY_BYTES} bytes (3 MiB)"),
+            );
         }
-        Err(rejection) => {
+        Err(BodyError::Read(e)) => {
             finish("body_error");
-            tracing::warn!(error = %rejection.body_text(), "cannot read the request body");
-            return json_error(rejection.status(), rejection.body_text());
+            tracing::warn!(error = %e, "cannot read the request body");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            );
         }
     };
 
@@ -217,13 +232,54 @@ async fn mutate(
     }
 }
 
-fn too_large(finish: impl FnOnce(&'static str)) -> Response {
-    finish("too_large");
-    tracing::warn!(limit = MAX_BODY_BYTES, "request body too large");
-    json_error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body exceeds {MAX_BODY_BYTES} bytes (3 MiB)"),
-    )
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`]. Of a larger one, up to [`DISCARD_LIMIT`] bytes
+/// are read and dropped before the 413 is sent: an HTTP/1 client still sending its body would
+/// otherwise hit a closed connection instead of reading the answer.
+async fn read_body(body: Body, declared: Option<u64>) -> Result<Vec<u8>, BodyError> {
+    if declared.is_some_and(|n| n > DISCARD_LIMIT as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        discard(body, DISCARD_LIMIT).await;
+        return Err(BodyError::TooLarge);
+    }
+    // Reserve what is declared, within reason: a client may declare and not send.
+    let reserve = declared.map_or(0, |n| n.min(PREALLOCATE_LIMIT as u64) as usize);
+    let mut buffer = Vec::with_capacity(reserve);
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buffer.len() + data.len() > MAX_BODY_BYTES {
+            discard(
+                body,
+                DISCARD_LIMIT.saturating_sub(buffer.len() + data.len()),
+            )
+            .await;
+            return Err(BodyError::TooLarge);
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(buffer)
+}
+
+async fn discard(mut body: Body, mut budget: usize) {
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match budget.checked_sub(data.len()) {
+            Some(left) => budget = left,
+            None => return,
+        }
+    }
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves, then stops accepting and
@@ -235,7 +291,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> bool {
     let acceptor = TlsAcceptor::from(tls);
-    let builder = Arc::new(connection_builder());
+    // The protocol is the one agreed by ALPN: sniffing the first bytes (hyper-util's automatic
+    // mode) would wait for them with no deadline.
+    let http1 = Arc::new(connection_builder().http1_only());
+    let http2 = Arc::new(connection_builder().http2_only());
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -262,7 +321,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let builder = Arc::clone(&builder);
+        let (http1, http2) = (Arc::clone(&http1), Arc::clone(&http2));
         let service = TowerToHyperService::new(router.clone());
         // Taken before the handshake, so a drain waits for handshakes under way too.
         let watcher = graceful.watcher();
@@ -278,6 +337,10 @@ pub async fn serve(
                     tracing::debug!(%peer, "TLS handshake timed out");
                     return;
                 }
+            };
+            let builder = match tls.get_ref().1.alpn_protocol() {
+                Some(b"h2") => http2,
+                _ => http1,
             };
             let connection = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(connection).await {
@@ -316,4 +379,75 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(10));
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use tower::ServiceExt as _;
+
+    fn state() -> AppState {
+        let config = Config::default();
+        AppState::new(
+            Rules::from_config(&config),
+            TenantSelector::new(&config.tenants.namespace_patterns, None).unwrap(),
+            WebhookMetrics::register(&mut prometheus_client::registry::Registry::default()),
+            Readiness::default(),
+        )
+    }
+
+    async fn json(response: Response) -> serde_json::Value {
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// Requests beyond the in-flight limit are answered 503 at once, not queued.
+    #[tokio::test]
+    async fn requests_beyond_the_limit_are_shed_not_queued() {
+        let router = router_with_limit(state(), 1);
+        // A review whose body never finishes holds the only slot.
+        let stalled = http_body_util::StreamBody::new(futures::stream::pending::<
+            Result<hyper::body::Frame<axum::body::Bytes>, std::convert::Infallible>,
+        >());
+        let first = tokio::spawn(
+            router
+                .clone()
+                .oneshot(Request::post("/mutate").body(Body::new(stalled)).unwrap()),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let started = Instant::now();
+        let response = router
+            .clone()
+            .oneshot(Request::post("/mutate").body(Body::from("{}")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            json(response).await["error"]
+                .as_str()
+                .unwrap()
+                .contains("in flight")
+        );
+        first.abort();
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_readiness() {
+        let state = state();
+        let ready = state.ready.clone();
+        let router = router(state);
+        let get = |router: Router| async move {
+            router
+                .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        };
+        assert_eq!(get(router.clone()).await, StatusCode::SERVICE_UNAVAILABLE);
+        ready.set(true);
+        assert_eq!(get(router.clone()).await, StatusCode::OK);
+    }
 }
