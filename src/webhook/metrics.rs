@@ -47,7 +47,7 @@ impl WebhookMetrics {
         };
         registry.register(
             "warmpool_webhook_reviews",
-            "Admission reviews answered, by outcome (patched, unchanged, skipped, ignored, or the error kind)",
+            "Admission reviews answered, by outcome (patched, unchanged, skipped, ignored; or an error: malformed, too_large, timeout, overloaded…)",
             metrics.reviews.clone(),
         );
         registry.register_with_unit(

@@ -43,7 +43,9 @@ const DISCARD_LIMIT: usize = 2 * MAX_BODY_BYTES;
 const PREALLOCATE_LIMIT: usize = 256 * 1024;
 /// Time for a client to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time for a client to send a request's headers (HTTP/1).
+/// Time for a client to send a request's headers (HTTP/1). hyper also applies it to an idle
+/// keep-alive connection waiting for its next request, so such a connection is closed after it;
+/// Go clients (the API server) retry a request that meets a connection closed while idle.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time to answer a request, body included: under the API server's smallest sensible
 /// `timeoutSeconds` (5; the default is 10), so it sees our error rather than its own deadline.
@@ -89,11 +91,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn router_with_limit(state: AppState, max_in_flight: usize) -> Router {
-    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let guard_state = GuardState {
+        in_flight: Arc::new(Semaphore::new(max_in_flight)),
+        metrics: state.metrics.clone(),
+    };
     Router::new()
         .route(
             "/mutate",
-            post(mutate).layer(middleware::from_fn_with_state(in_flight, guard)),
+            post(mutate).layer(middleware::from_fn_with_state(guard_state, guard)),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -125,9 +130,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Sheds load beyond [`MAX_IN_FLIGHT`] and bounds each request by [`REQUEST_TIMEOUT`].
-async fn guard(State(in_flight): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = in_flight.try_acquire() else {
+#[derive(Clone)]
+struct GuardState {
+    in_flight: Arc<Semaphore>,
+    metrics: WebhookMetrics,
+}
+
+/// Sheds load beyond [`MAX_IN_FLIGHT`] and bounds each request by [`REQUEST_TIMEOUT`]; both
+/// are counted as review outcomes (`overloaded`, `timeout`).
+async fn guard(State(guard): State<GuardState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let Ok(_permit) = guard.in_flight.try_acquire() else {
+        guard
+            .metrics
+            .review("overloaded", started.elapsed().as_secs_f64());
+        tracing::warn!("too many reviews in flight; answered 503");
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many reviews in flight; retry",
@@ -136,6 +153,9 @@ async fn guard(State(in_flight): State<Arc<Semaphore>>, request: Request, next: 
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
+            guard
+                .metrics
+                .review("timeout", started.elapsed().as_secs_f64());
             tracing::warn!(timeout = ?REQUEST_TIMEOUT, "request not completed in time");
             json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
