@@ -114,6 +114,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stopped(),
     ));
 
+    // Install the signal handlers (on first poll) before announcing readiness, so a SIGTERM
+    // that follows the "listening" line at once is a clean shutdown, not the default kill.
+    let mut signal = Box::pin(telemetry::shutdown_signal());
+    if futures::poll!(&mut signal).is_ready() {
+        return Ok(());
+    }
     ready.set(true);
     tracing::info!(
         address = %address,
@@ -123,7 +129,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let unready = ready.clone();
     let shutdown = async move {
-        telemetry::shutdown_signal().await;
+        signal.await;
         unready.set(false);
         tracing::info!("shutdown requested; not ready");
     };

@@ -194,10 +194,6 @@ impl CertReloader {
         Arc::clone(&self.resolver)
     }
 
-    pub fn paths(&self) -> &CertPaths {
-        &self.paths
-    }
-
     /// Reads the files once and swaps the served pair if they changed and are good.
     pub fn poll(&mut self) -> Poll {
         let contents = match Contents::read(&self.paths) {
