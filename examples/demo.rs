@@ -37,7 +37,9 @@ async fn main() -> anyhow::Result<()> {
     let binary = build_warmpool()?;
     say("starting the local control plane (the first run builds Kubernetes: several minutes)");
     let Some(client) = client().await else {
-        anyhow::bail!("the local control plane did not start: see the output of tests/cluster/cluster.sh up above");
+        anyhow::bail!(
+            "the local control plane did not start: see the output of tests/cluster/cluster.sh up above"
+        );
     };
     let fakelet = spawn_fakelet(client.clone());
     clean_previous_run(&client).await;
@@ -52,35 +54,63 @@ async fn main() -> anyhow::Result<()> {
     };
     let warmpool = Warmpool::start(&client, &binary, setup).await;
 
-    say("adding fake nodes: demo-warm-1 and demo-warm-2 (workload-type=cargocats, tainted), demo-general-1");
+    say(
+        "adding fake nodes: demo-warm-1 and demo-warm-2 (workload-type=cargocats, tainted), demo-general-1",
+    );
     warmpool.add_warm_node("demo-warm-1", WARM.0, WARM.1).await;
     warmpool.add_warm_node("demo-warm-2", WARM.0, WARM.1).await;
-    warmpool.add_general_node("demo-general-1", GENERAL.0, GENERAL.1).await;
-    let placed = warmpool.wait_placeholders_bound(2, Duration::from_secs(90)).await;
-    let mut report = vec![String::from("placeholders reserving room before any tenant:")];
+    warmpool
+        .add_general_node("demo-general-1", GENERAL.0, GENERAL.1)
+        .await;
+    let placed = warmpool
+        .wait_placeholders_bound(2, Duration::from_secs(90))
+        .await;
+    let mut report = vec![String::from(
+        "placeholders reserving room before any tenant:",
+    )];
     for (pod, node) in &placed {
         report.push(format!("  {pod:<45} on {node}"));
     }
 
     let mut warm_nodes = 2;
     for tenant in TENANTS {
-        let before: Vec<String> = warmpool.placeholders().await.into_iter().map(|(p, _)| p).collect();
-        say(format!("creating tenant {tenant}: dataservice, frontgateservice, mysql (640m CPU, 2150Mi)"));
+        let before: Vec<String> = warmpool
+            .placeholders()
+            .await
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        say(format!(
+            "creating tenant {tenant}: dataservice, frontgateservice, mysql (640m CPU, 2150Mi)"
+        ));
         let started: Instant = create_tenant(&client, tenant).await;
         let pods = wait_tenant_scheduled(&client, tenant, Duration::from_secs(120)).await;
         let took = started.elapsed();
         let after: Vec<(String, Option<String>)> = warmpool.placeholders().await;
-        let preempted: Vec<&String> = before.iter().filter(|p| !after.iter().any(|(a, _)| a == *p)).collect();
+        let preempted: Vec<&String> = before
+            .iter()
+            .filter(|p| !after.iter().any(|(a, _)| a == *p))
+            .collect();
 
         report.push(String::new());
-        report.push(format!("tenant {tenant}: all pods scheduled {:.1} s after the namespace was created", took.as_secs_f64()));
+        report.push(format!(
+            "tenant {tenant}: all pods scheduled {:.1} s after the namespace was created",
+            took.as_secs_f64()
+        ));
         for p in &pods {
-            report.push(format!("  {:<40} on {:<16} injected: {}", p.name, p.node, p.injected));
+            report.push(format!(
+                "  {:<40} on {:<16} injected: {}",
+                p.name, p.node, p.injected
+            ));
         }
         let preempted = if preempted.is_empty() {
             "none".to_owned()
         } else {
-            preempted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            preempted
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         report.push(format!("  placeholders preempted: {preempted}"));
 
@@ -89,8 +119,12 @@ async fn main() -> anyhow::Result<()> {
             warm_nodes += 1;
             let name = format!("demo-warm-{warm_nodes}");
             warmpool.add_warm_node(&name, WARM.0, WARM.1).await;
-            warmpool.wait_placeholders_bound(2, Duration::from_secs(60)).await;
-            report.push(format!("  a new warm node {name} was added for the evicted placeholder (Karpenter's part)"));
+            warmpool
+                .wait_placeholders_bound(2, Duration::from_secs(60))
+                .await;
+            report.push(format!(
+                "  a new warm node {name} was added for the evicted placeholder (Karpenter's part)"
+            ));
         }
     }
 
@@ -114,7 +148,8 @@ async fn main() -> anyhow::Result<()> {
         let status = ds.status.unwrap_or_default();
         report.push(format!(
             "image cache: {} warm nodes scheduled, {} images cached:",
-            status.current_number_scheduled, images.len()
+            status.current_number_scheduled,
+            images.len()
         ));
         for i in images {
             report.push(format!("  {i}"));
@@ -124,10 +159,14 @@ async fn main() -> anyhow::Result<()> {
     println!("\n{}\n", report.join("\n"));
 
     if keep {
-        let kubeconfig = kubeconfig().map(|p| p.display().to_string()).unwrap_or_default();
+        let kubeconfig = kubeconfig()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         println!("The demo keeps running. In another shell:\n");
         println!("  export KUBECONFIG={kubeconfig}");
-        println!("  kubectl get ns -L warmpool.io/tenant   # kubectl: tests/cluster/cluster.sh kubectl-path");
+        println!(
+            "  kubectl get ns -L warmpool.io/tenant   # kubectl: tests/cluster/cluster.sh kubectl-path"
+        );
         println!("  kubectl get pods -A -o wide\n");
         println!("Ctrl-C stops warmpool; tests/cluster/cluster.sh down stops the control plane.");
         let _ = tokio::signal::ctrl_c().await;
@@ -137,7 +176,9 @@ async fn main() -> anyhow::Result<()> {
     warmpool.cleanup(&TENANTS.map(String::from)).await;
     fakelet.abort();
     if !keep {
-        let _ = Command::new(repo_root().join("tests/cluster/cluster.sh")).arg("down").status();
+        let _ = Command::new(repo_root().join("tests/cluster/cluster.sh"))
+            .arg("down")
+            .status();
     }
     Ok(())
 }
@@ -151,7 +192,9 @@ fn build_warmpool() -> anyhow::Result<PathBuf> {
         .current_dir(repo_root())
         .status()?;
     anyhow::ensure!(status.success(), "cargo build --bin warmpool failed");
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
     Ok(target.join("debug/warmpool"))
 }
 
@@ -167,15 +210,19 @@ async fn clean_previous_run(client: &Client) {
     let _ = delete_nodes(client, "demo-").await;
     if found {
         say("removing the objects of a previous demo run");
-        eventually("previous demo namespaces deleted", Duration::from_secs(120), || async {
-            let mut left = 0;
-            for ns in TENANTS.iter().copied().chain([SYSTEM_NAMESPACE]) {
-                if api.get_opt(ns).await.ok().flatten().is_some() {
-                    left += 1;
+        eventually(
+            "previous demo namespaces deleted",
+            Duration::from_secs(120),
+            || async {
+                let mut left = 0;
+                for ns in TENANTS.iter().copied().chain([SYSTEM_NAMESPACE]) {
+                    if api.get_opt(ns).await.ok().flatten().is_some() {
+                        left += 1;
+                    }
                 }
-            }
-            (left == 0).then_some(())
-        })
+                (left == 0).then_some(())
+            },
+        )
         .await;
     }
 }

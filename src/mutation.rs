@@ -164,10 +164,10 @@ fn plan(pod: &Value, rules: &Rules) -> Result<Vec<PlannedOp>, SkipReason> {
     }
     let spec =
         optional_object(pod.get("spec"), "/spec")?.ok_or(SkipReason::UnexpectedShape("/spec"))?;
-    if let Some(node) = spec.get("nodeName").and_then(Value::as_str) {
-        if !node.is_empty() {
-            return Err(SkipReason::AlreadyBound(node.to_owned()));
-        }
+    if let Some(node) = spec.get("nodeName").and_then(Value::as_str)
+        && !node.is_empty()
+    {
+        return Err(SkipReason::AlreadyBound(node.to_owned()));
     }
     if excludes_pool(spec, rules)? {
         return Err(SkipReason::ExcludesPool(format!(
@@ -238,12 +238,11 @@ fn required_terms(spec: &Map<String, Value>) -> Result<Option<&Vec<Value>>, Skip
 /// Whether no node carrying the pool label could ever satisfy the pod's own constraints:
 /// then steering it to the pool would make it unschedulable, and we leave it alone.
 fn excludes_pool(spec: &Map<String, Value>, rules: &Rules) -> Result<bool, SkipReason> {
-    if let Some(selector) = optional_object(spec.get("nodeSelector"), "/spec/nodeSelector")? {
-        if let Some(v) = selector.get(&rules.label_key) {
-            if v.as_str() != Some(rules.label_value.as_str()) {
-                return Ok(true);
-            }
-        }
+    let selector = optional_object(spec.get("nodeSelector"), "/spec/nodeSelector")?;
+    if let Some(v) = selector.and_then(|s| s.get(&rules.label_key))
+        && v.as_str() != Some(rules.label_value.as_str())
+    {
+        return Ok(true);
     }
     let Some(terms) = required_terms(spec)? else {
         return Ok(false);

@@ -25,7 +25,9 @@ async fn tenants_preempt_placeholders_on_warm_nodes() {
     warmpool.add_warm_node(&warm, "1", "2560Mi").await;
     warmpool.add_general_node(&general, "16", "64Gi").await;
 
-    let placed = warmpool.wait_placeholders_bound(1, Duration::from_secs(60)).await;
+    let placed = warmpool
+        .wait_placeholders_bound(1, Duration::from_secs(60))
+        .await;
     assert_eq!(placed.len(), 1, "{placed:?}");
     assert_eq!(placed[0].1, warm, "placeholder must be on the warm node");
     let placeholder = placed[0].0.clone();
@@ -35,7 +37,11 @@ async fn tenants_preempt_placeholders_on_warm_nodes() {
     let pods = wait_tenant_scheduled(&client, &tenant, Duration::from_secs(90)).await;
     let took = started.elapsed();
     for p in &pods {
-        assert_eq!(p.node, warm, "tenant pod {} landed on {} instead of the warm node", p.name, p.node);
+        assert_eq!(
+            p.node, warm,
+            "tenant pod {} landed on {} instead of the warm node",
+            p.name, p.node
+        );
         assert_eq!(p.injected, "node-affinity,tolerations", "{}", p.name);
     }
     // The placeholder made room: it is gone from the warm node, and its replacement waits for
@@ -46,7 +52,8 @@ async fn tenants_preempt_placeholders_on_warm_nodes() {
         "placeholder {placeholder} was not preempted: {now:?}"
     );
     assert!(
-        now.iter().all(|(_, node)| node.as_deref() != Some(general.as_str())),
+        now.iter()
+            .all(|(_, node)| node.as_deref() != Some(general.as_str())),
         "a placeholder landed on the general node: {now:?}"
     );
     eprintln!("tenant {tenant} scheduled in {took:?} by preempting {placeholder}");

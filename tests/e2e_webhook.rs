@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, PostParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 use support::cluster::{client, eventually, unique};
 use support::webhook::{Webhook, unregister};
@@ -16,8 +16,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 
 async fn create_namespace(client: &Client, name: &str, labels: Value) {
     let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
-    api.create(&PostParams::default(), &ns).await.expect("namespace created");
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace created");
 }
 
 async fn delete_namespace(client: &Client, name: &str) {
@@ -38,16 +41,20 @@ async fn create_pod(client: &Client, ns: &str, name: &str) -> Pod {
     // Retries while the namespace's `default` ServiceAccount does not exist yet: the controller
     // manager creates it a moment after the namespace.
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    eventually(&format!("pod {ns}/{name} created"), Duration::from_secs(15), || {
-        let api = api.clone();
-        async move {
-            match api.create(&PostParams::default(), &pod(name)).await {
-                Ok(p) => Some(p),
-                Err(kube::Error::Api(e)) if e.message.contains("serviceaccount") => None,
-                Err(e) => panic!("creating pod {name}: {e}"),
+    eventually(
+        &format!("pod {ns}/{name} created"),
+        Duration::from_secs(15),
+        || {
+            let api = api.clone();
+            async move {
+                match api.create(&PostParams::default(), &pod(name)).await {
+                    Ok(p) => Some(p),
+                    Err(kube::Error::Api(e)) if e.message.contains("serviceaccount") => None,
+                    Err(e) => panic!("creating pod {name}: {e}"),
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -71,13 +78,17 @@ fn is_mutated(pod: &Pod) -> bool {
 /// in a tenant namespace comes back mutated.
 async fn wait_until_active(client: &Client, ns: &str) {
     let mut n = 0;
-    eventually("webhook configuration active", Duration::from_secs(30), || {
-        n += 1;
-        let name = format!("probe-{n}");
-        let client = client.clone();
-        let ns = ns.to_owned();
-        async move { is_mutated(&create_pod(&client, &ns, &name).await).then_some(()) }
-    })
+    eventually(
+        "webhook configuration active",
+        Duration::from_secs(30),
+        || {
+            n += 1;
+            let name = format!("probe-{n}");
+            let client = client.clone();
+            let ns = ns.to_owned();
+            async move { is_mutated(&create_pod(&client, &ns, &name).await).then_some(()) }
+        },
+    )
     .await;
 }
 
@@ -95,15 +106,29 @@ async fn tenant_pods_are_mutated_and_others_are_not() {
     let opted_out = format!("{prefix}2");
     create_namespace(&client, &tenant, json!({})).await;
     create_namespace(&client, &other, json!({"warmpool.test/run": run})).await;
-    create_namespace(&client, &opted_in, json!({"warmpool.io/tenant": "enabled", "warmpool.test/run": run})).await;
-    create_namespace(&client, &opted_out, json!({"warmpool.io/tenant": "disabled", "warmpool.test/run": run})).await;
+    create_namespace(
+        &client,
+        &opted_in,
+        json!({"warmpool.io/tenant": "enabled", "warmpool.test/run": run}),
+    )
+    .await;
+    create_namespace(
+        &client,
+        &opted_out,
+        json!({"warmpool.io/tenant": "disabled", "warmpool.test/run": run}),
+    )
+    .await;
     wait_until_active(&client, &tenant).await;
 
     let by_name = create_pod(&client, &tenant, "dataservice").await;
     assert!(is_mutated(&by_name), "tenant pod not mutated: {by_name:?}");
     // The API server's own defaults survive beside ours.
     let tolerations = by_name.spec.as_ref().unwrap().tolerations.as_ref().unwrap();
-    assert!(tolerations.iter().any(|t| t.key.as_deref() == Some("node.kubernetes.io/not-ready")));
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t.key.as_deref() == Some("node.kubernetes.io/not-ready"))
+    );
 
     let untouched = create_pod(&client, &other, "web").await;
     assert!(untouched.spec.as_ref().unwrap().affinity.is_none());
@@ -113,7 +138,10 @@ async fn tenant_pods_are_mutated_and_others_are_not() {
     assert!(is_mutated(&by_label), "opted-in pod not mutated");
 
     let out = create_pod(&client, &opted_out, "api").await;
-    assert!(out.spec.as_ref().unwrap().affinity.is_none(), "opted-out pod was mutated");
+    assert!(
+        out.spec.as_ref().unwrap().affinity.is_none(),
+        "opted-out pod was mutated"
+    );
 
     // A pod that opts out by annotation is admitted unchanged.
     let api: Api<Pod> = Api::namespaced(client.clone(), &tenant);
@@ -141,20 +169,24 @@ async fn a_namespace_created_with_its_pods_gets_mutated_pods() {
 
     // As `helm install --create-namespace` does: the namespace and its pods in one instant.
     let ns = format!("{prefix}fresh");
-    let (created, pods) = tokio::join!(
-        create_namespace(&client, &ns, json!({})),
-        async {
-            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            // The pod create may race ahead of the namespace: retry until it exists.
-            eventually("pod created in the new namespace", Duration::from_secs(10), || {
+    let (created, pods) = tokio::join!(create_namespace(&client, &ns, json!({})), async {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        // The pod create may race ahead of the namespace: retry until it exists.
+        eventually(
+            "pod created in the new namespace",
+            Duration::from_secs(10),
+            || {
                 let api = api.clone();
                 async move { api.create(&PostParams::default(), &pod("first")).await.ok() }
-            })
-            .await
-        }
-    );
+            },
+        )
+        .await
+    });
     let () = created;
-    assert!(is_mutated(&pods), "pod of a brand-new namespace not mutated");
+    assert!(
+        is_mutated(&pods),
+        "pod of a brand-new namespace not mutated"
+    );
 
     unregister(&client, &run).await;
     delete_namespace(&client, &ns).await;

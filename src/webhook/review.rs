@@ -218,7 +218,7 @@ fn decide(
     excluded: &TenantSelector,
 ) -> Result<Mutation, &'static str> {
     let gvk = &request.kind;
-    if gvk.group != "" || gvk.version != "v1" || gvk.kind != "Pod" {
+    if !gvk.group.is_empty() || gvk.version != "v1" || gvk.kind != "Pod" {
         return Err("not a Pod");
     }
     if request

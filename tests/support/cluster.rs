@@ -27,7 +27,10 @@ pub fn kubeconfig() -> Option<PathBuf> {
             .output()
             .map_err(|e| format!("cannot run tests/cluster/cluster.sh: {e}"))?;
         if !out.status.success() {
-            return Err(format!("tests/cluster/cluster.sh up failed ({})", out.status));
+            return Err(format!(
+                "tests/cluster/cluster.sh up failed ({})",
+                out.status
+            ));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
         stdout
@@ -107,7 +110,12 @@ impl Drop for ChildGuard {
 }
 
 /// Starts the real `warmpool` binary with `args`, logs to `log`.
-pub fn spawn_warmpool(binary: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> ChildGuard {
+pub fn spawn_warmpool(
+    binary: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> ChildGuard {
     let file = std::fs::File::create(log).expect("log file");
     let err = file.try_clone().expect("log file");
     let mut cmd = Command::new(binary);

@@ -83,7 +83,11 @@ pub async fn delete_nodes(client: &Client, prefix: &str) -> anyhow::Result<()> {
     let list = nodes
         .list(&ListParams::default().labels(&format!("{FAKE_NODE_LABEL}=true")))
         .await?;
-    for n in list.items.iter().filter(|n| n.name_any().starts_with(prefix)) {
+    for n in list
+        .items
+        .iter()
+        .filter(|n| n.name_any().starts_with(prefix))
+    {
         let _ = nodes.delete(&n.name_any(), &DeleteParams::default()).await;
     }
     Ok(())
@@ -116,7 +120,9 @@ async fn play_kubelet(client: &Client, pod: &Pod) {
     };
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     if pod.metadata.deletion_timestamp.is_some() {
-        let _ = api.delete(&name, &DeleteParams::default().grace_period(0)).await;
+        let _ = api
+            .delete(&name, &DeleteParams::default().grace_period(0))
+            .await;
         return;
     }
     let running = pod

@@ -4,5 +4,6 @@
 
 pub mod cluster;
 pub mod fakelet;
+pub mod reconciler;
 pub mod scenario;
 pub mod webhook;

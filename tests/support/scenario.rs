@@ -78,7 +78,13 @@ impl Setup {
 impl Warmpool {
     /// Starts webhook and reconciler with a configuration for this run's pool and tenants.
     pub async fn start(client: &Client, binary: &Path, setup: Setup) -> Warmpool {
-        let Setup { run, namespace, tenant_prefix, pool, spare_slots } = setup;
+        let Setup {
+            run,
+            namespace,
+            tenant_prefix,
+            pool,
+            spare_slots,
+        } = setup;
         let config = format!(
             r#"tenants:
   namespacePatterns: ["{tenant_prefix}*"]
@@ -91,7 +97,8 @@ prewarmer:
 "#
         );
         let ns_api: Api<Namespace> = Api::all(client.clone());
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
         let _ = ns_api.create(&PostParams::default(), &ns).await;
 
         let webhook = Webhook::start(binary, Some(&config)).await;
@@ -146,7 +153,13 @@ prewarmer:
     pub async fn add_general_node(&self, name: &str, cpu: &str, memory: &str) {
         create_node(
             &self.client,
-            &FakeNode { name, labels: &[], taints: &[], cpu, memory },
+            &FakeNode {
+                name,
+                labels: &[],
+                taints: &[],
+                cpu,
+                memory,
+            },
         )
         .await
         .expect("general node");
@@ -154,20 +167,33 @@ prewarmer:
 
     /// Pods of the prewarmer, with the node each is bound to (None = Pending).
     pub async fn placeholders(&self) -> Vec<(String, Option<String>)> {
-        pods_with_nodes(&self.client, &self.namespace, "app.kubernetes.io/name=warmpool-prewarmer").await
+        pods_with_nodes(
+            &self.client,
+            &self.namespace,
+            "app.kubernetes.io/name=warmpool-prewarmer",
+        )
+        .await
     }
 
     /// Waits until `n` placeholders are bound to nodes.
-    pub async fn wait_placeholders_bound(&self, n: usize, timeout: Duration) -> Vec<(String, String)> {
-        eventually(&format!("{n} placeholder pods bound to nodes"), timeout, || async {
-            let bound: Vec<(String, String)> = self
-                .placeholders()
-                .await
-                .into_iter()
-                .filter_map(|(p, n)| n.map(|n| (p, n)))
-                .collect();
-            (bound.len() >= n).then_some(bound)
-        })
+    pub async fn wait_placeholders_bound(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<(String, String)> {
+        eventually(
+            &format!("{n} placeholder pods bound to nodes"),
+            timeout,
+            || async {
+                let bound: Vec<(String, String)> = self
+                    .placeholders()
+                    .await
+                    .into_iter()
+                    .filter_map(|(p, n)| n.map(|n| (p, n)))
+                    .collect();
+                (bound.len() >= n).then_some(bound)
+            },
+        )
         .await
     }
 
@@ -205,7 +231,11 @@ prewarmer:
 }
 
 /// Pods matching `selector` in `ns`, with their node.
-pub async fn pods_with_nodes(client: &Client, ns: &str, selector: &str) -> Vec<(String, Option<String>)> {
+pub async fn pods_with_nodes(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+) -> Vec<(String, Option<String>)> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let list = api
         .list(&ListParams::default().labels(selector))
@@ -226,7 +256,10 @@ pub async fn create_tenant(client: &Client, ns: &str) -> Instant {
     let started = Instant::now();
     let ns_api: Api<Namespace> = Api::all(client.clone());
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-    ns_api.create(&PostParams::default(), &namespace).await.expect("tenant namespace");
+    ns_api
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("tenant namespace");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     for (name, image, cpu, memory) in CARGOCATS {
         let d: Deployment = serde_json::from_value(json!({
@@ -242,7 +275,10 @@ pub async fn create_tenant(client: &Client, ns: &str) -> Instant {
             }
         }))
         .unwrap();
-        deployments.create(&PostParams::default(), &d).await.expect("tenant deployment");
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("tenant deployment");
     }
     started
 }
@@ -258,32 +294,36 @@ pub struct TenantPod {
 /// Waits until every CargoCATs pod of `ns` is bound to a node; returns them.
 pub async fn wait_tenant_scheduled(client: &Client, ns: &str, timeout: Duration) -> Vec<TenantPod> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    eventually(&format!("all CargoCATs pods of {ns} scheduled"), timeout, || {
-        let api = api.clone();
-        async move {
-            let pods = api
-                .list(&ListParams::default().labels("app.kubernetes.io/part-of=cargocats"))
-                .await
-                .ok()?
-                .items;
-            let bound: Vec<TenantPod> = pods
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter_map(|p| {
-                    Some(TenantPod {
-                        name: p.name_any(),
-                        node: p.spec.as_ref()?.node_name.clone()?,
-                        injected: p
-                            .annotations()
-                            .get("warmpool.io/injected")
-                            .cloned()
-                            .unwrap_or_else(|| "(nothing)".into()),
+    eventually(
+        &format!("all CargoCATs pods of {ns} scheduled"),
+        timeout,
+        || {
+            let api = api.clone();
+            async move {
+                let pods = api
+                    .list(&ListParams::default().labels("app.kubernetes.io/part-of=cargocats"))
+                    .await
+                    .ok()?
+                    .items;
+                let bound: Vec<TenantPod> = pods
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter_map(|p| {
+                        Some(TenantPod {
+                            name: p.name_any(),
+                            node: p.spec.as_ref()?.node_name.clone()?,
+                            injected: p
+                                .annotations()
+                                .get("warmpool.io/injected")
+                                .cloned()
+                                .unwrap_or_else(|| "(nothing)".into()),
+                        })
                     })
-                })
-                .collect();
-            (bound.len() == CARGOCATS.len()).then_some(bound)
-        }
-    })
+                    .collect();
+                (bound.len() == CARGOCATS.len()).then_some(bound)
+            }
+        },
+    )
     .await
 }
 

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use kube::api::{Api, DeleteParams, PostParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
 use super::cluster::{ChildGuard, eventually, free_port, spawn_warmpool};
@@ -32,7 +32,11 @@ impl Webhook {
             .args(["--dns", "localhost", "--ip", "127.0.0.1"])
             .output()
             .expect("warmpool certs runs");
-        assert!(out.status.success(), "warmpool certs: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "warmpool certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ca_bundle = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let mut webhook = Webhook {
             process: None,
@@ -77,10 +81,14 @@ impl Webhook {
     async fn wait_ready(&self) {
         let addr = format!("127.0.0.1:{}", self.metrics_port);
         let log = self.log.clone();
-        eventually(&format!("webhook ready (log: {})", log.display()), Duration::from_secs(20), || {
-            let addr = addr.clone();
-            async move { readyz(&addr).await.then_some(()) }
-        })
+        eventually(
+            &format!("webhook ready (log: {})", log.display()),
+            Duration::from_secs(20),
+            || {
+                let addr = addr.clone();
+                async move { readyz(&addr).await.then_some(()) }
+            },
+        )
         .await;
     }
 
