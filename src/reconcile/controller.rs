@@ -259,7 +259,7 @@ async fn find_owner(
                 delay *= 2;
                 attempt += 1;
             }
-            Err(e) => return Err(Error::Owner(e.to_string())),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -574,10 +574,13 @@ async fn publish_enrolled(
     name: &str,
     pattern: &str,
 ) {
+    // Recorded inside the tenant namespace itself, so that `kubectl get events -n <tenant>`
+    // shows it and it goes away with the namespace.
     let reference = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Namespace".into()),
         name: Some(name.to_owned()),
+        namespace: Some(name.to_owned()),
         uid: ns.metadata.uid.clone(),
         ..ObjectReference::default()
     };

@@ -6,6 +6,7 @@
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::ListParams;
 use kube::{Api, Client};
 
 use super::error::Error;
@@ -40,11 +41,18 @@ pub enum Found {
 
 /// Pod → its controlling ReplicaSet → that ReplicaSet's controlling Deployment.
 pub async fn own_deployment(client: &Client, namespace: &str, pod: &str) -> Result<Found, Error> {
+    // Listed by name rather than read: the reconciler lists pods anyway, so this needs no
+    // extra permission.
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let me = pods
-        .get(pod)
+    let listed = pods
+        .list(&ListParams::default().fields(&format!("metadata.name={pod}")))
         .await
         .map_err(|e| Error::kube(format!("read own Pod {namespace}/{pod}"), e))?;
+    let Some(me) = listed.items.into_iter().next() else {
+        return Err(Error::Owner(format!(
+            "pod {namespace}/{pod} (POD_NAME/POD_NAMESPACE) does not exist"
+        )));
+    };
     let Some(rs_ref) = controller_of(
         me.metadata.owner_references.as_deref().unwrap_or_default(),
         "ReplicaSet",

@@ -1,0 +1,266 @@
+//! The real `warmpool reconcile` process against the local control plane, in a *run* of its own
+//! (its namespace, tenant-name prefix, pool label and Lease), so that tests can share a cluster.
+//!
+//! One thing runs cannot keep apart: a namespace labelled `warmpool.io/tenant=enabled` is a tenant
+//! for every reconciler in the cluster (that is the rule), so tests assert on their own tenants'
+//! images and requests, not on exact totals.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+
+use super::cluster::{ChildGuard, eventually, free_port, kubeconfig, unique};
+
+/// One isolated run of the reconciler.
+pub struct Run {
+    pub id: String,
+    /// warmpool's own namespace: prewarmer, image cache, Lease.
+    pub namespace: String,
+    /// Tenant namespaces of this run: `<prefix>*`.
+    pub tenant_prefix: String,
+    /// The pool label value of this run.
+    pub pool: String,
+    pub config: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+    binary: PathBuf,
+    created: std::sync::Mutex<Vec<String>>,
+}
+
+impl Run {
+    /// Creates the run's namespace and writes its configuration: this run's tenant pattern and
+    /// pool, plus `extra_yaml` (whole `prewarmer:` / `imageCache:` sections).
+    pub async fn new(client: &Client, binary: &Path, extra_yaml: &str) -> Run {
+        let id = unique("rec");
+        let namespace = format!("{id}-system");
+        let tenant_prefix = format!("{id}-demo-");
+        let pool = format!("warm-{id}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.yaml");
+        let yaml = format!(
+            "tenants:\n  namespacePatterns: [\"{tenant_prefix}*\"]\n\
+             pool:\n  nodeLabel: {{key: workload-type, value: {pool}}}\n  tolerations:\n    \
+             - {{key: workload-type, operator: Equal, value: {pool}, effect: NoSchedule}}\n{extra_yaml}"
+        );
+        std::fs::write(&config, yaml).expect("config file");
+        let run = Run {
+            id,
+            namespace: namespace.clone(),
+            tenant_prefix,
+            pool,
+            config,
+            dir,
+            client: client.clone(),
+            binary: binary.to_owned(),
+            created: std::sync::Mutex::new(Vec::new()),
+        };
+        run.create_namespace(&namespace, &[]).await;
+        run
+    }
+
+    /// `<prefix><suffix>`: a namespace name this run's reconciler treats as a tenant.
+    pub fn tenant(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.tenant_prefix)
+    }
+
+    /// Creates a namespace with labels; it is deleted by [`Run::cleanup`].
+    pub async fn create_namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
+                .expect("namespace");
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        self.created.lock().expect("lock").push(name.to_owned());
+    }
+
+    /// Creates a bare pod with `spec` (it stays Pending: there are no kubelets), retrying until
+    /// the namespace's default ServiceAccount exists.
+    pub async fn create_pod(&self, namespace: &str, name: &str, mut spec: serde_json::Value) {
+        spec["automountServiceAccountToken"] = json!(false);
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("pod");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        eventually(
+            &format!("pod {namespace}/{name} created"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                let pod = pod.clone();
+                async move {
+                    match api.create(&PostParams::default(), &pod).await {
+                        Ok(_) => Some(()),
+                        Err(kube::Error::Api(s)) if s.code == 409 => Some(()),
+                        Err(_) => None,
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Starts `warmpool reconcile` for this run as `identity`, with `extra_args`.
+    pub fn spawn(&self, identity: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Reconciler {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let log = self.dir.path().join(format!("reconciler-{identity}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let err = file.try_clone().expect("log file");
+        let kubeconfig = kubeconfig().expect("kubeconfig");
+        let mut cmd = Command::new(&self.binary);
+        cmd.args([
+            "reconcile",
+            "--namespace",
+            &self.namespace,
+            "--metrics-listen",
+            &metrics,
+        ])
+        .arg("--config")
+        .arg(&self.config)
+        .args(["--identity", identity, "--resync", "20s"])
+        .args(extra_args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,warmpool=debug")
+        .env_remove("POD_NAME")
+        .env_remove("POD_NAMESPACE")
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("warmpool reconcile starts");
+        Reconciler {
+            child: Some(ChildGuard(child)),
+            log,
+            metrics,
+            identity: identity.to_owned(),
+        }
+    }
+
+    /// Deletes every namespace this run created (best effort; they are unique anyway).
+    pub async fn cleanup(&self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let names = std::mem::take(&mut *self.created.lock().expect("lock"));
+        for name in names {
+            let _ = api.delete(&name, &DeleteParams::background()).await;
+        }
+    }
+}
+
+impl Drop for Run {
+    /// A test that failed before its `cleanup` leaves no namespace behind either (a labelled
+    /// tenant left over would count as a tenant for every other run's reconciler).
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
+        let (Some(kubeconfig), false) = (kubeconfig(), names.is_empty()) else {
+            return;
+        };
+        let kubectl = Command::new(super::cluster::repo_root().join("tests/cluster/cluster.sh"))
+            .arg("kubectl-path")
+            .output();
+        if let Ok(out) = kubectl {
+            let kubectl = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            let _ = Command::new(kubectl)
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(["delete", "namespace", "--wait=false", "--ignore-not-found"])
+                .args(&names)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A running reconciler process.
+pub struct Reconciler {
+    pub child: Option<ChildGuard>,
+    pub log: PathBuf,
+    /// Address of its /healthz, /readyz and /metrics.
+    pub metrics: String,
+    pub identity: String,
+}
+
+impl Reconciler {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to give the Lease up.
+    pub fn kill(&mut self) {
+        self.child = None;
+    }
+
+    /// SIGTERM, then waits for the process to end (it gives the Lease up first).
+    pub fn terminate(&mut self) {
+        if let Some(guard) = self.child.as_mut() {
+            let pid = guard.0.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = guard.0.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.child = None;
+    }
+
+    /// The status code and body of a GET on the admin port, if it answers.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.metrics, path).await
+    }
+
+    /// Waits until /readyz answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        eventually(
+            &format!(
+                "reconciler {} ready; log:\n{}",
+                self.identity,
+                self.log.display()
+            ),
+            timeout,
+            || async { (self.get("/readyz").await?.0 == 200).then_some(()) },
+        )
+        .await;
+    }
+
+    /// One sample of a metric without labels (`warmpool_reconcile_leader`), if exposed.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
+
+async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    // HTTP/1.0: the answer is not chunked.
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
