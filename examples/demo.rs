@@ -35,6 +35,7 @@ fn say(line: impl AsRef<str>) {
 async fn main() -> anyhow::Result<()> {
     let keep = std::env::args().any(|a| a == "--keep");
     let binary = build_warmpool()?;
+    let cluster_was_up = cluster_script("status");
     say("starting the local control plane (the first run builds Kubernetes: several minutes)");
     let Some(client) = client().await else {
         anyhow::bail!(
@@ -114,16 +115,22 @@ async fn main() -> anyhow::Result<()> {
         };
         report.push(format!("  placeholders preempted: {preempted}"));
 
-        // What Karpenter does in a real cluster: a new warm node for the evicted placeholder.
-        if after.iter().any(|(_, node)| node.is_none()) {
+        // What Karpenter does in a real cluster: a new warm node per evicted placeholder.
+        let pending = after.iter().filter(|(_, node)| node.is_none()).count();
+        let mut added = Vec::new();
+        for _ in 0..pending {
             warm_nodes += 1;
             let name = format!("demo-warm-{warm_nodes}");
             warmpool.add_warm_node(&name, WARM.0, WARM.1).await;
+            added.push(name);
+        }
+        if !added.is_empty() {
             warmpool
                 .wait_placeholders_bound(2, Duration::from_secs(60))
                 .await;
             report.push(format!(
-                "  a new warm node {name} was added for the evicted placeholder (Karpenter's part)"
+                "  new warm nodes for the evicted placeholders (Karpenter's part): {}",
+                added.join(", ")
             ));
         }
     }
@@ -175,12 +182,20 @@ async fn main() -> anyhow::Result<()> {
     say("cleaning up");
     warmpool.cleanup(&TENANTS.map(String::from)).await;
     fakelet.abort();
-    if !keep {
-        let _ = Command::new(repo_root().join("tests/cluster/cluster.sh"))
-            .arg("down")
-            .status();
+    if !keep && !cluster_was_up {
+        cluster_script("down");
     }
     Ok(())
+}
+
+/// Runs `tests/cluster/cluster.sh <verb>` quietly; true when it succeeds.
+fn cluster_script(verb: &str) -> bool {
+    Command::new(repo_root().join("tests/cluster/cluster.sh"))
+        .arg(verb)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// `cargo run --example` builds the example, not the binary it drives: build that too.
