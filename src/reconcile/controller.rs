@@ -7,8 +7,9 @@
 //!   (terminated pods and system namespaces filtered out by the API server);
 //! - a small task that turns both into [`Observed`] (debounced) and triggers the workloads;
 //! - the workloads controller: keyed on warmpool's own namespace, it server-side applies the
-//!   PriorityClass, the prewarmer and the image cache, and is re-triggered by any change to them
-//!   (metadata-only watches of those three names), by a changed [`Observed`], and by the periodic
+//!   PriorityClass, the prewarmer and the image cache, and is re-triggered when one of them drifts
+//!   (metadata-only watches of those three names: deleted, or a new generation, labels,
+//!   annotations or owners — not status updates), by a changed [`Observed`], and by the periodic
 //!   resync.
 //!
 //! Every write first checks the [`LeaderGate`]; the session is dropped (in-flight writes
@@ -24,7 +25,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
@@ -418,21 +419,18 @@ async fn lead(shared: Arc<Shared>) -> Result<(), Error> {
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         named(ns),
     )
-    .watches(
+    .reconcile_all_on(drift(
         Api::<PartialObjectMeta<Deployment>>::namespaced(client.clone(), ns),
-        named(PREWARMER),
-        own_key(&own_ns),
-    )
-    .watches(
+        PREWARMER,
+    ))
+    .reconcile_all_on(drift(
         Api::<PartialObjectMeta<DaemonSet>>::namespaced(client.clone(), ns),
-        named(IMAGE_CACHE),
-        own_key(&own_ns),
-    )
-    .watches(
+        IMAGE_CACHE,
+    ))
+    .reconcile_all_on(drift(
         Api::<PartialObjectMeta<PriorityClass>>::all(client.clone()),
-        named(PRIORITY_CLASS),
-        own_key(&own_ns),
-    )
+        PRIORITY_CLASS,
+    ))
     .reconcile_all_on(observed_changes)
     .with_config(
         controller::Config::default()
@@ -451,12 +449,82 @@ async fn lead(shared: Arc<Shared>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Maps any event of a watched object to the workloads controller's one key.
-fn own_key<T>(
-    own_namespace: &str,
-) -> impl Fn(T) -> Option<ObjectRef<PartialObjectMeta<Namespace>>> + Send + Sync + 'static {
-    let own_namespace = own_namespace.to_owned();
-    move |_| Some(ObjectRef::new(&own_namespace))
+/// What of a written object's metadata can show drift: a spec edit or a scale bumps the
+/// generation; labels, annotations and owners are ours too; a new uid means re-created. Status
+/// updates (a rollout's progress, a DaemonSet's pod counts) change none of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fingerprint {
+    uid: Option<String>,
+    generation: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    owners: Option<Vec<OwnerReference>>,
+    deleting: bool,
+}
+
+impl Fingerprint {
+    fn of(meta: &ObjectMeta) -> Fingerprint {
+        Fingerprint {
+            uid: meta.uid.clone(),
+            generation: meta.generation,
+            labels: meta.labels.clone(),
+            annotations: meta.annotations.clone(),
+            owners: meta.owner_references.clone(),
+            deleting: meta.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// Whether a watch event of one written object calls for a reconcile: deletion, a (re-)list,
+/// or a change of its [`Fingerprint`]. Pure.
+pub fn drifted<K: Resource>(last: &mut Option<Fingerprint>, event: &watcher::Event<K>) -> bool {
+    match event {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+            let now = Fingerprint::of(o.meta());
+            let changed = last.as_ref() != Some(&now);
+            *last = Some(now);
+            changed
+        }
+        watcher::Event::Delete(_) => {
+            *last = None;
+            true
+        }
+        // After a re-list the object may be gone without a Delete event: look again.
+        watcher::Event::InitDone => true,
+        watcher::Event::Init => false,
+    }
+}
+
+/// A metadata-only watch of one written object, as reconcile triggers for the workloads.
+fn drift<K>(
+    api: Api<PartialObjectMeta<K>>,
+    name: &'static str,
+) -> impl futures::Stream<Item = ()> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let mut last = None;
+    watcher(
+        api,
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .default_backoff()
+    .filter_map(move |event| {
+        let fire = match event {
+            Ok(event) => {
+                let fire = drifted(&mut last, &event);
+                if fire {
+                    tracing::debug!(object = name, "drift check triggered");
+                }
+                fire
+            }
+            Err(e) => {
+                tracing::warn!(object = name, error = %e, "watch failed; retrying");
+                false
+            }
+        };
+        futures::future::ready(fire.then_some(()))
+    })
 }
 
 /// Every `resync`, all namespaces are queued again (events can be missed); the backoff entries of
@@ -738,6 +806,53 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn deployment(uid: &str, generation: i64, replicas_ready: i32) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "warmpool-prewarmer", "uid": uid, "generation": generation,
+                         "labels": {"app.kubernetes.io/managed-by": "warmpool"}},
+            "status": {"readyReplicas": replicas_ready},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_changes_that_can_be_drift_trigger_a_reconcile() {
+        let mut last = None;
+        assert!(!drifted(&mut last, &watcher::Event::<Deployment>::Init));
+        assert!(drifted(
+            &mut last,
+            &watcher::Event::InitApply(deployment("a", 1, 0))
+        ));
+        assert!(drifted(&mut last, &watcher::Event::<Deployment>::InitDone));
+        // A status update: nothing to repair.
+        assert!(!drifted(
+            &mut last,
+            &watcher::Event::Apply(deployment("a", 1, 1))
+        ));
+        // Scaled or edited: the generation moves.
+        assert!(drifted(
+            &mut last,
+            &watcher::Event::Apply(deployment("a", 2, 1))
+        ));
+        // A label removed.
+        let mut unlabelled = deployment("a", 2, 1);
+        unlabelled.metadata.labels = None;
+        assert!(drifted(&mut last, &watcher::Event::Apply(unlabelled)));
+        // Deleted, then re-created (new uid).
+        assert!(drifted(
+            &mut last,
+            &watcher::Event::Delete(deployment("a", 2, 1))
+        ));
+        assert!(drifted(
+            &mut last,
+            &watcher::Event::Apply(deployment("b", 1, 0))
+        ));
+        assert!(!drifted(
+            &mut last,
+            &watcher::Event::Apply(deployment("b", 1, 0))
+        ));
+    }
 
     #[test]
     fn the_pod_watch_leaves_out_finished_pods_and_never_tenant_namespaces() {
