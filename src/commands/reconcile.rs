@@ -123,9 +123,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on --metrics-listen {}", args.metrics_listen))?;
     let metrics_address = admin.local_addr()?;
-    let client = kube::Client::try_default().await.context(
-        "cannot configure a Kubernetes client (in-cluster service account or KUBECONFIG)",
-    )?;
+    // Formatted here (not chained): kube's message already carries its causes.
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow!(
+            "cannot configure a Kubernetes client (in-cluster service account or KUBECONFIG): {e}"
+        )
+    })?;
 
     let (stop, stopped) = watch::channel(false);
     let stopped = move || {
@@ -155,7 +158,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), admin).await {
         tracing::warn!(error = %e, "metrics server ended with an error");
     }
-    result.map_err(|e| anyhow!(e))
+    result.map_err(|e| anyhow!("{e}"))
 }
 
 /// Copy this binary into a directory.

@@ -208,19 +208,20 @@ impl Elector {
                 r = attempt => r,
                 () = &mut stop => break,
             };
-            let was_leader = self.gate.is_leader();
-            match result {
-                Ok(Ok(_)) => {}
+            let ok = match result {
+                Ok(Ok(_)) => true,
                 Ok(Err(e)) => {
-                    tracing::warn!(lease = %self.settings.name, error = %e, "lease check failed")
+                    tracing::warn!(lease = %self.settings.name, error = %e, "lease check failed");
+                    false
                 }
-                Err(_) => tracing::warn!(lease = %self.settings.name, "lease check timed out"),
-            }
-            let leading = self.gate.is_leader();
-            if leading != was_leader || !self.gate.has_checked() {
-                tracing::debug!(leading, "lease state");
-            }
-            let wait = if leading {
+                Err(_) => {
+                    tracing::warn!(lease = %self.settings.name, "lease check timed out");
+                    false
+                }
+            };
+            // A leader renews on schedule; after a failure (leader or not) it tries again soon,
+            // while its current renewal still holds.
+            let wait = if ok && self.gate.is_leader() {
                 self.settings.renew_every
             } else {
                 self.settings.retry_every
