@@ -242,5 +242,34 @@ fn release_binary_is_statically_linked_and_runs_without_any_library() {
             patch.contains("workload-type") && patch.contains("cargocats"),
             "{patch}"
         );
+
+        // The image cache: `warmpool install-noop DIR` (in warmpool's own image) copies the binary
+        // into the shared emptyDir, then each cached image runs `/warmpool-cache/warmpool noop`,
+        // whatever it contains: here an image with nothing else at all.
+        let image = tempfile::tempdir().expect("tempdir");
+        let cache = image.path().join("warmpool-cache");
+        std::fs::create_dir(&cache).unwrap();
+        let out = Command::new(&binary)
+            .arg("install-noop")
+            .arg(&cache)
+            .env_clear()
+            .output()
+            .expect("install-noop runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("chroot")
+            .arg(image.path())
+            .args(["/warmpool-cache/warmpool", "noop"])
+            .env_clear()
+            .output()
+            .expect("chroot runs");
+        assert!(
+            out.status.success(),
+            "noop in an empty image: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
