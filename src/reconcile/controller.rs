@@ -195,7 +195,7 @@ pub async fn run(
             () = &mut shutdown => break,
             () = tokio::time::sleep(Duration::from_millis(250)), if !readiness.is_ready() => {
                 // A standby is ready once it has seen the Lease held by someone else.
-                if gate.has_checked() && !gate.is_leader() {
+                if gate.sees_other_leader() && !gate.is_leader() {
                     tracing::info!(identity = %shared.settings.identity, "standing by: another replica holds the lease");
                     readiness.set(true);
                 }

@@ -3,7 +3,7 @@
 /// A failed reconcile step. The `Display` form says what was being done; the source says why.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{action}: {source}")]
+    #[error("{action}: {}", concise(source))]
     Kube {
         /// What was being done, e.g. "apply Deployment warmpool-system/warmpool-prewarmer".
         action: String,
@@ -22,6 +22,17 @@ pub enum Error {
     Owner(String),
     #[error("invalid setting: {0}")]
     Settings(String),
+}
+
+/// An API error as one readable phrase (`409 Conflict: the object has been modified…`) instead of
+/// kube's debug dump of the whole Status; other errors as they are.
+fn concise(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => {
+            format!("{} {}: {}", status.code, status.reason, status.message)
+        }
+        other => other.to_string(),
+    }
 }
 
 impl Error {
@@ -98,6 +109,6 @@ mod tests {
             .metric_label(),
             "not_leader"
         );
-        assert!(api(409).to_string().starts_with("apply x: "));
+        assert_eq!(api(409).to_string(), "apply x: 409 R: m");
     }
 }

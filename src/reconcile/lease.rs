@@ -80,14 +80,14 @@ impl LeaseSettings {
 #[derive(Debug, Clone)]
 pub struct LeaderGate {
     until: Arc<watch::Sender<Option<Instant>>>,
-    checked: Arc<AtomicBool>,
+    other_leader: Arc<AtomicBool>,
 }
 
 impl Default for LeaderGate {
     fn default() -> Self {
         LeaderGate {
             until: Arc::new(watch::Sender::new(None)),
-            checked: Arc::new(AtomicBool::new(false)),
+            other_leader: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -107,12 +107,13 @@ impl LeaderGate {
         }
     }
 
-    /// True once the Lease has been read (or created) at least once.
-    pub fn has_checked(&self) -> bool {
-        self.checked.load(Ordering::Acquire)
+    /// True when the last look at the Lease found it held by another, live replica.
+    pub fn sees_other_leader(&self) -> bool {
+        self.other_leader.load(Ordering::Acquire)
     }
 
     fn extend(&self, until: Instant) {
+        self.other_leader.store(false, Ordering::Release);
         self.until.send_replace(Some(until));
     }
 
@@ -243,7 +244,6 @@ impl Elector {
             .get_opt(&name)
             .await
             .map_err(|e| Error::kube(format!("read Lease {name}"), e))?;
-        self.gate.checked.store(true, Ordering::Release);
         let Some(mut lease) = current else {
             return self.create(started).await;
         };
@@ -254,6 +254,7 @@ impl Elector {
         match decide(&spec, &self.settings.identity, holder_gone) {
             Step::Wait => {
                 self.gate.revoke();
+                self.gate.other_leader.store(true, Ordering::Release);
                 return Ok(false);
             }
             Step::Renew => {
