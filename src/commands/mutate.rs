@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
 use crate::config::Config;
@@ -53,7 +53,8 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref())?;
+    let config = Config::load(args.config.as_deref())
+        .map_err(|e| anyhow!("{e}; fix the file given by --config"))?;
     let pod = read_pod(&args.file)?;
     let selector = TenantSelector::new(&config.tenants.namespace_patterns, None)
         .context("invalid tenants.namespacePatterns")?;

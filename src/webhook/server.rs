@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -25,6 +26,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
@@ -47,6 +49,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// keep-alive connection waiting for its next request, so such a connection is closed after it;
 /// Go clients (the API server) retry a request that meets a connection closed while idle.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time for a client to start its first request once the TLS handshake is done. hyper bounds
+/// an HTTP/1 request head by [`HEADER_READ_TIMEOUT`], but an HTTP/2 connection waits for the
+/// client's preface with no deadline: without this one, a client that completes the handshake
+/// and then sends nothing would hold a connection slot for ever. (Clients, the API server
+/// included, open a connection to send a request at once; after the first request an idle
+/// HTTP/2 connection is kept by its keep-alive pings.)
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time to answer a request, body included: under the API server's smallest sensible
 /// `timeoutSeconds` (5; the default is 10), so it sees our error rather than its own deadline.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
@@ -342,7 +351,14 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let (http1, http2) = (Arc::clone(&http1), Arc::clone(&http2));
-        let service = TowerToHyperService::new(router.clone());
+        let started = Arc::new(AtomicBool::new(false));
+        let service = TowerToHyperService::new(router.clone().map_request({
+            let started = Arc::clone(&started);
+            move |request: Request<hyper::body::Incoming>| {
+                started.store(true, Ordering::Relaxed);
+                request
+            }
+        }));
         // Taken before the handshake, so a drain waits for handshakes under way too.
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -362,9 +378,20 @@ pub async fn serve(
                 Some(b"h2") => http2,
                 _ => http1,
             };
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let connection = watcher.watch(builder.serve_connection(TokioIo::new(tls), service));
+            let first_request = async {
+                tokio::time::sleep(FIRST_REQUEST_TIMEOUT).await;
+                if started.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                result = connection => if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                () = first_request => {
+                    tracing::debug!(%peer, "no request within the deadline after the handshake; closed");
+                }
             }
         });
     }
@@ -405,7 +432,6 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use tower::ServiceExt as _;
 
     fn state() -> AppState {
         let config = Config::default();
