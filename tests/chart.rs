@@ -1642,7 +1642,8 @@ fn the_reconciler_runs_on_the_charts_rbac_alone_and_uninstall_collects_its_objec
         owned_by_chart("deployment", "warmpool-prewarmer")
     });
     let text_now = log_text();
-    for word in ["forbidden", "Forbidden", "403"] {
+    // Not "403": durations and resource versions in the log may contain it.
+    for word in ["forbidden", "Forbidden"] {
         assert!(
             !text_now.contains(word),
             "the reconciler was refused something with the chart's RBAC:\n{text_now}"
