@@ -3,13 +3,18 @@
 //!
 //! Only the fields the decision needs are read; the rest of the review (oldObject, userInfo,
 //! managedFields…) is skipped by the parser rather than built into objects. kube-core's
-//! `AdmissionReview<DynamicObject>` would build all of it for every pod created.
+//! `AdmissionReview<DynamicObject>` would build all of it for every pod created. Of the pod
+//! itself only what [`mutation::mutate`] reads is kept (see [`POD_VIEW`]): containers, volumes,
+//! managedFields and the like are checked for JSON syntax and dropped, so a large pod costs
+//! little more than a small one.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 
 use crate::mutation::{self, Injected, Mutation, Rules, SkipReason};
 use crate::tenant::TenantSelector;
@@ -67,8 +72,148 @@ struct RequestIn<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(borrow)]
     operation: Cow<'a, str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "pod_view")]
     object: Option<Value>,
+}
+
+/// Which members of a JSON object are kept: all of a value, or of an object only the named
+/// members (each with its own rule). A value that is not an object is kept whole, so that the
+/// mutation sees the same shape, and skips for the same reason, as with the full pod.
+enum Keep {
+    All,
+    Only(&'static [(&'static str, Keep)]),
+}
+
+/// The parts of a pod that [`mutation::mutate`] and [`review`] read: the annotations (skip,
+/// mirror, injected), `generateName` (for logs), and in the spec `nodeName`, `nodeSelector`,
+/// `affinity.nodeAffinity` and `tolerations`. Keep it in step with `mutation.rs`; the unit test
+/// below compares the two decisions on every fixture.
+static POD_VIEW: Keep = Keep::Only(&[
+    (
+        "metadata",
+        Keep::Only(&[("annotations", Keep::All), ("generateName", Keep::All)]),
+    ),
+    (
+        "spec",
+        Keep::Only(&[
+            ("nodeName", Keep::All),
+            ("nodeSelector", Keep::All),
+            ("affinity", Keep::Only(&[("nodeAffinity", Keep::All)])),
+            ("tolerations", Keep::All),
+        ]),
+    ),
+]);
+
+/// `request.object` as the part of it that the decision reads; JSON `null` is no object.
+fn pod_view<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    match (&POD_VIEW).deserialize(deserializer)? {
+        Value::Null => Ok(None),
+        pod => Ok(Some(pod)),
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &'static Keep {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        match self {
+            Keep::All => Value::deserialize(deserializer),
+            Keep::Only(_) => deserializer.deserialize_any(self),
+        }
+    }
+}
+
+/// Builds the kept members of an object; any other value is built whole, as `Value` does.
+impl<'de> Visitor<'de> for &'static Keep {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let Keep::Only(members) = self else {
+            return Value::deserialize(de::value::MapAccessDeserializer::new(map));
+        };
+        let mut kept = Map::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match members.iter().find(|(name, _)| *name == &*key.0) {
+                Some((_, keep)) => {
+                    let value = map.next_value_seed(keep)?;
+                    kept.insert(key.0.into_owned(), value);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(kept))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        Value::deserialize(de::value::SeqAccessDeserializer::new(seq))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+}
+
+/// An object key, borrowed from the input unless it holds escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -238,4 +383,140 @@ fn decide(
         return Err("no object in the request");
     };
     Ok(mutation::mutate(pod, rules))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AffinityMode, Config};
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn rules(mode: AffinityMode) -> Rules {
+        let mut config = Config::default();
+        config.pool.affinity = mode;
+        Rules::from_config(&config)
+    }
+
+    /// The pod as `review` reads it, and the whole pod.
+    fn view_and_full(review: &[u8]) -> (Option<Value>, Option<Value>) {
+        let input: ReviewIn = serde_json::from_slice(review).unwrap();
+        let full: Value = serde_json::from_slice(review).unwrap();
+        let full = full["request"]
+            .get("object")
+            .cloned()
+            .filter(|o| !o.is_null());
+        (input.request.unwrap().object, full)
+    }
+
+    fn assert_same_decision(review: &[u8]) {
+        let (view, full) = view_and_full(review);
+        assert_eq!(view.is_some(), full.is_some());
+        let (Some(view), Some(full)) = (view, full) else {
+            return;
+        };
+        for mode in [AffinityMode::Required, AffinityMode::Preferred] {
+            let rules = rules(mode);
+            assert_eq!(
+                mutation::mutate(&view, &rules),
+                mutation::mutate(&full, &rules),
+                "{full}"
+            );
+        }
+        assert_eq!(
+            view.pointer("/metadata/generateName"),
+            full.pointer("/metadata/generateName")
+        );
+    }
+
+    fn wrapped(pod: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "operation": "CREATE", "namespace": "demo-1", "object": pod},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_pod_view_decides_as_the_whole_pod_on_every_fixture() {
+        for name in [
+            "pod-create.json",
+            "pod-create-large.json",
+            "pod-create-skip.json",
+            "pod-create-kube-system.json",
+            "pod-update.json",
+            "configmap-create.json",
+        ] {
+            assert_same_decision(&fixture(name));
+        }
+    }
+
+    #[test]
+    fn the_pod_view_keeps_every_shape_the_mutation_looks_at() {
+        let term =
+            json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]});
+        for pod in [
+            json!(null),
+            json!("a string"),
+            json!([1, 2]),
+            json!(7),
+            json!(1.5),
+            json!(true),
+            json!({}),
+            json!({"metadata": null, "spec": null}),
+            json!({"metadata": "x", "spec": {}}),
+            json!({"metadata": {"annotations": null}, "spec": []}),
+            json!({"metadata": {"annotations": ["x"]}, "spec": {}}),
+            json!({"metadata": {"annotations": {"warmpool.io/skip": "true"}}, "spec": {}}),
+            json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "x"}}, "spec": {}}),
+            json!({"metadata": {"annotations": {"warmpool.io/injected": "tolerations"}}, "spec": {}}),
+            json!({"spec": {"nodeName": "n1", "containers": [{"name": "c"}]}}),
+            json!({"spec": {"nodeName": ""}}),
+            json!({"spec": {"nodeSelector": {"workload-type": "other"}}}),
+            json!({"spec": {"nodeSelector": "x"}}),
+            json!({"spec": {"affinity": null}}),
+            json!({"spec": {"affinity": 3}}),
+            json!({"spec": {"affinity": {"podAntiAffinity": {"x": 1}}}}),
+            json!({"spec": {"affinity": {"nodeAffinity": null}}}),
+            json!({"spec": {"affinity": {"nodeAffinity": [1]}}}),
+            json!({"spec": {"affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term, {}]},
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": term}],
+            }}}}),
+            json!({"spec": {"tolerations": null}}),
+            json!({"spec": {"tolerations": {"a": 1}}}),
+            json!({"spec": {"tolerations": [{"key": "workload-type", "value": "cargocats", "effect": "NoSchedule"}]}}),
+        ] {
+            assert_same_decision(&wrapped(pod));
+        }
+    }
+
+    #[test]
+    fn escaped_and_repeated_keys_read_as_the_whole_pod_reads_them() {
+        let body = br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE", "object": {"sp\u0065c": {"nodeName": "a"},
+            "spec": {"nodeName": "b", "nodeName": "c"}, "metadata": {"x": 1}, "metadata": {}}}}"#;
+        assert_same_decision(body);
+    }
+
+    #[test]
+    fn malformed_json_outside_the_view_is_still_malformed() {
+        let body = br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE", "object": {"spec": {"containers": [1,]}}}}"#;
+        let config = Config::default();
+        let selector = TenantSelector::new(&config.tenants.namespace_patterns, None).unwrap();
+        let error = review(body, &Rules::from_config(&config), &selector).unwrap_err();
+        assert!(matches!(error, ReviewError::Malformed(_)), "{error:?}");
+    }
 }
