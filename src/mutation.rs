@@ -298,6 +298,31 @@ fn is_pool_expression(expr: &Value, rules: &Rules) -> bool {
             .is_some_and(|vs| vs.len() == 1 && vs[0].as_str() == Some(rules.label_value.as_str()))
 }
 
+/// The pod's `nodeAffinity`, or, when it (or `affinity`) is missing, an op that adds it holding
+/// `{field: value}`; `None` then means "done".
+fn node_affinity_or_add<'a>(
+    spec: &'a Map<String, Value>,
+    field: &str,
+    value: impl FnOnce() -> Value,
+    ops: &mut Vec<PlannedOp>,
+) -> Result<Option<&'a Map<String, Value>>, SkipReason> {
+    let node_affinity = || Value::Object(Map::from_iter([(field.to_owned(), value())]));
+    let Some(affinity) = optional_object(spec.get("affinity"), "/spec/affinity")? else {
+        let value = json!({"nodeAffinity": node_affinity()});
+        ops.push((
+            Injected::NodeAffinity,
+            add(pointer(["spec", "affinity"]), value),
+        ));
+        return Ok(None);
+    };
+    let na = optional_object(affinity.get("nodeAffinity"), "/spec/affinity/nodeAffinity")?;
+    if na.is_none() {
+        let path = pointer(["spec", "affinity", "nodeAffinity"]);
+        ops.push((Injected::NodeAffinity, add(path, node_affinity())));
+    }
+    Ok(na)
+}
+
 fn required_affinity_ops(
     spec: &Map<String, Value>,
     rules: &Rules,
@@ -305,20 +330,7 @@ fn required_affinity_ops(
 ) -> Result<(), SkipReason> {
     let expr = rules.pool_expression();
     let one_term = || json!({"nodeSelectorTerms": [{"matchExpressions": [expr.clone()]}]});
-    let affinity = optional_object(spec.get("affinity"), "/spec/affinity")?;
-    let Some(affinity) = affinity else {
-        let value = json!({"nodeAffinity": {REQUIRED: one_term()}});
-        ops.push((
-            Injected::NodeAffinity,
-            add(pointer(["spec", "affinity"]), value),
-        ));
-        return Ok(());
-    };
-    let Some(na) = optional_object(affinity.get("nodeAffinity"), "/spec/affinity/nodeAffinity")?
-    else {
-        let value = json!({REQUIRED: one_term()});
-        let path = pointer(["spec", "affinity", "nodeAffinity"]);
-        ops.push((Injected::NodeAffinity, add(path, value)));
+    let Some(na) = node_affinity_or_add(spec, REQUIRED, one_term, ops)? else {
         return Ok(());
     };
     const AT: &str = "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution";
@@ -366,29 +378,16 @@ fn preferred_affinity_ops(
     ops: &mut Vec<PlannedOp>,
 ) -> Result<(), SkipReason> {
     let preference = json!({"weight": PREFERRED_WEIGHT, "preference": {"matchExpressions": [rules.pool_expression()]}});
-    let Some(affinity) = optional_object(spec.get("affinity"), "/spec/affinity")? else {
-        let value = json!({"nodeAffinity": {PREFERRED: [preference]}});
-        ops.push((
-            Injected::NodeAffinity,
-            add(pointer(["spec", "affinity"]), value),
-        ));
-        return Ok(());
-    };
-    let Some(na) = optional_object(affinity.get("nodeAffinity"), "/spec/affinity/nodeAffinity")?
+    let Some(na) = node_affinity_or_add(spec, PREFERRED, || json!([preference.clone()]), ops)?
     else {
-        let value = json!({PREFERRED: [preference]});
-        let path = pointer(["spec", "affinity", "nodeAffinity"]);
-        ops.push((Injected::NodeAffinity, add(path, value)));
         return Ok(());
     };
     const AT: &str = "/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution";
     let base = ["spec", "affinity", "nodeAffinity", PREFERRED];
     match optional_array(na.get(PREFERRED), AT)? {
         None => {
-            ops.push((
-                Injected::NodeAffinity,
-                add(pointer(base), json!([preference])),
-            ));
+            let path = pointer(base);
+            ops.push((Injected::NodeAffinity, add(path, json!([preference]))));
         }
         Some(prefs) => {
             let present = prefs.iter().any(|p| {
