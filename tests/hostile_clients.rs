@@ -786,8 +786,9 @@ type EndlessFrames = std::pin::Pin<
 >;
 
 /// Bodies that never end, on HTTP/1.1 and HTTP/2: sent as fast as possible (cut off at the
-/// 3 MiB limit with a 413, the connection closed once 6 MiB were read) and trickled (cut off by
-/// the 4 s request deadline with a 503).
+/// 3 MiB limit with a 413, the HTTP/1.1 connection closed once 6 MiB were read, the HTTP/2
+/// stream reset) and trickled (cut off by the 4 s request deadline with a 503). The server's
+/// metrics count both kinds on both protocols.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_bodies_are_cut_off_on_both_protocols() {
     let _serial = SERIAL.lock().await;
@@ -886,7 +887,12 @@ async fn endless_bodies_are_cut_off_on_both_protocols() {
             },
             sent / 1024
         );
-        if fast {
+        if fast && proto == Proto::H1 {
+            // The server answers 413 and closes the connection with the client still sending:
+            // the client sees the 413, or only the connection reset that follows it.
+            assert!(matches!(status, Some(413) | None), "{proto:?}: {status:?}");
+            assert!(sent < 24 * 1024 * 1024, "{proto:?}: {sent} bytes taken");
+        } else if fast {
             assert_eq!(status, Some(413), "{proto:?}");
             // Cut off near the 3 MiB limit (6 MiB read at most), plus what sits in buffers.
             assert!(sent < 24 * 1024 * 1024, "{proto:?}: {sent} bytes taken");
