@@ -44,35 +44,17 @@ use support::reconciler::Run;
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 
 /// Granted, used by the code, and not reachable by this test — with the reason.
-const GRANTED_NOT_EXERCISED: &[(&str, &str, &str, &str)] = &[
-    (
-        "events.k8s.io",
-        "events",
-        "patch",
-        "kube-runtime's Recorder patches an Event only when the same one repeats (a series); \
+const GRANTED_NOT_EXERCISED: &[(&str, &str, &str, &str)] = &[(
+    "events.k8s.io",
+    "events",
+    "patch",
+    "kube-runtime's Recorder patches an Event only when the same one repeats (a series); \
          the reconciler records one Event per enrolment",
-    ),
-    (
-        "scheduling.k8s.io",
-        "priorityclasses",
-        "get",
-        PRIORITY_CLASS_UNREACHABLE,
-    ),
-    (
-        "scheduling.k8s.io",
-        "priorityclasses",
-        "delete",
-        PRIORITY_CLASS_UNREACHABLE,
-    ),
-];
+)];
 
-/// Whether the test gives the PriorityClass another (immutable) value for the reconciler to
-/// re-create. Off until the reconciler recognises the API server's answer to that case.
-const PRIORITY_CLASS_CONFLICT: bool = false;
-const PRIORITY_CLASS_UNREACHABLE: &str = "only on re-creating a PriorityClass whose value differs, \
-     and the API server refuses that apply with `value: Forbidden: may not be changed in an \
-     update`, which src/reconcile/controller.rs `apply` does not take for an immutable field \
-     (it looks for \"immutable\"): it retries the apply for ever instead (see RELIABILITY.md)";
+/// The test gives the PriorityClass another (immutable) value, so the reconciler must delete and
+/// re-create it: that exercises the PriorityClass `get` and `delete` it is granted.
+const PRIORITY_CLASS_CONFLICT: bool = true;
 
 // ---------------------------------------------------------------------------------------------
 // The chart's RBAC

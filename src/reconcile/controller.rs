@@ -774,11 +774,7 @@ where
     shared.gate.ensure(what)?;
     let status = match api.patch(&name, &params, &Patch::Apply(desired)).await {
         Ok(_) => return Ok(()),
-        Err(kube::Error::Api(status))
-            if status.code == 422 && status.message.contains("immutable") =>
-        {
-            status
-        }
+        Err(kube::Error::Api(status)) if is_immutable_field_change(&status) => status,
         Err(e) => return Err(Error::kube(what(), e)),
     };
     let existing = api
@@ -803,9 +799,45 @@ where
     Ok(())
 }
 
+/// The API server's refusal to change a field that cannot change once set. It words this two
+/// ways: "field is immutable" (a Deployment's selector) and "may not be changed in an update"
+/// (a PriorityClass's value).
+fn is_immutable_field_change(status: &kube::core::Status) -> bool {
+    status.code == 422
+        && (status.message.contains("immutable") || status.message.contains("may not be changed"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(code: u16, message: &str) -> kube::core::Status {
+        kube::core::Status {
+            code,
+            message: message.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn immutable_field_changes_are_recognised_in_both_wordings() {
+        assert!(is_immutable_field_change(&status(
+            422,
+            "Deployment.apps \"x\" is invalid: spec.selector: Invalid value: ...: field is immutable"
+        )));
+        assert!(is_immutable_field_change(&status(
+            422,
+            "PriorityClass.scheduling.k8s.io \"warmpool-placeholder\" is invalid: value: Forbidden: may not be changed in an update."
+        )));
+        assert!(!is_immutable_field_change(&status(
+            422,
+            "spec.replicas: Invalid value: -1"
+        )));
+        assert!(!is_immutable_field_change(&status(
+            409,
+            "field is immutable"
+        )));
+    }
 
     fn deployment(uid: &str, generation: i64, replicas_ready: i32) -> Deployment {
         serde_json::from_value(serde_json::json!({
