@@ -2,24 +2,28 @@
 //!
 //! ```text
 //! cargo bench --bench webhook                       # the full run (about 5 minutes)
-//! cargo bench --bench webhook -- --duration 2 --rounds 1 --concurrency 32
+//! cargo bench --bench webhook -- --duration 2 --rounds 1 --concurrency 32 --targets small
+//! cargo bench --bench webhook -- --server PATH      # another build of warmpool
 //! ```
 //!
 //! It writes certificates with `warmpool certs` into a temporary directory, times start-up
-//! (exec to `GET /readyz` 200) a few times, starts one server and drives it from this process
-//! with keep-alive HTTP/1.1 connections (hyper + tokio-rustls, one request in flight per
+//! (exec to `GET /readyz` 200) on fresh processes, then starts one server and drives it from this
+//! process with keep-alive HTTP/1.1 connections (hyper + tokio-rustls, one request in flight per
 //! connection) at each concurrency, on three targets in turn: `GET /healthz` (the ceiling: TLS,
 //! HTTP and routing with no work), `POST /mutate` with the small fixture, and with the large
-//! one. Every answer is checked (status 200; for /mutate a JSONPatch in the body). It prints
-//! requests/s, p50/p99/p99.9 latency, errors, the server's RSS (idle, peak per phase, VmHWM) and
-//! mutate/ceiling, as Markdown. Traffic goes to 127.0.0.1 only, and every phase is bounded in
-//! time. The client shares the machine with the server: its cost is in the figures.
+//! one. Every answer is checked (status 200; for /mutate a JSONPatch in the body). Then a few
+//! seconds of cold requests: a new connection per request, with a full TLS handshake and with a
+//! resumed session. It prints requests/s, p50/p99/p99.9 latency, errors, the CPU time the server
+//! and this load generator spent per request, the server's RSS (idle, peak per phase, VmHWM),
+//! mutate/ceiling, the large/small latency ratio and start-up, as Markdown. Traffic goes to
+//! 127.0.0.1 only, and every phase is bounded in time. The client shares the machine with the
+//! server: its cost is in the figures.
 //!
 //! The server is the `warmpool` binary that cargo builds with this bench (the release profile
-//! under `cargo bench`), or `--server PATH`. Its logs go to /dev/null (`--server-logs FILE`
-//! keeps them).
+//! under `cargo bench`), or `--server PATH`. Its logs (one line per review, as in production) go
+//! to /dev/null, or to `--server-logs FILE`.
 //!
-//! Under `cargo test` (no `--bench` argument) it makes a smoke run of about a second, against the
+//! Under `cargo test` (no `--bench` argument) it makes a smoke run of a few seconds against the
 //! debug binary, and fails on any error.
 
 use std::collections::BTreeMap;
@@ -58,6 +62,8 @@ struct Options {
     duration: Duration,
     rounds: usize,
     startup_runs: usize,
+    /// Worker threads of this load generator's runtime (default: one per CPU).
+    client_threads: usize,
     smoke: bool,
 }
 
@@ -76,6 +82,7 @@ impl Options {
             duration: Duration::from_secs(5),
             rounds: 3,
             startup_runs: 10,
+            client_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             smoke,
         };
         if smoke {
@@ -139,6 +146,13 @@ impl Options {
                         .ok()
                         .filter(|r| (1..=20).contains(r))
                         .ok_or("--rounds takes 1-20")?;
+                }
+                "--client-threads" => {
+                    options.client_threads = value("--client-threads")?
+                        .parse()
+                        .ok()
+                        .filter(|r| (1..=64).contains(r))
+                        .ok_or("--client-threads takes 1-64")?;
                 }
                 "--startup-runs" => {
                     options.startup_runs = value("--startup-runs")?
@@ -219,6 +233,7 @@ fn main() -> ExitCode {
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.client_threads)
         .enable_all()
         .build()
         .expect("a tokio runtime");
@@ -249,7 +264,10 @@ async fn run(options: Options) -> Result<(), String> {
     if !status.success() {
         return Err("`warmpool certs` failed".into());
     }
-    let connector = connector(&dir.path().join("ca.crt"), options.proto)?;
+    let ca = dir.path().join("ca.crt");
+    let resumed = connector(&ca, options.proto, true)?;
+    let full = connector(&ca, options.proto, false)?;
+    let connector = resumed;
     let payloads = Arc::new(payloads());
 
     print_header(&options);
@@ -273,8 +291,10 @@ async fn run(options: Options) -> Result<(), String> {
     for round in 0..options.rounds {
         for &clients in &options.concurrency {
             for &target in &options.targets {
-                let phase =
-                    run_phase(&options, &server, &connector, &payloads, target, clients).await;
+                let phase = run_phase(
+                    &options, &server, &connector, &payloads, target, clients, false,
+                )
+                .await;
                 eprintln!(
                     "round {} c={clients:<3} {:<24} {:>8.0} req/s  p99 {:>7} µs  errors {}",
                     round + 1,
@@ -290,6 +310,28 @@ async fn run(options: Options) -> Result<(), String> {
             }
         }
     }
+    // Cold requests: a new connection for each, as the API server makes after the server has
+    // closed an idle one (2 s), with a full TLS handshake and with a resumed session.
+    let mut cold = Vec::new();
+    for (how, tls) in [
+        ("full TLS handshake", &full),
+        ("resumed TLS session", &connector),
+    ] {
+        for clients in [1, 8] {
+            let phase = run_phase(
+                &options,
+                &server,
+                tls,
+                &payloads,
+                Target::MutateSmall,
+                clients,
+                true,
+            )
+            .await;
+            cold.push((how, clients, phase));
+        }
+    }
+
     // Idle again: the client's connections are gone; the server closes its side within 2 s.
     tokio::time::sleep(Duration::from_secs(if options.smoke { 0 } else { 3 })).await;
     let after = rss(server.pid()).unwrap_or_default();
@@ -300,6 +342,7 @@ async fn run(options: Options) -> Result<(), String> {
         .unwrap_or(0);
     let report = Report {
         results: &results,
+        cold: &cold,
         startups: &startups,
         idle_start_kib: idle_start,
         idle_after_kib: after.rss_kib,
@@ -309,7 +352,8 @@ async fn run(options: Options) -> Result<(), String> {
     };
     report.print(&options);
 
-    let errors: u64 = results.values().flatten().map(|p| p.errors).sum();
+    let errors: u64 = results.values().flatten().map(|p| p.errors).sum::<u64>()
+        + cold.iter().map(|(_, _, p)| p.errors).sum::<u64>();
     let requests: u64 = results.values().flatten().map(|p| p.requests).sum();
     if errors > 0 {
         return Err(format!("{errors} requests failed"));
@@ -343,12 +387,13 @@ fn print_header(options: &Options) {
         load.trim()
     );
     println!(
-        "- protocol: {}, keep-alive, one request in flight per connection; warm-up {:.1} s, \
-         measure {:.1} s per phase, {} round(s){}",
+        "- protocol: {}, keep-alive, one request in flight per connection; load generator on {} \
+         thread(s); warm-up {:.1} s, measure {:.1} s per phase, {} round(s){}",
         match options.proto {
             Proto::H1 => "HTTP/1.1",
             Proto::H2 => "HTTP/2",
         },
+        options.client_threads,
         options.warmup.as_secs_f64(),
         options.duration.as_secs_f64(),
         options.rounds,
@@ -359,6 +404,7 @@ fn print_header(options: &Options) {
 
 struct Report<'a> {
     results: &'a BTreeMap<(usize, Target), Vec<Phase>>,
+    cold: &'a [(&'static str, usize, Phase)],
     startups: &'a [Duration],
     idle_start_kib: u64,
     idle_after_kib: u64,
@@ -442,6 +488,22 @@ impl Report<'_> {
             }
             println!();
         }
+        println!("## A new connection per request (POST /mutate small)");
+        println!();
+        println!("| connection | clients | req/s | p50 ms | p99 ms | errors | server CPU µs/req |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for (how, clients, phase) in self.cold {
+            let requests = phase.requests.max(1) as f64;
+            println!(
+                "| {how} | {clients} | {:.0} | {} | {} | {} | {:.0} |",
+                phase.requests as f64 / phase.elapsed.as_secs_f64(),
+                ms(percentile(&phase.latencies, 0.50)),
+                ms(percentile(&phase.latencies, 0.99)),
+                phase.errors,
+                phase.server_cpu.as_secs_f64() * 1e6 / requests,
+            );
+        }
+        println!();
         println!("## Server process");
         println!();
         let median = self.startups.get(self.startups.len() / 2).copied();
@@ -681,7 +743,9 @@ fn rss(pid: u32) -> Option<Memory> {
     })
 }
 
-fn connector(ca: &Path, proto: Proto) -> Result<TlsConnector, String> {
+/// A TLS client trusting `ca`; `resume`: keep sessions to resume them on new connections (Go's
+/// clients, the API server's included, do not unless configured to).
+fn connector(ca: &Path, proto: Proto, resume: bool) -> Result<TlsConnector, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
         let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
@@ -700,6 +764,9 @@ fn connector(ca: &Path, proto: Proto) -> Result<TlsConnector, String> {
         Proto::H1 => vec![b"http/1.1".to_vec()],
         Proto::H2 => vec![b"h2".to_vec()],
     };
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
@@ -812,6 +879,7 @@ async fn run_phase(
     payloads: &Arc<Payloads>,
     target: Target,
     clients: usize,
+    fresh: bool,
 ) -> Phase {
     let start = Instant::now();
     let measure_from = start + options.warmup;
@@ -840,7 +908,16 @@ async fn run_phase(
             let payloads = Arc::clone(payloads);
             let addr = server.addr;
             tokio::spawn(async move {
-                client(addr, &connector, &payloads, target, measure_from, until).await
+                client(
+                    addr,
+                    &connector,
+                    &payloads,
+                    target,
+                    fresh,
+                    measure_from,
+                    until,
+                )
+                .await
             })
         })
         .collect();
@@ -869,12 +946,14 @@ async fn run_phase(
     phase
 }
 
-/// One client: a keep-alive connection, re-opened when the server closes it.
+/// One client: a keep-alive connection, re-opened when the server closes it; or, when `fresh`,
+/// a new connection for every request (its latency then includes the TCP and TLS handshakes).
 async fn client(
     addr: SocketAddr,
     connector: &TlsConnector,
     payloads: &Payloads,
     target: Target,
+    fresh: bool,
     measure_from: Instant,
     until: Instant,
 ) -> Phase {
@@ -896,6 +975,7 @@ async fn client(
             break;
         }
         let measured = now >= measure_from;
+        let opened = Instant::now();
         let mut conn = match connection.take() {
             Some(c) if !c.is_closed() => c,
             previous => {
@@ -913,7 +993,7 @@ async fn client(
             }
         };
         let idle = last_used.elapsed();
-        let sent = Instant::now();
+        let sent = if fresh { opened } else { Instant::now() };
         let result = match target {
             Target::Healthz => conn.get("/healthz").await,
             Target::MutateSmall => conn.send("POST", "/mutate", payloads.small.clone()).await,
@@ -929,7 +1009,7 @@ async fn client(
                         .latencies
                         .push(latency.as_micros().min(u32::MAX as u128) as u32);
                 }
-                connection = Some(conn);
+                connection = (!fresh).then_some(conn);
             }
             Ok((status, body)) => {
                 fail(

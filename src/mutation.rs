@@ -15,7 +15,7 @@ pub const INJECTED_ANNOTATION: &str = "warmpool.io/injected";
 /// Annotation that makes warmpool leave a pod alone.
 pub const SKIP_ANNOTATION: &str = "warmpool.io/skip";
 /// Annotation the kubelet puts on mirror pods of static pods.
-const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+pub(crate) const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 const REQUIRED: &str = "requiredDuringSchedulingIgnoredDuringExecution";
 const PREFERRED: &str = "preferredDuringSchedulingIgnoredDuringExecution";

@@ -84,14 +84,25 @@ enum Keep {
     Only(&'static [(&'static str, Keep)]),
 }
 
-/// The parts of a pod that [`mutation::mutate`] and [`review`] read: the annotations (skip,
-/// mirror, injected), `generateName` (for logs), and in the spec `nodeName`, `nodeSelector`,
-/// `affinity.nodeAffinity` and `tolerations`. Keep it in step with `mutation.rs`; the unit test
-/// below compares the two decisions on every fixture.
+/// The parts of a pod that [`mutation::mutate`] and [`review`] read: the three annotations it
+/// looks at (skip, mirror, injected; the annotations object itself stays, maybe empty, since the
+/// patch's path depends on whether it exists), `generateName` (for logs), and in the spec
+/// `nodeName`, `nodeSelector`, `affinity.nodeAffinity` and `tolerations`. Keep it in step with
+/// `mutation.rs`; the unit tests below compare the two decisions on every fixture and shape.
 static POD_VIEW: Keep = Keep::Only(&[
     (
         "metadata",
-        Keep::Only(&[("annotations", Keep::All), ("generateName", Keep::All)]),
+        Keep::Only(&[
+            (
+                "annotations",
+                Keep::Only(&[
+                    (mutation::SKIP_ANNOTATION, Keep::All),
+                    (mutation::MIRROR_ANNOTATION, Keep::All),
+                    (mutation::INJECTED_ANNOTATION, Keep::All),
+                ]),
+            ),
+            ("generateName", Keep::All),
+        ]),
     ),
     (
         "spec",
@@ -479,6 +490,10 @@ mod tests {
             json!({"metadata": {"annotations": {"warmpool.io/skip": "true"}}, "spec": {}}),
             json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "x"}}, "spec": {}}),
             json!({"metadata": {"annotations": {"warmpool.io/injected": "tolerations"}}, "spec": {}}),
+            json!({"metadata": {"annotations": {"a": "b", "warmpool.io/injected": 3}}, "spec": {}}),
+            json!({"metadata": {"annotations": {"a": "b"}}, "spec": {}}),
+            json!({"metadata": {"annotations": {}}, "spec": {}}),
+            json!({"metadata": {"annotations": {"warmpool.io/skip": "false", "kubernetes.io/config.mirror": null}}, "spec": {}}),
             json!({"spec": {"nodeName": "n1", "containers": [{"name": "c"}]}}),
             json!({"spec": {"nodeName": ""}}),
             json!({"spec": {"nodeSelector": {"workload-type": "other"}}}),
