@@ -419,7 +419,8 @@ impl Report<'_> {
         println!();
         println!(
             "Requests/s over all rounds (min–max of the rounds in brackets); latency percentiles \
-             over every request of every round."
+             over every request of every round; CPU time of the server and of the load generator \
+             per request; the server's peak RSS during the phase in the first round."
         );
         println!();
         println!(
@@ -441,7 +442,8 @@ impl Report<'_> {
                     let total: Duration = phases.iter().map(cpu).sum();
                     format!("{:.0}", total.as_secs_f64() * 1e6 / requests as f64)
                 };
-                let peak = phases.iter().map(|p| p.peak_rss_kib).max().unwrap_or(0);
+                // The first round's: later rounds start with what earlier phases left behind.
+                let peak = phases.first().map_or(0, |p| p.peak_rss_kib);
                 let ratio = match target {
                     Target::Healthz => "—".to_owned(),
                     _ if ceiling > 0.0 => format!("{:.2}", rate / ceiling),
