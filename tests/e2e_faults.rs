@@ -34,7 +34,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
-use support::cluster::{ChildGuard, client, eventually, free_port, kubeconfig, unique};
+use support::cluster::{
+    ChildGuard, client, client_from, eventually, free_port, kubeconfig, unique,
+};
 use support::reconciler::Run;
 use support::webhook::{Webhook, unregister};
 
@@ -428,14 +430,7 @@ impl ApiServer {
     }
 
     async fn client(&self) -> Client {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read");
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .expect("config");
-        Client::try_from(config).expect("client")
+        client_from(&self.kubeconfig).await
     }
 
     async fn wait_ready(&self) -> Duration {

@@ -38,7 +38,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use support::cluster::{client, eventually, kubeconfig, repo_root};
+use support::cluster::{client, client_from, eventually, kubeconfig, repo_root};
 use support::reconciler::Run;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
@@ -436,17 +436,6 @@ fn write_kubeconfig(path: &Path, server: &str, ca: Option<&str>, token: Option<&
         "current-context": "c",
     });
     std::fs::write(path, serde_norway::to_string(&config).unwrap()).unwrap();
-}
-
-async fn client_from(path: &Path) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .expect("config");
-    Client::try_from(config).expect("client")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,13 +12,16 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "support/tls.rs"]
+mod tls;
+
 use base64::Engine as _;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
+use tls::client_config;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -202,22 +205,11 @@ enum Proto {
 }
 
 fn connector(ca: &Path, proto: Proto) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = match proto {
-        Proto::H1 => vec![b"http/1.1".to_vec()],
-        Proto::H2 => vec![b"h2".to_vec()],
+    let alpn: &[u8] = match proto {
+        Proto::H1 => b"http/1.1",
+        Proto::H2 => b"h2",
     };
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(client_config(ca, &[alpn]))
 }
 
 /// A TLS connection to `addr` trusting only `ca`, for the name `localhost`.

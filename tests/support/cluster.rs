@@ -53,12 +53,16 @@ pub fn kubeconfig() -> Option<PathBuf> {
 
 /// A client for the local control plane, or `None` to skip (outside CI only).
 pub async fn client() -> Option<Client> {
-    let path = kubeconfig()?;
-    let kubeconfig = Kubeconfig::read_from(&path).expect("kubeconfig of the local control plane");
+    Some(client_from(&kubeconfig()?).await)
+}
+
+/// A client for the kubeconfig at `path` (the admin one, or a ServiceAccount's).
+pub async fn client_from(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("readable kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("usable kubeconfig");
-    Some(Client::try_from(config).expect("kube client"))
+    Client::try_from(config).expect("kube client")
 }
 
 /// A name no other test (or earlier run) uses.

@@ -6,4 +6,5 @@ pub mod cluster;
 pub mod fakelet;
 pub mod reconciler;
 pub mod scenario;
+pub mod tls;
 pub mod webhook;
