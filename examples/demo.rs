@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         say(format!(
             "creating tenant {tenant}: dataservice, frontgateservice, mysql (640m CPU, 2150Mi)"
         ));
-        let started: Instant = create_tenant(&client, tenant).await;
+        let started: Instant = create_tenant(&client, &warmpool.run, tenant).await;
         let pods = wait_tenant_scheduled(&client, tenant, Duration::from_secs(120)).await;
         let took = started.elapsed();
         let after: Vec<(String, Option<String>)> = warmpool.placeholders().await;

@@ -1,14 +1,15 @@
 //! warmpool: new Kubernetes tenants start on warm nodes with their images already pulled.
 //!
 //! The library holds every decision as a pure function (`tenant`, `mutation`,
-//! `reconcile::desired`) and thin I/O shells around them (`webhook`, `reconcile`); the binary in
-//! `main.rs` only parses the command line.
+//! `reconcile::desired`, `scheduling`) and thin I/O shells around them (`webhook`,
+//! `reconcile`); the binary in `main.rs` only parses the command line.
 
 pub mod certs;
 pub mod commands;
 pub mod config;
 pub mod mutation;
 pub mod reconcile;
+pub mod scheduling;
 pub mod telemetry;
 pub mod tenant;
 pub mod webhook;

@@ -4,11 +4,15 @@
 //! The pod is read as JSON rather than as a typed `Pod`, so fields this version of the API
 //! types does not know survive untouched and a shape we do not understand is left alone.
 
+use std::collections::BTreeMap;
+
 use json_patch::{AddOperation, Patch, PatchOperation};
 use jsonptr::PointerBuf;
+use k8s_openapi::api::core::v1::{NodeAffinity, NodeSelectorTerm, Toleration};
 use serde_json::{Map, Value, json};
 
 use crate::config::{AffinityMode, Config};
+use crate::scheduling::{self, Placement};
 
 /// Annotation listing what warmpool injected into a pod.
 pub const INJECTED_ANNOTATION: &str = "warmpool.io/injected";
@@ -29,22 +33,38 @@ pub struct Rules {
     mode: AffinityMode,
     /// The tolerations as Kubernetes JSON, in configuration order.
     tolerations: Vec<Value>,
+    /// The same, typed, for [`scheduling::covered`].
+    typed_tolerations: Vec<Toleration>,
 }
 
 impl Rules {
     pub fn from_config(config: &Config) -> Rules {
+        let typed_tolerations: Vec<Toleration> =
+            config.pool.tolerations.iter().map(|t| t.to_k8s()).collect();
         Rules {
             label_key: config.pool.node_label.key.clone(),
             label_value: config.pool.node_label.value.clone(),
             mode: config.pool.affinity,
-            tolerations: config
-                .pool
-                .tolerations
+            tolerations: typed_tolerations
                 .iter()
-                .map(|t| serde_json::to_value(t.to_k8s()).unwrap_or(Value::Null))
-                .filter(|v| !v.is_null())
+                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
                 .collect(),
+            typed_tolerations,
         }
+    }
+
+    /// The pool's node label, `(key, value)`.
+    pub fn pool_label(&self) -> (&str, &str) {
+        (&self.label_key, &self.label_value)
+    }
+
+    /// The tolerations this configuration injects.
+    pub fn tolerations(&self) -> &[Toleration] {
+        &self.typed_tolerations
+    }
+
+    pub fn mode(&self) -> AffinityMode {
+        self.mode
     }
 
     /// `<key> In [<value>]`, the expression that selects warm nodes.
@@ -79,6 +99,8 @@ pub enum SkipReason {
     OptedOut,
     #[error("mirror pods of static pods cannot be changed")]
     MirrorPod,
+    #[error("pod is pinned to one node ({0}); steering it to the pool would leave it Pending")]
+    NodePinned(String),
     #[error("the pod's own node affinity or nodeSelector excludes nodes labelled {0}")]
     ExcludesPool(String),
     #[error("unexpected shape at {0}; the pod is left unchanged")]
@@ -92,6 +114,7 @@ impl SkipReason {
             SkipReason::AlreadyBound(_) => "bound",
             SkipReason::OptedOut => "skip_annotation",
             SkipReason::MirrorPod => "mirror_pod",
+            SkipReason::NodePinned(_) => "node_pinned",
             SkipReason::ExcludesPool(_) => "excludes_pool",
             SkipReason::UnexpectedShape(_) => "unexpected_shape",
         }
@@ -169,7 +192,12 @@ fn plan(pod: &Value, rules: &Rules) -> Result<Vec<PlannedOp>, SkipReason> {
     {
         return Err(SkipReason::AlreadyBound(node.to_owned()));
     }
-    if excludes_pool(spec, rules)? {
+    let placement = OwnedPlacement::read(spec)?;
+    if let Some(pin) = node_pin(pod, &placement) {
+        return Err(SkipReason::NodePinned(pin));
+    }
+    let pool = BTreeMap::from([(rules.label_key.clone(), rules.label_value.clone())]);
+    if scheduling::witness(&placement.view(), &pool).is_none() {
         return Err(SkipReason::ExcludesPool(format!(
             "{}={}",
             rules.label_key, rules.label_value
@@ -180,7 +208,7 @@ fn plan(pod: &Value, rules: &Rules) -> Result<Vec<PlannedOp>, SkipReason> {
         AffinityMode::Required => required_affinity_ops(spec, rules, &mut ops)?,
         AffinityMode::Preferred => preferred_affinity_ops(spec, rules, &mut ops)?,
     }
-    toleration_ops(spec, rules, &mut ops)?;
+    toleration_ops(spec, &placement.tolerations, rules, &mut ops)?;
     Ok(ops)
 }
 
@@ -222,71 +250,95 @@ fn node_affinity(spec: &Map<String, Value>) -> Result<Option<&Map<String, Value>
         .map(Option::flatten)
 }
 
-/// The required node selector terms, if the pod has any.
-fn required_terms(spec: &Map<String, Value>) -> Result<Option<&Vec<Value>>, SkipReason> {
-    const AT: &str = "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution";
-    let Some(required) = node_affinity(spec)?
-        .map(|na| optional_object(na.get(REQUIRED), AT))
-        .transpose()?
-        .flatten()
-    else {
-        return Ok(None);
-    };
-    optional_array(required.get("nodeSelectorTerms"), AT)
+/// The scheduling-relevant parts of the spec, typed: what [`scheduling`] decides on. A shape
+/// that does not deserialize would be refused by the API server too; we leave it alone.
+struct OwnedPlacement {
+    node_selector: Option<BTreeMap<String, String>>,
+    node_affinity: Option<NodeAffinity>,
+    tolerations: Vec<Toleration>,
 }
 
-/// Whether no node carrying the pool label could ever satisfy the pod's own constraints:
-/// then steering it to the pool would make it unschedulable, and we leave it alone.
-fn excludes_pool(spec: &Map<String, Value>, rules: &Rules) -> Result<bool, SkipReason> {
-    let selector = optional_object(spec.get("nodeSelector"), "/spec/nodeSelector")?;
-    if let Some(v) = selector.and_then(|s| s.get(&rules.label_key))
-        && v.as_str() != Some(rules.label_value.as_str())
-    {
-        return Ok(true);
-    }
-    let Some(terms) = required_terms(spec)? else {
-        return Ok(false);
-    };
-    // Terms are ORed: the pool is excluded only when every term excludes it.
-    Ok(!terms.is_empty() && terms.iter().all(|t| term_excludes_pool(t, rules)))
-}
-
-fn term_excludes_pool(term: &Value, rules: &Rules) -> bool {
-    let Some(exprs) = term.get("matchExpressions").and_then(Value::as_array) else {
-        return false;
-    };
-    exprs.iter().any(|e| expression_excludes_pool(e, rules))
-}
-
-fn expression_excludes_pool(expr: &Value, rules: &Rules) -> bool {
-    if expr.get("key").and_then(Value::as_str) != Some(rules.label_key.as_str()) {
-        return false;
-    }
-    let values: Vec<&str> = expr
-        .get("values")
-        .and_then(Value::as_array)
-        .map(|vs| vs.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let ours = rules.label_value.as_str();
-    match expr.get("operator").and_then(Value::as_str) {
-        Some("In") => !values.contains(&ours),
-        Some("NotIn") => values.contains(&ours),
-        Some("DoesNotExist") => true,
-        Some(op @ ("Gt" | "Lt")) => {
-            let (Ok(label), Some(Ok(bound))) = (
-                ours.parse::<i64>(),
-                values.first().map(|v| v.parse::<i64>()),
-            ) else {
-                return true;
-            };
-            if op == "Gt" {
-                label <= bound
-            } else {
-                label >= bound
+impl OwnedPlacement {
+    fn read(spec: &Map<String, Value>) -> Result<OwnedPlacement, SkipReason> {
+        fn typed<T: serde::de::DeserializeOwned>(
+            v: Option<&Value>,
+            at: &'static str,
+        ) -> Result<Option<T>, SkipReason> {
+            match v {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => T::deserialize(v)
+                    .map(Some)
+                    .map_err(|_| SkipReason::UnexpectedShape(at)),
             }
         }
-        _ => false,
+        // Shape-checked first, so a non-object says where.
+        node_affinity(spec)?;
+        let node_affinity = typed(
+            spec.get("affinity").and_then(|a| a.get("nodeAffinity")),
+            "/spec/affinity/nodeAffinity",
+        )?;
+        Ok(OwnedPlacement {
+            node_selector: typed(spec.get("nodeSelector"), "/spec/nodeSelector")?,
+            node_affinity,
+            tolerations: typed(spec.get("tolerations"), "/spec/tolerations")?.unwrap_or_default(),
+        })
     }
+
+    fn view(&self) -> Placement<'_> {
+        Placement {
+            node_selector: self.node_selector.as_ref(),
+            node_affinity: self.node_affinity.as_ref(),
+            tolerations: &self.tolerations,
+        }
+    }
+}
+
+/// Why the pod can run on one node only, if it can: a DaemonSet's pod (its controller pins
+/// each pod to its node), or required affinity whose every term names one node. The pool
+/// expression would make such a pod unschedulable wherever that node is not warm.
+fn node_pin(pod: &Map<String, Value>, placement: &OwnedPlacement) -> Option<String> {
+    let owners = pod
+        .get("metadata")
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array);
+    if let Some(ds) = owners.into_iter().flatten().find(|o| {
+        o.get("kind").and_then(Value::as_str) == Some("DaemonSet")
+            && o.get("controller").and_then(Value::as_bool) == Some(true)
+    }) {
+        let name = ds.get("name").and_then(Value::as_str).unwrap_or_default();
+        return Some(format!("owned by DaemonSet `{name}`"));
+    }
+    let terms = placement
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms
+        .as_slice();
+    let pinned_to = |t: &NodeSelectorTerm| {
+        t.match_fields.iter().flatten().find_map(|f| {
+            let values = f.values.as_deref().unwrap_or_default();
+            (f.key == "metadata.name" && f.operator == "In" && values.len() == 1)
+                .then(|| values[0].clone())
+        })
+    };
+    let nodes: Option<Vec<String>> = terms.iter().map(pinned_to).collect();
+    let mut nodes = nodes.filter(|n| !n.is_empty())?;
+    nodes.sort();
+    nodes.dedup();
+    Some(format!(
+        "matchFields metadata.name In [{}]",
+        nodes.join(", ")
+    ))
+}
+
+fn is_empty_term(term: &Map<String, Value>) -> bool {
+    let empty = |f: &str| {
+        term.get(f)
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+    };
+    empty("matchExpressions") && empty("matchFields")
 }
 
 fn is_pool_expression(expr: &Value, rules: &Rules) -> bool {
@@ -346,15 +398,14 @@ fn required_affinity_ops(
         REQUIRED,
         "nodeSelectorTerms",
     ];
-    let terms = optional_array(required.get("nodeSelectorTerms"), AT)?;
-    let Some(terms) = terms.filter(|t| !t.is_empty()) else {
-        // No terms at all is invalid for the API server anyway; give it the one it needs.
-        let value = json!([{"matchExpressions": [expr]}]);
-        ops.push((Injected::NodeAffinity, add(pointer(base), value)));
-        return Ok(());
-    };
+    // No terms at all matches no node: such a pod has been skipped as excluding the pool.
+    let terms = optional_array(required.get("nodeSelectorTerms"), AT)?.map_or(&[][..], |t| t);
     for (i, term) in terms.iter().enumerate() {
         let term = term.as_object().ok_or(SkipReason::UnexpectedShape(AT))?;
+        // An empty term matches no node; with the pool expression it would match pool nodes.
+        if is_empty_term(term) {
+            continue;
+        }
         let index = i.to_string();
         let term_path = base.iter().copied().chain([index.as_str()]);
         match optional_array(term.get("matchExpressions"), AT)? {
@@ -390,11 +441,7 @@ fn preferred_affinity_ops(
             ops.push((Injected::NodeAffinity, add(path, json!([preference]))));
         }
         Some(prefs) => {
-            let present = prefs.iter().any(|p| {
-                p.pointer("/preference/matchExpressions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|es| es.iter().any(|e| is_pool_expression(e, rules)))
-            });
+            let present = prefs.iter().any(|p| is_pool_preference(p, rules));
             if !present {
                 let path = pointer(base.into_iter().chain(["-"]));
                 ops.push((Injected::NodeAffinity, add(path, preference)));
@@ -404,36 +451,40 @@ fn preferred_affinity_ops(
     Ok(())
 }
 
-/// Tolerations are an unkeyed list: compare them as a set, with the API's defaults filled in.
-fn same_toleration(a: &Value, b: &Value) -> bool {
-    let field = |v: &Value, name: &str| -> String {
-        match v.get(name) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => String::new(),
-        }
-    };
-    let operator = |v: &Value| match field(v, "operator").as_str() {
-        "" => "Equal".to_owned(),
-        op => op.to_owned(),
-    };
-    operator(a) == operator(b)
-        && ["key", "value", "effect", "tolerationSeconds"]
-            .iter()
-            .all(|f| field(a, f) == field(b, f))
+/// A preference that steers to the pool and to nothing else, and counts (weight above 0).
+fn is_pool_preference(p: &Value, rules: &Rules) -> bool {
+    let weight = p.get("weight").and_then(Value::as_i64).unwrap_or(0);
+    let fields = p
+        .pointer("/preference/matchFields")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let exprs = p
+        .pointer("/preference/matchExpressions")
+        .and_then(Value::as_array);
+    weight > 0
+        && !fields
+        && exprs.is_some_and(|es| es.len() == 1 && is_pool_expression(&es[0], rules))
 }
 
+/// Adds each of the pool's tolerations that the pod's own do not already cover
+/// ([`scheduling::covered`]: same key or a wildcard, a compatible operator and value, the
+/// effect or all effects, no shorter `tolerationSeconds`).
 fn toleration_ops(
     spec: &Map<String, Value>,
+    existing: &[Toleration],
     rules: &Rules,
     ops: &mut Vec<PlannedOp>,
 ) -> Result<(), SkipReason> {
-    let existing = optional_array(spec.get("tolerations"), "/spec/tolerations")?;
-    let missing: Vec<&Value> = rules
-        .tolerations
-        .iter()
-        .filter(|t| !existing.is_some_and(|e| e.iter().any(|x| same_toleration(x, t))))
-        .collect();
+    let present = optional_array(spec.get("tolerations"), "/spec/tolerations")?;
+    let mut have = existing.to_vec();
+    let mut missing: Vec<&Value> = Vec::new();
+    for (value, typed) in rules.tolerations.iter().zip(&rules.typed_tolerations) {
+        if !scheduling::covered(&have, typed) {
+            have.push(typed.clone());
+            missing.push(value);
+        }
+    }
+    let existing = present;
     if missing.is_empty() {
         return Ok(());
     }

@@ -47,12 +47,81 @@ impl fmt::Display for Decision {
     }
 }
 
+/// A tenant pattern that is not a glob we accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error(transparent)]
+    Syntax(#[from] globset::Error),
+    /// globset drops an empty alternative (`{a,}` is `{a}`) where a shell would match the empty
+    /// string; rather than pick one of the two meanings, such a pattern is refused.
+    #[error(
+        "`{0}` has an empty alternative in `{{…}}`; write it out, e.g. `demo-{{a,b}}*` and `demo-*`"
+    )]
+    EmptyAlternative(String),
+}
+
 /// Compiles one shell-style glob the way the selector does (so config validation agrees).
-pub fn compile_glob(pattern: &str) -> Result<Glob, globset::Error> {
-    GlobBuilder::new(pattern)
+pub fn compile_glob(pattern: &str) -> Result<Glob, GlobError> {
+    if has_empty_alternative(pattern) {
+        return Err(GlobError::EmptyAlternative(pattern.to_owned()));
+    }
+    Ok(GlobBuilder::new(pattern)
         .literal_separator(false)
         .backslash_escape(true)
-        .build()
+        .build()?)
+}
+
+/// Whether a `{…}` outside a character class has an empty alternative (`{,a}`, `{a,}`,
+/// `{a,,b}`, `{}`).
+fn has_empty_alternative(pattern: &str) -> bool {
+    let (mut escaped, mut class, mut class_start) = (false, false, false);
+    // One entry per open brace: whether its current alternative is still empty.
+    let mut open: Vec<bool> = Vec::new();
+    for c in pattern.chars() {
+        if escaped {
+            escaped = false;
+            if let Some(empty) = open.last_mut() {
+                *empty = false;
+            }
+            continue;
+        }
+        if class {
+            // `]` first in a class (or after `!`) is a literal.
+            if c == ']' && !class_start {
+                class = false;
+            }
+            class_start = class_start && (c == '!' || c == '^');
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '[' => {
+                (class, class_start) = (true, true);
+                if let Some(empty) = open.last_mut() {
+                    *empty = false;
+                }
+            }
+            '{' => open.push(true),
+            ',' | '}' if open.last() == Some(&true) => return true,
+            ',' => {
+                if let Some(empty) = open.last_mut() {
+                    *empty = true;
+                }
+            }
+            '}' => {
+                open.pop();
+                if let Some(empty) = open.last_mut() {
+                    *empty = false;
+                }
+            }
+            _ => {
+                if let Some(empty) = open.last_mut() {
+                    *empty = false;
+                }
+            }
+        }
+    }
+    false
 }
 
 /// The compiled tenant rule.
@@ -65,7 +134,7 @@ pub struct TenantSelector {
 
 impl TenantSelector {
     /// `own_namespace` is warmpool's namespace when known (never a tenant).
-    pub fn new(patterns: &[String], own_namespace: Option<&str>) -> Result<Self, globset::Error> {
+    pub fn new(patterns: &[String], own_namespace: Option<&str>) -> Result<Self, GlobError> {
         let mut set = GlobSetBuilder::new();
         for p in patterns {
             set.add(compile_glob(p)?);
@@ -190,5 +259,26 @@ mod tests {
     #[test]
     fn bad_globs_are_errors() {
         assert!(TenantSelector::new(&["demo-[".into()], None).is_err());
+        for empty in [
+            "demo-{a,}",
+            "demo-{,a}",
+            "demo-{a,,b}",
+            "demo-{}",
+            "x{a,{b,}}",
+        ] {
+            assert!(
+                matches!(compile_glob(empty), Err(GlobError::EmptyAlternative(_))),
+                "{empty}"
+            );
+        }
+        for fine in [
+            "demo-{a,b}",
+            "demo-[{,]x",
+            "demo-\\{,x",
+            "demo-{a,[,]}",
+            "x{a,{b,c}}",
+        ] {
+            assert!(compile_glob(fine).is_ok(), "{fine}");
+        }
     }
 }

@@ -38,7 +38,7 @@ use support::cluster::{
     ChildGuard, client, client_from, eventually, free_port, kubeconfig, unique,
 };
 use support::reconciler::Run;
-use support::webhook::{Webhook, unregister};
+use support::webhook::{Webhook, run_labels, unregister};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 const FIXTURE: &str = concat!(
@@ -219,9 +219,18 @@ async fn a_certificate_replaced_under_load_fails_no_review() {
         .flat_map(|ca| std::fs::read(ca).unwrap())
         .collect();
     webhook.ca_bundle = base64::engine::general_purpose::STANDARD.encode(bundle);
-    webhook.register(&client, &run, &prefix, &run).await;
+    webhook
+        .register(
+            &client,
+            &run,
+            &[&format!("{prefix}*")],
+            &format!("{run}-system"),
+        )
+        .await;
     let ns = format!("{prefix}1");
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": ns, "labels": run_labels(&run)}}))
+            .unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
         .await

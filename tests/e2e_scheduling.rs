@@ -33,7 +33,7 @@ async fn tenants_preempt_placeholders_on_warm_nodes() {
     let placeholder = placed[0].0.clone();
 
     let tenant = format!("{}1", warmpool.tenant_prefix);
-    let started = create_tenant(&client, &tenant).await;
+    let started = create_tenant(&client, &run, &tenant).await;
     let pods = wait_tenant_scheduled(&client, &tenant, Duration::from_secs(90)).await;
     let took = started.elapsed();
     for p in &pods {

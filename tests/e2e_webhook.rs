@@ -10,11 +10,13 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 use support::cluster::{client, eventually, unique};
-use support::webhook::{Webhook, unregister};
+use support::webhook::{RUN_LABEL, Webhook, unregister};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 
-async fn create_namespace(client: &Client, name: &str, labels: Value) {
+/// A namespace of test run `run` (labelled for it, so the run's registration sees it).
+async fn create_namespace(client: &Client, run: &str, name: &str, mut labels: Value) {
+    labels[RUN_LABEL] = json!(run);
     let api: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace =
         serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
@@ -98,24 +100,33 @@ async fn tenant_pods_are_mutated_and_others_are_not() {
     let run = unique("wh");
     let prefix = format!("{run}-demo-");
     let webhook = Webhook::start(BIN.as_ref(), None).await;
-    webhook.register(&client, &run, &prefix, &run).await;
+    webhook
+        .register(
+            &client,
+            &run,
+            &[&format!("{prefix}*")],
+            &format!("{run}-system"),
+        )
+        .await;
 
     let tenant = format!("{prefix}1");
     let other = format!("{run}-other");
     let opted_in = format!("{run}-payments");
     let opted_out = format!("{prefix}2");
-    create_namespace(&client, &tenant, json!({})).await;
-    create_namespace(&client, &other, json!({"warmpool.test/run": run})).await;
+    create_namespace(&client, &run, &tenant, json!({})).await;
+    create_namespace(&client, &run, &other, json!({})).await;
     create_namespace(
         &client,
+        &run,
         &opted_in,
-        json!({"warmpool.io/tenant": "enabled", "warmpool.test/run": run}),
+        json!({"warmpool.io/tenant": "enabled"}),
     )
     .await;
     create_namespace(
         &client,
+        &run,
         &opted_out,
-        json!({"warmpool.io/tenant": "disabled", "warmpool.test/run": run}),
+        json!({"warmpool.io/tenant": "disabled"}),
     )
     .await;
     wait_until_active(&client, &tenant).await;
@@ -162,14 +173,21 @@ async fn a_namespace_created_with_its_pods_gets_mutated_pods() {
     let run = unique("wh-same");
     let prefix = format!("{run}-demo-");
     let webhook = Webhook::start(BIN.as_ref(), None).await;
-    webhook.register(&client, &run, &prefix, &run).await;
+    webhook
+        .register(
+            &client,
+            &run,
+            &[&format!("{prefix}*")],
+            &format!("{run}-system"),
+        )
+        .await;
     let warmup = format!("{prefix}warmup");
-    create_namespace(&client, &warmup, json!({})).await;
+    create_namespace(&client, &run, &warmup, json!({})).await;
     wait_until_active(&client, &warmup).await;
 
     // As `helm install --create-namespace` does: the namespace and its pods in one instant.
     let ns = format!("{prefix}fresh");
-    let (created, pods) = tokio::join!(create_namespace(&client, &ns, json!({})), async {
+    let (created, pods) = tokio::join!(create_namespace(&client, &run, &ns, json!({})), async {
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         // The pod create may race ahead of the namespace: retry until it exists.
         eventually(
@@ -199,9 +217,16 @@ async fn with_the_webhook_down_pods_are_still_created() {
     let run = unique("wh-down");
     let prefix = format!("{run}-demo-");
     let mut webhook = Webhook::start(BIN.as_ref(), None).await;
-    webhook.register(&client, &run, &prefix, &run).await;
+    webhook
+        .register(
+            &client,
+            &run,
+            &[&format!("{prefix}*")],
+            &format!("{run}-system"),
+        )
+        .await;
     let ns = format!("{prefix}1");
-    create_namespace(&client, &ns, json!({})).await;
+    create_namespace(&client, &run, &ns, json!({})).await;
     wait_until_active(&client, &ns).await;
 
     webhook.stop();

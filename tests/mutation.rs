@@ -382,13 +382,150 @@ fn shapes_we_do_not_understand_are_left_alone() {
 }
 
 #[test]
-fn empty_node_selector_terms_get_one_term() {
-    let p = pod(json!({"containers": containers(), "affinity": required(json!([]))}));
+fn no_terms_or_only_empty_terms_match_no_node_and_are_left_alone() {
+    // Kubernetes: no term, or a term with neither expressions nor fields, matches no node.
+    // Giving such a pod the pool expression would widen where it may run.
+    for terms in [
+        json!([]),
+        json!([{}]),
+        json!([{"matchExpressions": []}, {"matchFields": []}]),
+    ] {
+        let p = pod(json!({"containers": containers(), "affinity": required(terms.clone())}));
+        assert!(
+            matches!(
+                mutate(&p, &rules(AffinityMode::Required)),
+                Mutation::Skip(SkipReason::ExcludesPool(_))
+            ),
+            "{terms}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_term_beside_others_stays_empty() {
+    let other = json!({"key": "disk", "operator": "In", "values": ["ssd"]});
+    let p = pod(
+        json!({"containers": containers(), "affinity": required(json!([{}, {"matchExpressions": [other]}]))}),
+    );
     let out = mutated(p, AffinityMode::Required);
     assert_eq!(
         out["spec"]["affinity"],
-        required(json!([{"matchExpressions": [pool_expr()]}]))
+        required(json!([{}, {"matchExpressions": [other, pool_expr()]}]))
     );
+}
+
+#[test]
+fn pods_pinned_to_one_node_are_left_alone() {
+    let pin = |node: &str| json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]});
+    // Every term names a node: a DaemonSet's pod as its controller makes it.
+    let p = pod(json!({"containers": containers(), "affinity": required(json!([pin("node-a")]))}));
+    match mutate(&p, &rules(AffinityMode::Required)) {
+        Mutation::Skip(SkipReason::NodePinned(why)) => assert!(why.contains("node-a"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Owned by a DaemonSet, before its controller has pinned it.
+    let mut p = pod(json!({"containers": containers()}));
+    p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "u", "controller": true}]);
+    match mutate(&p, &rules(AffinityMode::Preferred)) {
+        Mutation::Skip(SkipReason::NodePinned(why)) => assert!(why.contains("agent"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // One term pinned, another free: not pinned, and both terms get the pool expression.
+    let free = json!({"matchExpressions": [{"key": "disk", "operator": "Exists"}]});
+    let p = pod(
+        json!({"containers": containers(), "affinity": required(json!([pin("node-a"), free]))}),
+    );
+    assert!(matches!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Patch { .. }
+    ));
+    // NotIn a node is no pin.
+    let not_pin = json!({"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["node-a"]}]});
+    let p = pod(json!({"containers": containers(), "affinity": required(json!([not_pin]))}));
+    assert!(matches!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Patch { .. }
+    ));
+}
+
+#[test]
+fn a_pod_that_already_tolerates_the_pool_taint_gets_no_second_toleration() {
+    for existing in [
+        json!({"operator": "Exists"}),
+        json!({"key": "workload-type", "operator": "Exists"}),
+        json!({"key": "workload-type", "operator": "Exists", "effect": "NoSchedule"}),
+        json!({"key": "workload-type", "value": "cargocats"}),
+    ] {
+        let p = pod(json!({"containers": containers(), "tolerations": [existing.clone()]}));
+        let out = mutated(p, AffinityMode::Required);
+        assert_eq!(out["spec"]["tolerations"], json!([existing]), "{existing}");
+        assert_eq!(
+            out["metadata"]["annotations"]["warmpool.io/injected"],
+            "node-affinity"
+        );
+    }
+    // A NoExecute-only or another value's toleration does not cover the pool's NoSchedule taint.
+    for existing in [
+        json!({"key": "workload-type", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}),
+        json!({"key": "workload-type", "value": "batch"}),
+    ] {
+        let p = pod(json!({"containers": containers(), "tolerations": [existing.clone()]}));
+        let out = mutated(p, AffinityMode::Required);
+        assert_eq!(
+            out["spec"]["tolerations"],
+            json!([existing, pool_toleration()])
+        );
+    }
+}
+
+#[test]
+fn a_pool_toleration_with_a_time_is_not_added_over_a_longer_one() {
+    // Upstream evicts after the shortest matching tolerationSeconds: adding ours would
+    // shorten how long the pod survives the taint.
+    let config = Config::from_yaml(
+        "pool: {tolerations: [{key: workload-type, operator: Exists, effect: NoExecute, tolerationSeconds: 60}]}",
+    )
+    .unwrap();
+    let rules = Rules::from_config(&config);
+    for (existing, added) in [
+        (
+            json!({"key": "workload-type", "operator": "Exists", "effect": "NoExecute"}),
+            false,
+        ),
+        (
+            json!({"key": "workload-type", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}),
+            false,
+        ),
+        (
+            json!({"key": "workload-type", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}),
+            true,
+        ),
+    ] {
+        let p = pod(json!({"containers": containers(), "tolerations": [existing.clone()]}));
+        let patch = mutate(&p, &rules).patch();
+        let mut out = p.clone();
+        json_patch::patch(&mut out, &patch).unwrap();
+        let n = out["spec"]["tolerations"].as_array().unwrap().len();
+        assert_eq!(n == 2, added, "{existing}");
+    }
+}
+
+#[test]
+fn a_conflicting_node_selector_excludes_the_pool() {
+    let p = pod(json!({"containers": containers(), "nodeSelector": {"workload-type": "batch"}}));
+    assert!(matches!(
+        mutate(&p, &rules(AffinityMode::Required)),
+        Mutation::Skip(SkipReason::ExcludesPool(_))
+    ));
+    // nodeSelector and affinity together: each allows the pool alone, not both at once.
+    let p = pod(
+        json!({"containers": containers(), "nodeSelector": {"disk": "ssd"},
+        "affinity": required(json!([{"matchExpressions": [{"key": "disk", "operator": "NotIn", "values": ["ssd"]}]}]))}),
+    );
+    assert!(matches!(
+        mutate(&p, &rules(AffinityMode::Preferred)),
+        Mutation::Skip(SkipReason::ExcludesPool(_))
+    ));
 }
 
 #[test]

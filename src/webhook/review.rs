@@ -102,6 +102,7 @@ static POD_VIEW: Keep = Keep::Only(&[
                 ]),
             ),
             ("generateName", Keep::All),
+            ("ownerReferences", Keep::All),
         ]),
     ),
     (

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod fakelet;
+pub mod helm;
 pub mod reconciler;
 pub mod scenario;
 pub mod tls;

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::cluster::{ChildGuard, eventually, free_port, kubeconfig, spawn_warmpool};
 use super::fakelet::{FakeNode, create_node};
-use super::webhook::{Webhook, unregister};
+use super::webhook::{Webhook, run_labels, unregister};
 
 /// The CargoCATs workloads of one tenant: (name, image, cpu, memory). Sum: 640m / 2150Mi.
 pub const CARGOCATS: [(&str, &str, &str, &str); 3] = [
@@ -97,12 +97,17 @@ prewarmer:
 "#
         );
         let ns_api: Api<Namespace> = Api::all(client.clone());
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        let ns: Namespace = serde_json::from_value(
+            json!({"metadata": {"name": namespace, "labels": run_labels(&run)}}),
+        )
+        .unwrap();
         let _ = ns_api.create(&PostParams::default(), &ns).await;
 
         let webhook = Webhook::start(binary, Some(&config)).await;
-        webhook.register(client, &run, &tenant_prefix, &run).await;
+        let pattern = format!("{tenant_prefix}*");
+        webhook
+            .register(client, &run, &[&pattern], &namespace)
+            .await;
         let config_path = webhook.dir.path().join("config.yaml");
         let reconciler_log = webhook.dir.path().join("reconciler.log");
         let metrics = format!("127.0.0.1:{}", free_port());
@@ -251,11 +256,14 @@ pub async fn pods_with_nodes(
         .collect()
 }
 
-/// A tenant as the CargoCATs platform creates one: a namespace, then its Deployments.
-pub async fn create_tenant(client: &Client, ns: &str) -> Instant {
+/// A tenant as the CargoCATs platform creates one: a namespace (labelled for test run `run`
+/// only, as every namespace of a run is), then its Deployments.
+pub async fn create_tenant(client: &Client, run: &str, ns: &str) -> Instant {
     let started = Instant::now();
     let ns_api: Api<Namespace> = Api::all(client.clone());
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": ns, "labels": run_labels(run)}}))
+            .unwrap();
     ns_api
         .create(&PostParams::default(), &namespace)
         .await

@@ -101,47 +101,62 @@ impl Webhook {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Registers this server for pods in namespaces whose name starts with `prefix` (the CEL
-    /// entry) or that carry `warmpool.io/tenant=enabled` and `warmpool.test/run=<run>` (the label
-    /// entry), as the chart does but scoped to one test.
-    pub async fn register(&self, client: &Client, name: &str, prefix: &str, run: &str) {
+    /// Registers this server with the API server through the chart's own
+    /// MutatingWebhookConfiguration (`helm template`, both entries: by label and by name),
+    /// rendered for `patterns` and scoped to this test run by `extraNamespaceMatchExpressions`:
+    /// only namespaces labelled [`RUN_LABEL`]`=<run>` are sent here. Every namespace a test
+    /// creates carries that label from its creation on ([`run_labels`]), so whatever the
+    /// reconciler or a person later adds, one of the chart's entries selects it.
+    pub async fn register(
+        &self,
+        client: &Client,
+        run: &str,
+        patterns: &[&str],
+        own_namespace: &str,
+    ) {
         let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let _ = api.delete(name, &DeleteParams::default()).await;
+        let _ = api.delete(run, &DeleteParams::default()).await;
+        let mut object = chart_webhook_configuration(run, patterns, own_namespace);
         let url = format!("https://127.0.0.1:{}/mutate", self.port);
-        let common = json!({
-            "clientConfig": {"url": url, "caBundle": self.ca_bundle},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}],
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Ignore",
-            "timeoutSeconds": 5,
-            "reinvocationPolicy": "IfNeeded",
-        });
-        let mut by_label = common.clone();
-        by_label["name"] = json!("by-label.warmpool.io");
-        by_label["namespaceSelector"] = json!({"matchExpressions": [
-            {"key": "warmpool.io/tenant", "operator": "In", "values": ["enabled"]},
-            {"key": "warmpool.test/run", "operator": "In", "values": [run]},
-        ]});
-        let mut by_name = common;
-        by_name["name"] = json!("by-name.warmpool.io");
-        by_name["namespaceSelector"] = json!({"matchExpressions": [
-            {"key": "warmpool.io/tenant", "operator": "NotIn", "values": ["enabled", "disabled"]},
-        ]});
-        by_name["matchConditions"] = json!([
-            {"name": "tenant-name", "expression": format!("request.namespace.startsWith('{prefix}')")}
-        ]);
-        let object: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": name, "labels": {"warmpool.test/run": run}},
-            "webhooks": [by_label, by_name],
-        }))
-        .expect("webhook configuration");
+        object["metadata"] = json!({"name": run, "labels": {RUN_LABEL: run}});
+        for entry in object["webhooks"].as_array_mut().expect("webhooks") {
+            entry["clientConfig"] = json!({"url": url, "caBundle": self.ca_bundle});
+        }
+        let object: MutatingWebhookConfiguration =
+            serde_json::from_value(object).expect("webhook configuration");
         api.create(&PostParams::default(), &object)
             .await
             .expect("webhook configuration created");
     }
+}
+
+/// The label that scopes a test run's webhook registration to that run's namespaces.
+pub const RUN_LABEL: &str = "warmpool.test/run";
+
+/// The labels every namespace of test run `run` is created with.
+pub fn run_labels(run: &str) -> serde_json::Value {
+    json!({ RUN_LABEL: run })
+}
+
+/// The chart's MutatingWebhookConfiguration for `patterns`, scoped to `run`'s namespaces.
+pub fn chart_webhook_configuration(
+    run: &str,
+    patterns: &[&str],
+    own_namespace: &str,
+) -> serde_json::Value {
+    let scope = json!([{"key": RUN_LABEL, "operator": "In", "values": [run]}]);
+    let args = [
+        "--show-only=templates/webhook.yaml".to_owned(),
+        "--set=certs.mode=provided".to_owned(),
+        "--set=certs.provided.secretName=unused".to_owned(),
+        "--set=certs.provided.caBundle=unused".to_owned(),
+        format!("--set-json=tenants.namespacePatterns={}", json!(patterns)),
+        format!("--set-json=webhook.extraNamespaceMatchExpressions={scope}"),
+    ];
+    let docs = super::helm::template("warmpool", own_namespace, &args);
+    docs.into_iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .expect("the chart renders a MutatingWebhookConfiguration")
 }
 
 /// Deletes a webhook configuration (best effort).

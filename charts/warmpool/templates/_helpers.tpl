@@ -151,7 +151,14 @@ A glob as an anchored RE2 regex. Namespace names have no "/", so `*` and `**` ar
 {{- $classStart := false }}
 {{- $escaped := false }}
 {{- $braces := 0 }}
+{{- /* Whether the alternative of the innermost open `{` is still empty: globset drops empty
+alternatives where a shell matches the empty string, so src/tenant.rs refuses them and so do we. */}}
+{{- $altEmpty := false }}
+{{- $emptyAlt := printf "tenants.namespacePatterns: `%s` has an empty alternative in `{…}`; write it out, e.g. `demo-{a,b}*` and `demo-*`" $glob }}
 {{- range $c := splitList "" $glob }}
+{{- if not (or (and (not $escaped) (not $inClass) (or (eq $c "{") (and (gt $braces 0) (or (eq $c ",") (eq $c "}")))))) }}
+{{- $altEmpty = false }}
+{{- end }}
 {{- if $escaped }}
 {{- $out = print $out (regexQuoteMeta $c) }}
 {{- $escaped = false }}
@@ -186,11 +193,16 @@ A glob as an anchored RE2 regex. Namespace names have no "/", so `*` and `**` ar
 {{- else if eq $c "{" }}
 {{- $out = print $out "(?:" }}
 {{- $braces = add1 $braces }}
+{{- $altEmpty = true }}
 {{- else if and (eq $c "}") (gt $braces 0) }}
+{{- if $altEmpty }}{{ fail $emptyAlt }}{{ end }}
 {{- $out = print $out ")" }}
 {{- $braces = sub $braces 1 }}
+{{- $altEmpty = false }}
 {{- else if and (eq $c ",") (gt $braces 0) }}
+{{- if $altEmpty }}{{ fail $emptyAlt }}{{ end }}
 {{- $out = print $out "|" }}
+{{- $altEmpty = true }}
 {{- else }}
 {{- $out = print $out (regexQuoteMeta $c) }}
 {{- end }}
