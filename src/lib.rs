@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod commands;
 pub mod config;
+pub mod manifest;
 pub mod mutation;
 pub mod reconcile;
 pub mod scheduling;
