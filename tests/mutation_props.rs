@@ -1,10 +1,23 @@
-//! Properties of the mutation engine over generated pods: the patch applies, a second pass adds
-//! nothing, and nothing outside node affinity, tolerations and our annotation changes.
+//! The mutation engine over generated pods and nodes, judged by the oracle of
+//! `tests/oracle/mod.rs` (Kubernetes' node selection as `warmpool::scheduling` models it):
+//! required mode narrows the nodes a pod may use to exactly the pool's, preferred mode keeps
+//! them and adds one preference, the pool's taint is tolerated without duplicates or shorter
+//! times, skips are justified, nothing else changes, and a second pass is empty.
+//!
+//! The generators make the shapes that matter: empty terms, terms with only matchFields, pods
+//! pinned to a node or owned by a DaemonSet, `Exists`-all tolerations, `tolerationSeconds`,
+//! nodeSelectors that conflict with the pool, `Gt`/`Lt` and invalid requirements.
 
+mod oracle;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Taint;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use warmpool::config::{AffinityMode, Config};
-use warmpool::mutation::{Mutation, Rules, mutate};
+use warmpool::mutation::Rules;
+use warmpool::scheduling::Node;
 
 fn label_key() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -19,6 +32,8 @@ fn label_value() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("cargocats".to_owned()),
         Just("batch".to_owned()),
+        Just("5".to_owned()),
+        Just("-3".to_owned()),
         "[a-z0-9]{1,5}"
     ]
 }
@@ -31,22 +46,50 @@ fn expression() -> impl Strategy<Value = Value> {
             Just("NotIn"),
             Just("Exists"),
             Just("DoesNotExist"),
-            Just("Gt")
+            Just("Gt"),
+            Just("Lt"),
+            Just("Sometimes"),
         ],
-        prop::collection::vec(label_value(), 1..3),
+        prop::collection::vec(label_value(), 0..3),
     )
         .prop_map(|(key, op, values)| match op {
-            "Exists" | "DoesNotExist" => json!({"key": key, "operator": op}),
+            // Mostly valid counts, sometimes not (a term that does not parse matches nothing).
+            "Exists" | "DoesNotExist" if values.len() < 2 => json!({"key": key, "operator": op}),
+            "Gt" | "Lt" if values.len() == 2 => {
+                json!({"key": key, "operator": op, "values": ["4"]})
+            }
             _ => json!({"key": key, "operator": op, "values": values}),
+        })
+}
+
+fn node_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("n1".to_owned()),
+        Just("n2".to_owned()),
+        Just("general-1".to_owned())
+    ]
+}
+
+fn field() -> impl Strategy<Value = Value> {
+    (
+        prop_oneof![Just("In"), Just("NotIn")],
+        node_name(),
+        any::<bool>(),
+    )
+        .prop_map(|(op, name, other_key)| {
+            let key = if other_key {
+                "spec.unschedulable"
+            } else {
+                "metadata.name"
+            };
+            json!({"key": key, "operator": op, "values": [name]})
         })
 }
 
 fn term() -> impl Strategy<Value = Value> {
     (
         prop::option::of(prop::collection::vec(expression(), 0..3)),
-        prop::option::of(Just(
-            json!([{"key": "metadata.name", "operator": "In", "values": ["n1"]}]),
-        )),
+        prop::option::of(prop::collection::vec(field(), 0..2)),
     )
         .prop_map(|(exprs, fields)| {
             let mut t = Map::new();
@@ -54,7 +97,7 @@ fn term() -> impl Strategy<Value = Value> {
                 t.insert("matchExpressions".into(), Value::Array(e));
             }
             if let Some(f) = fields {
-                t.insert("matchFields".into(), f);
+                t.insert("matchFields".into(), Value::Array(f));
             }
             Value::Object(t)
         })
@@ -69,6 +112,15 @@ fn toleration() -> impl Strategy<Value = Value> {
         Just(json!({"operator": "Exists"})),
         (label_key(), label_value()).prop_map(
             |(k, v)| json!({"key": k, "value": v, "effect": "NoExecute", "tolerationSeconds": 30})
+        ),
+        Just(json!({"key": "workload-type", "operator": "Exists"})),
+        Just(
+            json!({"key": "workload-type", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10})
+        ),
+        Just(json!({"key": "workload-type", "operator": "Exists", "effect": "NoExecute"})),
+        Just(json!({"operator": "Exists", "effect": "NoSchedule"})),
+        Just(
+            json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
         ),
     ]
 }
@@ -112,8 +164,9 @@ fn pod() -> impl Strategy<Value = Value> {
         prop::option::of(prop::collection::vec(toleration(), 0..4)),
         prop::option::of(prop::collection::btree_map(label_key(), label_value(), 0..2)),
         any::<bool>(),
+        prop::sample::select(vec![None, Some("DaemonSet"), Some("ReplicaSet")]),
     )
-        .prop_map(|(annotations, affinity, tolerations, node_selector, has_metadata)| {
+        .prop_map(|(annotations, affinity, tolerations, node_selector, has_metadata, owner)| {
             let mut spec = Map::new();
             spec.insert("containers".into(), json!([{"name": "c", "image": "busybox", "env": [{"name": "A", "value": "1"}]}]));
             if let Some(a) = affinity {
@@ -133,6 +186,9 @@ fn pod() -> impl Strategy<Value = Value> {
                 if let Some(a) = annotations {
                     m.insert("annotations".into(), json!(a));
                 }
+                if let Some(kind) = owner {
+                    m.insert("ownerReferences".into(), json!([{"apiVersion": "apps/v1", "kind": kind, "name": "owner", "uid": "u", "controller": true}]));
+                }
                 p.insert("metadata".into(), Value::Object(m));
             }
             p.insert("spec".into(), Value::Object(spec));
@@ -140,118 +196,126 @@ fn pod() -> impl Strategy<Value = Value> {
         })
 }
 
-/// The pod with everything warmpool may touch taken out.
-fn untouched_part(pod: &Value) -> Value {
-    let mut p = pod.clone();
-    if let Some(a) = p
-        .pointer_mut("/spec/affinity")
-        .and_then(Value::as_object_mut)
-    {
-        a.remove("nodeAffinity");
-        if a.is_empty() {
-            p["spec"].as_object_mut().unwrap().remove("affinity");
-        }
-    }
-    p["spec"].as_object_mut().unwrap().remove("tolerations");
-    if let Some(a) = p
-        .pointer_mut("/metadata/annotations")
-        .and_then(Value::as_object_mut)
-    {
-        a.remove("warmpool.io/injected");
-    }
-    p
-}
-
-fn nonempty_preexisting_node_affinity(pod: &Value) -> Option<Value> {
-    pod.pointer("/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
-        .cloned()
-}
-
-fn check(pod: Value, mode: AffinityMode) -> Result<(), TestCaseError> {
-    let mut config = Config::default();
-    config.pool.affinity = mode;
-    let rules = Rules::from_config(&config);
-    let mutation = mutate(&pod, &rules);
-    let mut out = pod.clone();
-    json_patch::patch(&mut out, &mutation.patch())
-        .map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}")))?;
-    prop_assert_eq!(
-        mutate(&out, &rules).patch().0.len(),
-        0,
-        "second pass is not empty for {}",
-        out
-    );
-    // Untouched fields stay untouched; existing tolerations keep their order at the front.
-    let mut before = untouched_part(&pod);
-    let mut after = untouched_part(&out);
-    // An empty annotations map we created is ours too.
-    for v in [&mut before, &mut after] {
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut)
-            && m.get("annotations")
-                .and_then(Value::as_object)
-                .is_some_and(Map::is_empty)
-        {
-            m.remove("annotations");
-        }
-        if v.get("metadata")
-            .and_then(Value::as_object)
-            .is_some_and(Map::is_empty)
-        {
-            v.as_object_mut().unwrap().remove("metadata");
-        }
-    }
-    prop_assert_eq!(before, after);
-    let old_tolerations = pod
-        .pointer("/spec/tolerations")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let new_tolerations = out
-        .pointer("/spec/tolerations")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    prop_assert_eq!(
-        &new_tolerations[..old_tolerations.len()],
-        &old_tolerations[..]
-    );
-    if mode == AffinityMode::Required {
-        // Existing preferences are never touched in required mode.
-        prop_assert_eq!(
-            nonempty_preexisting_node_affinity(&pod),
-            nonempty_preexisting_node_affinity(&out)
-        );
-    }
-    if let Mutation::Patch { injected, .. } = &mutation {
-        prop_assert_eq!(injected.is_empty(), mutation.patch().0.is_empty());
-        if mode == AffinityMode::Required {
-            let terms = out
-                .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            prop_assert!(!terms.is_empty());
-            for t in terms {
-                let has = t["matchExpressions"].as_array().is_some_and(|es| {
-                    es.iter().any(|e| e == &json!({"key": "workload-type", "operator": "In", "values": ["cargocats"]}))
-                });
-                prop_assert!(has, "term without the pool expression: {}", t);
+fn node() -> impl Strategy<Value = Node> {
+    (
+        node_name(),
+        prop::collection::btree_map(label_key(), label_value(), 0..3),
+        any::<bool>(),
+        prop::collection::vec(
+            prop::sample::select(vec![
+                ("workload-type", Some("cargocats"), "NoSchedule"),
+                ("workload-type", Some("batch"), "NoSchedule"),
+                ("workload-type", Some("cargocats"), "NoExecute"),
+                ("dedicated", None, "NoExecute"),
+                ("node.kubernetes.io/not-ready", None, "NoExecute"),
+                ("spot", None, "PreferNoSchedule"),
+            ]),
+            0..3,
+        ),
+    )
+        .prop_map(|(name, mut labels, pool, taints)| {
+            if pool {
+                labels.insert("workload-type".into(), "cargocats".into());
             }
+            Node {
+                name,
+                labels,
+                taints: taints
+                    .into_iter()
+                    .map(|(k, v, e)| Taint {
+                        key: k.into(),
+                        value: v.map(str::to_owned),
+                        effect: e.into(),
+                        time_added: None,
+                    })
+                    .collect(),
+            }
+        })
+}
+
+/// The configurations the properties run under: the default pool toleration, an `Exists` one
+/// for every effect, and a `NoExecute` one with a time.
+fn rules(mode: AffinityMode, variant: u8) -> Rules {
+    let tolerations = match variant {
+        0 => "[{key: workload-type, operator: Equal, value: cargocats, effect: NoSchedule}]",
+        1 => "[{key: workload-type, operator: Exists}]",
+        _ => {
+            "[{key: workload-type, operator: Equal, value: cargocats, effect: NoSchedule}, {key: workload-type, operator: Exists, effect: NoExecute, tolerationSeconds: 60}]"
         }
-    }
-    Ok(())
+    };
+    let mode = match mode {
+        AffinityMode::Required => "required",
+        AffinityMode::Preferred => "preferred",
+    };
+    let config = Config::from_yaml(&format!(
+        "pool: {{affinity: {mode}, tolerations: {tolerations}}}"
+    ))
+    .expect("a valid test configuration");
+    Rules::from_config(&config)
+}
+
+fn check(
+    pod: Value,
+    nodes: Vec<Node>,
+    mode: AffinityMode,
+    variant: u8,
+) -> Result<(), TestCaseError> {
+    let rules = rules(mode, variant);
+    let mut all = oracle::nodes_for(&pod, &rules);
+    all.extend(nodes);
+    oracle::check(&pod, &rules, &all).map_err(|e| TestCaseError::fail(format!("{e}\npod: {pod}")))
+}
+
+fn cases() -> u32 {
+    std::env::var("WARMPOOL_PROP_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn required_mode_properties(pod in pod()) {
-        check(pod, AffinityMode::Required)?;
+    fn required_mode_narrows_to_exactly_the_pool(pod in pod(), nodes in prop::collection::vec(node(), 1..6), variant in 0u8..3) {
+        check(pod, nodes, AffinityMode::Required, variant)?;
     }
 
     #[test]
-    fn preferred_mode_properties(pod in pod()) {
-        check(pod, AffinityMode::Preferred)?;
+    fn preferred_mode_keeps_the_nodes_and_adds_one_preference(pod in pod(), nodes in prop::collection::vec(node(), 1..6), variant in 0u8..3) {
+        check(pod, nodes, AffinityMode::Preferred, variant)?;
     }
+}
+
+/// The oracle itself must be able to fail: a mutation that widens (the old treatment of an
+/// empty term) is caught.
+#[test]
+fn the_oracle_rejects_a_widening_patch() {
+    let rules = rules(AffinityMode::Required, 0);
+    let pod = json!({"spec": {"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{}]}}}}});
+    let nodes = oracle::nodes_for(&pod, &rules);
+    let widened = json!({"spec": {"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "workload-type", "operator": "In", "values": ["cargocats"]}]}]}}}}});
+    let allowed = |p: &Value| {
+        let spec: k8s_openapi::api::core::v1::PodSpec =
+            serde_json::from_value(p["spec"].clone()).unwrap();
+        nodes
+            .iter()
+            .filter(|n| {
+                warmpool::scheduling::affinity_allows(
+                    &warmpool::scheduling::Placement::of(&spec),
+                    n,
+                )
+            })
+            .count()
+    };
+    assert_eq!(allowed(&pod), 0);
+    assert!(
+        allowed(&widened) > 0,
+        "the oracle's nodes include a pool node"
+    );
+    assert!(oracle::check(&pod, &rules, &nodes).is_ok());
+    let _ = BTreeMap::<String, String>::new();
 }

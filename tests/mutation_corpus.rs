@@ -1,0 +1,120 @@
+//! The 137 real-world pods of `../shared/corpus/` (read from there, never copied into the
+//! repository) through the mutation engine, judged by the same oracle as the property tests,
+//! in both affinity modes and under each pool toleration the properties use.
+
+mod oracle;
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value;
+use warmpool::config::Config;
+use warmpool::mutation::{Mutation, Rules, mutate};
+
+fn corpus_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    let why = format!("the pod corpus is missing at {}", dir.display());
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}: CI runs beside a copy of shared/");
+    }
+    eprintln!("\n*** SKIP: {why} ***\n");
+    None
+}
+
+/// Every pod of the corpus: (file name, pod as JSON).
+fn corpus() -> Vec<(String, Value)> {
+    let Some(dir) = corpus_dir() else {
+        return Vec::new();
+    };
+    let mut pods = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("readable corpus")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".expect.json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable file");
+        let pod: Value = if name.ends_with(".json") {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+        } else if name.ends_with(".yaml") {
+            // One pod a file, sometimes with a `---` around it.
+            let mut docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+                .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{name}: {e}")))
+                .filter(|d| !d.is_null())
+                .collect();
+            assert_eq!(docs.len(), 1, "{name}: one pod a file");
+            docs.remove(0)
+        } else {
+            continue;
+        };
+        assert_eq!(pod["kind"], "Pod", "{name} is not a Pod");
+        pods.push((name, pod));
+    }
+    pods
+}
+
+fn rules(mode: &str, tolerations: &str) -> Rules {
+    let config = Config::from_yaml(&format!(
+        "pool: {{affinity: {mode}, tolerations: {tolerations}}}"
+    ))
+    .expect("a valid configuration");
+    Rules::from_config(&config)
+}
+
+const TOLERATIONS: [&str; 3] = [
+    "[{key: workload-type, operator: Equal, value: cargocats, effect: NoSchedule}]",
+    "[{key: workload-type, operator: Exists}]",
+    "[{key: workload-type, operator: Exists, effect: NoExecute, tolerationSeconds: 60}]",
+];
+
+#[test]
+fn every_corpus_pod_passes_the_oracle_in_both_modes() {
+    let pods = corpus();
+    if pods.is_empty() {
+        return;
+    }
+    assert!(pods.len() >= 137, "only {} pods in the corpus", pods.len());
+    let mut failures = Vec::new();
+    for mode in ["required", "preferred"] {
+        for tolerations in TOLERATIONS {
+            let rules = rules(mode, tolerations);
+            for (name, pod) in &pods {
+                let nodes = oracle::nodes_for(pod, &rules);
+                if let Err(e) = oracle::check(pod, &rules, &nodes) {
+                    failures.push(format!("{name} ({mode}, {tolerations}): {e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What the default configuration does to each corpus pod, one line each (shown with
+/// `--nocapture`): the table the README's decision table summarises.
+#[test]
+fn corpus_outcomes_under_the_default_configuration() {
+    let rules = Rules::from_config(&Config::default());
+    let mut skipped = 0;
+    for (name, pod) in corpus() {
+        let outcome = match mutate(&pod, &rules) {
+            Mutation::Skip(reason) => {
+                skipped += 1;
+                format!("skip ({})", reason.metric_label())
+            }
+            Mutation::Patch { injected, .. } if injected.is_empty() => "nothing to add".into(),
+            Mutation::Patch { injected, .. } => {
+                let names: Vec<&str> = injected.iter().map(|i| i.as_str()).collect();
+                names.join(",")
+            }
+        };
+        eprintln!("{name:<60} {outcome}");
+    }
+    eprintln!("{skipped} skipped");
+}
