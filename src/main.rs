@@ -19,7 +19,8 @@ enum Command {
     Webhook(commands::webhook::Args),
     /// Keep the prewarmer, the image cache and the tenant labels in place.
     Reconcile(commands::reconcile::Args),
-    /// Show what the webhook would do to a pod file (no cluster needed).
+    /// Show what the webhook would do to pods, workloads or a whole `helm template` (no cluster
+    /// needed).
     Mutate(commands::mutate::Args),
     /// Write a CA and a serving certificate for local use.
     Certs(commands::certs::Args),
