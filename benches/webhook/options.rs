@@ -1,0 +1,149 @@
+//! The command line: what to run, at which concurrency, on which targets, for how long (and the smoke run).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    H1,
+    H2,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub server: PathBuf,
+    pub server_logs: Option<PathBuf>,
+    pub proto: Proto,
+    pub concurrency: Vec<usize>,
+    pub targets: Vec<Target>,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub rounds: usize,
+    pub startup_runs: usize,
+    /// Worker threads of this load generator's runtime (default: one per CPU).
+    pub client_threads: usize,
+    pub smoke: bool,
+}
+
+impl Options {
+    pub fn parse() -> Result<Options, String> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        // cargo passes `--bench` to a bench target run by `cargo bench`, never under `cargo test`.
+        let smoke = !args.iter().any(|a| a == "--bench");
+        let mut options = Options {
+            server: PathBuf::from(env!("CARGO_BIN_EXE_warmpool")),
+            server_logs: None,
+            proto: Proto::H1,
+            concurrency: vec![1, 8, 32, 128],
+            targets: Target::ALL.to_vec(),
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(5),
+            rounds: 3,
+            startup_runs: 10,
+            client_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            smoke,
+        };
+        if smoke {
+            options.concurrency = vec![1, 8];
+            options.warmup = Duration::from_millis(100);
+            options.duration = Duration::from_millis(300);
+            options.rounds = 1;
+            options.startup_runs = 1;
+        }
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+            let seconds = |v: String| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|s| *s >= 0.0 && *s <= 600.0)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| format!("`{v}` is not a number of seconds (0-600)"))
+            };
+            match arg.as_str() {
+                "--bench" => {}
+                "--server" => options.server = PathBuf::from(value("--server")?),
+                "--server-logs" => options.server_logs = Some(value("--server-logs")?.into()),
+                "--proto" => {
+                    options.proto = match value("--proto")?.as_str() {
+                        "h1" | "http1" => Proto::H1,
+                        "h2" | "http2" => Proto::H2,
+                        other => return Err(format!("--proto h1|h2, not `{other}`")),
+                    }
+                }
+                "--concurrency" => {
+                    options.concurrency = value("--concurrency")?
+                        .split(',')
+                        .map(|c| {
+                            c.trim()
+                                .parse::<usize>()
+                                .ok()
+                                .filter(|c| (1..=512).contains(c))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or("--concurrency takes a list like 1,8,32,128 (each 1-512)")?;
+                }
+                "--targets" => {
+                    options.targets = value("--targets")?
+                        .split(',')
+                        .map(|t| match t.trim() {
+                            "healthz" => Some(Target::Healthz),
+                            "small" => Some(Target::MutateSmall),
+                            "large" => Some(Target::MutateLarge),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<_>>>()
+                        .filter(|t| !t.is_empty())
+                        .ok_or("--targets takes a list of healthz, small, large")?;
+                }
+                "--warmup" => options.warmup = seconds(value("--warmup")?)?,
+                "--duration" => options.duration = seconds(value("--duration")?)?,
+                "--rounds" => {
+                    options.rounds = value("--rounds")?
+                        .parse()
+                        .ok()
+                        .filter(|r| (1..=20).contains(r))
+                        .ok_or("--rounds takes 1-20")?;
+                }
+                "--client-threads" => {
+                    options.client_threads = value("--client-threads")?
+                        .parse()
+                        .ok()
+                        .filter(|r| (1..=64).contains(r))
+                        .ok_or("--client-threads takes 1-64")?;
+                }
+                "--startup-runs" => {
+                    options.startup_runs = value("--startup-runs")?
+                        .parse()
+                        .ok()
+                        .filter(|r| (1..=100).contains(r))
+                        .ok_or("--startup-runs takes 1-100")?;
+                }
+                // Filters and flags that cargo or a test runner may pass: nothing to filter here.
+                other if other.starts_with('-') => {}
+                _ => {}
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// What one phase sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Healthz,
+    MutateSmall,
+    MutateLarge,
+}
+
+impl Target {
+    pub const ALL: [Target; 3] = [Target::Healthz, Target::MutateSmall, Target::MutateLarge];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Target::Healthz => "GET /healthz (ceiling)",
+            Target::MutateSmall => "POST /mutate small",
+            Target::MutateLarge => "POST /mutate large",
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The rendered warmpool config: taken by the binary's strict loader, agreeing with the NodePool, its defaults.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::harness::{self, find, helm, render, text};
+use crate::{VARIANTS, config_of, container};
+
+#[test]
+fn rendered_config_is_accepted_by_the_binary_and_agrees_with_the_nodepool() {
+    let Some(helm) = helm() else { return };
+    let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
+    let dir = tempfile::tempdir().unwrap();
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: web, image: nginx}]\n",
+    )
+    .unwrap();
+
+    for (name, args) in VARIANTS {
+        let docs = render(&helm, "wp", "warmpool-system", args);
+        let config = config_of(&docs);
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
+        // The strict loader of src/config.rs (unknown keys rejected) takes what the chart renders.
+        let out = harness::run(
+            binary,
+            &[
+                "mutate",
+                "--config",
+                file.to_str().unwrap(),
+                "--namespace",
+                "demo-1",
+                "-f",
+                pod.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+            &[],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{name}: warmpool rejects the rendered config:\n{}\n{}",
+            text(&out.stderr),
+            serde_norway::to_string(&config).unwrap()
+        );
+        // toolImage is the chart's own image (the image cache copies its static binary).
+        let deployment = find(&docs, "Deployment", None);
+        assert_eq!(
+            config["imageCache"]["toolImage"],
+            container(deployment, "webhook")["image"],
+            "{name}"
+        );
+    }
+
+    // One source of truth: the label and taint of the NodePool are the affinity and the
+    // toleration that the webhook injects.
+    let docs = render(
+        &helm,
+        "wp",
+        "warmpool-system",
+        &[
+            "--set",
+            "nodePool.enabled=true",
+            "--set",
+            "pool.nodeLabel.key=example.com/pool",
+            "--set",
+            "pool.nodeLabel.value=gold",
+            "--set",
+            "pool.taint.effect=NoExecute",
+        ],
+    );
+    let config = config_of(&docs);
+    assert_eq!(
+        config["pool"]["nodeLabel"],
+        json!({"key": "example.com/pool", "value": "gold"})
+    );
+    assert_eq!(
+        config["pool"]["tolerations"],
+        json!([{"key": "example.com/pool", "operator": "Equal", "value": "gold", "effect": "NoExecute"}])
+    );
+    let np = find(&docs, "NodePool", None);
+    assert_eq!(
+        np["spec"]["template"]["metadata"]["labels"],
+        json!({"example.com/pool": "gold"})
+    );
+    assert_eq!(
+        np["spec"]["template"]["spec"]["taints"],
+        json!([{"key": "example.com/pool", "value": "gold", "effect": "NoExecute"}])
+    );
+    let out = harness::run(
+        binary,
+        &[
+            "mutate",
+            "--namespace",
+            "demo-1",
+            "-f",
+            pod.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Defaults: the CargoCATs setup of DESIGN.md.
+    let config = config_of(&render(&helm, "wp", "warmpool-system", &[]));
+    assert_eq!(config["tenants"]["namespacePatterns"], json!(["demo-*"]));
+    assert_eq!(
+        config["pool"]["nodeLabel"],
+        json!({"key": "workload-type", "value": "cargocats"})
+    );
+    assert_eq!(config["pool"]["affinity"], "required");
+    assert_eq!(
+        config["pool"]["tolerations"],
+        json!([{"key": "workload-type", "operator": "Equal", "value": "cargocats", "effect": "NoSchedule"}])
+    );
+    assert_eq!(
+        config["prewarmer"]["slot"],
+        json!({"cpu": "640m", "memory": "2150Mi"})
+    );
+    assert_eq!(config["prewarmer"]["spareSlots"], 1);
+    assert_eq!(config["prewarmer"]["doNotDisrupt"], true);
+    assert_eq!(config["imageCache"]["discover"], true);
+    assert_eq!(config["imageCache"]["images"].as_array().unwrap().len(), 3);
+    let config = config_of(&render(
+        &helm,
+        "wp",
+        "ns",
+        &["--set", "prewarmer.slot.auto=true"],
+    ));
+    assert_eq!(config["prewarmer"]["slot"], "auto");
+}

@@ -1,0 +1,128 @@
+//! The Karpenter v1 NodePool (and EC2NodeClass) in both flavours.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::harness::{all_of, find, helm, render};
+use crate::{s, strings};
+
+#[test]
+fn nodepool_is_karpenter_v1_in_both_flavours() {
+    let Some(helm) = helm() else { return };
+    let docs = render(&helm, "wp", "ns", &[]);
+    assert!(all_of(&docs, "NodePool").is_empty(), "off by default");
+
+    let requirements = |np: &Value| -> BTreeMap<String, Value> {
+        np["spec"]["template"]["spec"]["requirements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (s(&r["key"]).to_owned(), r.clone()))
+            .collect()
+    };
+    for (flavor, group, kind) in [
+        ("autoMode", "eks.amazonaws.com", "NodeClass"),
+        ("karpenter", "karpenter.k8s.aws", "EC2NodeClass"),
+    ] {
+        let docs = render(
+            &helm,
+            "wp",
+            "ns",
+            &[
+                "--set",
+                "nodePool.enabled=true",
+                "--set",
+                &format!("nodePool.flavor={flavor}"),
+            ],
+        );
+        let np = find(&docs, "NodePool", Some("wp-warmpool"));
+        assert_eq!(
+            np["apiVersion"], "karpenter.sh/v1",
+            "{flavor}: never v1beta1"
+        );
+        let spec = &np["spec"];
+        assert_eq!(
+            spec["template"]["spec"]["nodeClassRef"],
+            json!({"group": group, "kind": kind, "name": "default"}),
+            "{flavor}"
+        );
+        assert_eq!(
+            spec["template"]["metadata"]["labels"],
+            json!({"workload-type": "cargocats"})
+        );
+        assert_eq!(
+            spec["template"]["spec"]["taints"],
+            json!([{"key": "workload-type", "value": "cargocats", "effect": "NoSchedule"}])
+        );
+        let req = requirements(np);
+        assert_eq!(
+            req["node.kubernetes.io/instance-type"],
+            json!({"key": "node.kubernetes.io/instance-type", "operator": "In",
+                   "values": ["m5.large", "m5.xlarge", "m6i.large", "m6i.xlarge"]})
+        );
+        assert_eq!(
+            req["karpenter.sh/capacity-type"],
+            json!({"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]})
+        );
+        assert_eq!(strings(&req["kubernetes.io/arch"]["values"]), ["amd64"]);
+        // Auto Mode refuses karpenter.k8s.aws/* labels and self-managed Karpenter does not
+        // know eks.amazonaws.com/*: the defaults use neither.
+        for key in req.keys() {
+            assert!(
+                !key.starts_with("karpenter.k8s.aws/") && !key.starts_with("eks.amazonaws.com/"),
+                "{flavor}: {key}"
+            );
+        }
+        assert_eq!(
+            spec["template"]["spec"]["expireAfter"], "336h",
+            "in template.spec (v1)"
+        );
+        assert!(spec["disruption"].get("expireAfter").is_none());
+        assert_eq!(spec["disruption"]["consolidationPolicy"], "WhenEmpty");
+        assert_eq!(spec["disruption"]["consolidateAfter"], "10m");
+        assert_eq!(spec["limits"], json!({"cpu": "64", "memory": "256Gi"}));
+        assert!(
+            all_of(&docs, "EC2NodeClass").is_empty(),
+            "{flavor}: no EC2NodeClass unless asked"
+        );
+    }
+
+    let docs = render(
+        &helm,
+        "wp",
+        "ns",
+        &[
+            "--set",
+            "nodePool.enabled=true",
+            "--set",
+            "nodePool.flavor=karpenter",
+            "--set",
+            "nodePool.ec2NodeClass.create=true",
+            "--set",
+            "nodePool.ec2NodeClass.role=KarpenterNodeRole-demo",
+            "--set",
+            "nodePool.ec2NodeClass.clusterName=demo",
+        ],
+    );
+    let nc = find(&docs, "EC2NodeClass", None);
+    assert_eq!(nc["apiVersion"], "karpenter.k8s.aws/v1");
+    let np = find(&docs, "NodePool", None);
+    assert_eq!(
+        np["spec"]["template"]["spec"]["nodeClassRef"]["name"], nc["metadata"]["name"],
+        "the NodePool uses the chart's EC2NodeClass"
+    );
+    assert_eq!(nc["spec"]["role"], "KarpenterNodeRole-demo");
+    assert_eq!(
+        nc["spec"]["subnetSelectorTerms"],
+        json!([{"tags": {"karpenter.sh/discovery": "demo"}}])
+    );
+    assert_eq!(
+        nc["spec"]["securityGroupSelectorTerms"],
+        nc["spec"]["subnetSelectorTerms"]
+    );
+    assert_eq!(
+        nc["spec"]["amiSelectorTerms"],
+        json!([{"alias": "al2023@latest"}])
+    );
+}

@@ -1,0 +1,121 @@
+//! The chart's RBAC is exactly what the reconciler uses.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::harness::{all_of, find, helm, render};
+use crate::strings;
+
+/// (apiGroup, resource, resourceNames joined by ",") → verbs, for a Role or ClusterRole.
+type Rules = BTreeMap<(String, String, String), BTreeSet<String>>;
+
+fn rules(role: &Value) -> Rules {
+    let mut out = Rules::new();
+    for rule in role["rules"].as_array().unwrap() {
+        assert!(rule.get("nonResourceURLs").is_none());
+        let names = rule
+            .get("resourceNames")
+            .map(|n| strings(n).join(","))
+            .unwrap_or_default();
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                out.entry((group.clone(), resource, names.clone()))
+                    .or_default()
+                    .extend(strings(&rule["verbs"]));
+            }
+        }
+    }
+    out
+}
+
+fn expected(list: &[(&str, &str, &str, &[&str])]) -> Rules {
+    list.iter()
+        .map(|(g, r, names, verbs)| {
+            (
+                (g.to_string(), r.to_string(), names.to_string()),
+                verbs.iter().map(|v| v.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rbac_is_exactly_what_the_reconciler_uses() {
+    let Some(helm) = helm() else { return };
+    let docs = render(&helm, "wp", "warmpool-system", &[]);
+    let cluster_role = find(&docs, "ClusterRole", None);
+    // What src/reconcile uses: namespaces (metadata watch, get of its own, label by SSA), pods
+    // (watch; its own pod listed by name), Events (kube-runtime Recorder: create, patch), and the
+    // objects it server-side applies, by name (SSA = patch, + create when absent, + get/delete to
+    // re-create on an immutable change, + list/watch by metadata.name for drift).
+    let own = &["get", "list", "watch", "create", "patch", "delete"][..];
+    assert_eq!(
+        rules(cluster_role),
+        expected(&[
+            ("", "namespaces", "", &["get", "list", "watch", "patch"]),
+            ("", "pods", "", &["list", "watch"]),
+            ("events.k8s.io", "events", "", &["create", "patch"]),
+            (
+                "scheduling.k8s.io",
+                "priorityclasses",
+                "warmpool-placeholder",
+                own
+            ),
+        ])
+    );
+    let role = find(&docs, "Role", None);
+    assert_eq!(role["metadata"]["namespace"], "warmpool-system");
+    assert_eq!(
+        rules(role),
+        expected(&[
+            ("apps", "deployments", "warmpool-prewarmer", own),
+            ("apps", "daemonsets", "warmpool-image-cache", own),
+            ("apps", "replicasets", "", &["get"]),
+            (
+                "coordination.k8s.io",
+                "leases",
+                "warmpool-reconciler",
+                &["get", "update"]
+            ),
+            ("coordination.k8s.io", "leases", "", &["create"]),
+        ])
+    );
+    // The names are the reconciler's own constants.
+    use warmpool::reconcile::{IMAGE_CACHE, LEASE, PREWARMER, PRIORITY_CLASS};
+    assert_eq!(
+        (PRIORITY_CLASS, PREWARMER, IMAGE_CACHE, LEASE),
+        (
+            "warmpool-placeholder",
+            "warmpool-prewarmer",
+            "warmpool-image-cache",
+            "warmpool-reconciler"
+        )
+    );
+    for doc in all_of(&docs, "ClusterRole")
+        .into_iter()
+        .chain(all_of(&docs, "Role"))
+    {
+        for rule in doc["rules"].as_array().unwrap() {
+            for field in ["apiGroups", "resources", "verbs"] {
+                assert!(
+                    !strings(&rule[field]).contains(&"*".to_owned()),
+                    "no wildcards"
+                );
+            }
+            assert!(!strings(&rule["resources"]).contains(&"secrets".to_owned()));
+        }
+    }
+    let sa = find(&docs, "ServiceAccount", None);
+    for binding in ["ClusterRoleBinding", "RoleBinding"] {
+        let b = find(&docs, binding, None);
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "warmpool-system"}])
+        );
+    }
+    assert_eq!(
+        find(&docs, "Deployment", None)["spec"]["template"]["spec"]["serviceAccountName"],
+        sa["metadata"]["name"]
+    );
+}
