@@ -311,29 +311,25 @@ fn solve_key(reqs: &[&LabelRequirement]) -> Option<Option<String>> {
         .filter(|r| r.op == Op::Lt)
         .filter_map(|r| r.bound)
         .min();
-    if let Some(lo) = lo {
-        // Every integer between the bounds that NotIn could rule out, and one more.
-        let excluded = reqs
-            .iter()
-            .filter(|r| r.op == Op::NotIn)
-            .map(|r| r.values.len())
-            .sum::<usize>();
-        for d in 1..=(excluded as i64 + 1) {
-            if let Some(v) = lo.checked_add(d) {
-                candidates.push(v.to_string());
-            }
-        }
-    } else if let Some(hi) = hi {
-        let excluded = reqs
-            .iter()
-            .filter(|r| r.op == Op::NotIn)
-            .map(|r| r.values.len())
-            .sum::<usize>();
-        for d in 1..=(excluded as i64 + 1) {
-            if let Some(v) = hi.checked_sub(d) {
-                candidates.push(v.to_string());
-            }
-        }
+    // Integers next to a bound, as many as NotIn could rule out and one more, each also with
+    // a leading zero ("05" is a label value that parses as 5, and NotIn compares strings).
+    let excluded = reqs
+        .iter()
+        .filter(|r| r.op == Op::NotIn)
+        .map(|r| r.values.len() as i64)
+        .sum::<i64>();
+    let near_bound: Vec<i64> = match (lo, hi) {
+        (Some(lo), _) => (1..=excluded + 1)
+            .filter_map(|d| lo.checked_add(d))
+            .collect(),
+        (None, Some(hi)) => (1..=excluded + 1)
+            .filter_map(|d| hi.checked_sub(d))
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    for v in near_bound {
+        candidates.push(v.to_string());
+        candidates.push(format!("0{v}"));
     }
     candidates
         .into_iter()
@@ -640,6 +636,17 @@ mod tests {
         assert!(!affinity_allows(&p, &node("n", &[("gen", "x")], &[])));
         assert!(!affinity_allows(&p, &node("n", &[], &[])));
         assert_eq!(witness(&p, &BTreeMap::new()).unwrap().labels["gen"], "6");
+        // NotIn compares strings: "06" is 6 and not "6".
+        let s = required(json!([{"matchExpressions": [
+            {"key": "gen", "operator": "Gt", "values": ["5"]},
+            {"key": "gen", "operator": "Lt", "values": ["7"]},
+            {"key": "gen", "operator": "NotIn", "values": ["6"]}]}]));
+        assert_eq!(
+            witness(&Placement::of(&s), &BTreeMap::new())
+                .unwrap()
+                .labels["gen"],
+            "06"
+        );
         let s = required(json!([{"matchExpressions": [
             {"key": "gen", "operator": "Gt", "values": ["5"]},
             {"key": "gen", "operator": "Lt", "values": ["6"]}]}]));

@@ -219,14 +219,7 @@ async fn a_certificate_replaced_under_load_fails_no_review() {
         .flat_map(|ca| std::fs::read(ca).unwrap())
         .collect();
     webhook.ca_bundle = base64::engine::general_purpose::STANDARD.encode(bundle);
-    webhook
-        .register(
-            &client,
-            &run,
-            &[&format!("{prefix}*")],
-            &format!("{run}-system"),
-        )
-        .await;
+    webhook.register_prefix(&client, &run, &prefix).await;
     let ns = format!("{prefix}1");
     let namespace: Namespace =
         serde_json::from_value(json!({"metadata": {"name": ns, "labels": run_labels(&run)}}))

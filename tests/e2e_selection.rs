@@ -53,6 +53,24 @@ async fn create_pod(client: &Client, ns: &str, name: &str) -> Pod {
         .unwrap_or_else(|e| panic!("creating pod {ns}/{name}: {e}"))
 }
 
+/// A registration is in effect once a probe pod in namespace `ns` comes back mutated.
+async fn wait_until_mutating(client: &Client, ns: &str) {
+    let mut n = 0;
+    eventually(
+        &format!("the webhook registration for {ns} in effect"),
+        Duration::from_secs(30),
+        || {
+            n += 1;
+            let (client, ns) = (client.clone(), ns.to_owned());
+            async move {
+                let pod = create_pod(&client, &ns, &format!("probe-{n}")).await;
+                injected(&pod).map(|_| ())
+            }
+        },
+    )
+    .await;
+}
+
 fn injected(pod: &Pod) -> Option<&str> {
     pod.annotations()
         .get("warmpool.io/injected")
@@ -89,20 +107,7 @@ async fn no_pod_slips_through_while_the_reconciler_labels_its_namespace() {
     // The registration is in effect once a pod of a tenant namespace comes back mutated.
     let warmup = format!("{}warmup", warmpool.tenant_prefix);
     create_namespace(&client, &run, &warmup).await;
-    let mut n = 0;
-    eventually(
-        "the webhook registration in effect",
-        Duration::from_secs(30),
-        || {
-            n += 1;
-            let (client, ns) = (client.clone(), warmup.clone());
-            async move {
-                let pod = create_pod(&client, &ns, &format!("probe-{n}")).await;
-                injected(&pod).map(|_| ())
-            }
-        },
-    )
-    .await;
+    wait_until_mutating(&client, &warmup).await;
 
     let mut namespaces = vec![warmup];
     let (mut before_label, mut after_label) = (0, 0);
@@ -222,20 +227,7 @@ async fn the_charts_cel_decides_as_the_rust_tenant_rule() {
     let probe_ns = format!("{probe_run}-x");
     create_namespace(&client, &probe_run, &probe_ns).await;
     namespaces.push(probe_ns.clone());
-    let mut n = 0;
-    eventually(
-        "the webhook registrations in effect",
-        Duration::from_secs(30),
-        || {
-            n += 1;
-            let (client, ns) = (client.clone(), probe_ns.clone());
-            async move {
-                let pod = create_pod(&client, &ns, &format!("probe-{n}")).await;
-                injected(&pod).map(|_| ())
-            }
-        },
-    )
-    .await;
+    wait_until_mutating(&client, &probe_ns).await;
     let mut disagreements = Vec::new();
     for (_, glob, name, tenant) in &cases {
         let pod = create_pod(&client, name, "p").await;

@@ -100,14 +100,7 @@ async fn tenant_pods_are_mutated_and_others_are_not() {
     let run = unique("wh");
     let prefix = format!("{run}-demo-");
     let webhook = Webhook::start(BIN.as_ref(), None).await;
-    webhook
-        .register(
-            &client,
-            &run,
-            &[&format!("{prefix}*")],
-            &format!("{run}-system"),
-        )
-        .await;
+    webhook.register_prefix(&client, &run, &prefix).await;
 
     let tenant = format!("{prefix}1");
     let other = format!("{run}-other");
@@ -173,14 +166,7 @@ async fn a_namespace_created_with_its_pods_gets_mutated_pods() {
     let run = unique("wh-same");
     let prefix = format!("{run}-demo-");
     let webhook = Webhook::start(BIN.as_ref(), None).await;
-    webhook
-        .register(
-            &client,
-            &run,
-            &[&format!("{prefix}*")],
-            &format!("{run}-system"),
-        )
-        .await;
+    webhook.register_prefix(&client, &run, &prefix).await;
     let warmup = format!("{prefix}warmup");
     create_namespace(&client, &run, &warmup, json!({})).await;
     wait_until_active(&client, &warmup).await;
@@ -217,14 +203,7 @@ async fn with_the_webhook_down_pods_are_still_created() {
     let run = unique("wh-down");
     let prefix = format!("{run}-demo-");
     let mut webhook = Webhook::start(BIN.as_ref(), None).await;
-    webhook
-        .register(
-            &client,
-            &run,
-            &[&format!("{prefix}*")],
-            &format!("{run}-system"),
-        )
-        .await;
+    webhook.register_prefix(&client, &run, &prefix).await;
     let ns = format!("{prefix}1");
     create_namespace(&client, &run, &ns, json!({})).await;
     wait_until_active(&client, &ns).await;

@@ -128,6 +128,14 @@ impl Webhook {
             .await
             .expect("webhook configuration created");
     }
+
+    /// [`Webhook::register`] for the tenants `<prefix>*` of run `run`, whose own namespace is
+    /// `<run>-system`.
+    pub async fn register_prefix(&self, client: &Client, run: &str, prefix: &str) {
+        let pattern = format!("{prefix}*");
+        self.register(client, run, &[&pattern], &format!("{run}-system"))
+            .await;
+    }
 }
 
 /// The label that scopes a test run's webhook registration to that run's namespaces.
