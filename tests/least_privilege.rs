@@ -15,7 +15,7 @@
 //! - every granted (resource, verb) was used, except those listed in [`GRANTED_NOT_EXERCISED`]
 //!   with the reason the test cannot make the code use them.
 //!
-//! tests/chart.rs proves the chart's rules against a written list and that the reconciler works
+//! tests/chart/ proves the chart's rules against a written list and that the reconciler works
 //! with them; this test derives the list from the code's behaviour instead.
 
 mod support;
