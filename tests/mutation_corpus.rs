@@ -118,3 +118,52 @@ fn corpus_outcomes_under_the_default_configuration() {
     }
     eprintln!("{skipped} skipped");
 }
+
+/// The corpus's `NAME.expect.json` files: a peer's expected result for the same pod (Kyverno's
+/// policy tests, translated to warmpool's pool label). warmpool agrees with every one but the
+/// pod pinned to one node, which it leaves alone on purpose (`node_pinned`).
+#[test]
+fn peer_expectations_hold_but_for_the_node_pinned_pod() {
+    let Some(dir) = corpus_dir() else { return };
+    let pods: std::collections::BTreeMap<String, Value> = corpus().into_iter().collect();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("readable corpus") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".expect.json") else {
+            continue;
+        };
+        let expect: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let pod = &pods[&format!("{stem}.yaml")];
+        let mode = expect["mode"].as_str().unwrap_or("required");
+        let rules = rules(mode, TOLERATIONS[0]);
+        let mutation = mutate(pod, &rules);
+        let mut out = pod.clone();
+        json_patch::patch(&mut out, &mutation.patch()).unwrap();
+        if stem == "kyverno-add-node-affinity-redis" {
+            assert!(
+                matches!(
+                    mutation,
+                    Mutation::Skip(warmpool::mutation::SkipReason::NodePinned(_))
+                ),
+                "{stem}: {mutation:?}"
+            );
+            checked += 1;
+            continue;
+        }
+        if let Some(want) = expect.get("nodeAffinity") {
+            assert_eq!(&out["spec"]["affinity"]["nodeAffinity"], want, "{stem}");
+        }
+        if let Some(want) = expect.get("tolerations") {
+            assert_eq!(&out["spec"]["tolerations"], want, "{stem}");
+        }
+        if expect["tolerations_unchanged"] == true {
+            assert_eq!(
+                out["spec"]["tolerations"], pod["spec"]["tolerations"],
+                "{stem}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} expectations found");
+}
