@@ -6,10 +6,14 @@
 #   tests/cluster/cluster.sh build         build the pinned binaries once (cached outside the repo)
 #   tests/cluster/cluster.sh up            build if needed, start, wait until healthy;
 #                                          the LAST stdout line is the admin kubeconfig path
-#   tests/cluster/cluster.sh down          stop what `up` started, remove its data (idempotent)
+#   tests/cluster/cluster.sh down          stop the real nodes and the registry, then what `up`
+#                                          started, remove its data (idempotent)
 #   tests/cluster/cluster.sh status        say whether it is up (exit 0 if up, 1 if not)
 #   tests/cluster/cluster.sh kubectl-path  print the cached kubectl path
 #   tests/cluster/cluster.sh bin-dir       print the cached bin dir
+#   tests/cluster/cluster.sh node up NAME [--warm] [...]   a real node (kubelet + containerd), see
+#   tests/cluster/cluster.sh node down NAME                node.sh for its options
+#   tests/cluster/cluster.sh registry up|down|address|env  the local registry and its images
 #
 # Usage from a shell or a test harness:  KUBECONFIG=$(tests/cluster/cluster.sh up)
 #
@@ -42,7 +46,9 @@ CLUSTER_DIR=${WARMPOOL_CLUSTER_DIR:-$REPO/target/cluster}
 LOCK_FILE=$(dirname "$CLUSTER_DIR")/.$(basename "$CLUSTER_DIR").lock
 TIMEOUT=${WARMPOOL_CLUSTER_TIMEOUT:-120}
 
-K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# All built from one wrapper module; `up` needs the first four, `node up` the kubelet.
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
+CONTROL_PLANE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 # Start order; `down` stops in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 
@@ -69,9 +75,11 @@ with_lock() {
 # written after its binary, so bumping ETCD_VERSION rebuilds etcd.
 etcd_present() { [[ -x $BIN_DIR/etcd && $(cat "$BIN_DIR/.etcd.version" 2>/dev/null) == "$ETCD_VERSION" ]]; }
 
+# binaries_present [NAME...]: the named Kubernetes binaries (default: all of them) and etcd.
 binaries_present() {
     local b
-    for b in "${K8S_BINARIES[@]}"; do
+    (($#)) || set -- "${K8S_BINARIES[@]}"
+    for b in "$@"; do
         [[ -x $BIN_DIR/$b ]] || return 1
     done
     etcd_present
@@ -153,8 +161,13 @@ go_build_one() {
     log "built $name in $((SECONDS - start))s"
 }
 
+# do_build [NAME...]: build whichever of the named Kubernetes binaries (default: all) and etcd
+# are missing. The wrapper module always names every command, so the module graph (and the
+# dependency versions) is the same whichever binary a build was started for.
 do_build() {
-    if binaries_present; then
+    local wanted=("$@")
+    ((${#wanted[@]})) || wanted=("${K8S_BINARIES[@]}")
+    if binaries_present "${wanted[@]}"; then
         return 0
     fi
     command -v go >/dev/null || die "the 'go' command is needed to build the control plane"
@@ -175,11 +188,11 @@ do_build() {
     done
 
     local need_k8s=0
-    for b in "${K8S_BINARIES[@]}"; do [[ -x $BIN_DIR/$b ]] || need_k8s=1; done
+    for b in "${wanted[@]}"; do [[ -x $BIN_DIR/$b ]] || need_k8s=1; done
     if ((need_k8s)); then
         mkdir -p "$k8s_mod"
         prepare_k8s_module "$k8s_mod"
-        for b in "${K8S_BINARIES[@]}"; do
+        for b in "${wanted[@]}"; do
             # (an `if`, not `||`: set -e stays in force inside go_build_one)
             if [[ ! -x $BIN_DIR/$b ]]; then
                 go_build_one "$k8s_mod" "$b" "k8s.io/kubernetes/cmd/$b" "-s$x"
@@ -193,11 +206,12 @@ do_build() {
         go_build_one "$etcd_mod" etcd go.etcd.io/etcd/server/v3 -s
         echo "$ETCD_VERSION" >"$BIN_DIR/.etcd.version"
     fi
-    binaries_present || die "build finished but binaries are missing in $BIN_DIR"
+    binaries_present "${wanted[@]}" || die "build finished but binaries are missing in $BIN_DIR"
     log "build done in $((SECONDS - start))s"
 }
 
-cmd_build() { with_lock "$VERSION_DIR/.build.lock" do_build; }
+# cmd_build [NAME...]: `build` builds everything, `up` the control plane, `node up` the kubelet.
+cmd_build() { with_lock "$VERSION_DIR/.build.lock" do_build "$@"; }
 
 # =============================================================================================
 # up
@@ -257,6 +271,9 @@ gen_certs() {
     # The bootstrap RBAC policy grants these user names what each component needs.
     gen_cert "$d" controller-manager "/CN=system:kube-controller-manager" clientAuth
     gen_cert "$d" scheduler "/CN=system:kube-scheduler" clientAuth
+    # How the API server authenticates to kubelets (logs, exec, port-forward): system:masters,
+    # which the kubelets' webhook authorizer allows everything.
+    gen_cert "$d" apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
     # Service-account tokens are signed with sa.key and verified with sa.pub.
     openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
     openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
@@ -410,6 +427,9 @@ EOF
         --log-level=warn
     wait_for "etcd /health" etcd etcd_ok
 
+    # The --kubelet-* flags matter only with real nodes (`node up`): the API server reaches a
+    # kubelet at its InternalIP (its bridge address) with a system:masters client certificate;
+    # without InternalIP first it would resolve the node's name with the VM's outside DNS.
     # --endpoint-reconciler-type=none: the `kubernetes` Endpoints may not hold a loopback IP, so
     # the default reconciler would log an error every 10s; nothing in this cluster needs them.
     # TaintNodesByCondition is off: it adds node.kubernetes.io/not-ready:NoSchedule to every new
@@ -429,6 +449,9 @@ EOF
         --service-account-signing-key-file="$c/sa.key" \
         --service-cluster-ip-range=10.0.0.0/24 \
         --allow-privileged=true \
+        --kubelet-client-certificate="$c/apiserver-kubelet-client.crt" \
+        --kubelet-client-key="$c/apiserver-kubelet-client.key" \
+        --kubelet-preferred-address-types=InternalIP \
         --disable-admission-plugins=TaintNodesByCondition \
         --endpoint-reconciler-type=none \
         --profiling=false
@@ -498,7 +521,7 @@ cmd_up() {
     # stdout is kept for the one line callers parse; everything else (including the output
     # of go and openssl) goes to stderr.
     exec 3>&1 1>&2
-    cmd_build
+    cmd_build "${CONTROL_PLANE_BINARIES[@]}"
     with_lock "$LOCK_FILE" do_up
     echo "$CLUSTER_DIR/admin.kubeconfig" >&3
 }
@@ -534,6 +557,14 @@ stop_all() {
 }
 
 do_down() {
+    # Real nodes and the registry first: a node's down deletes its Node through the API
+    # server and must put the host back as it found it (see node.sh).
+    if [[ -d $CLUSTER_DIR/nodes ]]; then
+        WARMPOOL_CLUSTER_DIR=$CLUSTER_DIR "$SCRIPT_DIR/node.sh" down-all || log "node down-all failed (continuing)"
+    fi
+    if [[ -d $CLUSTER_DIR/registry ]]; then
+        WARMPOOL_CLUSTER_DIR=$CLUSTER_DIR "$SCRIPT_DIR/registry.sh" down || log "registry down failed (continuing)"
+    fi
     stop_all
     rm -rf "$CLUSTER_DIR"
 }
@@ -566,12 +597,14 @@ cmd_kubectl_path() {
 }
 
 usage() {
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 case ${1:-} in
-build) cmd_build ;;
+build) shift; cmd_build "$@" ;;
+node) shift; WARMPOOL_CLUSTER_DIR=$CLUSTER_DIR exec "$SCRIPT_DIR/node.sh" "$@" ;;
+registry) shift; WARMPOOL_CLUSTER_DIR=$CLUSTER_DIR exec "$SCRIPT_DIR/registry.sh" "$@" ;;
 up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
