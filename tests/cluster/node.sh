@@ -437,9 +437,25 @@ node_ready() {
     [[ $(kubectl_admin get node "$NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
 }
 
+# The Ready condition of the Node: "STATUS HEARTBEAT".
+ready_condition() {
+    kubectl_admin get node "$NAME" -o 'jsonpath={range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}' 2>/dev/null
+}
+
+# Ready as reported by THIS kubelet: its healthz answers and the Node is Ready with a heartbeat
+# other than OLD (the last one of the kubelet before a restart: the condition stays True).
+node_ready_anew() {
+    local old=$1 got status beat
+    [[ $(curl -s --max-time 2 "http://127.0.0.1:$HEALTHZ_PORT/healthz" 2>/dev/null) == ok ]] || return 1
+    got=$(ready_condition) || return 1
+    read -r status beat <<<"$got"
+    [[ $status == True && -n $beat && $beat != "$old" ]]
+}
+
+# wait_ready [OLD-HEARTBEAT]
 wait_ready() {
-    local deadline=$((SECONDS + NODE_TIMEOUT)) start=$SECONDS
-    until node_ready; do
+    local deadline=$((SECONDS + NODE_TIMEOUT)) start=$SECONDS old=${1:-}
+    until node_ready_anew "$old"; do
         if ! kubelet_pid >/dev/null; then
             tail -n 30 "$NODE_LOGS/kubelet.log" >&2 || true
             die "the kubelet of $NAME exited (log: $NODE_LOGS/kubelet.log)"
@@ -705,7 +721,8 @@ cmd_down_all() {
 
 do_restart_kubelet() {
     load_node_env || die "node $NAME is not up"
-    local pid
+    local pid old_beat
+    old_beat=$(ready_condition | cut -s -d' ' -f2)
     if pid=$(kubelet_pid); then
         log "stopping the kubelet of $NAME (pid $pid); containerd and the pods keep running"
         stop_pid "$pid" "kubelet of $NAME"
@@ -715,7 +732,7 @@ do_restart_kubelet() {
     [[ -s $NODE_DIR/kubelet.args ]] || die "no saved kubelet arguments for $NAME"
     mapfile -t args <"$NODE_DIR/kubelet.args"
     start_daemon "$NODE_DIR/pids/kubelet.pid" "$NODE_LOGS/kubelet.log" "${args[@]}"
-    wait_ready
+    wait_ready "$old_beat"
 }
 
 cmd_restart_kubelet() {
