@@ -16,7 +16,7 @@ pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-no
 
 /// Why a namespace is, or is not, a tenant; the `Display` form is what users read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum Membership {
     MatchesPattern(String),
     OptedIn,
     System,
@@ -25,21 +25,21 @@ pub enum Decision {
     NoMatch,
 }
 
-impl Decision {
+impl Membership {
     pub fn is_tenant(&self) -> bool {
-        matches!(self, Decision::MatchesPattern(_) | Decision::OptedIn)
+        matches!(self, Membership::MatchesPattern(_) | Membership::OptedIn)
     }
 }
 
-impl fmt::Display for Decision {
+impl fmt::Display for Membership {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Decision::MatchesPattern(p) => write!(f, "name matches tenant pattern `{p}`"),
-            Decision::OptedIn => write!(f, "namespace is labelled {TENANT_LABEL}={ENABLED}"),
-            Decision::System => write!(f, "system namespaces are never tenants"),
-            Decision::OwnNamespace => write!(f, "warmpool's own namespace is never a tenant"),
-            Decision::OptedOut => write!(f, "namespace is labelled {TENANT_LABEL}={DISABLED}"),
-            Decision::NoMatch => write!(
+            Membership::MatchesPattern(p) => write!(f, "name matches tenant pattern `{p}`"),
+            Membership::OptedIn => write!(f, "namespace is labelled {TENANT_LABEL}={ENABLED}"),
+            Membership::System => write!(f, "system namespaces are never tenants"),
+            Membership::OwnNamespace => write!(f, "warmpool's own namespace is never a tenant"),
+            Membership::OptedOut => write!(f, "namespace is labelled {TENANT_LABEL}={DISABLED}"),
+            Membership::NoMatch => write!(
                 f,
                 "name matches no tenant pattern and the namespace is not labelled {TENANT_LABEL}={ENABLED}"
             ),
@@ -147,29 +147,29 @@ impl TenantSelector {
     }
 
     /// True for the namespaces that are never tenants (system ones, warmpool's own).
-    pub fn is_excluded(&self, namespace: &str) -> Option<Decision> {
+    pub fn is_excluded(&self, namespace: &str) -> Option<Membership> {
         if SYSTEM_NAMESPACES.contains(&namespace) {
-            Some(Decision::System)
+            Some(Membership::System)
         } else if self.own_namespace.as_deref() == Some(namespace) {
-            Some(Decision::OwnNamespace)
+            Some(Membership::OwnNamespace)
         } else {
             None
         }
     }
 
     /// The full rule: exclusions first, then the opt-out label, the opt-in label, the patterns.
-    pub fn decide(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Decision {
+    pub fn decide(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Membership {
         if let Some(excluded) = self.is_excluded(namespace) {
             return excluded;
         }
         match labels.get(TENANT_LABEL).map(String::as_str) {
-            Some(DISABLED) => return Decision::OptedOut,
-            Some(ENABLED) => return Decision::OptedIn,
+            Some(DISABLED) => return Membership::OptedOut,
+            Some(ENABLED) => return Membership::OptedIn,
             _ => {}
         }
         match self.matching_pattern(namespace) {
-            Some(p) => Decision::MatchesPattern(p.to_owned()),
-            None => Decision::NoMatch,
+            Some(p) => Membership::MatchesPattern(p.to_owned()),
+            None => Membership::NoMatch,
         }
     }
 
@@ -202,16 +202,16 @@ mod tests {
         let s = selector();
         assert_eq!(
             s.decide("demo-1", &labels(&[])),
-            Decision::MatchesPattern("demo-*".into())
+            Membership::MatchesPattern("demo-*".into())
         );
         assert_eq!(
             s.decide("team-a", &labels(&[])),
-            Decision::MatchesPattern("team-?".into())
+            Membership::MatchesPattern("team-?".into())
         );
         assert!(s.decide("demo-", &labels(&[])).is_tenant());
-        assert_eq!(s.decide("team-ab", &labels(&[])), Decision::NoMatch);
-        assert_eq!(s.decide("default", &labels(&[])), Decision::NoMatch);
-        assert_eq!(s.decide("xdemo-1", &labels(&[])), Decision::NoMatch);
+        assert_eq!(s.decide("team-ab", &labels(&[])), Membership::NoMatch);
+        assert_eq!(s.decide("default", &labels(&[])), Membership::NoMatch);
+        assert_eq!(s.decide("xdemo-1", &labels(&[])), Membership::NoMatch);
     }
 
     #[test]
@@ -219,16 +219,16 @@ mod tests {
         let s = selector();
         assert_eq!(
             s.decide("payments", &labels(&[(TENANT_LABEL, ENABLED)])),
-            Decision::OptedIn
+            Membership::OptedIn
         );
         assert_eq!(
             s.decide("demo-7", &labels(&[(TENANT_LABEL, DISABLED)])),
-            Decision::OptedOut
+            Membership::OptedOut
         );
         // An unknown value neither opts in nor out: the name decides.
         assert_eq!(
             s.decide("payments", &labels(&[(TENANT_LABEL, "yes")])),
-            Decision::NoMatch
+            Membership::NoMatch
         );
         assert!(
             s.decide("demo-7", &labels(&[(TENANT_LABEL, "yes")]))
@@ -241,19 +241,23 @@ mod tests {
         let s = TenantSelector::new(&["*".into()], Some("warmpool")).unwrap();
         let on = labels(&[(TENANT_LABEL, ENABLED)]);
         for ns in SYSTEM_NAMESPACES {
-            assert_eq!(s.decide(ns, &on), Decision::System);
+            assert_eq!(s.decide(ns, &on), Membership::System);
         }
-        assert_eq!(s.decide("warmpool", &on), Decision::OwnNamespace);
+        assert_eq!(s.decide("warmpool", &on), Membership::OwnNamespace);
         assert!(s.decide("default", &labels(&[])).is_tenant());
     }
 
     #[test]
     fn reasons_read_well() {
         assert_eq!(
-            Decision::OptedOut.to_string(),
+            Membership::OptedOut.to_string(),
             "namespace is labelled warmpool.io/tenant=disabled"
         );
-        assert!(Decision::NoMatch.to_string().contains("no tenant pattern"));
+        assert!(
+            Membership::NoMatch
+                .to_string()
+                .contains("no tenant pattern")
+        );
     }
 
     #[test]

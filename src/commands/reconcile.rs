@@ -9,9 +9,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::reconcile::controller::PodIdentity;
 use crate::reconcile::metrics::Metrics;
-use crate::reconcile::{self, NOOP_BINARY, Settings};
+use crate::reconcile::{self, NOOP_BINARY, PodIdentity, Settings};
 use crate::telemetry::{self, LogFormat, Readiness};
 
 /// Keep the prewarmer, the image cache and the tenant labels in place.

@@ -1,33 +1,48 @@
 //! `warmpool reconcile`: keeps the warm pool in place.
 //!
 //! Data flows one way: namespace and pod events → [`observed`] state (tenants, their images and
-//! requests) → [`desired`] objects (pure builders) → server-side apply by the [`controller`], which
-//! writes only while this replica holds the [`lease`].
+//! requests) → [`desired`] objects (pure builders) → server-side apply, written only while this
+//! replica holds the [`lease`].
 //!
-//! - [`tenants`]: whether a namespace gets the `warmpool.io/tenant=enabled` label (pure).
-//! - [`slot`]: a pod's requests as the scheduler counts them; `prewarmer.slot: auto` (pure).
-//! - [`images`]: which images the cache holds, capped and sorted (pure).
-//! - [`desired`]: the PriorityClass, the prewarmer Deployment, the image-cache DaemonSet (pure).
+//! Pure decisions:
+//! - [`enrolment`]: whether a namespace gets (or loses) the `warmpool.io/tenant=enabled` label.
+//! - [`slot`]: a pod's requests as the scheduler counts them; `prewarmer.slot: auto`.
+//! - [`images`]: which images the cache holds, capped and sorted.
+//! - [`desired`]: the PriorityClass, the prewarmer Deployment, the image-cache DaemonSet.
 //! - [`observed`]: the narrow watch caches and their reduction to [`observed::Observed`].
-//! - [`controller`]: kube-runtime wiring, server-side apply, backoff, Events, readiness.
-//! - [`lease`]: leader election on the Lease `warmpool-reconciler`.
-//! - [`owner`]: warmpool's own Deployment, found from the pod's identity (downward API).
-//! - [`metrics`]: the Prometheus metrics; [`error`]: what can fail, by kind.
+//!
+//! The I/O shells, by job:
+//! - [`leader`]: the leader loop (election, one [`session`] per leadership term, shutdown).
+//! - [`session`]: one leadership term: the watches wired to the queues.
+//! - [`enroller`]: labels namespaces and records Events.
+//! - [`drift`]: the watches of the written objects that re-trigger the workloads.
+//! - [`workloads`]: applies the three objects from the latest observation.
+//! - [`apply`]: server-side apply, and delete-and-re-create on an immutable field.
+//! - [`context`]: [`Settings`] and the one [`context::Context`] they all share.
+//! - [`lease`]: leader election on the Lease `warmpool-reconciler`; [`owner`]: warmpool's own
+//!   Deployment; [`backoff`]: per-object retries; [`metrics`]; [`error`]: what can fail, by kind.
 
+pub mod apply;
 pub mod backoff;
-pub mod controller;
+pub mod context;
 pub mod desired;
+pub mod drift;
+pub mod enroller;
+pub mod enrolment;
 pub mod error;
 pub mod images;
+pub mod leader;
 pub mod lease;
 pub mod metrics;
 pub mod observed;
 pub mod owner;
+pub mod session;
 pub mod slot;
-pub mod tenants;
+pub mod workloads;
 
-pub use controller::{Settings, run};
+pub use context::{PodIdentity, Settings};
 pub use error::Error;
+pub use leader::run;
 
 /// The field manager of every server-side apply the reconciler sends.
 pub const FIELD_MANAGER: &str = "warmpool";

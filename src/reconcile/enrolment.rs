@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::tenant::{Decision, ENABLED, TENANT_LABEL, TenantSelector};
+use crate::tenant::{ENABLED, Membership, TENANT_LABEL, TenantSelector};
 
 /// What the reconciler does to one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,8 +10,8 @@ pub enum Enrolment {
     /// Write `warmpool.io/tenant=enabled`: the name matches a pattern and the label is absent
     /// (or holds a value that neither opts in nor out).
     Label { pattern: String },
-    /// Nothing to write; `Decision` says why (already enabled, opted out, system, no match…).
-    Leave(Decision),
+    /// Nothing to write; `Membership` says why (already enabled, opted out, system, no match…).
+    Leave(Membership),
 }
 
 /// The label decision for a namespace, from its name and its current labels.
@@ -25,7 +25,7 @@ pub fn enrolment(
     labels: &BTreeMap<String, String>,
 ) -> Enrolment {
     match selector.decide(name, labels) {
-        Decision::MatchesPattern(pattern)
+        Membership::MatchesPattern(pattern)
             if labels.get(TENANT_LABEL).map(String::as_str) != Some(ENABLED) =>
         {
             Enrolment::Label { pattern }
@@ -90,11 +90,11 @@ mod tests {
     fn already_enabled_namespaces_are_left_alone() {
         assert_eq!(
             enrolment(&selector(), "demo-1", &labels(&[(TENANT_LABEL, ENABLED)])),
-            Enrolment::Leave(Decision::OptedIn)
+            Enrolment::Leave(Membership::OptedIn)
         );
         assert_eq!(
             enrolment(&selector(), "payments", &labels(&[(TENANT_LABEL, ENABLED)])),
-            Enrolment::Leave(Decision::OptedIn)
+            Enrolment::Leave(Membership::OptedIn)
         );
     }
 
@@ -102,7 +102,7 @@ mod tests {
     fn opt_out_is_never_overwritten() {
         assert_eq!(
             enrolment(&selector(), "demo-2", &labels(&[(TENANT_LABEL, DISABLED)])),
-            Enrolment::Leave(Decision::OptedOut)
+            Enrolment::Leave(Membership::OptedOut)
         );
     }
 
@@ -112,16 +112,16 @@ mod tests {
         for ns in ["kube-system", "kube-public", "kube-node-lease"] {
             assert_eq!(
                 enrolment(&all, ns, &labels(&[])),
-                Enrolment::Leave(Decision::System)
+                Enrolment::Leave(Membership::System)
             );
         }
         assert_eq!(
             enrolment(&all, "warmpool-system", &labels(&[])),
-            Enrolment::Leave(Decision::OwnNamespace)
+            Enrolment::Leave(Membership::OwnNamespace)
         );
         assert_eq!(
             enrolment(&selector(), "default", &labels(&[])),
-            Enrolment::Leave(Decision::NoMatch)
+            Enrolment::Leave(Membership::NoMatch)
         );
     }
 

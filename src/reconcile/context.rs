@@ -1,0 +1,66 @@
+//! What every part of the reconciler shares: how it was started ([`Settings`]) and the one
+//! [`Context`] that lives as long as the process (as in kube-rs's controller-rs: client,
+//! recorder, metrics, plus the election gate, the backoff and readiness).
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+use super::backoff::Backoff;
+use super::lease::LeaderGate;
+use super::metrics::Metrics;
+use super::workloads::Target;
+use crate::config::Config;
+use crate::telemetry::Readiness;
+use crate::tenant::TenantSelector;
+
+/// How the reconciler runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// warmpool's own namespace: the prewarmer, the image cache and the Lease live there.
+    pub namespace: String,
+    pub config: Config,
+    /// How often everything is re-applied even without an event.
+    pub resync: Duration,
+    /// How many namespaces are enrolled at the same time.
+    pub concurrency: u16,
+    /// This replica's name in the Lease.
+    pub identity: String,
+    pub lease_duration: Duration,
+    /// The pod this runs in (downward API), to find warmpool's own Deployment; `None` outside a
+    /// cluster, and then no owner references are written.
+    pub pod: Option<PodIdentity>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PodIdentity {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What lives as long as the process, shared by every leadership term.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub selector: TenantSelector,
+    /// warmpool's own Deployment, when running in its pod.
+    pub owner: Option<OwnerReference>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    /// Every write checks it first.
+    pub gate: LeaderGate,
+    /// Per-object exponential backoff, keyed by [`Target::label`] or `namespace/<name>`.
+    pub backoff: Backoff,
+    pub readiness: Readiness,
+    /// The workload objects applied at least once (readiness once all are).
+    pub synced: Mutex<BTreeSet<Target>>,
+}
+
+/// A poisoned lock still holds consistent data here (every critical section is a plain update).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,264 @@
+//! One leadership term: the watches, wired to the queues that write.
+//!
+//! - a metadata-only namespace watch (annotations and managedFields dropped) feeding a reflector
+//!   store and the [`super::enroller`] (bounded concurrency);
+//! - a pod watch read into [`SlimPod`] and reduced to [`super::observed::PodSummary`]s at once
+//!   (terminated pods and system namespaces filtered out by the API server);
+//! - a small task that turns both into [`Observed`] (debounced) and publishes it;
+//! - the [`super::workloads`] controller, keyed on warmpool's own namespace, re-triggered by a
+//!   changed [`Observed`], by the [`super::drift`] watches of the three objects, and by the
+//!   periodic resync.
+//!
+//! The session is dropped (in-flight writes cancelled) the moment the lease is lost.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::{Notify, watch};
+
+use super::context::{Context, lock};
+use super::error::Error;
+use super::metrics::Metrics;
+use super::observed::{Observed, PodIndex, SlimPod, observe};
+use super::{IMAGE_CACHE, PREWARMER, PRIORITY_CLASS, drift, enroller, workloads};
+use crate::tenant::SYSTEM_NAMESPACES;
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// What lives as long as one leadership term.
+pub struct Session {
+    pub ctx: Arc<Context>,
+    /// The latest observation; `None` until the caches have synced.
+    pub observed: watch::Receiver<Option<Arc<Observed>>>,
+}
+
+/// Pods the reconciler never needs: finished ones, and those of namespaces that are never
+/// tenants. Filtered by the API server, so they are never sent.
+pub fn pod_field_selector(own_namespace: &str) -> String {
+    let mut parts = vec![
+        "status.phase!=Succeeded".to_owned(),
+        "status.phase!=Failed".to_owned(),
+    ];
+    for ns in SYSTEM_NAMESPACES.iter().copied().chain([own_namespace]) {
+        parts.push(format!("metadata.namespace!={ns}"));
+    }
+    parts.join(",")
+}
+
+/// One leadership term: caches, enrolment, observation, workloads. Returns only if a stream ends.
+pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
+    let client = ctx.client.clone();
+    let own_ns = ctx.settings.namespace.clone();
+    let resync = ctx.settings.resync;
+    let dirty = Arc::new(Notify::new());
+    let namespaces_synced = Arc::new(AtomicBool::new(false));
+    let pods = Arc::new(Mutex::new(PodIndex::default()));
+    let (observed_tx, observed_rx) = watch::channel(None);
+    let session = Arc::new(Session {
+        ctx: ctx.clone(),
+        observed: observed_rx.clone(),
+    });
+
+    // Namespaces: metadata only, without annotations and managedFields.
+    let (ns_store, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let ns_events = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|ns| {
+        ns.metadata.managed_fields = None;
+        ns.metadata.annotations = None;
+    })
+    .reflect(ns_writer)
+    .inspect({
+        let dirty = dirty.clone();
+        let synced = namespaces_synced.clone();
+        move |event| match event {
+            Ok(watcher::Event::InitDone) => {
+                synced.store(true, Ordering::Release);
+                dirty.notify_one();
+            }
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => dirty.notify_one(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "namespace watch failed; retrying"),
+        }
+    })
+    .touched_objects()
+    .map_ok(|ns| ObjectRef::from_obj(&ns));
+    let enrolment_queue = stream::select(
+        ns_events,
+        enroller::resync_namespaces(&ctx, &ns_store, resync),
+    );
+    let enrol = controller::applier(
+        |ns, session| Box::pin(enroller::reconcile_namespace(ns, session)),
+        enroller::error_policy,
+        session.clone(),
+        ns_store.clone(),
+        enrolment_queue,
+        controller::Config::default()
+            .concurrency(ctx.settings.concurrency.max(1))
+            .debounce(Duration::from_millis(100)),
+    )
+    .for_each(|result| async move {
+        match result {
+            Ok(_) => {}
+            // Failures are logged with their context where they happen.
+            Err(controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_)) => {
+            }
+            Err(e) => tracing::warn!(error = %e, "enrolment queue"),
+        }
+    });
+
+    // Pods: images and requests only, terminated pods and never-tenant namespaces filtered out.
+    let pod_watch = watcher(
+        Api::<SlimPod>::all(client.clone()),
+        watcher::Config::default().fields(&pod_field_selector(&own_ns)),
+    )
+    .default_backoff()
+    .for_each({
+        let pods = pods.clone();
+        let dirty = dirty.clone();
+        move |event| {
+            match event {
+                Ok(event) => {
+                    if lock(&pods).apply(event) {
+                        dirty.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+            }
+            futures::future::ready(())
+        }
+    });
+
+    // Observation: debounced, published only when it changes.
+    let observation = {
+        let ctx = ctx.clone();
+        let ns_store = ns_store.clone();
+        let pods = pods.clone();
+        async move {
+            loop {
+                dirty.notified().await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if !namespaces_synced.load(Ordering::Acquire) || !lock(&pods).is_synced() {
+                    continue;
+                }
+                let namespaces = ns_store.state();
+                let observed = {
+                    let index = lock(&pods);
+                    observe(
+                        &ctx.settings.config,
+                        &ctx.selector,
+                        namespaces.iter().map(|ns| {
+                            (
+                                ns.metadata.name.as_deref().unwrap_or_default(),
+                                ns.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+                            )
+                        }),
+                        &index,
+                    )
+                };
+                publish_gauges(&ctx.metrics, &observed);
+                observed_tx.send_if_modified(|current| {
+                    if current.as_deref() == Some(&observed) {
+                        return false;
+                    }
+                    tracing::info!(
+                        tenants = observed.tenants.len(),
+                        images = ?observed.images,
+                        slot_cpu = %observed.slot.cpu.0,
+                        slot_memory = %observed.slot.memory.0,
+                        slot_source = ?observed.slot_source,
+                        "observed state changed"
+                    );
+                    *current = Some(Arc::new(observed));
+                    true
+                });
+            }
+        }
+    };
+
+    // Workloads: keyed on warmpool's own namespace, re-triggered by any change of the three.
+    let named = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let ns = ctx.settings.namespace.as_str();
+    let observed_changes = stream::unfold(observed_rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    });
+    let workloads = Controller::new(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        named(ns),
+    )
+    .reconcile_all_on(drift::triggers(
+        Api::<PartialObjectMeta<Deployment>>::namespaced(client.clone(), ns),
+        PREWARMER,
+    ))
+    .reconcile_all_on(drift::triggers(
+        Api::<PartialObjectMeta<DaemonSet>>::namespaced(client.clone(), ns),
+        IMAGE_CACHE,
+    ))
+    .reconcile_all_on(drift::triggers(
+        Api::<PartialObjectMeta<PriorityClass>>::all(client.clone()),
+        PRIORITY_CLASS,
+    ))
+    .reconcile_all_on(observed_changes)
+    .with_config(
+        controller::Config::default()
+            .concurrency(1)
+            .debounce(Duration::from_millis(300)),
+    )
+    .run(
+        workloads::reconcile,
+        workloads::error_policy,
+        session.clone(),
+    )
+    .for_each(|result| async move {
+        match result {
+            Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+            Err(e) => tracing::warn!(error = %e, "workloads queue"),
+        }
+    });
+
+    tokio::join!(enrol, pod_watch, observation, workloads);
+    Ok(())
+}
+
+fn publish_gauges(metrics: &Metrics, observed: &Observed) {
+    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    metrics.tenants.set(gauge(observed.tenants.len()));
+    metrics.cached_images.set(gauge(observed.images.len()));
+    let requests = super::slot::slot_requests(&observed.slot);
+    metrics
+        .slot_cpu_millicores
+        .set(i64::try_from(requests.cpu_millis).unwrap_or(i64::MAX));
+    metrics
+        .slot_memory_bytes
+        .set(i64::try_from(requests.memory_bytes).unwrap_or(i64::MAX));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pod_watch_leaves_out_finished_pods_and_never_tenant_namespaces() {
+        assert_eq!(
+            pod_field_selector("warmpool-system"),
+            "status.phase!=Succeeded,status.phase!=Failed,metadata.namespace!=kube-system,\
+             metadata.namespace!=kube-public,metadata.namespace!=kube-node-lease,\
+             metadata.namespace!=warmpool-system"
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! The workloads controller's reconcile: the PriorityClass, the prewarmer Deployment and the
+//! image-cache DaemonSet built from the latest observation ([`super::desired`]) and written by
+//! [`super::apply`], each on its own backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use tokio::time::Instant;
+
+use super::apply::apply;
+use super::context::{Context, lock};
+use super::desired;
+use super::error::Error;
+use super::observed::Observed;
+use super::session::Session;
+
+/// The objects the workloads controller keeps, each with its own backoff and metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    PriorityClass,
+    Deployment,
+    DaemonSet,
+}
+
+impl Target {
+    pub const ALL: [Target; 3] = [Target::PriorityClass, Target::Deployment, Target::DaemonSet];
+
+    /// The `target` label of the metrics, and the backoff key.
+    pub fn label(self) -> &'static str {
+        match self {
+            Target::PriorityClass => "priorityclass",
+            Target::Deployment => "deployment",
+            Target::DaemonSet => "daemonset",
+        }
+    }
+}
+
+/// Applies the three objects (each on its own backoff) from the latest observation.
+pub async fn reconcile(
+    _own_namespace: Arc<PartialObjectMeta<Namespace>>,
+    session: Arc<Session>,
+) -> Result<Action, Error> {
+    let ctx = &session.ctx;
+    let Some(observed) = session.observed.borrow().clone() else {
+        // The caches have not synced yet: the first observation triggers a run.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    let mut next = ctx.settings.resync;
+    let mut first_error = None;
+    for target in Target::ALL {
+        let key = target.label();
+        if let Some(wait) = ctx.backoff.remaining(key, Instant::now()) {
+            next = next.min(wait);
+            continue;
+        }
+        let started = Instant::now();
+        let result = apply_target(ctx, target, &observed).await;
+        ctx.metrics.observe_run(key, started.elapsed(), &result);
+        match result {
+            Ok(()) => {
+                ctx.backoff.succeeded(key);
+                mark_synced(ctx, target);
+            }
+            Err(e) => {
+                let wait = ctx.backoff.failed(key, Instant::now());
+                tracing::warn!(target = key, error = %e, retry_in = ?wait, "reconcile failed");
+                next = next.min(wait);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(Action::requeue(next)),
+    }
+}
+
+pub fn error_policy(
+    _own_namespace: Arc<PartialObjectMeta<Namespace>>,
+    _error: &Error,
+    session: Arc<Session>,
+) -> Action {
+    let now = Instant::now();
+    let wait = Target::ALL
+        .iter()
+        .filter_map(|t| session.ctx.backoff.remaining(t.label(), now))
+        .min();
+    Action::requeue(wait.unwrap_or(Duration::from_secs(1)))
+}
+
+/// Ready once every object has been applied at least once (the caches had synced before).
+fn mark_synced(ctx: &Context, target: Target) {
+    let mut synced = lock(&ctx.synced);
+    if synced.insert(target) && synced.len() == Target::ALL.len() {
+        tracing::info!("first sync done: the warm pool is in place");
+        ctx.readiness.set(true);
+    }
+}
+
+async fn apply_target(ctx: &Context, target: Target, observed: &Observed) -> Result<(), Error> {
+    let client = ctx.client.clone();
+    let ns = ctx.settings.namespace.as_str();
+    let config = &ctx.settings.config;
+    let owner = ctx.owner.as_ref();
+    match target {
+        Target::PriorityClass => apply(ctx, Api::all(client), &desired::priority_class()).await,
+        Target::Deployment => {
+            let deployment = desired::prewarmer(config, ns, &observed.slot, owner);
+            apply(ctx, Api::namespaced(client, ns), &deployment).await
+        }
+        Target::DaemonSet => {
+            let daemon_set = desired::image_cache(config, ns, &observed.images, owner);
+            apply(ctx, Api::namespaced(client, ns), &daemon_set).await
+        }
+    }
+}
