@@ -131,6 +131,44 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// SIGTERM and Ctrl-C, listened to from [`ShutdownSignals::new`] on: each call of
+/// [`ShutdownSignals::next`] resolves on one signal, so a second one can cut a grace period short
+/// (a signal that arrives between two calls is kept for the next).
+#[derive(Debug)]
+pub struct ShutdownSignals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers now: from here on SIGTERM and Ctrl-C no longer end the process.
+    pub fn new() -> Result<Self, std::io::Error> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ShutdownSignals {
+                term: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
+    }
+
+    /// Resolves on the next SIGTERM or Ctrl-C.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.interrupt.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,3 +160,26 @@ fn a_request_without_object_is_allowed_unchanged() {
     assert_eq!(out["response"]["allowed"], true);
     assert!(matches!(decision, Decision::Ignored(_)));
 }
+
+/// A `dryRun: true` review (`kubectl create --dry-run=server`) is answered like any other: the
+/// webhook has no side effects (`sideEffects: None`), so the API server may call it for dry
+/// runs, and the user sees the pod as it would be admitted. Same patch, same decision, its own
+/// uid.
+#[test]
+fn a_dry_run_review_gets_the_same_patch() {
+    let dry = fixture("pod-create-dry-run.json");
+    let input: Value = serde_json::from_slice(&dry).unwrap();
+    assert_eq!(input["request"]["dryRun"], true, "the fixture is a dry run");
+    let (wet_out, wet_decision) = answer(&fixture("pod-create.json")).unwrap();
+    let (dry_out, dry_decision) = answer(&dry).unwrap();
+
+    assert_eq!(
+        dry_out["response"]["uid"],
+        "eeeeeeee-0000-4000-8000-000000000005"
+    );
+    assert_eq!(dry_out["response"]["allowed"], true);
+    assert_eq!(dry_out["response"]["patchType"], "JSONPatch");
+    assert_eq!(decoded_patch(&dry_out), decoded_patch(&wet_out));
+    assert_eq!(format!("{dry_decision:?}"), format!("{wet_decision:?}"));
+    assert!(matches!(dry_decision, Decision::Patched(ref i) if i.len() == 2));
+}

@@ -61,13 +61,18 @@ struct Webhook {
 impl Webhook {
     /// Starts a webhook on fresh certificates.
     fn start() -> (Webhook, PathBuf) {
+        Webhook::start_args(&[])
+    }
+
+    /// Starts a webhook on fresh certificates, with `extra` arguments.
+    fn start_args(extra: &[&str]) -> (Webhook, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         make_certs(dir.path());
         let ca = dir.path().join("ca.crt");
         let mut webhook = Webhook::start_with(
             &dir.path().join("tls.crt"),
             &dir.path().join("tls.key"),
-            &[],
+            extra,
         );
         webhook._certs = Some(dir);
         (webhook, ca)
@@ -696,10 +701,11 @@ async fn metrics_count_reviews_by_outcome_and_injections() {
     );
 }
 
-/// SIGTERM: unready at once, no new connections, the request in flight is answered, exit 0.
+/// SIGTERM with no grace period (`--shutdown-grace 0`): unready at once, no new connections,
+/// the request in flight is answered, exit 0.
 #[tokio::test]
 async fn sigterm_turns_unready_drains_the_request_in_flight_and_exits_zero() {
-    let (mut webhook, ca) = Webhook::start();
+    let (mut webhook, ca) = Webhook::start_args(&["--shutdown-grace", "0"]);
     assert_eq!(admin_get(webhook.metrics, "/readyz").await.unwrap().0, 200);
 
     // A request whose body is only half sent when the signal arrives.
@@ -905,4 +911,222 @@ async fn stalled_clients_are_cut_off_by_the_deadlines() {
         1.0,
         "{metrics}"
     );
+}
+
+/// The index of the first log line whose message is `message`.
+fn log_index(logs: &[String], message: &str) -> Option<usize> {
+    logs.iter().position(|l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| v["message"].as_str() == Some(message))
+    })
+}
+
+/// Polls `GET /readyz` on the metrics port until it answers 503.
+async fn wait_unready(webhook: &Webhook) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if admin_get(webhook.metrics, "/readyz").await.unwrap().0 == 503 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready after SIGTERM: {:?}",
+            webhook.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGTERM with a grace period (as in a rollout, while the endpoints still send reviews here):
+/// unready at once on both /readyz, yet new connections are accepted and reviews answered, over
+/// HTTP/1.1 and HTTP/2, and a connection opened before keeps serving; when the grace is over the
+/// port closes, the open HTTP/2 connection is told to go away (GOAWAY), and the process exits 0.
+/// Each phase is logged, in order.
+#[tokio::test]
+async fn after_sigterm_reviews_are_served_unready_through_the_grace_period_then_the_port_closes() {
+    // Long enough for the checks below to run inside it on a loaded machine; the test asserts
+    // from the logs that they did.
+    let (mut webhook, ca) = Webhook::start_args(&["--shutdown-grace", "8s"]);
+    let io = TokioIo::new(tls_connect(webhook.addr, &ca, Proto::H2).await.unwrap());
+    let (mut open, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+
+    webhook.sigterm();
+    wait_unready(&webhook).await;
+    let https_readyz = send(webhook.addr, &ca, Proto::H1, "GET", "/readyz", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(https_readyz.status, 503, "HTTPS /readyz during the grace");
+
+    let body = fixture("pod-create.json");
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = send(webhook.addr, &ca, proto, "POST", "/mutate", body.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{proto:?} review during the grace: {e}"));
+        assert_eq!(reply.status, 200, "{proto:?}");
+        assert_eq!(reply.json()["response"]["uid"], request_uid(&body).as_str());
+        assert!(reply.json()["response"]["patch"].is_string(), "{proto:?}");
+    }
+    let reply = read_reply(
+        open.send_request(request(
+            Proto::H2,
+            webhook.addr,
+            "POST",
+            "/mutate",
+            body.clone(),
+        ))
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200, "the connection opened before the signal");
+    let logs = webhook.logs();
+    assert!(
+        log_index(&logs, "grace period over").is_none(),
+        "the checks above ran after the grace period, not during it: {logs:?}"
+    );
+
+    // Then the port closes…
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match TcpStream::connect(webhook.addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            _ => assert!(
+                Instant::now() < deadline,
+                "port still open 20 s after SIGTERM: {:?}",
+                webhook.logs()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // …the connection opened before is closed by the drain (GOAWAY), so its client reconnects
+    // (in a cluster: to another pod)…
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the HTTP/2 connection is closed by the drain")
+        .unwrap()
+        .unwrap();
+    // …and the process exits 0, having said each phase.
+    let status = webhook.wait(Duration::from_secs(15));
+    assert!(status.success(), "{status}: {:?}", webhook.logs());
+    let logs = webhook.logs();
+    let phases: Vec<Option<usize>> = [
+        "shutdown requested; not ready, still serving during the grace period while the endpoints drop this pod",
+        "grace period over",
+        "stopped accepting; draining in-flight requests",
+        "webhook stopped",
+    ]
+    .iter()
+    .map(|m| log_index(&logs, m))
+    .collect();
+    assert!(
+        phases.iter().all(Option::is_some) && phases.is_sorted(),
+        "phases {phases:?} in {logs:?}"
+    );
+}
+
+/// A second SIGTERM during the grace period ends it at once: the webhook stops accepting,
+/// drains and exits without waiting out a grace period of ten minutes.
+#[tokio::test]
+async fn a_second_sigterm_cuts_the_grace_period_short() {
+    let (mut webhook, ca) = Webhook::start_args(&["--shutdown-grace", "10m"]);
+    webhook.sigterm();
+    wait_unready(&webhook).await;
+    let reply = post(webhook.addr, &ca, fixture("pod-create.json")).await;
+    assert_eq!(reply.status, 200, "served during the grace");
+
+    webhook.sigterm();
+    let status = webhook.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status}: {:?}", webhook.logs());
+    let logs = webhook.logs();
+    assert!(
+        log_index(&logs, "second shutdown signal; grace period cut short").is_some()
+            && log_index(&logs, "grace period over").is_none(),
+        "{logs:?}"
+    );
+}
+
+/// `--request-timeout` sets the whole-request deadline (the chart passes 80% of the API
+/// server's `timeoutSeconds`): a body that stops half way gets the 503 of that deadline.
+#[tokio::test]
+async fn the_request_deadline_follows_the_flag() {
+    let (webhook, ca) = Webhook::start_args(&["--request-timeout", "1500ms"]);
+    let body = fixture("pod-create.json");
+    let mut tls = tls_connect(webhook.addr, &ca, Proto::H1).await.unwrap();
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body[..100]).await.unwrap();
+    tls.flush().await.unwrap();
+    let (answer, _) = read_until_closed(&mut tls, Duration::from_secs(8)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("{\"error\":\"request not completed within 1.5s\"}"),
+        "{answer}"
+    );
+}
+
+/// The served certificate's notAfter is a gauge, and a certificate that expires within 30 days
+/// is warned about at start (the daily check and the reload say it again).
+#[tokio::test]
+async fn the_certificate_expiry_is_a_gauge_and_a_near_expiry_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "certs",
+            "--dns",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+            "--days",
+            "10",
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let webhook = Webhook::start_with(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+        &[],
+    );
+    let (_, metrics) = admin_get(webhook.metrics, "/metrics").await.unwrap();
+    let expiry = series(
+        &metrics,
+        "warmpool_webhook_certificate_expiry_timestamp_seconds",
+    );
+    let left = expiry - started;
+    assert!(
+        (10.0 * 86_400.0 - 300.0..=10.0 * 86_400.0 + 300.0).contains(&left),
+        "notAfter {expiry} is {left} s from now: {metrics}"
+    );
+    let logs = webhook.logs();
+    let warning = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "the serving TLS certificate expires soon; renew it before then (the Secret mounted at --tls-cert/--tls-key is re-read without a restart)")
+        .unwrap_or_else(|| panic!("no expiry warning: {logs:?}"));
+    assert_eq!(warning["level"], "WARN");
+    // Ten days from the moment `certs` ran, whole days left when the webhook started.
+    assert!(
+        matches!(warning["days_left"].as_i64(), Some(9 | 10)),
+        "{warning}"
+    );
+    assert!(warning["not_after"].is_string(), "{warning}");
+    let listening = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "webhook listening")
+        .unwrap();
+    assert_eq!(listening["certificate_expires"], warning["not_after"]);
 }

@@ -9,13 +9,17 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::commands::reconcile::parse_duration;
 use crate::config::Config;
 use crate::mutation::Rules;
-use crate::telemetry::{self, LogFormat, Readiness};
+use crate::telemetry::{self, LogFormat, Readiness, ShutdownSignals};
 use crate::tenant::TenantSelector;
 use crate::webhook::metrics::WebhookMetrics;
 use crate::webhook::server::{self, AppState};
-use crate::webhook::tls::{self, CertPaths, CertReloader, Poll};
+use crate::webhook::tls::{self, CertPaths, CertReloader, Expiry, Poll, ReloadingResolver};
+
+/// How often the served certificate's expiry is checked besides at load and reload.
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Serve the mutating admission webhook over HTTPS.
 #[derive(Debug, clap::Args)]
@@ -40,10 +44,36 @@ pub struct Args {
     pub namespace: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// After SIGTERM (or Ctrl-C): keep accepting and serving, unready, this long before closing
+    /// the port and draining (e.g. 5s, 1500ms; 0 closes it at once). Kubernetes removes a
+    /// terminating pod from the Service's endpoints asynchronously, so the API server may still
+    /// send reviews to it for a few seconds. A second signal ends the grace period at once.
+    #[arg(long, default_value = "5s", value_parser = parse_grace)]
+    pub shutdown_grace: Duration,
+    /// Deadline to answer one request, body included (e.g. 4s, 800ms). Keep it under the
+    /// webhook configuration's `timeoutSeconds`, so the API server gets the webhook's answer
+    /// rather than its own timeout; the chart passes 80% of `webhook.timeoutSeconds`.
+    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// A duration as `--resync` takes it, or zero (`0`, `0s`, `0ms`).
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    let digits = text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b == b'0')
+        && matches!(&text.trim()[digits.len()..], "" | "s" | "ms" | "m" | "h")
+    {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
 }
 
 /// Loads everything that can be wrong (config, certificate, ports) before serving, so a bad
-/// start fails at once with one line; then serves until SIGTERM or Ctrl-C and drains.
+/// start fails at once with one line; then serves until SIGTERM or Ctrl-C, keeps serving
+/// unready for `--shutdown-grace`, stops accepting and drains.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init_logging(args.log_format);
 
@@ -79,12 +109,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = WebhookMetrics::register(&mut registry);
     let ready = Readiness::default();
-    let router = server::router(AppState::new(
-        rules,
-        excluded,
-        metrics.clone(),
-        ready.clone(),
-    ));
+    let router = server::router(
+        AppState::new(rules, excluded, metrics.clone(), ready.clone())
+            .with_request_timeout(args.request_timeout),
+    );
+    let resolver = reloader.resolver();
+    metrics.certificate_expiry(resolver.not_after());
+    let certificate_expires = log_expiry(&resolver);
 
     // Flipped once the webhook has drained: stops the certificate poll and the admin server.
     let (stop, stopped) = watch::channel(false);
@@ -94,11 +125,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
+    let daily_resolver = Arc::clone(&resolver);
     let reload = tokio::spawn(reloader.run(
         move |poll, paths| match poll {
             Poll::Reloaded => {
                 metrics.certificate_reload(true);
+                metrics.certificate_expiry(resolver.not_after());
                 tracing::info!(cert = %paths.cert.display(), "serving the new TLS certificate");
+                log_expiry(&resolver);
             }
             Poll::Failed(e) => {
                 metrics.certificate_reload(false);
@@ -108,41 +142,104 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         stopped(),
     ));
+    let daily = tokio::spawn({
+        let (resolver, stop) = (daily_resolver, stopped());
+        async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(EXPIRY_CHECK_INTERVAL) => log_expiry(&resolver),
+                };
+            }
+        }
+    });
     let admin = tokio::spawn(telemetry::serve_admin(
         admin,
         telemetry::admin_router(Arc::new(registry), ready.clone()),
         stopped(),
     ));
 
-    // Install the signal handlers (on first poll) before announcing readiness, so a SIGTERM
-    // that follows the "listening" line at once is a clean shutdown, not the default kill.
-    let mut signal = Box::pin(telemetry::shutdown_signal());
-    if futures::poll!(&mut signal).is_ready() {
-        return Ok(());
-    }
+    // Install the signal handlers before announcing readiness, so a SIGTERM that follows the
+    // "listening" line at once is a clean shutdown, not the default kill.
+    let mut signals =
+        ShutdownSignals::new().map_err(|e| anyhow!("cannot handle SIGTERM and Ctrl-C: {e}"))?;
     ready.set(true);
     tracing::info!(
         address = %address,
         metrics_address = %metrics_address,
+        certificate_expires = certificate_expires.as_deref().unwrap_or("unknown"),
+        shutdown_grace = ?args.shutdown_grace,
+        request_timeout = ?args.request_timeout,
         "webhook listening"
     );
 
+    // On the signal: unready at once (/readyz 503, so the endpoints drop this pod), but keep
+    // accepting and serving through the grace period, during which the API server may still
+    // send reviews here; then `serve` stops accepting and drains.
     let unready = ready.clone();
+    let grace = args.shutdown_grace;
     let shutdown = async move {
-        signal.await;
+        signals.next().await;
         unready.set(false);
-        tracing::info!("shutdown requested; not ready");
+        if grace.is_zero() {
+            tracing::info!("shutdown requested; not ready, no grace period (--shutdown-grace 0)");
+            return;
+        }
+        tracing::info!(
+            grace = ?grace,
+            "shutdown requested; not ready, still serving during the grace period while the endpoints drop this pod"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(grace) => tracing::info!("grace period over"),
+            () = signals.next() => tracing::info!("second shutdown signal; grace period cut short"),
+        }
     };
     let drained = server::serve(listener, Arc::new(tls_config), router, shutdown).await;
 
     let _ = stop.send(true);
     let _ = reload.await;
+    let _ = daily.await;
     // The admin server closes its idle connections at once; do not wait on a stuck scrape.
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), admin).await {
         tracing::warn!(error = %e, "metrics server ended with an error");
     }
     tracing::info!(drained, "webhook stopped");
     Ok(())
+}
+
+/// Logs how close the served certificate is to expiry: an error once expired, a warning within
+/// [`tls::EXPIRY_WARNING`]. Returns the notAfter as RFC 3339 (for the "listening" line).
+fn log_expiry(resolver: &ReloadingResolver) -> Option<String> {
+    let Some(not_after) = resolver.not_after() else {
+        tracing::warn!(
+            "cannot read the serving certificate's notAfter; its expiry is not monitored (warmpool_webhook_certificate_expiry_timestamp_seconds is 0)"
+        );
+        return None;
+    };
+    let date = time::OffsetDateTime::from_unix_timestamp(not_after)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| not_after.to_string());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    match tls::expiry(not_after, now) {
+        Expiry::Expired => tracing::error!(
+            not_after = %date,
+            "the serving TLS certificate has expired: the API server refuses it, and with failurePolicy Ignore admits tenant pods unmutated; renew it (the Secret mounted at --tls-cert/--tls-key is re-read without a restart)"
+        ),
+        Expiry::Soon { days_left } => tracing::warn!(
+            not_after = %date,
+            days_left,
+            "the serving TLS certificate expires soon; renew it before then (the Secret mounted at --tls-cert/--tls-key is re-read without a restart)"
+        ),
+        Expiry::Valid => {}
+    }
+    Some(date)
 }
 
 fn bind_error(e: &std::io::Error, address: SocketAddr, flag: &str) -> anyhow::Error {
@@ -156,4 +253,22 @@ fn bind_error(e: &std::io::Error, address: SocketAddr, flag: &str) -> anyhow::Er
         _ => "check the address",
     };
     anyhow!("cannot listen on {address} ({flag}): {e}; {fix} with {flag}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grace_period_takes_durations_and_zero() {
+        assert_eq!(parse_grace("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_grace("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_grace("7"), Ok(Duration::from_secs(7)));
+        for zero in ["0", "0s", "00", "0ms", "0m"] {
+            assert_eq!(parse_grace(zero), Ok(Duration::ZERO), "{zero}");
+        }
+        for bad in ["", "s", "0x", "-1s", "five", "0 s"] {
+            assert!(parse_grace(bad).is_err(), "{bad}");
+        }
+    }
 }

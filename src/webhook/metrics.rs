@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -29,13 +30,15 @@ pub struct WebhookMetrics {
     duration: Histogram,
     injections: Family<What, Counter>,
     reloads: Family<ReloadResult, Counter>,
+    certificate_expiry: Gauge,
 }
 
 impl WebhookMetrics {
     /// Creates the metrics and registers them in `registry`:
     /// `warmpool_webhook_reviews_total{outcome}`, `warmpool_webhook_review_duration_seconds`,
     /// `warmpool_webhook_injections_total{what}`,
-    /// `warmpool_webhook_certificate_reloads_total{result}`.
+    /// `warmpool_webhook_certificate_reloads_total{result}`,
+    /// `warmpool_webhook_certificate_expiry_timestamp_seconds`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = WebhookMetrics {
             reviews: Family::default(),
@@ -44,6 +47,7 @@ impl WebhookMetrics {
             duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             injections: Family::default(),
             reloads: Family::default(),
+            certificate_expiry: Gauge::default(),
         };
         registry.register(
             "warmpool_webhook_reviews",
@@ -65,6 +69,12 @@ impl WebhookMetrics {
             "warmpool_webhook_certificate_reloads",
             "Serving certificate changes seen on disk, by result (success, failure)",
             metrics.reloads.clone(),
+        );
+        registry.register_with_unit(
+            "warmpool_webhook_certificate_expiry_timestamp",
+            "When the served certificate expires (its notAfter, Unix time); 0 if it cannot be read. Alert on `- time() < 30*24*3600`",
+            Unit::Seconds,
+            metrics.certificate_expiry.clone(),
         );
         // Both results from the start, so an alert on failures has a series to watch.
         for result in ["success", "failure"] {
@@ -88,5 +98,10 @@ impl WebhookMetrics {
     pub fn certificate_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.reloads.get_or_create(&ReloadResult { result }).inc();
+    }
+
+    /// Records the served certificate's notAfter (Unix seconds); `None` (unreadable) sets 0.
+    pub fn certificate_expiry(&self, not_after: Option<i64>) {
+        self.certificate_expiry.set(not_after.unwrap_or(0));
     }
 }

@@ -4,7 +4,8 @@
 //! limit is explicit: a TLS handshake deadline, a header-read deadline, a whole-request deadline
 //! well under the API server's `timeoutSeconds`, a body limit, a bound on open connections and
 //! on requests in flight (excess requests get a 503 at once instead of waiting in a queue), and a
-//! bounded drain of in-flight requests on shutdown.
+//! bounded drain of in-flight requests on shutdown. When to stop accepting (after the grace
+//! period that follows SIGTERM) is the caller's `shutdown` future.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,8 +57,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// included, open a connection to send a request at once; after the first request an idle
 /// HTTP/2 connection is kept by its keep-alive pings.)
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time to answer a request, body included: under the API server's smallest sensible
-/// `timeoutSeconds` (5; the default is 10), so it sees our error rather than its own deadline.
+/// Time to answer a request, body included, when `--request-timeout` is not given: under the
+/// API server's smallest sensible `timeoutSeconds` (5, the chart's; Kubernetes' default is 10),
+/// so it sees our error rather than its own deadline. The chart passes 80% of its
+/// `webhook.timeoutSeconds` instead ([`AppState::with_request_timeout`]).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 /// Open connections at most; beyond it new ones wait in the kernel's accept backlog.
 const MAX_CONNECTIONS: usize = 1024;
@@ -75,6 +78,7 @@ pub struct AppState {
     excluded: Arc<TenantSelector>,
     metrics: WebhookMetrics,
     ready: Readiness,
+    request_timeout: Duration,
 }
 
 impl AppState {
@@ -89,7 +93,15 @@ impl AppState {
             excluded: Arc::new(excluded),
             metrics,
             ready,
+            request_timeout: REQUEST_TIMEOUT,
         }
+    }
+
+    /// Bounds each request by `timeout` instead of [`REQUEST_TIMEOUT`]. Keep it under the
+    /// webhook configuration's `timeoutSeconds`, with room for the network and the API server.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 }
 
@@ -103,6 +115,7 @@ fn router_with_limit(state: AppState, max_in_flight: usize) -> Router {
     let guard_state = GuardState {
         in_flight: Arc::new(Semaphore::new(max_in_flight)),
         metrics: state.metrics.clone(),
+        request_timeout: state.request_timeout,
     };
     Router::new()
         .route(
@@ -143,10 +156,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 struct GuardState {
     in_flight: Arc<Semaphore>,
     metrics: WebhookMetrics,
+    request_timeout: Duration,
 }
 
-/// Sheds load beyond [`MAX_IN_FLIGHT`] and bounds each request by [`REQUEST_TIMEOUT`]; both
-/// are counted as review outcomes (`overloaded`, `timeout`).
+/// Sheds load beyond [`MAX_IN_FLIGHT`] and bounds each request by the request timeout
+/// ([`REQUEST_TIMEOUT`] unless configured); both are counted as review outcomes (`overloaded`,
+/// `timeout`).
 async fn guard(State(guard): State<GuardState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let Ok(_permit) = guard.in_flight.try_acquire() else {
@@ -159,19 +174,17 @@ async fn guard(State(guard): State<GuardState>, request: Request, next: Next) ->
             "too many reviews in flight; retry",
         );
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    let timeout = guard.request_timeout;
+    match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
             guard
                 .metrics
                 .review("timeout", started.elapsed().as_secs_f64());
-            tracing::warn!(timeout = ?REQUEST_TIMEOUT, "request not completed in time");
+            tracing::warn!(timeout = ?timeout, "request not completed in time");
             json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "request not completed within {}s",
-                    REQUEST_TIMEOUT.as_secs()
-                ),
+                format!("request not completed within {timeout:?}"),
             )
         }
     }
@@ -311,8 +324,10 @@ async fn discard(mut body: Body, mut budget: usize) {
     }
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves, then stops accepting and
-/// waits up to [`DRAIN_TIMEOUT`] for open requests. Returns whether the drain completed.
+/// Serves `router` over TLS on `listener` until `shutdown` resolves, then stops accepting (the
+/// port closes) and waits up to [`DRAIN_TIMEOUT`] for open requests. Returns whether the drain
+/// completed. Connections keep being accepted and served until then, ready or not: the caller's
+/// `shutdown` includes the grace period during which the endpoints still send reviews here.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -478,6 +493,28 @@ mod tests {
                 .contains("in flight")
         );
         first.abort();
+    }
+
+    /// The request deadline is the configured one: a body that never ends gets the 503 of that
+    /// deadline, counted as a `timeout`.
+    #[tokio::test]
+    async fn the_request_deadline_is_the_configured_one() {
+        let router = router(state().with_request_timeout(Duration::from_millis(300)));
+        let stalled = http_body_util::StreamBody::new(futures::stream::pending::<
+            Result<hyper::body::Frame<axum::body::Bytes>, std::convert::Infallible>,
+        >());
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            router.oneshot(Request::post("/mutate").body(Body::new(stalled)).unwrap()),
+        )
+        .await
+        .expect("answered by the 300 ms deadline, long before 10 s")
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            json(response).await["error"],
+            "request not completed within 300ms"
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,11 @@
 //! [`POLL_INTERVAL`] and compared with what was last seen: a change is loaded and, if the new
 //! pair is good, served to the next TLS handshake. A broken pair (half-written, or a key that
 //! does not match) keeps the old certificate and is reported once.
+//!
+//! The certificate and the key are two reads: a swap between them gives the old certificate with
+//! the new key. Such a mismatch is read again at once (up to [`MISMATCH_RETRIES`] times) before
+//! it counts as a broken pair. The served certificate's expiry (the leaf's notAfter) is kept
+//! beside it, for the expiry gauge and warnings ([`expiry`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -19,6 +24,11 @@ use rustls::sign::CertifiedKey;
 
 /// How often the certificate and key files are compared with what is served.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a key that does not match its certificate is read again at once, both files, before
+/// the pair counts as broken: a `..data` symlink swap between the two reads tears the pair.
+pub const MISMATCH_RETRIES: usize = 3;
+/// A certificate expiring within this much time is warned about (at load, reload and daily).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Why a certificate/key pair cannot be served. Each message names the file and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -62,15 +72,16 @@ pub struct CertPaths {
     pub key: PathBuf,
 }
 
-/// The bytes of both files, as last read.
-#[derive(PartialEq, Eq)]
-struct Contents {
-    cert: Vec<u8>,
-    key: Vec<u8>,
+/// The bytes of both files, as read one after the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contents {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
 }
 
 impl Contents {
-    fn read(paths: &CertPaths) -> Result<Contents, TlsError> {
+    /// Reads the certificate, then the key.
+    pub fn read(paths: &CertPaths) -> Result<Contents, TlsError> {
         let cert = std::fs::read(&paths.cert).map_err(|source| TlsError::ReadCert {
             path: paths.cert.clone(),
             source,
@@ -86,7 +97,7 @@ impl Contents {
         &self,
         paths: &CertPaths,
         provider: &CryptoProvider,
-    ) -> Result<CertifiedKey, TlsError> {
+    ) -> Result<Served, TlsError> {
         let chain = CertificateDer::pem_slice_iter(&self.cert)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TlsError::NoCert {
@@ -112,14 +123,101 @@ impl Contents {
         // `from_der` lets an undecidable comparison pass; a ring key always knows its public
         // key, so insist on an answer.
         certified.keys_match().map_err(mismatch)?;
-        Ok(certified)
+        let not_after = not_after(&certified.cert[0]);
+        Ok(Served {
+            key: Arc::new(certified),
+            not_after,
+        })
+    }
+}
+
+/// The leaf's notAfter as Unix seconds; `None` if x509-parser cannot read it (rustls took the
+/// certificate, so it is served all the same).
+fn not_after(leaf: &CertificateDer<'_>) -> Option<i64> {
+    x509_parser::parse_x509_certificate(leaf)
+        .ok()
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+}
+
+/// A pair that can be served, with its expiry.
+struct Served {
+    key: Arc<CertifiedKey>,
+    not_after: Option<i64>,
+}
+
+/// What reading the pair gave.
+enum Read {
+    /// A file could not be read.
+    Unreadable(TlsError),
+    /// The bytes are those last seen.
+    Seen,
+    /// New bytes, and whether they can be served.
+    New(Contents, Result<Served, TlsError>),
+}
+
+/// Reads the pair with `read` and builds the served key from it. A key that does not match
+/// its certificate is read again at once, both files, up to [`MISMATCH_RETRIES`] times: a
+/// Secret update swaps a `..data` symlink, and a swap between the two reads gives the old
+/// certificate with the new key, a pair that never was on disk. Only a mismatch that lasts
+/// (a torn write, a wrong key) is returned. `seen` is the pair last looked at: bytes equal to
+/// it are not parsed again.
+fn read_pair(
+    paths: &CertPaths,
+    provider: &CryptoProvider,
+    seen: Option<&Contents>,
+    mut read: impl FnMut(&CertPaths) -> Result<Contents, TlsError>,
+) -> Read {
+    let mut retries = 0;
+    loop {
+        let contents = match read(paths) {
+            Ok(contents) => contents,
+            Err(e) => return Read::Unreadable(e),
+        };
+        if seen == Some(&contents) {
+            return Read::Seen;
+        }
+        match contents.certified_key(paths, provider) {
+            Err(TlsError::Mismatch { .. }) if retries < MISMATCH_RETRIES => {
+                retries += 1;
+                tracing::debug!(
+                    retries,
+                    "certificate and key read do not match (a swap between the reads?); reading both again"
+                );
+            }
+            result => return Read::New(contents, result),
+        }
+    }
+}
+
+/// How close a certificate is to its notAfter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// More than [`EXPIRY_WARNING`] left.
+    Valid,
+    /// Expires within [`EXPIRY_WARNING`]: so many whole days left.
+    Soon { days_left: i64 },
+    /// Past its notAfter: clients (the API server) refuse it.
+    Expired,
+}
+
+/// Where `not_after` (Unix seconds) stands at `now` (Unix seconds).
+pub fn expiry(not_after: i64, now: i64) -> Expiry {
+    let left = not_after.saturating_sub(now);
+    if left <= 0 {
+        Expiry::Expired
+    } else if left < EXPIRY_WARNING.as_secs() as i64 {
+        Expiry::Soon {
+            days_left: left / 86_400,
+        }
+    } else {
+        Expiry::Valid
     }
 }
 
 /// A rustls certificate resolver whose certificate can be replaced while serving. Every
 /// handshake takes the pair current at that moment; connections already open keep theirs.
 pub struct ReloadingResolver {
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Served>,
 }
 
 impl fmt::Debug for ReloadingResolver {
@@ -129,22 +227,30 @@ impl fmt::Debug for ReloadingResolver {
 }
 
 impl ReloadingResolver {
-    fn new(key: CertifiedKey) -> Self {
+    fn new(served: Served) -> Self {
         ReloadingResolver {
-            current: RwLock::new(Arc::new(key)),
+            current: RwLock::new(served),
         }
     }
 
-    fn replace(&self, key: CertifiedKey) {
+    fn replace(&self, served: Served) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        *current = Arc::new(key);
+        *current = served;
+    }
+
+    /// The served certificate's notAfter (Unix seconds), `None` if it could not be read.
+    pub fn not_after(&self) -> Option<i64> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .not_after
     }
 }
 
 impl ResolvesServerCert for ReloadingResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-        Some(Arc::clone(&current))
+        Some(Arc::clone(&current.key))
     }
 }
 
@@ -180,10 +286,13 @@ impl fmt::Debug for CertReloader {
 impl CertReloader {
     /// Loads the pair now; an error here means the webhook cannot start.
     pub fn load(paths: CertPaths, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
-        let contents = Contents::read(&paths)?;
-        let key = contents.certified_key(&paths, &provider)?;
+        let (contents, served) = match read_pair(&paths, &provider, None, Contents::read) {
+            Read::Unreadable(e) => return Err(e),
+            Read::New(contents, served) => (contents, served?),
+            Read::Seen => unreachable!("nothing was seen before the first read"),
+        };
         Ok(CertReloader {
-            resolver: Arc::new(ReloadingResolver::new(key)),
+            resolver: Arc::new(ReloadingResolver::new(served)),
             paths,
             provider,
             seen: Some(contents),
@@ -196,28 +305,33 @@ impl CertReloader {
 
     /// Reads the files once and swaps the served pair if they changed and are good.
     pub fn poll(&mut self) -> Poll {
-        let contents = match Contents::read(&self.paths) {
-            Ok(contents) => contents,
+        self.poll_with(Contents::read)
+    }
+
+    /// [`CertReloader::poll`] with the files read by `read` (called once per attempt, see
+    /// [`MISMATCH_RETRIES`]); tests feed it a sequence of reads.
+    pub fn poll_with(
+        &mut self,
+        read: impl FnMut(&CertPaths) -> Result<Contents, TlsError>,
+    ) -> Poll {
+        match read_pair(&self.paths, &self.provider, self.seen.as_ref(), read) {
             // A file briefly missing mid-rotation: keep serving and look again next time.
             // Reported once per state, like a broken pair.
-            Err(e) => {
-                return match self.seen.take() {
-                    Some(_) => Poll::Failed(e),
-                    None => Poll::Unchanged,
-                };
+            Read::Unreadable(e) => match self.seen.take() {
+                Some(_) => Poll::Failed(e),
+                None => Poll::Unchanged,
+            },
+            Read::Seen => Poll::Unchanged,
+            Read::New(contents, result) => {
+                self.seen = Some(contents);
+                match result {
+                    Ok(served) => {
+                        self.resolver.replace(served);
+                        Poll::Reloaded
+                    }
+                    Err(e) => Poll::Failed(e),
+                }
             }
-        };
-        if self.seen.as_ref() == Some(&contents) {
-            return Poll::Unchanged;
-        }
-        let result = contents.certified_key(&self.paths, &self.provider);
-        self.seen = Some(contents);
-        match result {
-            Ok(key) => {
-                self.resolver.replace(key);
-                Poll::Reloaded
-            }
-            Err(e) => Poll::Failed(e),
         }
     }
 
@@ -295,7 +409,197 @@ mod tests {
     }
 
     fn served(reloader: &CertReloader) -> Vec<u8> {
-        reloader.resolver.current.read().unwrap().cert[0].to_vec()
+        reloader.resolver.current.read().unwrap().key.cert[0].to_vec()
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    /// A Secret volume as the kubelet writes it: `tls.crt` → `..data/tls.crt`, `..data` → a
+    /// timestamped directory; `swap` points `..data` at another directory in one rename.
+    struct SecretVolume {
+        dir: tempfile::TempDir,
+        generations: usize,
+    }
+
+    impl SecretVolume {
+        fn new() -> SecretVolume {
+            let volume = SecretVolume {
+                dir: tempfile::tempdir().unwrap(),
+                generations: 0,
+            };
+            let root = volume.dir.path();
+            for file in [certs::CERT_FILE, certs::KEY_FILE] {
+                std::os::unix::fs::symlink(Path::new("..data").join(file), root.join(file))
+                    .unwrap();
+            }
+            volume
+        }
+
+        fn paths(&self) -> CertPaths {
+            CertPaths {
+                cert: self.dir.path().join(certs::CERT_FILE),
+                key: self.dir.path().join(certs::KEY_FILE),
+            }
+        }
+
+        /// Writes a new pair into a new directory and swaps `..data` to it; returns the new
+        /// certificate's bytes.
+        fn swap(&mut self) -> Vec<u8> {
+            self.generations += 1;
+            let name = format!("..generation_{}", self.generations);
+            let root = self.dir.path();
+            std::fs::create_dir(root.join(&name)).unwrap();
+            pair(&root.join(&name));
+            let staged = root.join("..data_tmp");
+            std::os::unix::fs::symlink(&name, &staged).unwrap();
+            std::fs::rename(&staged, root.join("..data")).unwrap();
+            std::fs::read(root.join(&name).join(certs::CERT_FILE)).unwrap()
+        }
+    }
+
+    fn leaf_der(pem: &[u8]) -> Vec<u8> {
+        CertificateDer::pem_slice_iter(pem)
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+
+    /// The kubelet swaps the `..data` symlink between the read of the certificate and the
+    /// read of the key: the first read is the old certificate with the new key. It is read
+    /// again at once and the new pair is served, no failure reported.
+    #[test]
+    fn a_swap_between_the_two_reads_is_read_again_not_a_failure() {
+        let mut volume = SecretVolume::new();
+        let first = volume.swap();
+        let paths = volume.paths();
+        let mut reloader = CertReloader::load(paths.clone(), provider()).unwrap();
+        assert_eq!(served(&reloader), leaf_der(&first));
+
+        let mut reads = 0;
+        let mut second = Vec::new();
+        let polled = reloader.poll_with(|paths| {
+            reads += 1;
+            let cert = std::fs::read(&paths.cert).unwrap();
+            if reads == 1 {
+                second = volume.swap();
+            }
+            let key = std::fs::read(&paths.key).unwrap();
+            Ok(Contents { cert, key })
+        });
+        assert!(matches!(polled, Poll::Reloaded), "{polled:?}");
+        assert_eq!(reads, 2, "one torn read, one good one");
+        assert_eq!(served(&reloader), leaf_der(&second));
+        assert!(matches!(reloader.poll(), Poll::Unchanged));
+    }
+
+    /// A torn pair that lasts (the key of another certificate) is read 1 + MISMATCH_RETRIES
+    /// times, then reported once as a mismatch; the served pair stays.
+    #[test]
+    fn a_mismatch_that_lasts_is_retried_a_bounded_number_of_times_then_reported() {
+        let mut volume = SecretVolume::new();
+        let first = volume.swap();
+        let paths = volume.paths();
+        let mut reloader = CertReloader::load(paths.clone(), provider()).unwrap();
+        let old_cert = std::fs::read(&paths.cert).unwrap();
+        volume.swap();
+        let new_key = std::fs::read(&paths.key).unwrap();
+
+        let mut reads = 0;
+        let torn = |_: &CertPaths| {
+            Ok(Contents {
+                cert: old_cert.clone(),
+                key: new_key.clone(),
+            })
+        };
+        let polled = reloader.poll_with(|p| {
+            reads += 1;
+            torn(p)
+        });
+        assert!(
+            matches!(polled, Poll::Failed(TlsError::Mismatch { .. })),
+            "{polled:?}"
+        );
+        assert_eq!(reads, 1 + MISMATCH_RETRIES);
+        assert_eq!(served(&reloader), leaf_der(&first));
+        // The same torn bytes again: already reported, read once, not parsed.
+        reads = 0;
+        let polled = reloader.poll_with(|p| {
+            reads += 1;
+            torn(p)
+        });
+        assert!(matches!(polled, Poll::Unchanged), "{polled:?}");
+        assert_eq!(reads, 1);
+        // The real files (the new pair) are served next.
+        assert!(matches!(reloader.poll(), Poll::Reloaded));
+    }
+
+    /// A torn read fed as a sequence: torn, torn, then good within the retries.
+    #[test]
+    fn torn_reads_within_the_retries_end_in_the_good_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = pair(dir.path());
+        let mut reloader = CertReloader::load(old.clone(), provider()).unwrap();
+        let (old_cert, old_key) = (
+            std::fs::read(&old.cert).unwrap(),
+            std::fs::read(&old.key).unwrap(),
+        );
+        let other = tempfile::tempdir().unwrap();
+        let new = pair(other.path());
+        let (new_cert, new_key) = (
+            std::fs::read(&new.cert).unwrap(),
+            std::fs::read(&new.key).unwrap(),
+        );
+        let mut sequence = vec![
+            (old_cert.clone(), new_key.clone()),
+            (new_cert.clone(), old_key.clone()),
+            (old_cert, new_key.clone()),
+            (new_cert.clone(), new_key),
+        ]
+        .into_iter();
+        let polled = reloader.poll_with(|_| {
+            let (cert, key) = sequence.next().expect("no more reads than retries");
+            Ok(Contents { cert, key })
+        });
+        assert!(matches!(polled, Poll::Reloaded), "{polled:?}");
+        assert_eq!(sequence.len(), 0);
+        assert_eq!(served(&reloader), leaf_der(&new_cert));
+    }
+
+    #[test]
+    fn the_served_certificates_expiry_is_its_not_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = pair(dir.path()); // valid for 1 day
+        let reloader = CertReloader::load(paths, provider()).unwrap();
+        let not_after = reloader.resolver().not_after().expect("notAfter read");
+        let left = not_after - now();
+        assert!((86_400 - 120..=86_400 + 120).contains(&left), "{left}");
+        assert!(
+            matches!(expiry(not_after, now()), Expiry::Soon { days_left: 0 | 1 }),
+            "a certificate of one day expires within the warning"
+        );
+    }
+
+    #[test]
+    fn expiry_is_valid_then_soon_then_expired() {
+        let day = 86_400;
+        let now = 1_800_000_000;
+        assert_eq!(expiry(now + 90 * day, now), Expiry::Valid);
+        assert_eq!(expiry(now + 30 * day, now), Expiry::Valid);
+        assert_eq!(
+            expiry(now + 30 * day - 1, now),
+            Expiry::Soon { days_left: 29 }
+        );
+        assert_eq!(expiry(now + 10, now), Expiry::Soon { days_left: 0 });
+        assert_eq!(expiry(now, now), Expiry::Expired);
+        assert_eq!(expiry(now - day, now), Expiry::Expired);
+        assert_eq!(expiry(i64::MIN, i64::MAX), Expiry::Expired);
+        assert_eq!(expiry(i64::MAX, i64::MIN), Expiry::Valid);
     }
 
     #[test]

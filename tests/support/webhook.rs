@@ -189,3 +189,141 @@ pub async fn readyz(addr: &str) -> bool {
     let _ = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut buf)).await;
     buf.starts_with(b"HTTP/1.1 200")
 }
+
+/// One more `warmpool webhook` process serving the certificates and configuration of a
+/// [`Webhook`], on ports of its own: the replicas of a rollout.
+pub struct WebhookProcess {
+    pub process: ChildGuard,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Webhook {
+    /// Certificates (and the configuration, if any) as [`Webhook::start`] writes them, with no
+    /// process yet: start them with [`Webhook::spawn_process`].
+    pub fn certificates(binary: &Path, config_yaml: Option<&str>) -> Webhook {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(binary)
+            .args(["certs", "--out"])
+            .arg(dir.path())
+            .args(["--dns", "localhost", "--ip", "127.0.0.1"])
+            .output()
+            .expect("warmpool certs runs");
+        assert!(
+            out.status.success(),
+            "warmpool certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(yaml) = config_yaml {
+            std::fs::write(dir.path().join("config.yaml"), yaml).expect("config");
+        }
+        Webhook {
+            process: None,
+            port: free_port(),
+            metrics_port: free_port(),
+            ca_bundle: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            log: dir.path().join("webhook.log"),
+            dir,
+        }
+    }
+
+    /// Starts another `warmpool webhook` on this one's certificates and configuration, with
+    /// `extra` arguments, on fresh ports; returns once its /readyz answers 200. Its log is
+    /// `webhook-<port>.log` beside this one's.
+    pub async fn spawn_process(&self, binary: &Path, extra: &[&str]) -> WebhookProcess {
+        let d = self.dir.path();
+        let (port, metrics_port) = (free_port(), free_port());
+        let (cert, key, config) = (d.join("tls.crt"), d.join("tls.key"), d.join("config.yaml"));
+        let listen = format!("127.0.0.1:{port}");
+        let metrics = format!("127.0.0.1:{metrics_port}");
+        let mut args = vec![
+            "webhook",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--metrics-listen",
+            &metrics,
+        ];
+        if config.exists() {
+            args.extend(["--config", config.to_str().unwrap()]);
+        }
+        args.extend(extra);
+        let log = d.join(format!("webhook-{port}.log"));
+        let process = WebhookProcess {
+            process: spawn_warmpool(binary, &args, &[], &log),
+            port,
+            metrics_port,
+            log,
+        };
+        let addr = format!("127.0.0.1:{metrics_port}");
+        eventually(
+            &format!("webhook ready (log: {})", process.log.display()),
+            Duration::from_secs(20),
+            || {
+                let addr = addr.clone();
+                async move { readyz(&addr).await.then_some(()) }
+            },
+        )
+        .await;
+        process
+    }
+
+    /// [`Webhook::register`], with the webhook entries calling `url` instead of this server
+    /// (a load balancer in front of several processes, say).
+    pub async fn register_url(
+        &self,
+        client: &Client,
+        run: &str,
+        patterns: &[&str],
+        own_namespace: &str,
+        url: &str,
+    ) {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let _ = api.delete(run, &DeleteParams::default()).await;
+        let mut object = chart_webhook_configuration(run, patterns, own_namespace);
+        object["metadata"] = json!({"name": run, "labels": {RUN_LABEL: run}});
+        for entry in object["webhooks"].as_array_mut().expect("webhooks") {
+            entry["clientConfig"] = json!({"url": url, "caBundle": self.ca_bundle});
+        }
+        let object: MutatingWebhookConfiguration =
+            serde_json::from_value(object).expect("webhook configuration");
+        api.create(&PostParams::default(), &object)
+            .await
+            .expect("webhook configuration created");
+    }
+}
+
+impl WebhookProcess {
+    /// Sends SIGTERM, as the kubelet does to a terminating pod.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.process.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {}", self.process.0.id());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.process.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "webhook still running {limit:?} after SIGTERM: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
