@@ -4,6 +4,7 @@
 //! `reconcile::desired`, `scheduling`) and thin I/O shells around them (`webhook`,
 //! `reconcile`); the binary in `main.rs` only parses the command line.
 
+pub mod capacity;
 pub mod certs;
 pub mod commands;
 pub mod config;
