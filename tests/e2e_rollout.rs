@@ -129,6 +129,14 @@ fn the_chart_passes_the_grace_and_deadline_and_the_pod_outlives_them() {
             0,
             30,
         ),
+        (
+            vec![
+                "webhook.shutdownGraceSeconds=10",
+                "webhook.timeoutSeconds=30",
+            ],
+            10,
+            30,
+        ),
     ] {
         let (args, termination) = chart_webhook(&set);
         assert_eq!(
@@ -142,9 +150,10 @@ fn the_chart_passes_the_grace_and_deadline_and_the_pod_outlives_them() {
             .unwrap_or_else(|| panic!("{set:?}: no --request-timeout=<n>ms in {args:?}"));
         assert_eq!(deadline, timeout * 800, "{set:?}");
         assert!(deadline < timeout * 1000, "{set:?}");
+        let drain = warmpool::webhook::server::drain_timeout(Duration::from_millis(deadline));
         assert!(
-            termination > grace + DRAIN_TIMEOUT.as_secs(),
-            "{set:?}: terminationGracePeriodSeconds {termination} does not cover a grace of {grace} s and the {DRAIN_TIMEOUT:?} drain"
+            termination > grace + drain.as_secs(),
+            "{set:?}: terminationGracePeriodSeconds {termination} does not cover a grace of {grace} s and the {drain:?} drain"
         );
     }
 }

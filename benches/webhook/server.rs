@@ -43,6 +43,8 @@ impl Server {
             .arg("--metrics-listen")
             .arg(admin.to_string())
             .args(["--namespace", "warmpool"])
+            // The bench stops its server at once; a rollout grace would only add to its run time.
+            .args(["--shutdown-grace", "0s"])
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

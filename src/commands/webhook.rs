@@ -195,7 +195,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             () = signals.next() => tracing::info!("second shutdown signal; grace period cut short"),
         }
     };
-    let drained = server::serve(listener, Arc::new(tls_config), router, shutdown).await;
+    let drain = server::drain_timeout(args.request_timeout);
+    let drained = server::serve(listener, Arc::new(tls_config), router, shutdown, drain).await;
 
     let _ = stop.send(true);
     let _ = reload.await;

@@ -324,8 +324,14 @@ async fn discard(mut body: Body, mut budget: usize) {
     }
 }
 
+/// How long a drain waits: [`DRAIN_TIMEOUT`], or longer when requests may run longer (a
+/// request deadline above it), so no request still within its deadline is cut.
+pub fn drain_timeout(request_timeout: Duration) -> Duration {
+    DRAIN_TIMEOUT.max(request_timeout + Duration::from_secs(1))
+}
+
 /// Serves `router` over TLS on `listener` until `shutdown` resolves, then stops accepting (the
-/// port closes) and waits up to [`DRAIN_TIMEOUT`] for open requests. Returns whether the drain
+/// port closes) and waits up to `drain` ([`drain_timeout`]) for open requests. Returns whether the drain
 /// completed. Connections keep being accepted and served until then, ready or not: the caller's
 /// `shutdown` includes the grace period during which the endpoints still send reviews here.
 pub async fn serve(
@@ -333,6 +339,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     shutdown: impl Future<Output = ()>,
+    drain: Duration,
 ) -> bool {
     let acceptor = TlsAcceptor::from(tls);
     // The protocol is the one agreed by ALPN: sniffing the first bytes (hyper-util's automatic
@@ -417,10 +424,10 @@ pub async fn serve(
         connections = open,
         "stopped accepting; draining in-flight requests"
     );
-    match tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await {
+    match tokio::time::timeout(drain, graceful.shutdown()).await {
         Ok(()) => true,
         Err(_) => {
-            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "drain timed out; closing the remaining connections");
+            tracing::warn!(timeout = ?drain, "drain timed out; closing the remaining connections");
             false
         }
     }
@@ -445,6 +452,15 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_drain_outlasts_every_request_deadline() {
+        assert_eq!(drain_timeout(Duration::from_secs(4)), DRAIN_TIMEOUT);
+        assert_eq!(
+            drain_timeout(Duration::from_secs(24)),
+            Duration::from_secs(25)
+        );
+    }
+
     use super::*;
     use crate::config::Config;
 
