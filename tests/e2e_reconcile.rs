@@ -18,7 +18,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use support::cluster::{client, eventually};
-use support::reconciler::Run;
+use support::reconciler::{Run, kubectl};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 const TENANT_LABEL: &str = "warmpool.io/tenant";
@@ -163,6 +163,138 @@ async fn enrols_matching_namespaces_keeps_opt_outs_and_records_an_event() {
     })
     .await;
     assert!(note.contains(&run.tenant("*")), "{note}");
+    run.cleanup().await;
+}
+
+/// The field managers that own a namespace's tenant label, as the API server records them.
+async fn label_managers(client: &Client, ns: &str) -> Vec<String> {
+    let got = Api::<Namespace>::all(client.clone())
+        .get(ns)
+        .await
+        .expect("namespace");
+    got.managed_fields()
+        .iter()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .and_then(|f| {
+                    f.0.get("f:metadata")?
+                        .get("f:labels")?
+                        .get("f:warmpool.io/tenant")
+                })
+                .is_some()
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect()
+}
+
+/// The note of the first Event with `reason` about namespace `ns`, recorded in it.
+async fn event_note(client: &Client, ns: &str, reason: &str) -> String {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("{reason} event in {ns}"), START, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find_map(|e| {
+            let regarding = e.regarding.as_ref()?;
+            (e.reason.as_deref() == Some(reason)
+                && regarding.kind.as_deref() == Some("Namespace")
+                && regarding.name.as_deref() == Some(ns))
+            .then(|| e.note.clone().unwrap_or_default())
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn unenrols_what_it_enrolled_once_the_patterns_change_and_never_a_persons_label() {
+    let Some(client) = client().await else { return };
+    let run = Run::new(&client, BIN.as_ref(), "").await;
+    // The run's patterns are `<id>-demo-*`.
+    let enrolled = run.tenant("1");
+    let person = run.tenant("2");
+    let opted_out = run.tenant("3");
+    let payments = format!("{}-payments", run.id);
+    for ns in [&enrolled, &person, &opted_out, &payments] {
+        run.create_namespace(ns, &[]).await;
+    }
+    // A person's labels, as people write them.
+    kubectl(&["label", "namespace", &person, "warmpool.io/tenant=enabled"]);
+    kubectl(&[
+        "label",
+        "namespace",
+        &payments,
+        "warmpool.io/tenant=enabled",
+    ]);
+    kubectl(&[
+        "label",
+        "namespace",
+        &opted_out,
+        "warmpool.io/tenant=disabled",
+    ]);
+
+    let mut rec = run.spawn("a", &[], &[]);
+    wait_enrolled(&client, &enrolled).await;
+    rec.wait_ready(START).await;
+    assert_eq!(
+        label_managers(&client, &enrolled).await,
+        vec![format!("warmpool@{}", run.namespace)],
+        "warmpool's label is an apply by its own field manager"
+    );
+    assert_eq!(
+        label_managers(&client, &person).await,
+        vec!["kubectl-label"]
+    );
+    rec.terminate();
+
+    // The patterns change from demo-* to team-*, and the reconciler restarts with them: what it
+    // knows of its own labels is what the API server kept.
+    let team = format!("{}-team-1", run.id);
+    run.set_patterns(&[&format!("{}-team-*", run.id)]);
+    run.create_namespace(&team, &[]).await;
+    let rec = run.spawn("a", &[], &[]);
+    wait_enrolled(&client, &team).await;
+    let started = Instant::now();
+    eventually(&format!("{enrolled} un-enrolled"), START, || async {
+        tenant_label(&client, &enrolled)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eprintln!(
+        "un-enrolled {:?} after the team-* tenant was enrolled",
+        started.elapsed()
+    );
+    let note = event_note(&client, &enrolled, "Unenrolled").await;
+    assert!(note.contains(&format!("{}-team-*", run.id)), "{note}");
+    // A namespace that appears later is enrolled: by then the first list has long been
+    // processed, so what was left alone stays alone.
+    let later = format!("{}-team-2", run.id);
+    run.create_namespace(&later, &[]).await;
+    wait_enrolled(&client, &later).await;
+    assert_eq!(
+        tenant_label(&client, &person).await.as_deref(),
+        Some("enabled"),
+        "a person's label on a former pattern match stays"
+    );
+    assert_eq!(
+        tenant_label(&client, &payments).await.as_deref(),
+        Some("enabled"),
+        "a person's opt-in stays"
+    );
+    assert_eq!(
+        tenant_label(&client, &opted_out).await.as_deref(),
+        Some("disabled"),
+        "an opt-out stays"
+    );
+    assert_eq!(
+        label_managers(&client, &person).await,
+        vec!["kubectl-label"]
+    );
+    // At least this one (a label another test left by 0.1.0's field manager would count too).
+    let unenrolled = rec
+        .metric("warmpool_reconcile_unenrolled_namespaces_total")
+        .await;
+    assert!(unenrolled >= Some(1.0), "{unenrolled:?}");
     run.cleanup().await;
 }
 

@@ -47,6 +47,8 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub selector: TenantSelector,
+    /// The field manager of the enrolment labels ([`super::enrolment::field_manager`]).
+    pub enrolment_manager: String,
     /// warmpool's own Deployment, when running in its pod.
     pub owner: Option<OwnerReference>,
     pub metrics: Metrics,

@@ -1,6 +1,6 @@
 //! The enroller: the namespace queue's worker. For each namespace it asks [`super::enrolment`]
-//! (pure) what to do, writes the label by server-side apply, and records an Event in the
-//! namespace itself. Failures back off per namespace.
+//! (pure) what to do, writes or releases the label by server-side apply, and records an Event
+//! (`Enrolled`, `Unenrolled`) in the namespace itself. Failures back off per namespace.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,9 +18,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use tokio::time::Instant;
 
-use super::FIELD_MANAGER;
 use super::context::Context;
-use super::enrolment::{Enrolment, enrolment, enrolment_patch};
+use super::enrolment::{
+    Enrolment, LEGACY_FIELD_MANAGER, enrolment, enrolment_patch, label_owners, release_patch,
+};
 use super::error::Error;
 use super::session::Session;
 use crate::tenant::{ENABLED, TENANT_LABEL};
@@ -33,7 +34,8 @@ fn backoff_key(name: &str) -> String {
     format!("namespace/{name}")
 }
 
-/// Labels one namespace if it should be (and records an Event); everything else is a no-op.
+/// Labels one namespace, or takes warmpool's label back, if it should (and records an Event);
+/// everything else is a no-op.
 pub async fn reconcile_namespace(
     ns: Arc<PartialObjectMeta<Namespace>>,
     session: Arc<Session>,
@@ -44,23 +46,52 @@ pub async fn reconcile_namespace(
         return Ok(Action::await_change());
     }
     let labels = ns.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
-    let Enrolment::Label { pattern } = enrolment(&ctx.selector, &name, labels) else {
+    let owners = label_owners(
+        ns.metadata.managed_fields.as_deref().unwrap_or_default(),
+        &ctx.enrolment_manager,
+    );
+    let decision = enrolment(&ctx.selector, &name, labels, owners);
+    if let Enrolment::Leave(_) = decision {
         return Ok(Action::await_change());
-    };
+    }
     let key = backoff_key(&name);
     if let Some(wait) = ctx.backoff.remaining(&key, Instant::now()) {
         return Ok(Action::requeue(wait));
     }
     let started = Instant::now();
-    let result = label_namespace(ctx, &ns, &name).await;
+    let rv = ns.metadata.resource_version.as_deref();
+    let result = match &decision {
+        Enrolment::Enrol { .. } => {
+            let body = enrolment_patch(&name, rv);
+            write(ctx, &name, &ctx.enrolment_manager, &body, "label")
+                .await
+                .map(|_| ())
+        }
+        Enrolment::Unenrol {
+            release_ours,
+            release_legacy,
+        } => unenrol(ctx, &name, rv, *release_ours, *release_legacy).await,
+        Enrolment::Leave(_) => Ok(()),
+    };
     ctx.metrics
         .observe_run(NAMESPACE_TARGET, started.elapsed(), &result);
     match result {
         Ok(()) => {
             ctx.backoff.succeeded(&key);
-            ctx.metrics.enrolled.inc();
-            tracing::info!(namespace = %name, %pattern, "enrolled: labelled {TENANT_LABEL}={ENABLED}");
-            publish_enrolled(ctx, &ns, &name, &pattern).await;
+            let event = match &decision {
+                Enrolment::Enrol { pattern } => {
+                    ctx.metrics.enrolled.inc();
+                    tracing::info!(namespace = %name, %pattern, "enrolled: labelled {TENANT_LABEL}={ENABLED}");
+                    enrolled_event(pattern)
+                }
+                _ => {
+                    ctx.metrics.unenrolled.inc();
+                    let patterns = ctx.settings.config.tenants.namespace_patterns.join("`, `");
+                    tracing::info!(namespace = %name, patterns = %patterns, "un-enrolled: removed the {TENANT_LABEL}={ENABLED} label warmpool had set");
+                    unenrolled_event(&patterns)
+                }
+            };
+            publish(ctx, &ns, &name, &event).await;
             Ok(Action::await_change())
         }
         Err(e) => {
@@ -71,33 +102,90 @@ pub async fn reconcile_namespace(
     }
 }
 
-async fn label_namespace(
+/// Lets go of the label: this installation's ownership, then 0.1.0's, each write guarded by the
+/// resourceVersion the previous one returned. The API server removes the label with the last
+/// owner.
+async fn unenrol(
     ctx: &Context,
-    ns: &PartialObjectMeta<Namespace>,
     name: &str,
+    resource_version: Option<&str>,
+    release_ours: bool,
+    release_legacy: bool,
 ) -> Result<(), Error> {
-    let action = || format!("label Namespace {name} {TENANT_LABEL}={ENABLED}");
-    ctx.gate.ensure(action)?;
-    let api: Api<Namespace> = Api::all(ctx.client.clone());
-    let patch = enrolment_patch(name, ns.metadata.resource_version.as_deref());
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| Error::kube(action(), e))?;
+    let mut rv = resource_version.map(str::to_owned);
+    if release_ours {
+        let written = write(
+            ctx,
+            name,
+            &ctx.enrolment_manager,
+            &release_patch(name, rv.as_deref()),
+            "un-label",
+        )
+        .await?;
+        rv = written.metadata.resource_version;
+    }
+    if release_legacy {
+        write(
+            ctx,
+            name,
+            LEGACY_FIELD_MANAGER,
+            &release_patch(name, rv.as_deref()),
+            "un-label (0.1.0's label)",
+        )
+        .await?;
+    }
     Ok(())
 }
 
-async fn publish_enrolled(
+/// One server-side apply to a namespace by `manager`, while leading.
+async fn write(
     ctx: &Context,
-    ns: &PartialObjectMeta<Namespace>,
     name: &str,
-    pattern: &str,
-) {
-    // Recorded inside the tenant namespace itself, so that `kubectl get events -n <tenant>`
-    // shows it and it goes away with the namespace.
+    manager: &str,
+    body: &serde_json::Value,
+    verb: &str,
+) -> Result<Namespace, Error> {
+    let action = || format!("{verb} Namespace {name} {TENANT_LABEL}={ENABLED}");
+    ctx.gate.ensure(action)?;
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    api.patch(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(|e| Error::kube(action(), e))
+}
+
+fn enrolled_event(pattern: &str) -> Event {
+    Event {
+        type_: EventType::Normal,
+        reason: "Enrolled".into(),
+        note: Some(format!(
+            "labelled {TENANT_LABEL}={ENABLED}: the name matches the tenant pattern `{pattern}`"
+        )),
+        action: "Enrol".into(),
+        secondary: None,
+    }
+}
+
+fn unenrolled_event(patterns: &str) -> Event {
+    Event {
+        type_: EventType::Normal,
+        reason: "Unenrolled".into(),
+        note: Some(format!(
+            "removed the label {TENANT_LABEL}={ENABLED} that warmpool had set: the name matches \
+             no tenant pattern any more (`{patterns}`); new pods here are no longer steered to \
+             the warm pool"
+        )),
+        action: "Unenrol".into(),
+        secondary: None,
+    }
+}
+
+async fn publish(ctx: &Context, ns: &PartialObjectMeta<Namespace>, name: &str, event: &Event) {
+    // Recorded inside the namespace itself, so that `kubectl get events -n <tenant>` shows it
+    // and it goes away with the namespace.
     let reference = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Namespace".into()),
@@ -106,17 +194,8 @@ async fn publish_enrolled(
         uid: ns.metadata.uid.clone(),
         ..ObjectReference::default()
     };
-    let event = Event {
-        type_: EventType::Normal,
-        reason: "Enrolled".into(),
-        note: Some(format!(
-            "labelled {TENANT_LABEL}={ENABLED}: the name matches the tenant pattern `{pattern}`"
-        )),
-        action: "Enrol".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        tracing::warn!(namespace = %name, error = %e, "cannot record the Enrolled event");
+    if let Err(e) = ctx.recorder.publish(event, &reference).await {
+        tracing::warn!(namespace = %name, reason = %event.reason, error = %e, "cannot record the event");
     }
 }
 

@@ -1,48 +1,155 @@
-//! Enrolment: which namespaces get the `warmpool.io/tenant=enabled` label. Pure.
+//! Enrolment, both ways: which namespaces get the `warmpool.io/tenant=enabled` label, and which
+//! lose it again. Pure.
+//!
+//! warmpool tells its own label from a person's by server-side-apply field ownership, which the
+//! API server keeps in the namespace's `managedFields` (so it survives restarts and needs no
+//! marker of its own): warmpool writes the label by an *apply* with the field manager
+//! [`field_manager`] (`warmpool@<its namespace>`: one per installation, so that two
+//! installations, or the test runs sharing a cluster, never take each other's enrolments back).
+//! A person's `kubectl label` is another manager (`kubectl-label`), and so is a manifest that
+//! sets the label. To un-enrol, warmpool applies the namespace *without* the label: the API
+//! server then removes the label only if no other manager owns it too, so a person's label can
+//! never be removed, even in a race.
+//!
+//! warmpool 0.1.0 enrolled with the field manager `warmpool` ([`LEGACY_FIELD_MANAGER`]); such a
+//! label counts as warmpool's and is released the same way.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+
 use crate::tenant::{ENABLED, Membership, TENANT_LABEL, TenantSelector};
+
+/// The field manager of the 0.1.0 enrolment label (also the manager of every workload apply).
+pub const LEGACY_FIELD_MANAGER: &str = super::FIELD_MANAGER;
+
+/// The field manager that owns the labels this installation wrote: `warmpool@<namespace>`.
+pub fn field_manager(own_namespace: &str) -> String {
+    format!("{}@{own_namespace}", super::FIELD_MANAGER)
+}
+
+/// Who owns the tenant label of one namespace, read from its `managedFields`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabelOwners {
+    /// This installation's field manager (an apply).
+    pub ours: bool,
+    /// 0.1.0's field manager `warmpool` (an apply).
+    pub legacy: bool,
+    /// Anyone else: a person, a manifest, another installation.
+    pub others: bool,
+}
+
+/// Whether a managedFields entry owns `metadata.labels["warmpool.io/tenant"]`.
+fn owns_tenant_label(entry: &ManagedFieldsEntry) -> bool {
+    let key = format!("f:{TENANT_LABEL}");
+    entry
+        .fields_v1
+        .as_ref()
+        .and_then(|f| f.0.get("f:metadata")?.get("f:labels")?.get(&key))
+        .is_some()
+}
+
+/// The owners of the tenant label among `entries`, as seen by the installation whose field
+/// manager is `ours`.
+pub fn label_owners(entries: &[ManagedFieldsEntry], ours: &str) -> LabelOwners {
+    let mut owners = LabelOwners::default();
+    for entry in entries.iter().filter(|e| owns_tenant_label(e)) {
+        let manager = entry.manager.as_deref().unwrap_or_default();
+        let applied = entry.operation.as_deref() == Some("Apply");
+        if applied && manager == ours {
+            owners.ours = true;
+        } else if applied && manager == LEGACY_FIELD_MANAGER {
+            owners.legacy = true;
+        } else {
+            owners.others = true;
+        }
+    }
+    owners
+}
+
+/// Only the managedFields entries that own the tenant label, with nothing else in their field
+/// sets: what the namespace cache keeps of managedFields ([`label_owners`] reads the same from
+/// both).
+pub fn trim_to_label_owners(
+    entries: Option<Vec<ManagedFieldsEntry>>,
+) -> Option<Vec<ManagedFieldsEntry>> {
+    let key = format!("f:{TENANT_LABEL}");
+    let kept: Vec<ManagedFieldsEntry> = entries?
+        .into_iter()
+        .filter(owns_tenant_label)
+        .map(|e| ManagedFieldsEntry {
+            manager: e.manager,
+            operation: e.operation,
+            fields_v1: Some(FieldsV1(
+                serde_json::json!({"f:metadata": {"f:labels": {key.as_str(): {}}}}),
+            )),
+            ..ManagedFieldsEntry::default()
+        })
+        .collect();
+    (!kept.is_empty()).then_some(kept)
+}
 
 /// What the reconciler does to one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enrolment {
     /// Write `warmpool.io/tenant=enabled`: the name matches a pattern and the label is absent
     /// (or holds a value that neither opts in nor out).
-    Label { pattern: String },
-    /// Nothing to write; `Membership` says why (already enabled, opted out, system, no match…).
+    Enrol { pattern: String },
+    /// Take back the `enabled` label that warmpool wrote: the name matches no pattern any more,
+    /// and nobody but warmpool owns the label.
+    Unenrol {
+        /// Release this installation's ownership, 0.1.0's, or both.
+        release_ours: bool,
+        release_legacy: bool,
+    },
+    /// Nothing to write; `Membership` says why (already enabled, opted out, system, no match,
+    /// or an `enabled` label that a person owns).
     Leave(Membership),
 }
 
-/// The label decision for a namespace, from its name and its current labels.
+/// The label decision for a namespace, from its name, its labels and who owns the label.
 ///
 /// A `disabled` label is never overwritten, system namespaces and warmpool's own are never
 /// labelled (both come from [`TenantSelector::decide`]); a namespace labelled `enabled` already
-/// needs nothing.
+/// needs nothing while it matches, and loses the label once it no longer does only if warmpool
+/// alone owns it.
 pub fn enrolment(
     selector: &TenantSelector,
     name: &str,
     labels: &BTreeMap<String, String>,
+    owners: LabelOwners,
 ) -> Enrolment {
     match selector.decide(name, labels) {
-        Membership::MatchesPattern(pattern)
-            if labels.get(TENANT_LABEL).map(String::as_str) != Some(ENABLED) =>
+        Membership::MatchesPattern(pattern) => Enrolment::Enrol { pattern },
+        Membership::OptedIn
+            if selector.matching_pattern(name).is_none()
+                && (owners.ours || owners.legacy)
+                && !owners.others =>
         {
-            Enrolment::Label { pattern }
+            Enrolment::Unenrol {
+                release_ours: owners.ours,
+                release_legacy: owners.legacy,
+            }
         }
         other => Enrolment::Leave(other),
     }
 }
 
-/// The server-side apply body that enrols `name`: only the one label, so that the field manager
-/// `warmpool` owns nothing else on the namespace. `resource_version` makes the write conditional
-/// on the namespace not having changed since it was read (a user who sets `disabled` in between
+/// The server-side apply body that enrols `name`: only the one label, so that warmpool's field
+/// manager owns nothing else on the namespace. `resource_version` makes the write conditional on
+/// the namespace not having changed since it was read (a user who sets `disabled` in between
 /// wins: the apply fails with a conflict and the next pass sees the opt-out).
 pub fn enrolment_patch(name: &str, resource_version: Option<&str>) -> serde_json::Value {
-    let mut metadata = serde_json::json!({
-        "name": name,
-        "labels": { TENANT_LABEL: ENABLED },
-    });
+    let mut body = release_patch(name, resource_version);
+    body["metadata"]["labels"] = serde_json::json!({ TENANT_LABEL: ENABLED });
+    body
+}
+
+/// The server-side apply body that un-enrols `name`: the namespace with no field at all, so
+/// that the field manager it is sent with lets go of the label (removed unless someone else
+/// owns it), guarded by `resource_version` like [`enrolment_patch`].
+pub fn release_patch(name: &str, resource_version: Option<&str>) -> serde_json::Value {
+    let mut metadata = serde_json::json!({ "name": name });
     if let Some(rv) = resource_version {
         metadata["resourceVersion"] = serde_json::Value::String(rv.to_owned());
     }
@@ -58,6 +165,8 @@ mod tests {
     use super::*;
     use crate::tenant::DISABLED;
 
+    const OURS: &str = "warmpool@warmpool-system";
+
     fn selector() -> TenantSelector {
         TenantSelector::new(&["demo-*".into()], Some("warmpool-system")).unwrap()
     }
@@ -69,41 +178,190 @@ mod tests {
             .collect()
     }
 
+    fn nobody() -> LabelOwners {
+        LabelOwners::default()
+    }
+
+    fn ours() -> LabelOwners {
+        LabelOwners {
+            ours: true,
+            ..LabelOwners::default()
+        }
+    }
+
+    fn enabled() -> BTreeMap<String, String> {
+        labels(&[(TENANT_LABEL, ENABLED)])
+    }
+
+    /// managedFields as the API server writes them (`kubectl get ns -o json --show-managed-fields`).
+    fn entries(json: serde_json::Value) -> Vec<ManagedFieldsEntry> {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_field_manager_names_the_installation() {
+        assert_eq!(field_manager("warmpool-system"), OURS);
+        assert_ne!(field_manager("other"), field_manager("warmpool-system"));
+    }
+
+    #[test]
+    fn label_ownership_is_read_from_managed_fields() {
+        let fields = entries(serde_json::json!([
+            {"manager": "kubectl-create", "operation": "Update", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:kubernetes.io/metadata.name": {}}}}},
+            {"manager": "warmpool@warmpool-system", "operation": "Apply", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:labels": {"f:warmpool.io/tenant": {}}}}},
+        ]));
+        assert_eq!(label_owners(&fields, OURS), ours());
+        // Another installation's apply is someone else's.
+        assert_eq!(
+            label_owners(&fields, "warmpool@elsewhere"),
+            LabelOwners {
+                others: true,
+                ..LabelOwners::default()
+            }
+        );
+        let person = entries(serde_json::json!([
+            {"manager": "kubectl-label", "operation": "Update", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:labels": {"f:warmpool.io/tenant": {}}}}},
+            {"manager": "warmpool", "operation": "Apply", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:labels": {"f:warmpool.io/tenant": {}}}}},
+        ]));
+        assert_eq!(
+            label_owners(&person, OURS),
+            LabelOwners {
+                ours: false,
+                legacy: true,
+                others: true
+            }
+        );
+        // An update by a manager that happens to be called `warmpool` is not 0.1.0's apply.
+        let update = entries(serde_json::json!([
+            {"manager": "warmpool", "operation": "Update", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:labels": {"f:warmpool.io/tenant": {}}}}},
+        ]));
+        assert!(label_owners(&update, OURS).others);
+        assert_eq!(label_owners(&[], OURS), nobody());
+    }
+
+    #[test]
+    fn the_cache_keeps_only_the_label_owners_and_reads_the_same() {
+        let fields = entries(serde_json::json!([
+            {"manager": "kubectl-create", "operation": "Update", "fieldsType": "FieldsV1",
+             "time": "2026-01-01T00:00:00Z",
+             "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:team": {}}}}},
+            {"manager": "kubectl-label", "operation": "Update", "fieldsType": "FieldsV1",
+             "time": "2026-01-01T00:00:00Z",
+             "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}, "f:warmpool.io/tenant": {}}}}},
+        ]));
+        let trimmed = trim_to_label_owners(Some(fields.clone())).unwrap();
+        assert_eq!(trimmed.len(), 1);
+        assert_eq!(trimmed[0].manager.as_deref(), Some("kubectl-label"));
+        assert!(trimmed[0].time.is_none());
+        assert_eq!(label_owners(&trimmed, OURS), label_owners(&fields, OURS));
+        assert_eq!(trim_to_label_owners(Some(fields[..1].to_vec())), None);
+        assert_eq!(trim_to_label_owners(None), None);
+    }
+
     #[test]
     fn matching_namespaces_without_the_label_are_labelled() {
         assert_eq!(
-            enrolment(&selector(), "demo-1", &labels(&[("team", "a")])),
-            Enrolment::Label {
+            enrolment(&selector(), "demo-1", &labels(&[("team", "a")]), nobody()),
+            Enrolment::Enrol {
                 pattern: "demo-*".into()
             }
         );
         // A value that neither opts in nor out is replaced by `enabled`.
         assert_eq!(
-            enrolment(&selector(), "demo-1", &labels(&[(TENANT_LABEL, "yes")])),
-            Enrolment::Label {
+            enrolment(
+                &selector(),
+                "demo-1",
+                &labels(&[(TENANT_LABEL, "yes")]),
+                nobody()
+            ),
+            Enrolment::Enrol {
                 pattern: "demo-*".into()
             }
         );
     }
 
     #[test]
-    fn already_enabled_namespaces_are_left_alone() {
+    fn enabled_namespaces_that_match_are_left_alone_whoever_labelled_them() {
+        for owners in [nobody(), ours()] {
+            assert_eq!(
+                enrolment(&selector(), "demo-1", &enabled(), owners),
+                Enrolment::Leave(Membership::OptedIn)
+            );
+        }
+    }
+
+    #[test]
+    fn what_warmpool_enrolled_is_unenrolled_once_it_no_longer_matches() {
         assert_eq!(
-            enrolment(&selector(), "demo-1", &labels(&[(TENANT_LABEL, ENABLED)])),
-            Enrolment::Leave(Membership::OptedIn)
+            enrolment(&selector(), "team-1", &enabled(), ours()),
+            Enrolment::Unenrol {
+                release_ours: true,
+                release_legacy: false
+            }
         );
+        // Enrolled by 0.1.0, or by both versions.
+        let both = LabelOwners {
+            ours: true,
+            legacy: true,
+            others: false,
+        };
         assert_eq!(
-            enrolment(&selector(), "payments", &labels(&[(TENANT_LABEL, ENABLED)])),
-            Enrolment::Leave(Membership::OptedIn)
+            enrolment(&selector(), "team-1", &enabled(), both),
+            Enrolment::Unenrol {
+                release_ours: true,
+                release_legacy: true
+            }
+        );
+        // Warmpool's own namespace is never a tenant, whatever once labelled it, and never
+        // written to.
+        assert_eq!(
+            enrolment(&selector(), "warmpool-system", &enabled(), ours()),
+            Enrolment::Leave(Membership::OwnNamespace)
         );
     }
 
     #[test]
+    fn a_persons_label_is_never_taken_back() {
+        let person = LabelOwners {
+            others: true,
+            ..LabelOwners::default()
+        };
+        // Labelled by a person only, or by a person and warmpool alike.
+        for owners in [
+            person,
+            LabelOwners {
+                ours: true,
+                legacy: true,
+                others: true,
+            },
+            nobody(),
+        ] {
+            assert_eq!(
+                enrolment(&selector(), "payments", &enabled(), owners),
+                Enrolment::Leave(Membership::OptedIn),
+                "{owners:?}"
+            );
+        }
+    }
+
+    #[test]
     fn opt_out_is_never_overwritten() {
-        assert_eq!(
-            enrolment(&selector(), "demo-2", &labels(&[(TENANT_LABEL, DISABLED)])),
-            Enrolment::Leave(Membership::OptedOut)
-        );
+        for owners in [nobody(), ours()] {
+            assert_eq!(
+                enrolment(
+                    &selector(),
+                    "demo-2",
+                    &labels(&[(TENANT_LABEL, DISABLED)]),
+                    owners
+                ),
+                Enrolment::Leave(Membership::OptedOut)
+            );
+        }
     }
 
     #[test]
@@ -111,22 +369,22 @@ mod tests {
         let all = TenantSelector::new(&["*".into()], Some("warmpool-system")).unwrap();
         for ns in ["kube-system", "kube-public", "kube-node-lease"] {
             assert_eq!(
-                enrolment(&all, ns, &labels(&[])),
+                enrolment(&all, ns, &labels(&[]), nobody()),
                 Enrolment::Leave(Membership::System)
             );
         }
         assert_eq!(
-            enrolment(&all, "warmpool-system", &labels(&[])),
+            enrolment(&all, "warmpool-system", &labels(&[]), nobody()),
             Enrolment::Leave(Membership::OwnNamespace)
         );
         assert_eq!(
-            enrolment(&selector(), "default", &labels(&[])),
+            enrolment(&selector(), "default", &labels(&[]), nobody()),
             Enrolment::Leave(Membership::NoMatch)
         );
     }
 
     #[test]
-    fn the_patch_sets_only_the_label_and_guards_on_the_version_read() {
+    fn the_patches_set_only_the_label_and_guard_on_the_version_read() {
         assert_eq!(
             enrolment_patch("demo-1", Some("42")),
             serde_json::json!({
@@ -143,6 +401,14 @@ mod tests {
             enrolment_patch("demo-1", None)["metadata"]
                 .get("resourceVersion")
                 .is_none()
+        );
+        assert_eq!(
+            release_patch("demo-1", Some("43")),
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": "demo-1", "resourceVersion": "43"},
+            })
         );
     }
 }

@@ -21,7 +21,7 @@ use super::error::Error;
 use super::lease::{Elector, LeaderGate, LeaseSettings};
 use super::metrics::Metrics;
 use super::owner::{self, Found};
-use super::session;
+use super::{enrolment, session};
 use crate::telemetry::Readiness;
 use crate::tenant::TenantSelector;
 
@@ -66,6 +66,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client,
         selector,
+        enrolment_manager: enrolment::field_manager(&settings.namespace),
         owner,
         metrics,
         recorder,

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub slot_memory_bytes: Gauge,
     pub leader: Gauge,
     pub enrolled: Counter,
+    pub unenrolled: Counter,
     pub runs: Family<TargetLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
     pub duration: Family<TargetLabels, Histogram>,
@@ -54,6 +55,7 @@ impl Default for Metrics {
             slot_memory_bytes: Gauge::default(),
             leader: Gauge::default(),
             enrolled: Counter::default(),
+            unenrolled: Counter::default(),
             runs: Family::default(),
             failures: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
@@ -100,6 +102,12 @@ impl Metrics {
             "enrolled_namespaces",
             "Namespaces labelled warmpool.io/tenant=enabled by this replica",
             m.enrolled.clone(),
+        );
+        r.register(
+            "unenrolled_namespaces",
+            "Namespaces whose warmpool.io/tenant=enabled label, set by warmpool, this replica removed \
+             because they no longer match a tenant pattern",
+            m.unenrolled.clone(),
         );
         r.register("runs", "Reconcile runs, by target", m.runs.clone());
         r.register(

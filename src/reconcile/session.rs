@@ -1,7 +1,7 @@
 //! One leadership term: the watches, wired to the queues that write.
 //!
-//! - a metadata-only namespace watch (annotations and managedFields dropped) feeding a reflector
-//!   store and the [`super::enroller`] (bounded concurrency);
+//! - a metadata-only namespace watch (annotations dropped, managedFields cut down to who owns the
+//!   tenant label) feeding a reflector store and the [`super::enroller`] (bounded concurrency);
 //! - a pod watch read into [`SlimPod`] and reduced to [`super::observed::PodSummary`]s at once
 //!   (terminated pods and system namespaces filtered out by the API server);
 //! - a small task that turns both into [`Observed`] (debounced) and publishes it;
@@ -31,7 +31,7 @@ use super::context::{Context, lock};
 use super::error::Error;
 use super::metrics::Metrics;
 use super::observed::{Observed, PodIndex, SlimPod, observe};
-use super::{IMAGE_CACHE, PREWARMER, PRIORITY_CLASS, drift, enroller, workloads};
+use super::{IMAGE_CACHE, PREWARMER, PRIORITY_CLASS, drift, enroller, enrolment, workloads};
 use crate::tenant::SYSTEM_NAMESPACES;
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -70,7 +70,8 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         observed: observed_rx.clone(),
     });
 
-    // Namespaces: metadata only, without annotations and managedFields.
+    // Namespaces: metadata only, without annotations, and of managedFields only who owns the
+    // tenant label.
     let (ns_store, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
     let ns_events = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
@@ -78,7 +79,8 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     )
     .default_backoff()
     .modify(|ns| {
-        ns.metadata.managed_fields = None;
+        ns.metadata.managed_fields =
+            enrolment::trim_to_label_owners(ns.metadata.managed_fields.take());
         ns.metadata.annotations = None;
     })
     .reflect(ns_writer)

@@ -27,6 +27,8 @@ pub struct Run {
     /// The pool label value of this run.
     pub pool: String,
     pub config: PathBuf,
+    /// The `prewarmer:` / `imageCache:` sections given to [`Run::new`].
+    extra_yaml: String,
     pub dir: tempfile::TempDir,
     pub client: Client,
     binary: PathBuf,
@@ -43,25 +45,35 @@ impl Run {
         let pool = format!("warm-{id}");
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.yaml");
-        let yaml = format!(
-            "tenants:\n  namespacePatterns: [\"{tenant_prefix}*\"]\n\
-             pool:\n  nodeLabel: {{key: workload-type, value: {pool}}}\n  tolerations:\n    \
-             - {{key: workload-type, operator: Equal, value: {pool}, effect: NoSchedule}}\n{extra_yaml}"
-        );
-        std::fs::write(&config, yaml).expect("config file");
         let run = Run {
             id,
             namespace: namespace.clone(),
             tenant_prefix,
             pool,
             config,
+            extra_yaml: extra_yaml.to_owned(),
             dir,
             client: client.clone(),
             binary: binary.to_owned(),
             created: std::sync::Mutex::new(Vec::new()),
         };
+        run.set_patterns(&[&format!("{}*", run.tenant_prefix)]);
         run.create_namespace(&namespace, &[]).await;
         run
+    }
+
+    /// Rewrites the configuration with other tenant patterns (read by reconcilers started from
+    /// now on).
+    pub fn set_patterns(&self, patterns: &[&str]) {
+        let pool = &self.pool;
+        let patterns = serde_json::to_string(patterns).expect("patterns");
+        let yaml = format!(
+            "tenants:\n  namespacePatterns: {patterns}\n\
+             pool:\n  nodeLabel: {{key: workload-type, value: {pool}}}\n  tolerations:\n    \
+             - {{key: workload-type, operator: Equal, value: {pool}, effect: NoSchedule}}\n{}",
+            self.extra_yaml
+        );
+        std::fs::write(&self.config, yaml).expect("config file");
     }
 
     /// `<prefix><suffix>`: a namespace name this run's reconciler treats as a tenant.
@@ -178,6 +190,28 @@ impl Drop for Run {
                 .status();
         }
     }
+}
+
+/// Runs the control plane's `kubectl` with the admin kubeconfig, as a person would; panics
+/// unless it succeeds.
+pub fn kubectl(args: &[&str]) -> String {
+    let path = Command::new(super::cluster::repo_root().join("tests/cluster/cluster.sh"))
+        .arg("kubectl-path")
+        .output()
+        .expect("tests/cluster/cluster.sh kubectl-path");
+    let kubectl = String::from_utf8_lossy(&path.stdout).trim().to_owned();
+    let out = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig().expect("kubeconfig"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{kubectl}: {e}"));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A running reconciler process.
