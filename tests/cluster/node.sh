@@ -513,6 +513,9 @@ do_up() {
         log "found a stale node $NAME: taking it down first"
         do_down
     fi
+    if [[ -d /sys/fs/cgroup/pids/$CGROUP ]]; then
+        die "cgroup /$CGROUP exists already: a node named $NAME runs from another cluster dir?"
+    fi
     mkdir -p "$NODE_DIR/pids" "$NODE_LOGS"
     host_lock
     [[ -n $(host_nodes) ]] || snapshot_host
