@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod fakelet;
 pub mod helm;
+pub mod real_nodes;
 pub mod reconciler;
 pub mod scenario;
 pub mod tls;

@@ -1,0 +1,658 @@
+//! warmpool on REAL nodes: kubelets and containerds on this host (`tests/cluster/cluster.sh node
+//! up`), pulling the CargoCATs look-alikes from the local registry through a 25 MB/s proxy per
+//! node, with the real webhook and reconciler. What fake nodes cannot show: images really pulled
+//! by the cache DaemonSet (seen in each node's containerd), tenant pods that start without a pull,
+//! placeholders that really terminate when preempted, readiness probes that really pass, pods
+//! that survive a kubelet restart.
+//!
+//! The control plane is the one of the other end-to-end tests (`WARMPOOL_TEST_KUBECONFIG` from
+//! tests/all.sh, or `cluster.sh up`). Nodes, pool, namespaces are unique per test; the nodes are
+//! taken down when a test ends, failing or not. The tests hold one lock, so at most two nodes run
+//! at a time (each reports the whole 2-CPU VM; they reserve half of it each) and the timings
+//! printed are not skewed by each other. Outside CI, a machine where real nodes cannot run
+//! (not root, no package source) prints SKIP; in CI that fails.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use support::cluster::{client, eventually, unique};
+use support::real_nodes::{NodeSpec, REAL_TIMEOUT, RealCluster, RealNode};
+use support::reconciler::{Reconciler, Run};
+use support::webhook::{RUN_LABEL, Webhook, unregister};
+
+const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
+const CACHE_SELECTOR: &str = "app.kubernetes.io/name=warmpool-image-cache";
+const PREWARMER_SELECTOR: &str = "app.kubernetes.io/name=warmpool-prewarmer";
+const TENANT_SELECTOR: &str = "app.kubernetes.io/part-of=cargocats";
+
+/// One real-node test at a time (see the module comment).
+async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// The three tenant workloads' CPU requests: 500m in all, so that a tenant fits one node of
+/// 1 CPU only once a 600m+ placeholder has made room.
+const TENANT_CPU: [&str; 3] = ["200m", "200m", "100m"];
+
+/// warmpool (webhook + reconciler) for one test, configured for the local registry's images.
+struct Warmpool {
+    run: Run,
+    webhook: Webhook,
+    reconciler: Reconciler,
+    /// The MutatingWebhookConfiguration `run.id` exists (removed on drop if a test failed).
+    registered: bool,
+}
+
+impl Warmpool {
+    async fn start(client: &Client, cluster: &RealCluster, slot_cpu: &str) -> Warmpool {
+        let registry = &cluster.registry;
+        let extra = format!(
+            "prewarmer:\n  spareSlots: 1\n  slot: {{cpu: {slot_cpu}, memory: 1Gi}}\n  \
+             doNotDisrupt: false\n  image: {pause}\n\
+             imageCache:\n  discover: false\n  toolImage: {tool}\n  images:\n    - {ds}\n    - {fg}\n    - {my}\n",
+            pause = registry.pause,
+            tool = cluster.tool_image(),
+            ds = registry.dataservice,
+            fg = registry.frontgateservice,
+            my = registry.mysql,
+        );
+        let run = Run::new(client, BIN.as_ref(), &extra).await;
+        let yaml = std::fs::read_to_string(&run.config).expect("run config");
+        let webhook = Webhook::start(BIN.as_ref(), Some(&yaml)).await;
+        let pattern = format!("{}*", run.tenant_prefix);
+        webhook
+            .register(client, &run.id, &[&pattern], &run.namespace)
+            .await;
+        let reconciler = run.spawn("real", &[], &[]);
+        reconciler.wait_ready(Duration::from_secs(60)).await;
+        Warmpool {
+            run,
+            webhook,
+            reconciler,
+            registered: true,
+        }
+    }
+
+    /// A tenant namespace of this run (the webhook's scope label on it from its creation).
+    async fn tenant(&self, suffix: &str) -> String {
+        let ns = self.run.tenant(suffix);
+        self.run
+            .create_namespace(&ns, &[(RUN_LABEL, &self.run.id)])
+            .await;
+        ns
+    }
+
+    async fn stop(mut self) {
+        self.reconciler.terminate();
+        self.webhook.stop();
+        unregister(&self.run.client, &self.run.id).await;
+        self.registered = false;
+        self.run.cleanup().await;
+    }
+}
+
+impl Drop for Warmpool {
+    /// A failed test leaves no webhook configuration behind (the Run removes its namespaces).
+    fn drop(&mut self) {
+        if !self.registered {
+            return;
+        }
+        let kubectl = std::process::Command::new(
+            support::cluster::repo_root().join("tests/cluster/cluster.sh"),
+        )
+        .arg("kubectl-path")
+        .output();
+        if let (Ok(out), Some(kubeconfig)) = (kubectl, support::cluster::kubeconfig()) {
+            let _ = std::process::Command::new(String::from_utf8_lossy(&out.stdout).trim())
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args([
+                    "delete",
+                    "mutatingwebhookconfiguration",
+                    "--ignore-not-found",
+                    "--wait=false",
+                ])
+                .arg(&self.run.id)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Starts nodes in parallel (each `node up` is a few seconds of mostly waiting).
+async fn nodes_up(cluster: &'static RealCluster, specs: Vec<NodeSpec>) -> Option<Vec<RealNode>> {
+    let handles: Vec<_> = specs
+        .into_iter()
+        .map(|spec| tokio::task::spawn_blocking(move || cluster.node(&spec)))
+        .collect();
+    let mut nodes = Vec::new();
+    let mut skip = false;
+    for h in handles {
+        match h.await.expect("node up task") {
+            Some(n) => nodes.push(n),
+            None => skip = true,
+        }
+    }
+    (!skip).then_some(nodes)
+}
+
+/// Everything a test needs, or `None` to skip (outside CI).
+async fn prerequisites() -> Option<(Client, &'static RealCluster)> {
+    let client = client().await?;
+    let cluster = tokio::task::spawn_blocking(RealCluster::get)
+        .await
+        .expect("real cluster")?;
+    // The tool image (a release build the first time) before any timing starts.
+    tokio::task::spawn_blocking(|| {
+        cluster.tool_image();
+    })
+    .await
+    .expect("tool image");
+    Some((client, cluster))
+}
+
+/// Creates the CargoCATs Deployments in `ns`: the local look-alike images, an httpGet readiness
+/// probe each, CPU requests [`TENANT_CPU`].
+async fn create_tenant(client: &Client, ns: &str, cluster: &RealCluster) {
+    let port = cluster.registry.http_port;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for ((name, image), cpu) in cluster.registry.cargocats().into_iter().zip(TENANT_CPU) {
+        let labels = json!({"app": name, "app.kubernetes.io/part-of": "cargocats"});
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "automountServiceAccountToken": false,
+                        "enableServiceLinks": false,
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [{
+                            "name": name,
+                            "image": image,
+                            "ports": [{"containerPort": port}],
+                            "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1},
+                            "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}},
+                        }],
+                    },
+                },
+            },
+        }))
+        .expect("deployment");
+        // The ServiceAccount admission plugin may refuse pods for a second; the Deployment
+        // controller retries by itself, so only the Deployment's creation is ours to do.
+        api.create(&PostParams::default(), &d)
+            .await
+            .unwrap_or_else(|e| panic!("create deployment {ns}/{name}: {e}"));
+    }
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn node_of(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref()
+}
+
+async fn pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// Waits until the tenant's three pods are Ready (readiness probes passing); returns them.
+async fn wait_tenant_ready(client: &Client, ns: &str) -> Vec<Pod> {
+    eventually(
+        &format!("the CargoCATs pods of {ns} Ready"),
+        REAL_TIMEOUT,
+        || async {
+            let pods = pods(client, ns, TENANT_SELECTOR).await;
+            (pods.len() == 3 && pods.iter().all(is_ready)).then_some(pods)
+        },
+    )
+    .await
+}
+
+/// The image-cache pod on `node` once every init container (the no-op installer and one per
+/// cached image) has exited 0 and its pause container is ready: every image is on the node.
+async fn wait_cache_complete(client: &Client, ns: &str, node: &RealNode) -> Pod {
+    eventually(
+        &format!(
+            "the image cache complete on {} (kubelet log: {})",
+            node.name,
+            node.kubelet_log().display()
+        ),
+        REAL_TIMEOUT,
+        || async {
+            pods(client, ns, CACHE_SELECTOR)
+                .await
+                .into_iter()
+                .find(|p| node_of(p) == Some(node.name.as_str()) && cache_complete(p))
+        },
+    )
+    .await
+}
+
+fn cache_complete(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    let wanted = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .map_or(0, Vec::len);
+    let inits = status
+        .init_container_statuses
+        .as_deref()
+        .unwrap_or_default();
+    inits.len() == wanted
+        && inits.iter().all(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+        })
+        && is_ready(pod)
+}
+
+/// `(reason, message)` of the Events about a pod.
+async fn pod_events(client: &Client, ns: &str, pod: &str) -> Vec<(String, String)> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// The image cache of the real reconciler pulls every cached image onto every warm node (proven
+/// from each node: its containerd's image list, and the cache pod's init-container statuses
+/// with their `imageID`), and a tenant's pods that land there start without a pull.
+#[tokio::test]
+async fn image_cache_pulls_every_image_onto_every_warm_node_and_tenants_start_without_a_pull() {
+    let _one = exclusive().await;
+    let Some((client, cluster)) = prerequisites().await else {
+        return;
+    };
+    let warmpool = Warmpool::start(&client, cluster, "600m").await;
+    let pool = warmpool.run.pool.clone();
+    let started = Instant::now();
+    let Some(nodes) = nodes_up(
+        cluster,
+        vec![
+            NodeSpec::warm_half(&unique("rn-cache-a"), &pool),
+            NodeSpec::warm_half(&unique("rn-cache-b"), &pool),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let ns = &warmpool.run.namespace;
+    let mut cache_pods = Vec::new();
+    for node in &nodes {
+        let pod = wait_cache_complete(&client, ns, node).await;
+        eprintln!(
+            "{}: image cache complete {} after the nodes were started",
+            node.name,
+            secs(started.elapsed())
+        );
+        cache_pods.push(pod);
+    }
+
+    let registry = &cluster.registry;
+    let wanted = [
+        &registry.dataservice,
+        &registry.frontgateservice,
+        &registry.mysql,
+    ];
+    for (node, pod) in nodes.iter().zip(&cache_pods) {
+        // From the node itself: the kubelet's containerd holds every cached image.
+        let images = node.images();
+        for image in wanted {
+            assert!(
+                images.iter().any(|i| i == image),
+                "{image} is not in the containerd of {}: {images:?}",
+                node.name
+            );
+        }
+        // And the pod says so too: each cached image ran (the no-op) from a resolved digest.
+        let inits = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.clone())
+            .unwrap_or_default();
+        for image in wanted {
+            let status = inits
+                .iter()
+                .find(|c| &c.image == image)
+                .unwrap_or_else(|| panic!("no init container ran {image} on {}", node.name));
+            assert!(
+                status.image_id.contains("@sha256:"),
+                "{image} on {}: imageID {:?}",
+                node.name,
+                status.image_id
+            );
+        }
+    }
+
+    // A tenant now: its pods land on the warm nodes, where every image is already present.
+    let tenant = warmpool.tenant("cache").await;
+    let created = Instant::now();
+    create_tenant(&client, &tenant, cluster).await;
+    let ready = wait_tenant_ready(&client, &tenant).await;
+    let ready_after = created.elapsed();
+    let node_names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    for pod in &ready {
+        let name = pod.name_any();
+        let node = node_of(pod).unwrap_or_default();
+        assert!(
+            node_names.contains(&node),
+            "{name} runs on {node}, not a warm node"
+        );
+        let events = eventually(
+            &format!("the Pulled event of {tenant}/{name}"),
+            Duration::from_secs(30),
+            || async {
+                let events = pod_events(&client, &tenant, &name).await;
+                events.iter().any(|(r, _)| r == "Pulled").then_some(events)
+            },
+        )
+        .await;
+        assert!(
+            events
+                .iter()
+                .any(|(r, m)| r == "Pulled" && m.contains("already present on machine")),
+            "{name} on {node}: no 'already present on machine': {events:?}"
+        );
+        assert!(
+            !events.iter().any(|(r, _)| r == "Pulling"),
+            "{name} on {node} pulled its image: {events:?}"
+        );
+    }
+    eprintln!(
+        "tenant {tenant}: 3 pods Ready {} after its Deployments were created, no image pulled",
+        secs(ready_after)
+    );
+    warmpool.stop().await;
+    drop(nodes);
+}
+
+/// When the preemption's deletion of the placeholder was seen, from a watch; and whether the
+/// watch had listed the pod before (so no deletion can have been missed).
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    listed: bool,
+    deleted_at: Option<Instant>,
+}
+
+/// A new tenant's pods preempt the placeholder on a real warm node; the placeholder's container
+/// exits at once (0, on SIGTERM: it is not killed at the end of a grace period), and every tenant
+/// pod becomes Ready (readiness probes pass).
+#[tokio::test]
+async fn tenant_preempts_the_placeholder_on_a_real_warm_node_and_every_pod_becomes_ready() {
+    let _one = exclusive().await;
+    let Some((client, cluster)) = prerequisites().await else {
+        return;
+    };
+    // A node of 1 CPU: placeholder 700m + cache 5m leave 295m, the tenant wants 500m.
+    let warmpool = Warmpool::start(&client, cluster, "700m").await;
+    let Some(nodes) = nodes_up(
+        cluster,
+        vec![NodeSpec::warm_half(
+            &unique("rn-preempt"),
+            &warmpool.run.pool,
+        )],
+    )
+    .await
+    else {
+        return;
+    };
+    let node = &nodes[0];
+    let ns = warmpool.run.namespace.clone();
+    wait_cache_complete(&client, &ns, node).await;
+    let placeholder = eventually(
+        "the placeholder Ready on the warm node",
+        REAL_TIMEOUT,
+        || async {
+            pods(&client, &ns, PREWARMER_SELECTOR)
+                .await
+                .into_iter()
+                .find(|p| node_of(p) == Some(node.name.as_str()) && is_ready(p))
+        },
+    )
+    .await;
+    let placeholder_uid = placeholder.uid().expect("uid");
+    let placeholder_name = placeholder.name_any();
+    let container_id = placeholder
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.first())
+        .and_then(|c| c.container_id.as_deref())
+        .and_then(|id| id.strip_prefix("containerd://"))
+        .expect("the placeholder's container id")
+        .to_owned();
+    // How the placeholder's container ends, seen from the node's containerd.
+    let exits = node.task_exits();
+
+    // And when the API deletes the pod (grace period 0: the object goes at once).
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let watch = {
+        let seen = seen.clone();
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let config =
+            watcher::Config::default().fields(&format!("metadata.name={placeholder_name}"));
+        tokio::spawn(async move {
+            let mut events = watcher(api, config).boxed();
+            while let Some(event) = events.next().await {
+                let Ok(event) = event else { continue };
+                let mut seen = seen.lock().expect("lock");
+                match event {
+                    watcher::Event::InitDone => seen.listed = true,
+                    watcher::Event::Apply(p) if p.metadata.deletion_timestamp.is_some() => {
+                        seen.deleted_at.get_or_insert_with(Instant::now);
+                    }
+                    watcher::Event::Delete(_) => {
+                        seen.deleted_at.get_or_insert_with(Instant::now);
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    eventually(
+        "the placeholder watched",
+        Duration::from_secs(10),
+        || async { seen.lock().expect("lock").listed.then_some(()) },
+    )
+    .await;
+
+    let tenant = warmpool.tenant("preempt").await;
+    let created = Instant::now();
+    create_tenant(&client, &tenant, cluster).await;
+    let ready = wait_tenant_ready(&client, &tenant).await;
+    let ready_after = created.elapsed();
+    for pod in &ready {
+        assert_eq!(
+            node_of(pod),
+            Some(node.name.as_str()),
+            "{} is not on the warm node",
+            pod.name_any()
+        );
+    }
+    // The tenant could only fit by taking the placeholder's room.
+    let deleted = eventually(
+        "the preempted placeholder deleted",
+        Duration::from_secs(30),
+        || async { seen.lock().expect("lock").deleted_at },
+    )
+    .await;
+    watch.abort();
+    let events = pod_events(&client, &ns, &placeholder_name).await;
+    assert!(
+        events.iter().any(|(r, _)| r == "Preempted"),
+        "{placeholder_name} ({placeholder_uid}) was not preempted: {events:?}"
+    );
+    let (exited, status) = eventually(
+        "the placeholder's container exited on the node",
+        Duration::from_secs(30),
+        || async { exits.exit_of(&container_id) },
+    )
+    .await;
+    eprintln!(
+        "placeholder {placeholder_name}: its container exited with {status} {} after the \
+         preemption deleted it; tenant {tenant}: 3 pods Ready on {} {} after its Deployments \
+         were created",
+        secs(exited.saturating_duration_since(deleted)),
+        node.name,
+        secs(ready_after)
+    );
+    // It exited by itself on the kubelet's SIGTERM (0); a container that ignores SIGTERM is
+    // killed (137) at the end of the kubelet's minimum grace period of 2 s.
+    assert_eq!(
+        status, 0,
+        "the placeholder's container did not exit 0 on SIGTERM"
+    );
+    warmpool.stop().await;
+    drop(nodes);
+}
+
+/// The cache pod and the placeholder survive a kubelet restart (same pods, same containers, no
+/// restart); a node that then joins the pool gets every cached image soon after it is Ready.
+#[tokio::test]
+async fn prewarmer_and_cache_survive_a_kubelet_restart_and_a_joining_node_gets_the_cache() {
+    let _one = exclusive().await;
+    let Some((client, cluster)) = prerequisites().await else {
+        return;
+    };
+    let warmpool = Warmpool::start(&client, cluster, "600m").await;
+    let pool = warmpool.run.pool.clone();
+    let Some(mut nodes) = nodes_up(
+        cluster,
+        vec![NodeSpec::warm_half(&unique("rn-restart"), &pool)],
+    )
+    .await
+    else {
+        return;
+    };
+    let ns = warmpool.run.namespace.clone();
+    let first = &nodes[0];
+    wait_cache_complete(&client, &ns, first).await;
+    let on_first = |pods: Vec<Pod>| -> Vec<Pod> {
+        pods.into_iter()
+            .filter(|p| node_of(p) == Some(first.name.as_str()))
+            .collect()
+    };
+    let placeholders = eventually("the placeholder Ready", REAL_TIMEOUT, || async {
+        let p = on_first(pods(&client, &ns, PREWARMER_SELECTOR).await);
+        (p.len() == 1 && is_ready(&p[0])).then_some(p)
+    })
+    .await;
+    let caches = on_first(pods(&client, &ns, CACHE_SELECTOR).await);
+    // pod uid -> (container id, restart count) of every container of both pods.
+    let containers = |pods: &[Pod]| -> BTreeMap<String, Vec<(String, i32)>> {
+        pods.iter()
+            .map(|p| {
+                let ids = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| (c.container_id.unwrap_or_default(), c.restart_count))
+                    .collect();
+                (p.uid().unwrap_or_default(), ids)
+            })
+            .collect()
+    };
+    let before = containers(&[placeholders.clone(), caches.clone()].concat());
+
+    let restart = Instant::now();
+    // (Blocking: nothing else of this test runs meanwhile.)
+    first.restart_kubelet();
+    eprintln!(
+        "{}: kubelet restarted, Node Ready again in {}",
+        first.name,
+        secs(restart.elapsed())
+    );
+    // The restarted kubelet finds its pods in containerd and reports them Ready again: the same
+    // pods with the same containers, none restarted and none new.
+    let after = eventually(
+        "the placeholder and the cache pod Ready again after the kubelet restart",
+        Duration::from_secs(60),
+        || async {
+            let p = on_first(pods(&client, &ns, PREWARMER_SELECTOR).await);
+            let c = on_first(pods(&client, &ns, CACHE_SELECTOR).await);
+            let all = [p, c].concat();
+            (all.len() == 2 && all.iter().all(is_ready) && cache_complete(&all[1]))
+                .then(|| containers(&all))
+        },
+    )
+    .await;
+    assert_eq!(
+        before, after,
+        "the pods or their containers changed across the restart"
+    );
+
+    // A second node joins the pool: the DaemonSet puts the cache there, which pulls everything.
+    let second_spec = NodeSpec::warm_half(&unique("rn-join"), &pool);
+    let joined = nodes_up(cluster, vec![second_spec])
+        .await
+        .expect("second node")
+        .pop()
+        .expect("one node");
+    let ready_at = Instant::now();
+    wait_cache_complete(&client, &ns, &joined).await;
+    let cached_after = ready_at.elapsed();
+    let images = joined.images();
+    for image in [
+        &cluster.registry.dataservice,
+        &cluster.registry.frontgateservice,
+        &cluster.registry.mysql,
+    ] {
+        assert!(
+            images.iter().any(|i| i == image),
+            "{image} missing on {}",
+            joined.name
+        );
+    }
+    eprintln!(
+        "{}: joined the pool; every cached image on it {} after it was Ready (~310 MB at 25 MB/s)",
+        joined.name,
+        secs(cached_after)
+    );
+    nodes.push(joined);
+    warmpool.stop().await;
+    drop(nodes);
+}
