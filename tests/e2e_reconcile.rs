@@ -18,7 +18,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use support::cluster::{client, eventually};
-use support::reconciler::{Run, kubectl};
+use support::fakelet::{FakeNode, create_node};
+use support::reconciler::{NodeGuard, Run, kubectl};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 const TENANT_LABEL: &str = "warmpool.io/tenant";
@@ -421,6 +422,48 @@ async fn creates_the_priority_class_prewarmer_and_image_cache() {
 }
 
 #[tokio::test]
+async fn an_object_is_written_once_and_not_again_when_its_own_update_comes_back() {
+    let Some(client) = client().await else { return };
+    // Nothing that changes: no discovery, a fixed slot.
+    let run = Run::new(&client, BIN.as_ref(), "imageCache:\n  discover: false\n").await;
+    let rec = run.spawn("a", &["--resync", "10m"], &[]);
+    rec.wait_ready(START).await;
+    let series = |kind: &str, target: &str| {
+        format!("warmpool_reconcile_{kind}_total{{target=\"{target}\"}}")
+    };
+    // Each write comes back through the drift watch (a new generation, then the controllers'
+    // status and annotations): every time the reconciler finds the object as it wrote it.
+    for target in ["deployment", "daemonset"] {
+        eventually(
+            &format!("the {target} found unchanged after its first write"),
+            START,
+            || async { (rec.metric(&series("unchanged", target)).await? >= 1.0).then_some(()) },
+        )
+        .await;
+    }
+    let d = prewarmers(&run).get(PREWARMER).await.expect("prewarmer");
+    eventually(
+        "the Deployment controller has seen the prewarmer",
+        START,
+        || async {
+            let d = prewarmers(&run).get(PREWARMER).await.ok()?;
+            (d.status?.observed_generation == d.metadata.generation).then_some(())
+        },
+    )
+    .await;
+    for target in ["deployment", "daemonset"] {
+        assert_eq!(
+            rec.metric(&series("runs", target)).await,
+            Some(1.0),
+            "{target} written more than once:\n{}",
+            rec.logs()
+        );
+    }
+    assert_eq!(d.metadata.generation, Some(1), "one spec written");
+    run.cleanup().await;
+}
+
+#[tokio::test]
 async fn repairs_deleted_scaled_and_edited_objects() {
     let Some(client) = client().await else { return };
     let run = Run::new(&client, BIN.as_ref(), "").await;
@@ -645,6 +688,59 @@ async fn the_auto_slot_follows_the_largest_tenant() {
         rec.metric("warmpool_reconcile_slot_cpu_millicores").await,
         Some(8500.0)
     );
+    run.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_auto_slot_never_asks_for_more_than_the_largest_warm_node() {
+    let Some(client) = client().await else { return };
+    let run = Run::new(&client, BIN.as_ref(), "prewarmer:\n  slot: auto\n").await;
+    // Two warm nodes of this run's pool (label and taint), the larger with 4 CPUs and 8 GiB.
+    let mut guards = Vec::new();
+    for (suffix, cpu, memory) in [("small", "2", "12Gi"), ("large", "4", "8Gi")] {
+        let name = format!("{}-warm-{suffix}", run.id);
+        guards.push(NodeGuard(name.clone()));
+        create_node(
+            &client,
+            &FakeNode {
+                name: &name,
+                labels: &[("workload-type", &run.pool)],
+                taints: &[("workload-type", &run.pool, "NoSchedule")],
+                cpu,
+                memory,
+            },
+        )
+        .await
+        .expect("a warm node");
+    }
+    let rec = run.spawn("a", &[], &[]);
+    rec.wait_ready(START).await;
+    // A tenant larger than either node: 9 CPUs, 12 GiB.
+    let tenant = run.tenant("big");
+    run.create_namespace(&tenant, &[]).await;
+    run.create_pod(
+        &tenant,
+        "big",
+        json!({"containers": [{"name": "c", "image": "example.com/big:1",
+               "resources": {"requests": {"cpu": "9", "memory": "12Gi"}}}]}),
+    )
+    .await;
+    // Fitted to the node that keeps the most of it (4 of 9 CPUs beats 2 of 9), not 9 CPUs that
+    // no node could ever hold.
+    eventually(
+        "the prewarmer fitted to the larger warm node",
+        START,
+        || async {
+            let d = prewarmers(&run).get(PREWARMER).await.ok()?;
+            (requests(&d)? == ("4".into(), "8Gi".into())).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        rec.metric("warmpool_reconcile_slot_cpu_millicores").await,
+        Some(4000.0)
+    );
+    drop(guards);
     run.cleanup().await;
 }
 

@@ -52,6 +52,10 @@ const GRANTED_NOT_EXERCISED: &[(&str, &str, &str, &str)] = &[(
          the reconciler records one Event per enrolment",
 )];
 
+/// The tests of this file one at a time: the main one replaces the cluster-wide PriorityClass
+/// and needs its own reconciler to be the one that repairs it.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The test gives the PriorityClass another (immutable) value, so the reconciler must delete and
 /// re-create it: that exercises the PriorityClass `get` and `delete` it is granted.
 const PRIORITY_CLASS_CONFLICT: bool = true;
@@ -242,6 +246,8 @@ struct Call {
     /// Empty for cluster-scoped requests.
     namespace: String,
     status: u16,
+    /// Asked for metadata only (`Accept: …;as=PartialObjectMetadata…`).
+    metadata_only: bool,
 }
 
 /// Splits an API path into (group, namespace, resource, name, subresource).
@@ -262,7 +268,17 @@ fn parse_path(path: &str) -> Option<(String, String, String, String, String)> {
     })
 }
 
-fn classify(method: &http::Method, uri: &http::Uri, status: u16) -> Vec<Call> {
+fn classify(
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    status: u16,
+) -> Vec<Call> {
+    let metadata_only = headers.get_all(http::header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .unwrap_or_default()
+            .contains("as=PartialObjectMetadata")
+    });
     let Some((group, namespace, resource, mut name, sub)) = parse_path(uri.path()) else {
         return Vec::new();
     };
@@ -306,6 +322,7 @@ fn classify(method: &http::Method, uri: &http::Uri, status: u16) -> Vec<Call> {
         name,
         namespace,
         status,
+        metadata_only,
     };
     // A server-side apply that creates its object is authorised as a create as well.
     let mut calls = vec![call.clone()];
@@ -406,10 +423,12 @@ async fn forward(
     match upstream.send(forwarded).await {
         Ok(response) => {
             let status = response.status().as_u16();
-            calls
-                .lock()
-                .unwrap()
-                .extend(classify(&parts.method, &parts.uri, status));
+            calls.lock().unwrap().extend(classify(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                status,
+            ));
             response.map(|b| b.map_err(|e| Box::new(e) as _).boxed_unsync())
         }
         Err(e) => {
@@ -458,11 +477,74 @@ fn conflicting(kind: &str, name: &str) -> Value {
     })
 }
 
+/// Every list and watch of namespaces and of the three written objects asked the API server for
+/// metadata only; those of pods and nodes (spec and status are needed) did not.
+fn assert_metadata_only(calls: &BTreeSet<Call>) {
+    let watched: Vec<&Call> = calls
+        .iter()
+        .filter(|c| matches!(c.verb.as_str(), "list" | "watch"))
+        .collect();
+    for resource in ["namespaces", "deployments", "daemonsets", "priorityclasses"] {
+        let of: Vec<&&Call> = watched.iter().filter(|c| c.resource == resource).collect();
+        assert!(!of.is_empty(), "no list/watch of {resource}");
+        for c in of {
+            assert!(c.metadata_only, "a full list/watch of {resource}: {c:?}");
+        }
+    }
+}
+
+/// A reconciler whose configuration needs no pod and no node (no discovery, a fixed slot) opens
+/// no watch of either: the cluster's pods are never streamed to it.
+#[tokio::test]
+async fn only_what_the_configuration_needs_is_watched() {
+    let Some(client) = client().await else { return };
+    let _serial = SERIAL.lock().await;
+    let run = Run::new(&client, BIN.as_ref(), "imageCache:\n  discover: false\n").await;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    // The admin's credentials: permissions are not the question here.
+    let port = start_proxy(client.clone(), Arc::clone(&calls)).await;
+    let proxy_kubeconfig = run.dir.path().join("proxy.kubeconfig");
+    write_kubeconfig(
+        &proxy_kubeconfig,
+        &format!("http://127.0.0.1:{port}"),
+        None,
+        None,
+    );
+    let tenant = run.tenant("1");
+    run.create_namespace(&tenant, &[]).await;
+    let proxy = proxy_kubeconfig.to_str().unwrap();
+    let mut rec = run.spawn("watches", &[], &[("KUBECONFIG", proxy)]);
+    rec.wait_ready(Duration::from_secs(60)).await;
+    eventually("the tenant enrolled", Duration::from_secs(30), || async {
+        let t = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .get(&tenant)
+            .await
+            .ok()?;
+        (t.labels().get("warmpool.io/tenant").map(String::as_str) == Some("enabled")).then_some(())
+    })
+    .await;
+    rec.terminate();
+    let calls: BTreeSet<Call> = calls.lock().unwrap().iter().cloned().collect();
+    let pods_or_nodes: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.group.is_empty() && matches!(c.resource.as_str(), "pods" | "nodes"))
+        .collect();
+    assert!(
+        pods_or_nodes.is_empty(),
+        "pods or nodes read though nothing needs them: {pods_or_nodes:?}\n{}",
+        rec.logs()
+    );
+    assert_metadata_only(&calls);
+    run.cleanup().await;
+}
+
 #[tokio::test]
 async fn the_reconciler_uses_exactly_the_permissions_the_chart_grants() {
     let Some(client) = client().await else { return };
+    let _serial = SERIAL.lock().await;
     let Some(helm) = helm() else { return };
-    let run = Run::new(&client, BIN.as_ref(), "").await;
+    // slot: auto, so that the warm nodes are watched too.
+    let run = Run::new(&client, BIN.as_ref(), "prewarmer:\n  slot: auto\n").await;
     let ns = run.namespace.clone();
     let docs = rendered_rbac(&helm, &run.id, &ns);
     let granted = grants(&docs);
@@ -703,6 +785,9 @@ async fn the_reconciler_uses_exactly_the_permissions_the_chart_grants() {
             );
         }
     }
+
+    // 1b. Namespaces and the written objects are watched for their metadata only.
+    assert_metadata_only(&calls);
 
     // 2. Every granted (group, resource, verb) used, or excused.
     let mut unused = Vec::new();

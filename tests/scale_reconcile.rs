@@ -14,14 +14,17 @@
 //! starts the real `warmpool reconcile` (as a ServiceAccount of its own, so that the API server
 //! can count its requests), and reports:
 //! - the time to enrol (label) every existing tenant from start;
-//! - for `WARMPOOL_SCALE_PROBES` (default 10) new tenants created one at a time: the time from
-//!   the namespace's creation to its label, and from its first pod to the image cache
+//! - for `WARMPOOL_SCALE_PROBES` (default 10) *growing* new tenants created one at a time: the
+//!   time from the namespace's creation to its label, and from its first pod to the image cache
 //!   DaemonSet (the pod runs a new image) and the prewarmer Deployment (`slot: auto`, and the pod
-//!   asks for more CPU than any tenant so far) being updated;
+//!   asks for a quarter more CPU than any tenant so far) being updated; then as many *plain* new
+//!   tenants, whose pods change neither;
 //! - the API requests the reconciler made for each new tenant, by kind, from the API server's
 //!   own `apiserver_flowcontrol_dispatched_requests_total`: FlowSchemas that match only the
 //!   reconciler's ServiceAccount sort them into namespace writes, event writes, workload writes
-//!   (DaemonSet, Deployment, PriorityClass), Lease traffic, other writes, and reads;
+//!   (DaemonSet, Deployment, PriorityClass), Lease traffic, other writes, and reads — and
+//!   asserts the budget: at most 2 writes per plain tenant (its label and the label's Event),
+//!   and on top of those at most one per workload object a growing tenant changes (2), no read;
 //! - the reconciler's RSS (VmRSS, VmHWM) after the initial sync and at the end.
 //!
 //! Everything it creates is deleted at the end.
@@ -359,7 +362,7 @@ async fn reconciler_at_scale() {
     run.cleanup().await;
     println!(
         "\n- deleted {} namespaces in {:.1} s (the namespace controller empties them in the background)",
-        tenants + probes + 1,
+        tenants + 2 * probes + 1,
         started.elapsed().as_secs_f64()
     );
     if let Err(panic) = measured {
@@ -373,7 +376,7 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
     let id = run.id.clone();
     println!("# warmpool reconciler at scale (run {id})\n");
     println!(
-        "- {tenants} tenants x {PODS_PER_TENANT} pods, {probes} probe tenants; {} CPUs; load average {}",
+        "- {tenants} tenants x {PODS_PER_TENANT} pods, {probes} growing and {probes} plain probe tenants; {} CPUs; load average {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
@@ -425,9 +428,10 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
 
     // Start: every existing tenant enrolled.
     let sa_kubeconfig = sa_kubeconfig.to_string_lossy().into_owned();
+    // No periodic re-apply inside the measurement (it would land in some probe's window).
     let rec = run.spawn(
         "scale",
-        &[],
+        &["--resync", "30m"],
         &[("KUBECONFIG", &sa_kubeconfig), ("RUST_LOG", "info")],
     );
     let pid = rec.child.as_ref().expect("running").0.id();
@@ -478,20 +482,33 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
     tokio::time::sleep(idle).await;
     let quiet = delta(&requests(&client, &id).await, &before);
 
-    // Probes: one new tenant at a time.
+    // Probes: one new tenant at a time. A *growing* probe's first pod runs a new image and asks
+    // for a quarter more CPU than any tenant so far (past the auto slot's 10 % hysteresis), so
+    // that the image cache and the prewarmer must both change; a *plain* probe runs the images
+    // already cached with small requests, so that neither does.
     let mut to_label = Vec::new();
     let mut to_cache = Vec::new();
     let mut to_prewarmer = Vec::new();
-    let mut per_tenant: Vec<BTreeMap<&'static str, f64>> = Vec::new();
+    let mut growing: Vec<BTreeMap<&'static str, f64>> = Vec::new();
+    let mut plain: Vec<BTreeMap<&'static str, f64>> = Vec::new();
     let mut windows = Vec::new();
-    for k in 0..probes {
+    let mut millis = 4000u64;
+    for k in 0..2 * probes {
+        let grows = k < probes;
         let before = requests(&client, &id).await;
         let window = Instant::now();
         let ns = run.tenant(&format!("probe-{k}"));
-        let image = format!("example.com/{id}/probe-{k}:1");
-        // More CPU than any tenant so far: the auto slot (largest tenant's sum) must grow.
-        let millis = 4000 + 100 * k as u32;
-        let expected_millis = u64::from(millis) + 200;
+        let image = if grows {
+            format!("example.com/{id}/probe-{k}:1")
+        } else {
+            images[0].clone()
+        };
+        let first_cpu = if grows {
+            millis = millis * 5 / 4;
+            millis
+        } else {
+            100
+        };
         let created = Instant::now();
         run.create_namespace(&ns, &[]).await;
         let label = async {
@@ -503,7 +520,7 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
             .await
         };
         let workloads = async {
-            run.create_pod(&ns, "p0", pod_spec(&image, &format!("{millis}m")))
+            run.create_pod(&ns, "p0", pod_spec(&image, &format!("{first_cpu}m")))
                 .await;
             let pod_created = Instant::now();
             for p in 1..PODS_PER_TENANT {
@@ -514,6 +531,9 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
                 )
                 .await;
             }
+            if !grows {
+                return None;
+            }
             let cache = until("the probe's image in the cache", pod_created, || async {
                 caches
                     .get(IMAGE_CACHE)
@@ -521,32 +541,45 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
                     .ok()
                     .is_some_and(|ds| cached_images(&ds).contains(&image))
             });
+            // The first pod alone, or with the two small ones (within the hysteresis of it).
             let prewarmer = until("the prewarmer resized", pod_created, || async {
                 prewarmers
                     .get(PREWARMER)
                     .await
                     .ok()
                     .and_then(|d| prewarmer_millicores(&d))
-                    == Some(expected_millis)
+                    .is_some_and(|m| m >= first_cpu)
             });
-            tokio::join!(cache, prewarmer)
+            Some(tokio::join!(cache, prewarmer))
         };
-        let (label, (cache, prewarmer)) = tokio::join!(label, workloads);
+        let (label, workloads) = tokio::join!(label, workloads);
         // Let trailing writes (debounced applies, events) land in this probe's window.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let counts = delta(&requests(&client, &id).await, &before);
         windows.push(window.elapsed());
-        println!(
-            "  probe {k}: label {:.0} ms, image cache {:.0} ms, prewarmer {:.0} ms; requests {:?}",
-            label.as_secs_f64() * 1e3,
-            cache.as_secs_f64() * 1e3,
-            prewarmer.as_secs_f64() * 1e3,
-            counts
-        );
         to_label.push(label);
-        to_cache.push(cache);
-        to_prewarmer.push(prewarmer);
-        per_tenant.push(counts);
+        match workloads {
+            Some((cache, prewarmer)) => {
+                println!(
+                    "  probe {k} (growing): label {:.0} ms, image cache {:.0} ms, prewarmer {:.0} ms; requests {:?}",
+                    label.as_secs_f64() * 1e3,
+                    cache.as_secs_f64() * 1e3,
+                    prewarmer.as_secs_f64() * 1e3,
+                    counts
+                );
+                to_cache.push(cache);
+                to_prewarmer.push(prewarmer);
+                growing.push(counts);
+            }
+            None => {
+                println!(
+                    "  probe {k} (plain): label {:.0} ms; requests {:?}",
+                    label.as_secs_f64() * 1e3,
+                    counts
+                );
+                plain.push(counts);
+            }
+        }
     }
     let end = memory(pid);
 
@@ -578,16 +611,45 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
     println!();
     let window: f64 = windows.iter().map(Duration::as_secs_f64).sum::<f64>() / windows.len() as f64;
     println!(
-        "API requests of the reconciler per new tenant (mean over {probes} probes, window {window:.1} s each), \
+        "API requests of the reconciler per new tenant (mean over {probes} probes of each kind, window {window:.1} s each), \
          and with nothing happening over {} s:",
         idle.as_secs()
     );
     println!();
-    println!("| class | per new tenant | quiet, per {window:.1} s |");
-    println!("| --- | ---: | ---: |");
+    println!(
+        "| class | per growing tenant (both workloads change) | per plain tenant (neither does) | quiet, per {window:.1} s |"
+    );
+    println!("| --- | ---: | ---: | ---: |");
+    let mean = |of: &[BTreeMap<&'static str, f64>], class: &str| {
+        of.iter().map(|c| c[class]).sum::<f64>() / of.len() as f64
+    };
     for (class, label) in CLASSES {
-        let mean = per_tenant.iter().map(|c| c[class]).sum::<f64>() / per_tenant.len() as f64;
         let quiet = quiet[class] * window / idle.as_secs_f64();
-        println!("| {label} | {mean:.1} | {quiet:.1} |");
+        println!(
+            "| {label} | {:.1} | {:.1} | {quiet:.1} |",
+            mean(&growing, class),
+            mean(&plain, class)
+        );
+    }
+
+    // The budget, per tenant and whatever the number of tenants: the label and its Event, plus
+    // one write per workload object the tenant changes — nothing re-listed, nothing re-applied
+    // when the reconciler's own updates come back through its watches.
+    let writes = |c: &BTreeMap<&'static str, f64>| {
+        c["ns-write"] + c["event-write"] + c["workload-write"] + c["other-write"]
+    };
+    for (k, c) in plain.iter().enumerate() {
+        assert!(
+            writes(c) <= 2.0 && c["workload-write"] == 0.0,
+            "plain probe {k}: {c:?}"
+        );
+        assert_eq!(c["read"], 0.0, "plain probe {k}: {c:?}");
+    }
+    for (k, c) in growing.iter().enumerate() {
+        assert!(
+            c["workload-write"] <= 2.0 && c["ns-write"] <= 1.0 && c["event-write"] <= 1.0,
+            "growing probe {k}: {c:?}"
+        );
+        assert_eq!(c["read"], 0.0, "growing probe {k}: {c:?}");
     }
 }

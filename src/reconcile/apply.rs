@@ -13,10 +13,10 @@ use super::context::Context;
 use super::error::Error;
 use super::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL};
 
-/// Server-side apply with field manager `warmpool` and `force`. When the API server refuses
-/// because an immutable field differs, an object that carries our managed-by label is deleted and
-/// created anew.
-pub async fn apply<K>(ctx: &Context, api: Api<K>, desired: &K) -> Result<(), Error>
+/// Server-side apply with field manager `warmpool` and `force`; returns the object as written.
+/// When the API server refuses because an immutable field differs, an object that carries our
+/// managed-by label is deleted and created anew.
+pub async fn apply<K>(ctx: &Context, api: Api<K>, desired: &K) -> Result<K, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
@@ -26,11 +26,16 @@ where
         None => format!("apply {} {name}", K::kind(&())),
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    ctx.gate.ensure(what)?;
-    let status = match api.patch(&name, &params, &Patch::Apply(desired)).await {
-        Ok(_) => return Ok(()),
-        Err(kube::Error::Api(status)) if is_immutable_field_change(&status) => status,
-        Err(e) => return Err(Error::kube(what(), e)),
+    let status = match ctx
+        .write(what, api.patch(&name, &params, &Patch::Apply(desired)))
+        .await
+    {
+        Ok(written) => return Ok(written),
+        Err(Error::Kube {
+            source: kube::Error::Api(status),
+            ..
+        }) if is_immutable_field_change(&status) => status,
+        Err(e) => return Err(e),
     };
     let existing = api
         .get_opt(&name)
@@ -43,15 +48,10 @@ where
         return Err(Error::kube(what(), kube::Error::Api(status)));
     }
     tracing::warn!(object = %what(), reason = %status.message, "an immutable field differs: re-creating");
-    ctx.gate.ensure(what)?;
-    api.delete(&name, &DeleteParams::background())
+    ctx.write(what, api.delete(&name, &DeleteParams::background()))
+        .await?;
+    ctx.write(what, api.patch(&name, &params, &Patch::Apply(desired)))
         .await
-        .map_err(|e| Error::kube(what(), e))?;
-    ctx.gate.ensure(what)?;
-    api.patch(&name, &params, &Patch::Apply(desired))
-        .await
-        .map_err(|e| Error::kube(what(), e))?;
-    Ok(())
 }
 
 /// The API server's refusal to change a field that cannot change once set. It words this two

@@ -11,6 +11,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 
 use super::backoff::Backoff;
+use super::error::Error;
 use super::lease::LeaderGate;
 use super::metrics::Metrics;
 use super::workloads::Target;
@@ -55,11 +56,33 @@ pub struct Context {
     pub recorder: Recorder,
     /// Every write checks it first.
     pub gate: LeaderGate,
+    /// Every write is cut off after this ([`super::lease::LeaseSettings::write_timeout`]).
+    pub write_timeout: Duration,
     /// Per-object exponential backoff, keyed by [`Target::label`] or `namespace/<name>`.
     pub backoff: Backoff,
     pub readiness: Readiness,
     /// The workload objects applied at least once (readiness once all are).
     pub synced: Mutex<BTreeSet<Target>>,
+}
+
+impl Context {
+    /// One write to the API server, made only while this replica leads and abandoned after
+    /// [`Context::write_timeout`], so that it lands (or not at all) before another replica can
+    /// take the Lease over. `action` names it in errors.
+    pub async fn write<T>(
+        &self,
+        action: impl Fn() -> String,
+        request: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, Error> {
+        self.gate.ensure(&action)?;
+        match tokio::time::timeout(self.write_timeout, request).await {
+            Ok(result) => result.map_err(|e| Error::kube(action(), e)),
+            Err(_) => Err(Error::WriteTimeout {
+                action: action(),
+                after: self.write_timeout,
+            }),
+        }
+    }
 }
 
 /// A poisoned lock still holds consistent data here (every critical section is a plain update).

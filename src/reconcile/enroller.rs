@@ -146,15 +146,10 @@ async fn write(
     verb: &str,
 ) -> Result<Namespace, Error> {
     let action = || format!("{verb} Namespace {name} {TENANT_LABEL}={ENABLED}");
-    ctx.gate.ensure(action)?;
     let api: Api<Namespace> = Api::all(ctx.client.clone());
-    api.patch(
-        name,
-        &PatchParams::apply(manager).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(|e| Error::kube(action(), e))
+    let params = PatchParams::apply(manager).force();
+    ctx.write(action, api.patch(name, &params, &Patch::Apply(body)))
+        .await
 }
 
 fn enrolled_event(pattern: &str) -> Event {
@@ -194,7 +189,11 @@ async fn publish(ctx: &Context, ns: &PartialObjectMeta<Namespace>, name: &str, e
         uid: ns.metadata.uid.clone(),
         ..ObjectReference::default()
     };
-    if let Err(e) = ctx.recorder.publish(event, &reference).await {
+    let action = || format!("record the {} event in {name}", event.reason);
+    if let Err(e) = ctx
+        .write(action, ctx.recorder.publish(event, &reference))
+        .await
+    {
         tracing::warn!(namespace = %name, reason = %event.reason, error = %e, "cannot record the event");
     }
 }

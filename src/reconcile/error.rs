@@ -12,6 +12,13 @@ pub enum Error {
     },
     #[error("{action}: leadership lost, write withheld")]
     NotLeader { action: String },
+    #[error(
+        "{action}: no answer within {after:?}, abandoned (it must land while the Lease is ours)"
+    )]
+    WriteTimeout {
+        action: String,
+        after: std::time::Duration,
+    },
     #[error("cannot encode {what}: {source}")]
     Encode {
         what: String,
@@ -62,6 +69,7 @@ impl Error {
                 _ => "transport",
             },
             Error::NotLeader { .. } => "not_leader",
+            Error::WriteTimeout { .. } => "timeout",
             Error::Encode { .. } => "encode",
             Error::Owner(_) => "owner",
             Error::Settings(_) => "settings",

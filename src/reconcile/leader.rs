@@ -45,6 +45,7 @@ pub async fn run(
         .spare_slots
         .set(i64::from(settings.config.prewarmer.spare_slots));
 
+    let write_timeout = lease.write_timeout();
     let gate = LeaderGate::default();
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let elector = Elector::new(
@@ -71,6 +72,7 @@ pub async fn run(
         metrics,
         recorder,
         gate: gate.clone(),
+        write_timeout,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(120)),
         readiness: readiness.clone(),
         synced: Mutex::new(BTreeSet::new()),

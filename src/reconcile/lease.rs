@@ -4,13 +4,19 @@
 //! leaderelection: the Lease is created only if absent; every change is a `replace` guarded by the
 //! `resourceVersion` read just before (two replicas can never both win); a holder is presumed gone
 //! once its record has not changed for `leaseDurationSeconds`, measured on this replica's own
-//! monotonic clock from when it saw the record change (no trust in other machines' wall clocks).
+//! monotonic clock from when a read that showed the record *returned* (no trust in other
+//! machines' wall clocks, and a slow read never makes the holder look older than it is).
 //!
-//! "Stops writing at once": leadership is a deadline, not a flag. A successful renewal started at
-//! `t` makes this replica the leader until `t + duration − margin`, which is before any other
-//! replica can presume it gone; every write checks [`LeaderGate::is_leader`] first, and
-//! [`LeaderGate::lost`] wakes the controller the moment the deadline passes without a renewal,
-//! so a replica cut off from the API server stops even while its renew request still hangs.
+//! "Stops writing at once": leadership is a deadline, not a flag. A successful renewal whose read
+//! started at `t` makes this replica the leader until `t + duration − margin` (client-go's
+//! proportions: a 15 s lease is trusted for 10 s), which is before any other replica can presume
+//! it gone; every write checks [`LeaderGate::is_leader`] first and is cut off after
+//! [`LeaseSettings::write_timeout`], so a write started at the last instant of leadership has
+//! landed, or been abandoned, while the Lease is still this replica's (what remains of the margin
+//! covers clock-rate differences). [`LeaderGate::lost`] wakes the controller the moment the
+//! deadline passes without a renewal, so a replica cut off from the API server stops even while
+//! its renew request still hangs. The Lease records whole seconds, so the duration must be whole
+//! seconds: what the holder trusts is exactly what the others read.
 //!
 //! (`kube-lease-manager` 0.13 supports kube 5, but while its renewals fail it keeps reporting
 //! leadership until a later read succeeds, and its parameters panic when invalid; this module is
@@ -46,11 +52,17 @@ pub struct LeaseSettings {
 
 impl LeaseSettings {
     /// client-go's proportions: renew three times per lease duration, retry every 2 s (less for
-    /// very short leases, as in the tests).
+    /// very short leases, as in the tests). The duration is whole seconds, at least 3.
     pub fn new(name: &str, identity: &str, duration: Duration) -> Result<LeaseSettings, Error> {
-        if duration < Duration::from_secs(2) {
+        if duration < Duration::from_secs(3) {
             return Err(Error::Settings(format!(
-                "the lease duration must be at least 2s, not {duration:?}"
+                "the lease duration must be at least 3s, not {duration:?}"
+            )));
+        }
+        if duration.subsec_nanos() != 0 || i32::try_from(duration.as_secs()).is_err() {
+            return Err(Error::Settings(format!(
+                "the lease duration must be a whole number of seconds (the Lease records \
+                 seconds), not {duration:?}"
             )));
         }
         if identity.is_empty() {
@@ -65,14 +77,28 @@ impl LeaseSettings {
         })
     }
 
-    /// How long a successful renewal lets this replica write: the lease duration less a twentieth
-    /// for clock-rate differences between machines.
+    /// What the holder keeps back of each renewal: a third of the lease (client-go: 15 s lease,
+    /// 10 s renew deadline).
+    pub fn margin(&self) -> Duration {
+        self.duration / 3
+    }
+
+    /// How long a successful renewal lets this replica write, from the start of the read that
+    /// preceded it.
     pub fn valid_for(&self) -> Duration {
-        self.duration - self.duration / 20
+        self.duration - self.margin()
+    }
+
+    /// How long one write may take before it is cut off: the margin less a twentieth of the
+    /// lease for clock-rate differences between machines, so that `valid_for + write_timeout`
+    /// stays under the lease duration.
+    pub fn write_timeout(&self) -> Duration {
+        self.margin() - self.duration / 20
     }
 
     fn duration_seconds(&self) -> i32 {
-        i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX)
+        // Whole seconds that fit, by construction.
+        i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX)
     }
 }
 
@@ -110,6 +136,11 @@ impl LeaderGate {
     /// True when the last look at the Lease found it held by another, live replica.
     pub fn sees_other_leader(&self) -> bool {
         self.other_leader.load(Ordering::Acquire)
+    }
+
+    /// When the current leadership ends, if this replica leads.
+    pub fn deadline(&self) -> Option<Instant> {
+        *self.until.borrow()
     }
 
     fn extend(&self, until: Instant) {
@@ -181,21 +212,35 @@ struct Seen {
     transitions: Option<i32>,
 }
 
+/// This replica's monotonic clock (a fake one in the tests).
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// Runs the election for one replica.
 pub struct Elector {
     api: Api<Lease>,
     settings: LeaseSettings,
     gate: LeaderGate,
     seen: Option<(Seen, Instant)>,
+    clock: Clock,
 }
 
 impl Elector {
     pub fn new(api: Api<Lease>, settings: LeaseSettings, gate: LeaderGate) -> Elector {
+        Elector::with_clock(api, settings, gate, Arc::new(Instant::now))
+    }
+
+    pub fn with_clock(
+        api: Api<Lease>,
+        settings: LeaseSettings,
+        gate: LeaderGate,
+        clock: Clock,
+    ) -> Elector {
         Elector {
             api,
             settings,
             gate,
             seen: None,
+            clock,
         }
     }
 
@@ -237,18 +282,21 @@ impl Elector {
 
     /// One read and, if due, one write; true when this replica holds the Lease afterwards.
     async fn try_once(&mut self) -> Result<bool, Error> {
-        let started = Instant::now();
+        // Our own leadership counts from before the read (the earliest the renewal can count
+        // from); what others hold counts from when the read returned (the latest we know of it).
+        let started = (self.clock)();
         let name = self.settings.name.clone();
         let current = self
             .api
             .get_opt(&name)
             .await
             .map_err(|e| Error::kube(format!("read Lease {name}"), e))?;
+        let read = (self.clock)();
         let Some(mut lease) = current else {
             return self.create(started).await;
         };
         let spec = lease.spec.clone().unwrap_or_default();
-        let holder_gone = self.observe(&spec, started);
+        let holder_gone = self.observe(&spec, read);
         let now = MicroTime(Timestamp::now());
         let mut next = spec.clone();
         match decide(&spec, &self.settings.identity, holder_gone) {
@@ -285,7 +333,8 @@ impl Elector {
         {
             Ok(written) => {
                 if let Some(spec) = &written.spec {
-                    self.observe(spec, started);
+                    let now = (self.clock)();
+                    self.observe(spec, now);
                 }
                 self.gate.extend(started + self.settings.valid_for());
                 Ok(true)
@@ -405,13 +454,32 @@ mod tests {
 
     #[test]
     fn settings_are_checked_and_proportioned() {
-        assert!(LeaseSettings::new("l", "me", Duration::from_secs(1)).is_err());
+        assert!(LeaseSettings::new("l", "me", Duration::from_secs(2)).is_err());
         assert!(LeaseSettings::new("l", "", Duration::from_secs(15)).is_err());
+        // The Lease records whole seconds: what the holder trusts must be what others read.
+        let e = LeaseSettings::new("l", "me", Duration::from_millis(4500)).unwrap_err();
+        assert!(e.to_string().contains("whole number of seconds"), "{e}");
         let s = LeaseSettings::new("l", "me", Duration::from_secs(15)).unwrap();
         assert_eq!(s.renew_every, Duration::from_secs(5));
         assert_eq!(s.retry_every, Duration::from_secs(2));
-        assert!(s.valid_for() < s.duration);
         assert_eq!(s.duration_seconds(), 15);
+        // client-go's 15 s lease / 10 s renew deadline; a write cut off at 4.25 s.
+        assert_eq!(s.valid_for(), Duration::from_secs(10));
+        assert_eq!(s.write_timeout(), Duration::from_millis(4250));
+        for secs in [3, 4, 15, 60, 3600] {
+            let s = LeaseSettings::new("l", "me", Duration::from_secs(secs)).unwrap();
+            // A write started at the last instant of leadership is over before anyone else can
+            // presume this replica gone, with a twentieth to spare for clock rates.
+            assert!(
+                s.valid_for() + s.write_timeout() + s.duration / 20 <= s.duration,
+                "{secs}s"
+            );
+            assert!(s.write_timeout() > Duration::ZERO, "{secs}s");
+            assert!(
+                s.renew_every < s.valid_for(),
+                "{secs}s: renewed before it runs out"
+            );
+        }
     }
 
     #[tokio::test]
@@ -457,5 +525,178 @@ mod tests {
             .await
             .expect("woken")
             .expect("joined");
+    }
+
+    /// An API server holding one Lease, in process: each read or write "takes" the time set for
+    /// it by moving the fake clock on, so the tests need no real waiting.
+    struct FakeLeases {
+        lease: std::sync::Mutex<Option<serde_json::Value>>,
+        now: std::sync::Mutex<Instant>,
+        /// How long each next read takes (the last one repeats).
+        read_delays: std::sync::Mutex<Vec<Duration>>,
+        write_delay: Duration,
+        writes: std::sync::atomic::AtomicU32,
+    }
+
+    impl FakeLeases {
+        fn new(lease: Option<serde_json::Value>) -> Arc<FakeLeases> {
+            Arc::new(FakeLeases {
+                lease: std::sync::Mutex::new(lease),
+                now: std::sync::Mutex::new(Instant::now()),
+                read_delays: std::sync::Mutex::new(vec![Duration::ZERO]),
+                write_delay: Duration::ZERO,
+                writes: std::sync::atomic::AtomicU32::new(0),
+            })
+        }
+
+        fn now(&self) -> Instant {
+            *self.now.lock().unwrap()
+        }
+
+        fn advance(&self, by: Duration) {
+            *self.now.lock().unwrap() += by;
+        }
+
+        fn clock(self: &Arc<Self>) -> Clock {
+            let me = self.clone();
+            Arc::new(move || me.now())
+        }
+
+        fn client(self: &Arc<Self>) -> kube::Client {
+            let me = self.clone();
+            let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+                let me = me.clone();
+                async move { Ok::<_, std::convert::Infallible>(me.answer(request).await) }
+            });
+            kube::Client::new(service, "ns")
+        }
+
+        async fn answer(
+            &self,
+            request: http::Request<kube::client::Body>,
+        ) -> http::Response<http_body_util::Full<hyper::body::Bytes>> {
+            use http_body_util::BodyExt;
+            let method = request.method().clone();
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let reply = |code: u16, value: serde_json::Value| {
+                http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                        value.to_string(),
+                    )))
+                    .unwrap()
+            };
+            let not_found = serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+            let mut lease = self.lease.lock().unwrap();
+            match method.as_str() {
+                "GET" => {
+                    let delay = {
+                        let mut delays = self.read_delays.lock().unwrap();
+                        if delays.len() > 1 {
+                            delays.remove(0)
+                        } else {
+                            delays[0]
+                        }
+                    };
+                    self.advance(delay);
+                    match lease.clone() {
+                        Some(l) => reply(200, l),
+                        None => reply(404, not_found),
+                    }
+                }
+                "PUT" | "POST" => {
+                    self.advance(self.write_delay);
+                    self.writes
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut written: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let rv: u64 = lease
+                        .as_ref()
+                        .and_then(|l| l["metadata"]["resourceVersion"].as_str()?.parse().ok())
+                        .unwrap_or(0);
+                    written["metadata"]["resourceVersion"] = (rv + 1).to_string().into();
+                    *lease = Some(written.clone());
+                    reply(200, written)
+                }
+                _ => reply(405, not_found),
+            }
+        }
+    }
+
+    fn held_by(holder: &str, seconds: i32) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "l", "namespace": "ns", "resourceVersion": "7"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": seconds,
+                     "renewTime": "2026-01-01T00:00:00.000000Z", "leaseTransitions": 3},
+        })
+    }
+
+    fn elector(fake: &Arc<FakeLeases>, seconds: u64) -> (Elector, LeaderGate) {
+        let gate = LeaderGate::default();
+        let settings = LeaseSettings::new("l", "me", Duration::from_secs(seconds)).unwrap();
+        let elector = Elector::with_clock(
+            Api::namespaced(fake.client(), "ns"),
+            settings,
+            gate.clone(),
+            fake.clock(),
+        );
+        (elector, gate)
+    }
+
+    #[tokio::test]
+    async fn a_holder_is_presumed_gone_a_lease_after_the_read_that_saw_it_returned() {
+        let fake = FakeLeases::new(Some(held_by("other", 10)));
+        let (mut elector, gate) = elector(&fake, 10);
+        let start = fake.now();
+        // The first read takes 3 s; the record it returns is only known from its answer on.
+        *fake.read_delays.lock().unwrap() = vec![Duration::from_secs(3), Duration::ZERO];
+        assert!(!elector.try_once().await.unwrap());
+        assert!(gate.sees_other_leader());
+        // 11 s after that read began, 8 s after it returned: the holder may still be renewing.
+        fake.advance(Duration::from_secs(8));
+        assert_eq!(fake.now() - start, Duration::from_secs(11));
+        assert!(!elector.try_once().await.unwrap(), "taken 2 s too early");
+        assert_eq!(fake.writes.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // 10 s after the answer: the record has not changed for a whole lease.
+        fake.advance(Duration::from_secs(2));
+        assert!(elector.try_once().await.unwrap());
+        let lease = fake.lease.lock().unwrap().clone().unwrap();
+        assert_eq!(lease["spec"]["holderIdentity"], "me");
+        assert_eq!(lease["spec"]["leaseTransitions"], 4);
+        assert_eq!(lease["spec"]["leaseDurationSeconds"], 10);
+    }
+
+    #[tokio::test]
+    async fn leadership_counts_from_before_the_read_and_keeps_a_margin_for_a_write() {
+        let fake = FakeLeases::new(Some(held_by("me", 15)));
+        let (mut elector, gate) = elector(&fake, 15);
+        *fake.read_delays.lock().unwrap() = vec![Duration::from_secs(2)];
+        let started = fake.now();
+        assert!(elector.try_once().await.unwrap());
+        // Renewed; trusted for 10 s from the moment the read was sent, though the renewal was
+        // only written 2 s later.
+        assert_eq!(gate.deadline(), Some(started + Duration::from_secs(10)));
+        let lease = fake.lease.lock().unwrap().clone().unwrap();
+        assert_eq!(
+            lease["spec"]["leaseDurationSeconds"], 15,
+            "the exact duration the holder trusts"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_lease_is_created_and_held() {
+        let fake = FakeLeases::new(None);
+        let (mut elector, gate) = elector(&fake, 4);
+        let started = fake.now();
+        assert!(elector.try_once().await.unwrap());
+        assert_eq!(
+            gate.deadline(),
+            Some(started + Duration::from_secs(4) - Duration::from_secs(4) / 3)
+        );
+        let lease = fake.lease.lock().unwrap().clone().unwrap();
+        assert_eq!(lease["spec"]["holderIdentity"], "me");
+        assert_eq!(lease["spec"]["leaseDurationSeconds"], 4);
     }
 }

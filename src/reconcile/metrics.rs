@@ -41,6 +41,7 @@ pub struct Metrics {
     pub enrolled: Counter,
     pub unenrolled: Counter,
     pub runs: Family<TargetLabels, Counter>,
+    pub unchanged: Family<TargetLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
     pub duration: Family<TargetLabels, Histogram>,
 }
@@ -57,6 +58,7 @@ impl Default for Metrics {
             enrolled: Counter::default(),
             unenrolled: Counter::default(),
             runs: Family::default(),
+            unchanged: Family::default(),
             failures: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
         }
@@ -109,7 +111,16 @@ impl Metrics {
              because they no longer match a tenant pattern",
             m.unenrolled.clone(),
         );
-        r.register("runs", "Reconcile runs, by target", m.runs.clone());
+        r.register(
+            "runs",
+            "Reconcile runs that wrote, by target",
+            m.runs.clone(),
+        );
+        r.register(
+            "unchanged",
+            "Reconcile runs that found the object as last written and sent nothing, by target",
+            m.unchanged.clone(),
+        );
         r.register(
             "failures",
             "Failed reconcile runs, by target and kind of failure",
@@ -121,6 +132,15 @@ impl Metrics {
             m.duration.clone(),
         );
         m
+    }
+
+    /// Counts one run of `target` that sent nothing.
+    pub fn observe_unchanged(&self, target: &str) {
+        self.unchanged
+            .get_or_create(&TargetLabels {
+                target: target.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one run of `target` that took `took` and ended in `result`.

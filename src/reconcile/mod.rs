@@ -9,7 +9,8 @@
 //! - [`slot`]: a pod's requests as the scheduler counts them; `prewarmer.slot: auto`.
 //! - [`images`]: which images the cache holds, capped and sorted.
 //! - [`desired`]: the PriorityClass, the prewarmer Deployment, the image-cache DaemonSet.
-//! - [`observed`]: the narrow watch caches and their reduction to [`observed::Observed`].
+//! - [`observed`]: the narrow watch caches and their reduction to [`observed::Observed`];
+//!   [`nodes`]: the warm nodes' allocatable.
 //!
 //! The I/O shells, by job:
 //! - [`leader`]: the leader loop (election, one [`session`] per leadership term, shutdown).
@@ -34,6 +35,7 @@ pub mod images;
 pub mod leader;
 pub mod lease;
 pub mod metrics;
+pub mod nodes;
 pub mod observed;
 pub mod owner;
 pub mod session;

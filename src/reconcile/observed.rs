@@ -1,7 +1,7 @@
 //! What the reconciler knows of the cluster, kept small: a Pod is read into [`SlimPod`] (only
 //! images and requests are deserialised; env, volumes, status and the rest are skipped by serde),
-//! reduced at once to a [`PodSummary`] and indexed by namespace. [`observe`] turns that and the
-//! namespaces into the inputs of the desired objects. Pure apart from the watch-event plumbing.
+//! reduced at once to a [`PodSummary`] and indexed by namespace. [`observe`] turns that, the
+//! namespaces and the warm nodes ([`super::nodes`]) into the inputs of the desired objects. Pure apart from the watch-event plumbing.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -12,6 +12,7 @@ use kube::runtime::watcher;
 use serde::Deserialize;
 
 use super::images::{ImageUsage, select_images};
+use super::nodes::NodeIndex;
 use super::slot::{self, ContainerRequests, Requests};
 use crate::config::{Config, Slot, SlotResources};
 use crate::tenant::TenantSelector;
@@ -231,14 +232,19 @@ pub struct Observed {
     pub images: Vec<String>,
     pub slot: SlotResources,
     pub slot_source: SlotSource,
+    /// `slot: auto` cut down to fit on the largest warm node.
+    pub slot_capped: bool,
 }
 
-/// Reduces namespaces (name, labels) and the pod index to [`Observed`].
+/// Reduces namespaces (name, labels), the pod index and the warm nodes to [`Observed`];
+/// `previous` (the last observation) holds `slot: auto` steady within its hysteresis.
 pub fn observe<'a>(
     config: &Config,
     selector: &TenantSelector,
     namespaces: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
     pods: &PodIndex,
+    nodes: &NodeIndex,
+    previous: Option<&Observed>,
 ) -> Observed {
     let tenants: BTreeSet<String> = namespaces
         .into_iter()
@@ -254,11 +260,10 @@ pub fn observe<'a>(
             }
         }
     }
-    let max = usize::try_from(config.image_cache.max_images).unwrap_or(usize::MAX);
-    let images = select_images(&config.image_cache.images, &usage, max);
+    let images = cache_images(config, &usage);
 
-    let (slot, slot_source) = match &config.prewarmer.slot {
-        Slot::Fixed(fixed) => (fixed.clone(), SlotSource::Configured),
+    let (slot, slot_source, slot_capped) = match &config.prewarmer.slot {
+        Slot::Fixed(fixed) => (fixed.clone(), SlotSource::Configured, false),
         Slot::Auto => {
             let per_tenant: Vec<Requests> = tenants
                 .iter()
@@ -268,13 +273,15 @@ pub fn observe<'a>(
                 })
                 .filter(|r| *r != Requests::ZERO)
                 .collect();
-            let fallback = slot::slot_requests(&SlotResources::default());
             let source = if per_tenant.is_empty() {
                 SlotSource::AutoFallback
             } else {
                 SlotSource::Auto
             };
-            (slot::auto_slot(per_tenant, &fallback).to_slot(), source)
+            let target = slot::auto_slot(per_tenant, &fallback_slot());
+            let current = previous.map(|p| slot::slot_requests(&p.slot));
+            let (next, capped) = slot::auto_slot_step(current, target, nodes.allocatable());
+            (next.to_slot(), source, capped)
         }
     };
 
@@ -283,6 +290,46 @@ pub fn observe<'a>(
         images,
         slot,
         slot_source,
+        slot_capped,
+    }
+}
+
+/// The default slot (640m, 2150Mi): `slot: auto` before any tenant pod is seen.
+fn fallback_slot() -> Requests {
+    slot::slot_requests(&SlotResources::default())
+}
+
+/// The images the cache holds: the configured ones and (with `imageCache.discover`) the
+/// discovered ones, capped at `imageCache.maxImages` and sorted ([`select_images`]).
+pub fn cache_images(config: &Config, discovered: &ImageUsage) -> Vec<String> {
+    let none = ImageUsage::default();
+    let usage = if config.image_cache.discover {
+        discovered
+    } else {
+        &none
+    };
+    let max = usize::try_from(config.image_cache.max_images).unwrap_or(usize::MAX);
+    select_images(&config.image_cache.images, usage, max)
+}
+
+/// What the reconciler would observe with no cluster: no tenant, the configured images plus
+/// `discovered` (each counted as one pod's), and the configured slot or, for `slot: auto`, the
+/// default one (`warmpool render`).
+pub fn offline(config: &Config, discovered: &[String]) -> Observed {
+    let mut usage = ImageUsage::default();
+    for image in discovered {
+        usage.add_pod([image.as_str()]);
+    }
+    let (slot, slot_source) = match &config.prewarmer.slot {
+        Slot::Fixed(fixed) => (fixed.clone(), SlotSource::Configured),
+        Slot::Auto => (fallback_slot().to_slot(), SlotSource::AutoFallback),
+    };
+    Observed {
+        tenants: BTreeSet::new(),
+        images: cache_images(config, &usage),
+        slot,
+        slot_source,
+        slot_capped: false,
     }
 }
 
@@ -436,7 +483,8 @@ mod tests {
             ("payments", &optin),
             ("warmpool", &optin),
         ];
-        let got = observe(&config, &selector, namespaces.clone(), &pods);
+        let nodes = NodeIndex::synced_empty();
+        let got = observe(&config, &selector, namespaces.clone(), &pods, &nodes, None);
         assert_eq!(
             got.tenants.iter().map(String::as_str).collect::<Vec<_>>(),
             vec!["demo-1", "demo-2", "payments"]
@@ -451,7 +499,7 @@ mod tests {
 
         config.image_cache.discover = false;
         config.prewarmer.slot = Slot::Fixed(SlotResources::default());
-        let fixed = observe(&config, &selector, namespaces, &pods);
+        let fixed = observe(&config, &selector, namespaces, &pods, &nodes, None);
         assert_eq!(fixed.images, vec!["configured:1"]);
         assert_eq!(fixed.slot, SlotResources::default());
         assert_eq!(fixed.slot_source, SlotSource::Configured);
@@ -467,7 +515,83 @@ mod tests {
             &selector,
             vec![("demo-1", &none)],
             &PodIndex::default(),
+            &NodeIndex::synced_empty(),
+            None,
         );
+        assert_eq!(got.slot_source, SlotSource::AutoFallback);
+        assert_eq!(got.slot, SlotResources::default());
+    }
+
+    fn warm_nodes(nodes: &[(&str, &str, &str)]) -> NodeIndex {
+        let mut index = NodeIndex::default();
+        index.apply(watcher::Event::Init);
+        for (name, cpu, memory) in nodes {
+            let node = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"allocatable": {"cpu": cpu, "memory": memory}},
+            }))
+            .unwrap();
+            index.apply(watcher::Event::InitApply(node));
+        }
+        index.apply(watcher::Event::InitDone);
+        index
+    }
+
+    #[test]
+    fn the_auto_slot_fits_the_largest_warm_node_and_holds_within_its_hysteresis() {
+        let config = Config::from_yaml("prewarmer: {slot: auto}").unwrap();
+        let selector = TenantSelector::new(&config.tenants.namespace_patterns, None).unwrap();
+        let none = labels(&[]);
+        let tenant = |cpu: &str| {
+            index(vec![pod(
+                "demo-1",
+                "a",
+                json!({"containers": [app("web:1", cpu, "3Gi")]}),
+            )])
+        };
+        let nodes = warm_nodes(&[("small", "1930m", "7Gi"), ("large", "3920m", "15Gi")]);
+        let observe_with = |pods: &PodIndex, previous: Option<&Observed>| {
+            observe(
+                &config,
+                &selector,
+                vec![("demo-1", &none)],
+                pods,
+                &nodes,
+                previous,
+            )
+        };
+        // 6 CPUs asked, the largest warm node has 3.92: one placeholder no node could hold is
+        // never asked for.
+        let first = observe_with(&tenant("6"), None);
+        assert_eq!(first.slot.cpu, Quantity("3920m".into()));
+        assert_eq!(first.slot.memory, Quantity("3072Mi".into()));
+        assert!(first.slot_capped);
+        // The tenant shrinks to 3.7 CPUs (6 % below the slot): the slot stays.
+        let held = observe_with(&tenant("3700m"), Some(&first));
+        assert_eq!(held.slot, first.slot);
+        assert!(!held.slot_capped);
+        // To 3 CPUs (23 % below): it follows.
+        let moved = observe_with(&tenant("3"), Some(&held));
+        assert_eq!(moved.slot.cpu, Quantity("3000m".into()));
+    }
+
+    #[test]
+    fn offline_there_are_the_configured_and_given_images_and_the_configured_slot() {
+        let config = Config::from_yaml("imageCache: {images: ['b:1'], maxImages: 3}").unwrap();
+        let got = offline(
+            &config,
+            &["c:1".into(), "a:1".into(), "b:1".into(), "d:1".into()],
+        );
+        assert!(got.tenants.is_empty());
+        assert_eq!(got.images, vec!["a:1", "b:1", "c:1"]);
+        assert_eq!(got.slot, SlotResources::default());
+        assert_eq!(got.slot_source, SlotSource::Configured);
+        let config = Config::from_yaml(
+            "prewarmer: {slot: auto}\nimageCache: {images: ['b:1'], discover: false}",
+        )
+        .unwrap();
+        let got = offline(&config, &["c:1".into()]);
+        assert_eq!(got.images, vec!["b:1"], "discovery off: nothing discovered");
         assert_eq!(got.slot_source, SlotSource::AutoFallback);
         assert_eq!(got.slot, SlotResources::default());
     }

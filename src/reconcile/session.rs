@@ -1,13 +1,18 @@
 //! One leadership term: the watches, wired to the queues that write.
 //!
-//! - a metadata-only namespace watch (annotations dropped, managedFields cut down to who owns the
-//!   tenant label) feeding a reflector store and the [`super::enroller`] (bounded concurrency);
-//! - a pod watch read into [`SlimPod`] and reduced to [`super::observed::PodSummary`]s at once
-//!   (terminated pods and system namespaces filtered out by the API server);
-//! - a small task that turns both into [`Observed`] (debounced) and publishes it;
+//! - a metadata watch of namespaces (on `Api<PartialObjectMeta<_>>` kube 5 asks the API server
+//!   for metadata only, as the deprecated `metadata_watcher` did; annotations dropped,
+//!   managedFields cut down to who owns the tenant label) feeding a reflector store and the
+//!   [`super::enroller`] (bounded concurrency);
+//! - only when `imageCache.discover` or `prewarmer.slot: auto` needs them, a pod watch read into
+//!   [`SlimPod`] and reduced to [`super::observed::PodSummary`]s at once (terminated pods and
+//!   system namespaces filtered out by the API server);
+//! - only for `prewarmer.slot: auto`, a watch of the warm nodes (by the pool label) read into
+//!   [`SlimNode`]: their allocatable caps the slot;
+//! - a small task that turns these into [`Observed`] (debounced) and publishes it;
 //! - the [`super::workloads`] controller, keyed on warmpool's own namespace, re-triggered by a
-//!   changed [`Observed`], by the [`super::drift`] watches of the three objects, and by the
-//!   periodic resync.
+//!   changed [`Observed`], by the [`super::drift`] watches of the three objects (metadata only),
+//!   and by the periodic resync.
 //!
 //! The session is dropped (in-flight writes cancelled) the moment the lease is lost.
 
@@ -16,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Namespace;
@@ -26,12 +32,17 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use super::context::{Context, lock};
+use super::drift::{LastApplied, Sightings};
 use super::error::Error;
 use super::metrics::Metrics;
+use super::nodes::{NodeIndex, SlimNode};
 use super::observed::{Observed, PodIndex, SlimPod, observe};
+use super::workloads::Target;
 use super::{IMAGE_CACHE, PREWARMER, PRIORITY_CLASS, drift, enroller, enrolment, workloads};
+use crate::config::{Config, Slot};
 use crate::tenant::SYSTEM_NAMESPACES;
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -41,6 +52,10 @@ pub struct Session {
     pub ctx: Arc<Context>,
     /// The latest observation; `None` until the caches have synced.
     pub observed: watch::Receiver<Option<Arc<Observed>>>,
+    /// The written objects as their watches last showed them.
+    pub sightings: Arc<Sightings>,
+    /// What this term last applied of each object, and when.
+    pub applied: Mutex<BTreeMap<Target, (LastApplied, Instant)>>,
 }
 
 /// Pods the reconciler never needs: finished ones, and those of namespaces that are never
@@ -56,19 +71,52 @@ pub fn pod_field_selector(own_namespace: &str) -> String {
     parts.join(",")
 }
 
+/// Which of the optional watches a configuration needs: pods for discovery and `slot: auto`,
+/// the warm nodes for `slot: auto`.
+pub fn needs(config: &Config) -> (bool, bool) {
+    let auto = matches!(config.prewarmer.slot, Slot::Auto);
+    (config.image_cache.discover || auto, auto)
+}
+
+/// The warm nodes: those that carry the pool label.
+pub fn node_label_selector(config: &Config) -> String {
+    let label = &config.pool.node_label;
+    format!("{}={}", label.key, label.value)
+}
+
 /// One leadership term: caches, enrolment, observation, workloads. Returns only if a stream ends.
 pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     let client = ctx.client.clone();
     let own_ns = ctx.settings.namespace.clone();
+    let config = &ctx.settings.config;
     let resync = ctx.settings.resync;
+    let (watch_pods, watch_nodes) = needs(config);
     let dirty = Arc::new(Notify::new());
     let namespaces_synced = Arc::new(AtomicBool::new(false));
-    let pods = Arc::new(Mutex::new(PodIndex::default()));
+    let mut pod_index = PodIndex::default();
+    if !watch_pods {
+        // Nothing to wait for: no pod is ever looked at.
+        pod_index.apply(watcher::Event::InitDone);
+    }
+    let pods = Arc::new(Mutex::new(pod_index));
+    let nodes = Arc::new(Mutex::new(if watch_nodes {
+        NodeIndex::default()
+    } else {
+        NodeIndex::synced_empty()
+    }));
     let (observed_tx, observed_rx) = watch::channel(None);
+    let sightings = Arc::new(Sightings::default());
     let session = Arc::new(Session {
         ctx: ctx.clone(),
         observed: observed_rx.clone(),
+        sightings: sightings.clone(),
+        applied: Mutex::new(BTreeMap::new()),
     });
+    tracing::info!(
+        pods = watch_pods,
+        warm_nodes = watch_nodes,
+        "watching namespaces and the written objects (metadata only)"
+    );
 
     // Namespaces: metadata only, without annotations, and of managedFields only who owns the
     // tenant label.
@@ -124,42 +172,79 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     });
 
     // Pods: images and requests only, terminated pods and never-tenant namespaces filtered out.
-    let pod_watch = watcher(
-        Api::<SlimPod>::all(client.clone()),
-        watcher::Config::default().fields(&pod_field_selector(&own_ns)),
-    )
-    .default_backoff()
-    .for_each({
-        let pods = pods.clone();
-        let dirty = dirty.clone();
-        move |event| {
-            match event {
-                Ok(event) => {
-                    if lock(&pods).apply(event) {
-                        dirty.notify_one();
+    let pod_watch: BoxFuture<'static, ()> = if watch_pods {
+        watcher(
+            Api::<SlimPod>::all(client.clone()),
+            watcher::Config::default().fields(&pod_field_selector(&own_ns)),
+        )
+        .default_backoff()
+        .for_each({
+            let pods = pods.clone();
+            let dirty = dirty.clone();
+            move |event| {
+                match event {
+                    Ok(event) => {
+                        if lock(&pods).apply(event) {
+                            dirty.notify_one();
+                        }
                     }
+                    Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
                 }
-                Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+                futures::future::ready(())
             }
-            futures::future::ready(())
-        }
-    });
+        })
+        .boxed()
+    } else {
+        futures::future::pending().boxed()
+    };
+
+    // Warm nodes: allocatable only.
+    let node_watch: BoxFuture<'static, ()> = if watch_nodes {
+        watcher(
+            Api::<SlimNode>::all(client.clone()),
+            watcher::Config::default().labels(&node_label_selector(config)),
+        )
+        .default_backoff()
+        .for_each({
+            let nodes = nodes.clone();
+            let dirty = dirty.clone();
+            move |event| {
+                match event {
+                    Ok(event) => {
+                        if lock(&nodes).apply(event) {
+                            dirty.notify_one();
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "warm node watch failed; retrying"),
+                }
+                futures::future::ready(())
+            }
+        })
+        .boxed()
+    } else {
+        futures::future::pending().boxed()
+    };
 
     // Observation: debounced, published only when it changes.
     let observation = {
         let ctx = ctx.clone();
         let ns_store = ns_store.clone();
         let pods = pods.clone();
+        let nodes = nodes.clone();
         async move {
+            let mut previous: Option<Arc<Observed>> = None;
             loop {
                 dirty.notified().await;
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                if !namespaces_synced.load(Ordering::Acquire) || !lock(&pods).is_synced() {
+                if !namespaces_synced.load(Ordering::Acquire)
+                    || !lock(&pods).is_synced()
+                    || !lock(&nodes).is_synced()
+                {
                     continue;
                 }
                 let namespaces = ns_store.state();
                 let observed = {
-                    let index = lock(&pods);
+                    let (pods, nodes) = (lock(&pods), lock(&nodes));
                     observe(
                         &ctx.settings.config,
                         &ctx.selector,
@@ -169,30 +254,33 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
                                 ns.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
                             )
                         }),
-                        &index,
+                        &pods,
+                        &nodes,
+                        previous.as_deref(),
                     )
                 };
                 publish_gauges(&ctx.metrics, &observed);
-                observed_tx.send_if_modified(|current| {
-                    if current.as_deref() == Some(&observed) {
-                        return false;
-                    }
-                    tracing::info!(
-                        tenants = observed.tenants.len(),
-                        images = ?observed.images,
-                        slot_cpu = %observed.slot.cpu.0,
-                        slot_memory = %observed.slot.memory.0,
-                        slot_source = ?observed.slot_source,
-                        "observed state changed"
-                    );
-                    *current = Some(Arc::new(observed));
-                    true
-                });
+                if previous.as_deref() == Some(&observed) {
+                    continue;
+                }
+                tracing::info!(
+                    tenants = observed.tenants.len(),
+                    images = ?observed.images,
+                    slot_cpu = %observed.slot.cpu.0,
+                    slot_memory = %observed.slot.memory.0,
+                    slot_source = ?observed.slot_source,
+                    slot_capped = observed.slot_capped,
+                    "observed state changed"
+                );
+                let observed = Arc::new(observed);
+                previous = Some(observed.clone());
+                observed_tx.send_replace(Some(observed));
             }
         }
     };
 
-    // Workloads: keyed on warmpool's own namespace, re-triggered by any change of the three.
+    // Workloads: keyed on warmpool's own namespace (its metadata), re-triggered by any change
+    // of the three objects.
     let named = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
     let ns = ctx.settings.namespace.as_str();
     let observed_changes = stream::unfold(observed_rx, |mut rx| async move {
@@ -206,14 +294,20 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     .reconcile_all_on(drift::triggers(
         Api::<PartialObjectMeta<Deployment>>::namespaced(client.clone(), ns),
         PREWARMER,
+        Target::Deployment,
+        sightings.clone(),
     ))
     .reconcile_all_on(drift::triggers(
         Api::<PartialObjectMeta<DaemonSet>>::namespaced(client.clone(), ns),
         IMAGE_CACHE,
+        Target::DaemonSet,
+        sightings.clone(),
     ))
     .reconcile_all_on(drift::triggers(
         Api::<PartialObjectMeta<PriorityClass>>::all(client.clone()),
         PRIORITY_CLASS,
+        Target::PriorityClass,
+        sightings,
     ))
     .reconcile_all_on(observed_changes)
     .with_config(
@@ -233,7 +327,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         }
     });
 
-    tokio::join!(enrol, pod_watch, observation, workloads);
+    tokio::join!(enrol, pod_watch, node_watch, observation, workloads);
     Ok(())
 }
 
@@ -253,6 +347,21 @@ fn publish_gauges(metrics: &Metrics, observed: &Observed) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_and_nodes_are_watched_only_when_the_configuration_needs_them() {
+        let needs_of = |yaml: &str| needs(&Config::from_yaml(yaml).unwrap());
+        assert_eq!(needs_of(""), (true, false), "discovery is on by default");
+        assert_eq!(needs_of("imageCache: {discover: false}"), (false, false));
+        assert_eq!(
+            needs_of("imageCache: {discover: false}\nprewarmer: {slot: auto}"),
+            (true, true)
+        );
+        assert_eq!(
+            node_label_selector(&Config::default()),
+            "workload-type=cargocats"
+        );
+    }
 
     #[test]
     fn the_pod_watch_leaves_out_finished_pods_and_never_tenant_namespaces() {

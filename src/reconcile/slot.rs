@@ -1,5 +1,6 @@
 //! How much room one tenant takes: a pod's requests counted as the scheduler counts them, summed
-//! per namespace, and `prewarmer.slot: auto` as the largest tenant. Pure.
+//! per namespace, and `prewarmer.slot: auto` as the largest tenant — cut down to fit on one warm
+//! node, and moved only when it changes by more than [`HYSTERESIS_PERCENT`]. Pure.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +47,14 @@ impl Requests {
         Requests {
             cpu_millis: self.cpu_millis.max(other.cpu_millis),
             memory_bytes: self.memory_bytes.max(other.memory_bytes),
+        }
+    }
+
+    /// The smaller of each resource on its own.
+    pub fn min(self, other: Requests) -> Requests {
+        Requests {
+            cpu_millis: self.cpu_millis.min(other.cpu_millis),
+            memory_bytes: self.memory_bytes.min(other.memory_bytes),
         }
     }
 
@@ -148,6 +157,97 @@ pub fn auto_slot(per_tenant: impl IntoIterator<Item = Requests>, fallback: &Requ
             largest.memory_bytes
         },
     }
+}
+
+/// How far (in per cent of the current value) the auto slot's target must move, resource by
+/// resource, before the slot follows: a tenant's HPA step or a roll-out's surge does not resize
+/// (and re-roll) the placeholders.
+pub const HYSTERESIS_PERCENT: u64 = 10;
+
+const MIB: u64 = 1024 * 1024;
+
+/// The slot after one observation, from the slot so far (`None` at start) and the target.
+pub fn with_hysteresis(current: Option<Requests>, target: Requests) -> Requests {
+    let Some(current) = current else {
+        return target;
+    };
+    let settle = |current: u64, target: u64| {
+        let moved = u128::from(current.abs_diff(target)) * 100;
+        if current == 0 || moved > u128::from(current) * u128::from(HYSTERESIS_PERCENT) {
+            target
+        } else {
+            current
+        }
+    };
+    Requests {
+        cpu_millis: settle(current.cpu_millis, target.cpu_millis),
+        memory_bytes: settle(current.memory_bytes, target.memory_bytes),
+    }
+}
+
+/// `slot` cut down so that one placeholder fits on one warm node: for each node the slot capped
+/// by its allocatable (memory in whole MiB, as slots are written), and of those the one that
+/// keeps the largest share of the slot (the smaller of its CPU and memory shares; ties to the
+/// larger node). Also returns that node's allocatable. No node known: unchanged, `None`.
+pub fn fit_on_a_node(
+    slot: Requests,
+    nodes: impl IntoIterator<Item = Requests>,
+) -> (Requests, Option<Requests>) {
+    // share(a) >= share(b) compares min(a.cpu/s.cpu, a.mem/s.mem) without division.
+    let share = |capped: Requests| -> (u128, u128) {
+        let cpu = (
+            u128::from(capped.cpu_millis),
+            u128::from(slot.cpu_millis.max(1)),
+        );
+        let mem = (
+            u128::from(capped.memory_bytes),
+            u128::from(slot.memory_bytes.max(1)),
+        );
+        if cpu.0 * mem.1 <= mem.0 * cpu.1 {
+            cpu
+        } else {
+            mem
+        }
+    };
+    let mut best: Option<(Requests, Requests)> = None;
+    for node in nodes {
+        let node = Requests {
+            cpu_millis: node.cpu_millis,
+            memory_bytes: node.memory_bytes / MIB * MIB,
+        };
+        let capped = slot.min(node);
+        let better = match best {
+            None => true,
+            Some((kept, kept_node)) => {
+                let (a, b) = (share(capped), share(kept));
+                let (lhs, rhs) = (a.0 * b.1, b.0 * a.1);
+                lhs > rhs || (lhs == rhs && node > kept_node)
+            }
+        };
+        if better {
+            best = Some((capped, node));
+        }
+    }
+    match best {
+        Some((capped, node)) => (capped, Some(node)),
+        None => (slot, None),
+    }
+}
+
+/// One step of `prewarmer.slot: auto`: the largest tenant (`target`) fitted on a warm node, with
+/// hysteresis against the slot so far — but never larger than the node it was fitted to. True
+/// when the node cut the target down.
+pub fn auto_slot_step(
+    current: Option<Requests>,
+    target: Requests,
+    nodes: impl IntoIterator<Item = Requests>,
+) -> (Requests, bool) {
+    let (fit, node) = fit_on_a_node(target, nodes);
+    let mut next = with_hysteresis(current, fit);
+    if let Some(node) = node {
+        next = next.min(node);
+    }
+    (next, fit != target)
 }
 
 /// A fixed slot from the configuration, in integer units.
@@ -286,6 +386,99 @@ mod tests {
             slot_requests(&SlotResources::default()),
             r(640, 2150),
             "the default slot round-trips"
+        );
+    }
+
+    #[test]
+    fn the_auto_slot_moves_only_past_the_hysteresis() {
+        let current = r(1000, 1000);
+        assert_eq!(
+            with_hysteresis(None, r(1000, 1000)),
+            r(1000, 1000),
+            "at start"
+        );
+        // 10 % or less, either way: kept.
+        assert_eq!(with_hysteresis(Some(current), r(1100, 900)), current);
+        assert_eq!(with_hysteresis(Some(current), r(1050, 1000)), current);
+        // More: followed, resource by resource.
+        assert_eq!(with_hysteresis(Some(current), r(1101, 1000)), r(1101, 1000));
+        assert_eq!(with_hysteresis(Some(current), r(1000, 899)), r(1000, 899));
+        assert_eq!(with_hysteresis(Some(current), r(1200, 950)), r(1200, 1000));
+        assert_eq!(with_hysteresis(Some(r(0, 0)), r(5, 5)), r(5, 5));
+        // An HPA stepping a tenant up by 50m at a time moves the slot every third step or so,
+        // not at every one.
+        let mut slot = None;
+        let mut changes = 0;
+        for step in 0..20u64 {
+            let target = r(1000 + 50 * step, 1000);
+            let next = with_hysteresis(slot, target);
+            if slot.is_some() && Some(next) != slot {
+                changes += 1;
+            }
+            slot = Some(next);
+        }
+        // 1000 → 1150 → 1300 → 1450 → 1600 → 1800 over 20 steps.
+        assert_eq!(changes, 5);
+    }
+
+    #[test]
+    fn the_auto_slot_fits_on_the_largest_warm_node() {
+        let slot = r(6000, 24 * 1024);
+        assert_eq!(
+            fit_on_a_node(slot, []),
+            (slot, None),
+            "no node known: no cap"
+        );
+        // A node larger than the slot: unchanged.
+        let big = r(16000, 64 * 1024);
+        assert_eq!(fit_on_a_node(slot, [r(2000, 8192), big]), (slot, Some(big)));
+        // Only smaller nodes: cut down to the one that keeps the most of the slot.
+        let c5 = r(7910, 14 * 1024); // 2xlarge-ish: all the CPU, 58 % of the memory
+        let r5 = r(3920, 30 * 1024); // 65 % of the CPU, all the memory
+        assert_eq!(
+            fit_on_a_node(slot, [c5, r5]),
+            (r(3920, 24 * 1024), Some(r5))
+        );
+        // Allocatable memory is used in whole MiB, since slots are written in MiB.
+        let odd = Requests {
+            cpu_millis: 1930,
+            memory_bytes: 7 * 1024 * MI + 123_456,
+        };
+        let (fit, node) = fit_on_a_node(slot, [odd]);
+        assert_eq!(fit, r(1930, 7 * 1024));
+        assert_eq!(fit.to_slot().memory, Quantity("7168Mi".into()));
+        assert_eq!(node, Some(r(1930, 7 * 1024)));
+    }
+
+    #[test]
+    fn a_step_caps_first_then_holds_but_never_past_the_node() {
+        let node = r(4000, 16 * 1024);
+        // The largest tenant grows past the node: capped, and says so.
+        assert_eq!(
+            auto_slot_step(Some(r(3000, 8192)), r(9000, 8192), [node]),
+            (r(4000, 8192), true)
+        );
+        // Within the hysteresis of the capped value: held.
+        assert_eq!(
+            auto_slot_step(Some(r(3800, 8192)), r(9000, 8192), [node]),
+            (r(3800, 8192), true)
+        );
+        // The node shrinks a little (the pool was replaced by a smaller type): the slot follows
+        // at once though the change is under the hysteresis, or it would not fit.
+        let smaller = r(3900, 16 * 1024);
+        assert_eq!(
+            auto_slot_step(Some(r(4000, 8192)), r(9000, 8192), [smaller]),
+            (r(3900, 8192), true)
+        );
+        // A tenant shrinking a little below a node that has room: held, not capped.
+        assert_eq!(
+            auto_slot_step(Some(r(2000, 8192)), r(1900, 8000), [node]),
+            (r(2000, 8192), false)
+        );
+        // No warm node yet: the target, with hysteresis.
+        assert_eq!(
+            auto_slot_step(Some(r(2000, 8192)), r(2100, 8192), []),
+            (r(2000, 8192), false)
         );
     }
 }

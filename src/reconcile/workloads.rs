@@ -1,19 +1,26 @@
 //! The workloads controller's reconcile: the PriorityClass, the prewarmer Deployment and the
 //! image-cache DaemonSet built from the latest observation ([`super::desired`]) and written by
-//! [`super::apply`], each on its own backoff.
+//! [`super::apply`], each on its own backoff — unless the object is still as last written
+//! ([`super::drift::unchanged`]): then nothing is sent. Every `resync` each object is applied
+//! anyway.
 
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
+use kube::Resource;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::apply::apply;
 use super::context::{Context, lock};
 use super::desired;
+use super::drift::{LastApplied, Written, unchanged};
 use super::error::Error;
 use super::observed::Observed;
 use super::session::Session;
@@ -37,6 +44,20 @@ impl Target {
             Target::DaemonSet => "daemonset",
         }
     }
+
+    /// Whether a spec change shows in `metadata.generation` (not for a PriorityClass: it has no
+    /// status and the API server keeps its generation on update).
+    pub fn tracks_generation(self) -> bool {
+        !matches!(self, Target::PriorityClass)
+    }
+}
+
+/// What one run did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    Applied,
+    /// Still as last written: nothing sent.
+    Unchanged,
 }
 
 /// Applies the three objects (each on its own backoff) from the latest observation.
@@ -58,10 +79,13 @@ pub async fn reconcile(
             continue;
         }
         let started = Instant::now();
-        let result = apply_target(ctx, target, &observed).await;
-        ctx.metrics.observe_run(key, started.elapsed(), &result);
+        let result = keep(&session, target, &observed).await;
+        match &result {
+            Ok(Kept::Unchanged) => ctx.metrics.observe_unchanged(key),
+            _ => ctx.metrics.observe_run(key, started.elapsed(), &result),
+        }
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 ctx.backoff.succeeded(key);
                 mark_synced(ctx, target);
             }
@@ -101,20 +125,60 @@ fn mark_synced(ctx: &Context, target: Target) {
     }
 }
 
-async fn apply_target(ctx: &Context, target: Target, observed: &Observed) -> Result<(), Error> {
+/// Builds one object from the observation and keeps it in place.
+async fn keep(session: &Session, target: Target, observed: &Observed) -> Result<Kept, Error> {
+    let ctx = &session.ctx;
     let client = ctx.client.clone();
     let ns = ctx.settings.namespace.as_str();
     let config = &ctx.settings.config;
     let owner = ctx.owner.as_ref();
     match target {
-        Target::PriorityClass => apply(ctx, Api::all(client), &desired::priority_class()).await,
+        Target::PriorityClass => {
+            keep_one(session, target, Api::all(client), desired::priority_class()).await
+        }
         Target::Deployment => {
             let deployment = desired::prewarmer(config, ns, &observed.slot, owner);
-            apply(ctx, Api::namespaced(client, ns), &deployment).await
+            keep_one(session, target, Api::namespaced(client, ns), deployment).await
         }
         Target::DaemonSet => {
             let daemon_set = desired::image_cache(config, ns, &observed.images, owner);
-            apply(ctx, Api::namespaced(client, ns), &daemon_set).await
+            keep_one(session, target, Api::namespaced(client, ns), daemon_set).await
         }
     }
+}
+
+async fn keep_one<K>(
+    session: &Session,
+    target: Target,
+    api: Api<K>,
+    desired: K,
+) -> Result<Kept, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let ctx = &session.ctx;
+    let by_generation = target.tracks_generation();
+    let body = serde_json::to_value(&desired).map_err(|source| Error::Encode {
+        what: format!("the desired {}", K::kind(&())),
+        source,
+    })?;
+    let seen = session.sightings.get(target);
+    let skip = lock(&session.applied)
+        .get(&target)
+        .is_some_and(|(last, at)| {
+            // Every resync, written anyway (a tenth early: the requeue timer may fire on the dot).
+            at.elapsed() < ctx.settings.resync * 9 / 10
+                && unchanged(last, &body, desired.meta(), &seen, by_generation)
+        });
+    if skip {
+        return Ok(Kept::Unchanged);
+    }
+    let written = apply(ctx, api, &desired).await?;
+    let last = LastApplied {
+        desired: body,
+        written: Written::of(written.meta(), desired.meta(), by_generation),
+        events_before: seen.events,
+    };
+    lock(&session.applied).insert(target, (last, Instant::now()));
+    Ok(Kept::Applied)
 }

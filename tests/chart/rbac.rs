@@ -46,7 +46,7 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
     let docs = render(&helm, "wp", "warmpool-system", &[]);
     let cluster_role = find(&docs, "ClusterRole", None);
     // What src/reconcile uses: namespaces (metadata watch, get of its own, label by SSA), pods
-    // (watch; its own pod listed by name), Events (kube-runtime Recorder: create, patch), and the
+    // (watch; its own pod listed by name), warm nodes (watch, for slot auto), Events (kube-runtime Recorder: create, patch), and the
     // objects it server-side applies, by name (SSA = patch, + create when absent, + get/delete to
     // re-create on an immutable change, + list/watch by metadata.name for drift).
     let own = &["get", "list", "watch", "create", "patch", "delete"][..];
@@ -55,6 +55,7 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
         expected(&[
             ("", "namespaces", "", &["get", "list", "watch", "patch"]),
             ("", "pods", "", &["list", "watch"]),
+            ("", "nodes", "", &["list", "watch"]),
             ("events.k8s.io", "events", "", &["create", "patch"]),
             (
                 "scheduling.k8s.io",

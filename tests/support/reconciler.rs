@@ -119,7 +119,8 @@ impl Run {
         .await;
     }
 
-    /// Starts `warmpool reconcile` for this run as `identity`, with `extra_args`.
+    /// Starts `warmpool reconcile` for this run as `identity`, with `extra_args` (and
+    /// `--resync 20s` unless they set it).
     pub fn spawn(&self, identity: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Reconciler {
         let metrics = format!("127.0.0.1:{}", free_port());
         let log = self.dir.path().join(format!("reconciler-{identity}.log"));
@@ -136,8 +137,13 @@ impl Run {
         ])
         .arg("--config")
         .arg(&self.config)
-        .args(["--identity", identity, "--resync", "20s"])
+        .args(["--identity", identity])
         .args(extra_args)
+        .args(if extra_args.contains(&"--resync") {
+            &[][..]
+        } else {
+            &["--resync", "20s"][..]
+        })
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,warmpool=debug")
         .env_remove("POD_NAME")
@@ -192,14 +198,19 @@ impl Drop for Run {
     }
 }
 
-/// Runs the control plane's `kubectl` with the admin kubeconfig, as a person would; panics
-/// unless it succeeds.
-pub fn kubectl(args: &[&str]) -> String {
+/// The control plane's `kubectl`.
+pub fn kubectl_path() -> String {
     let path = Command::new(super::cluster::repo_root().join("tests/cluster/cluster.sh"))
         .arg("kubectl-path")
         .output()
         .expect("tests/cluster/cluster.sh kubectl-path");
-    let kubectl = String::from_utf8_lossy(&path.stdout).trim().to_owned();
+    String::from_utf8_lossy(&path.stdout).trim().to_owned()
+}
+
+/// Runs the control plane's `kubectl` with the admin kubeconfig, as a person would; panics
+/// unless it succeeds.
+pub fn kubectl(args: &[&str]) -> String {
+    let kubectl = kubectl_path();
     let out = Command::new(&kubectl)
         .arg("--kubeconfig")
         .arg(kubeconfig().expect("kubeconfig"))
@@ -212,6 +223,30 @@ pub fn kubectl(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Node of the test's, deleted when dropped (also when the test fails).
+pub struct NodeGuard(pub String);
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        let Some(kubeconfig) = kubeconfig() else {
+            return;
+        };
+        let _ = Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args([
+                "delete",
+                "node",
+                "--wait=false",
+                "--ignore-not-found",
+                &self.0,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// A running reconciler process.
@@ -254,18 +289,28 @@ impl Reconciler {
         http_get(&self.metrics, path).await
     }
 
-    /// Waits until /readyz answers 200.
+    /// Waits until /readyz answers 200; on a time-out, the panic shows the log's last lines.
     pub async fn wait_ready(&self, timeout: Duration) {
-        eventually(
-            &format!(
-                "reconciler {} ready; log:\n{}",
-                self.identity,
-                self.log.display()
-            ),
-            timeout,
-            || async { (self.get("/readyz").await?.0 == 200).then_some(()) },
-        )
-        .await;
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self
+                .get("/readyz")
+                .await
+                .is_some_and(|(code, _)| code == 200)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let logs = self.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "timed out after {timeout:?} waiting for reconciler {} to be ready; {}, last lines:\n{}",
+            self.identity,
+            self.log.display(),
+            tail.join("\n")
+        );
     }
 
     /// One sample of a metric without labels (`warmpool_reconcile_leader`), if exposed.
