@@ -22,6 +22,9 @@ enum Command {
     /// Show what the webhook would do to pods, workloads or a whole `helm template` (no cluster
     /// needed).
     Mutate(commands::mutate::Args),
+    /// Print the PriorityClass, prewarmer and image cache the reconciler would apply (no cluster
+    /// needed).
+    Render(commands::render::Args),
     /// Write a CA and a serving certificate for local use.
     Certs(commands::certs::Args),
     /// (internal) Copy this binary into DIR: the image cache's first init container.
@@ -37,6 +40,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         // The offline commands need no async runtime.
         Command::Mutate(args) => commands::mutate::run(args),
+        Command::Render(args) => commands::render::run(args),
         Command::Certs(args) => commands::certs::run(args),
         Command::Webhook(args) => block_on(commands::webhook::run(args), WEBHOOK_WORKER_THREADS),
         Command::Reconcile(args) => block_on(commands::reconcile::run(args), None),

@@ -3,4 +3,5 @@
 pub mod certs;
 pub mod mutate;
 pub mod reconcile;
+pub mod render;
 pub mod webhook;

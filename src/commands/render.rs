@@ -1,0 +1,155 @@
+//! `warmpool render`: the objects the reconciler would apply for a configuration, offline. It
+//! takes what the reconciler would observe with no cluster (`reconcile::observed::offline`: no
+//! tenant, `--image` as discovered images) and calls the very builders the reconciler applies
+//! (`reconcile::desired`). This file only reads, prints and words the messages.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail};
+use serde_json::json;
+
+use crate::config::{Config, Slot};
+use crate::manifest::yaml;
+use crate::reconcile::{desired, observed};
+
+/// Print the PriorityClass, prewarmer Deployment and image-cache DaemonSet the reconciler would
+/// apply (no cluster needed).
+///
+/// The objects are built by the reconciler's own functions from the configuration, as if no
+/// tenant had been seen yet: `--image` adds images as tenant pods running them would
+/// (`imageCache.discover`), `prewarmer.slot: auto` starts from the default slot (640m, 2150Mi).
+/// In a cluster the reconciler also adds an owner reference to warmpool's own Deployment.
+///
+/// Examples:
+///   warmpool render
+///   warmpool render --config config.yaml --image ghcr.io/acme/web:1.4 -o json
+///   warmpool render --namespace warmpool | kubectl apply --dry-run=server -f -
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The configuration file (YAML); built-in CargoCATs defaults without it.
+    #[arg(long, env = "WARMPOOL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// An image that tenant pods run, as discovery would find it (repeatable).
+    #[arg(long = "image", value_name = "REF")]
+    pub images: Vec<String>,
+    /// warmpool's own namespace, where the prewarmer and the image cache live.
+    #[arg(long, default_value = "warmpool-system")]
+    pub namespace: String,
+    /// yaml: the three documents, `---` between them; json: a `kind: List` of them.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Yaml)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Yaml,
+    Json,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())
+        .map_err(|e| anyhow!("{e}; fix the file given by --config"))?;
+    if !is_dns_label(&args.namespace) {
+        bail!(
+            "--namespace `{}` is not a namespace name (lower-case letters, digits and `-`, at most 63)",
+            args.namespace
+        );
+    }
+    if let Some(bad) = args
+        .images
+        .iter()
+        .find(|i| i.trim().is_empty() || i.contains(char::is_whitespace))
+    {
+        bail!("--image `{bad}` is not an image reference");
+    }
+    let observed = observed::offline(&config, &args.images);
+    for line in notes(&config, &args.images, &observed.images) {
+        eprintln!("{line}");
+    }
+
+    let ns = args.namespace.as_str();
+    let objects = [
+        serde_json::to_value(desired::priority_class())?,
+        serde_json::to_value(desired::prewarmer(&config, ns, &observed.slot, None))?,
+        serde_json::to_value(desired::image_cache(&config, ns, &observed.images, None))?,
+    ];
+    let text = match args.output {
+        Output::Yaml => yaml::to_yaml_stream(objects.iter())?,
+        Output::Json => {
+            let list = json!({"apiVersion": "v1", "kind": "List", "items": objects.to_vec()});
+            serde_json::to_string_pretty(&list)? + "\n"
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// What the output does not show by itself, one line each (on standard error).
+fn notes(config: &Config, given: &[String], cached: &[String]) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !given.is_empty() && !config.image_cache.discover {
+        notes.push(
+            "imageCache.discover is false: the reconciler caches no image that tenant pods run, \
+             so the --image images are left out"
+                .to_owned(),
+        );
+    } else {
+        let left_out = given
+            .iter()
+            .map(|i| i.trim())
+            .filter(|i| !cached.iter().any(|c| c == i))
+            .count();
+        if left_out > 0 {
+            notes.push(format!(
+                "{left_out} --image image(s) left out: imageCache.maxImages is {}",
+                config.image_cache.max_images
+            ));
+        }
+    }
+    if matches!(config.prewarmer.slot, Slot::Auto) {
+        notes.push(
+            "prewarmer.slot is auto: shown is the default slot (640m, 2150Mi), which the \
+             reconciler uses until it sees tenant pods"
+                .to_owned(),
+        );
+    }
+    notes
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_say_what_the_output_leaves_out() {
+        let config = Config::from_yaml("imageCache: {discover: false}").unwrap();
+        let got = notes(&config, &["a:1".into()], &[]);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("discover is false"), "{got:?}");
+        let config =
+            Config::from_yaml("imageCache: {maxImages: 1, images: []}\nprewarmer: {slot: auto}")
+                .unwrap();
+        let got = notes(&config, &["a:1".into(), "b:1".into()], &["a:1".into()]);
+        assert!(got[0].starts_with("1 --image image(s) left out"), "{got:?}");
+        assert!(got[1].contains("slot is auto"), "{got:?}");
+        assert!(notes(&Config::default(), &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn namespaces_are_dns_labels() {
+        assert!(is_dns_label("warmpool-system"));
+        for bad in ["", "-a", "a-", "Warmpool", "a_b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+}

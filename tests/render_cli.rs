@@ -1,0 +1,293 @@
+//! `warmpool render` end to end: the real binary prints the objects the reconciler's own builders
+//! make, for the defaults, a configuration file and `--image`; bad input fails in one line; and
+//! what it prints passes a server-side dry run on the local control plane.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+use warmpool::config::Config;
+use warmpool::manifest::yaml::read_documents;
+use warmpool::reconcile::{desired, observed};
+
+use support::cluster::{kubeconfig, unique};
+use support::reconciler::kubectl_path;
+
+fn warmpool(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warmpool"))
+        .arg("render")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs warmpool")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The documents of standard output, read as kubectl reads them.
+fn documents(out: &Output) -> Vec<Value> {
+    assert!(out.status.success(), "{}", stderr(out));
+    read_documents(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+fn config_file(yaml: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(yaml.as_bytes()).expect("write config");
+    file
+}
+
+/// The cached images of a rendered DaemonSet (init containers but the installer).
+fn cached(ds: &Value) -> Vec<String> {
+    ds["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .expect("init containers")
+        .iter()
+        .filter(|c| c["name"] != "install-noop")
+        .map(|c| c["image"].as_str().expect("image").to_owned())
+        .collect()
+}
+
+#[test]
+fn prints_what_the_reconcilers_own_builders_make() {
+    let docs = documents(&warmpool(&[]));
+    let config = Config::default();
+    let seen = observed::offline(&config, &[]);
+    let expected = vec![
+        serde_json::to_value(desired::priority_class()).unwrap(),
+        serde_json::to_value(desired::prewarmer(
+            &config,
+            "warmpool-system",
+            &seen.slot,
+            None,
+        ))
+        .unwrap(),
+        serde_json::to_value(desired::image_cache(
+            &config,
+            "warmpool-system",
+            &seen.images,
+            None,
+        ))
+        .unwrap(),
+    ];
+    assert_eq!(docs, expected);
+    let names: Vec<(&str, &str, Option<&str>)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap(),
+                d["metadata"]["namespace"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("PriorityClass", "warmpool-placeholder", None),
+            ("Deployment", "warmpool-prewarmer", Some("warmpool-system")),
+            ("DaemonSet", "warmpool-image-cache", Some("warmpool-system")),
+        ]
+    );
+    assert_eq!(cached(&docs[2]).len(), 3, "the CargoCATs images");
+    assert_eq!(
+        docs[1]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"],
+        json!({"cpu": "640m", "memory": "2150Mi"})
+    );
+    assert!(docs[0]["metadata"].get("ownerReferences").is_none());
+    assert_eq!(
+        stderr(&warmpool(&[])),
+        "",
+        "nothing to say about the defaults"
+    );
+}
+
+#[test]
+fn a_configuration_and_images_change_the_objects_as_they_would_in_the_cluster() {
+    let file = config_file(
+        "tenants: {namespacePatterns: ['team-*']}\n\
+         pool: {nodeLabel: {key: pool, value: warm}, tolerations: []}\n\
+         prewarmer: {spareSlots: 3, doNotDisrupt: true, slot: {cpu: '2', memory: 4Gi}}\n\
+         imageCache: {images: [b.example/configured:1], maxImages: 3}\n",
+    );
+    let path = file.path().to_str().unwrap();
+    let out = warmpool(&[
+        "--config",
+        path,
+        "--namespace",
+        "warmpool",
+        "--image",
+        "z.example/web:2",
+        "--image",
+        "a.example/agent:1",
+        "--image",
+        "b.example/configured:1",
+        "--image",
+        "y.example/one-too-many:1",
+    ]);
+    let docs = documents(&out);
+    let deployment = &docs[1];
+    assert_eq!(deployment["metadata"]["namespace"], "warmpool");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let template = &deployment["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"],
+        "true"
+    );
+    assert_eq!(
+        template["spec"]["containers"][0]["resources"]["requests"],
+        json!({"cpu": "2", "memory": "4Gi"})
+    );
+    assert_eq!(
+        template["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchExpressions"],
+        json!([{"key": "pool", "operator": "In", "values": ["warm"]}])
+    );
+    // The configured image first, then the given ones by name while there is room; sorted.
+    assert_eq!(
+        cached(&docs[2]),
+        vec![
+            "a.example/agent:1",
+            "b.example/configured:1",
+            "y.example/one-too-many:1"
+        ]
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("1 --image image(s) left out: imageCache.maxImages is 3"),
+        "{err}"
+    );
+
+    // slot: auto, discovery off: said so on stderr.
+    let file = config_file("prewarmer: {slot: auto}\nimageCache: {discover: false}\n");
+    let out = warmpool(&["--config", file.path().to_str().unwrap(), "--image", "x:1"]);
+    let docs = documents(&out);
+    assert_eq!(cached(&docs[2]).len(), 3, "no discovered image");
+    assert_eq!(
+        docs[1]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"],
+        json!({"cpu": "640m", "memory": "2150Mi"})
+    );
+    let err = stderr(&out);
+    assert!(err.contains("imageCache.discover is false"), "{err}");
+    assert!(err.contains("prewarmer.slot is auto"), "{err}");
+}
+
+#[test]
+fn json_is_a_list_of_the_same_objects() {
+    let yaml = documents(&warmpool(&["--image", "x.example/a:1"]));
+    let out = warmpool(&["--image", "x.example/a:1", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(list["apiVersion"], "v1");
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"], Value::Array(yaml));
+}
+
+#[test]
+fn bad_input_fails_in_one_line() {
+    let file = config_file("prewarmer: {slot: {cpu: lots, memory: 1Gi}}\n");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--config", file.path().to_str().unwrap()],
+            "`prewarmer.slot.cpu`",
+        ),
+        (
+            vec!["--config", "/nonexistent/warmpool.yaml"],
+            "cannot read",
+        ),
+        (vec!["--image", "has space:1"], "--image `has space:1`"),
+        (vec!["--namespace", "Not_A_Namespace"], "--namespace"),
+        (vec!["-o", "patch"], "patch"),
+    ];
+    for (args, needle) in cases {
+        let out = warmpool(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        if args[0] != "-o" {
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+            assert!(err.starts_with("error: "), "{args:?}: {err}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// What `render` prints, the API server accepts: a server-side dry run (admission, schema
+/// validation with unknown fields refused) of the three objects on the local control plane.
+#[test]
+fn the_rendered_objects_pass_a_server_side_dry_run() {
+    let Some(kubeconfig) = kubeconfig() else {
+        return;
+    };
+    let kubectl = kubectl_path();
+    let namespace = unique("render");
+    let run = |args: &[&str], input: Option<&[u8]>| {
+        let mut child = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.unwrap_or_default()).expect("stdin");
+        drop(stdin);
+        child.wait_with_output().expect("kubectl ends")
+    };
+    let created = run(&["create", "namespace", &namespace], None);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let file = config_file(
+        "prewarmer: {spareSlots: 2, doNotDisrupt: true}\n\
+         imageCache: {imagePullSecrets: [regcred]}\n",
+    );
+    let mut results = Vec::new();
+    for output in ["yaml", "json"] {
+        let rendered = warmpool(&[
+            "--config",
+            file.path().to_str().unwrap(),
+            "--namespace",
+            &namespace,
+            "--image",
+            "gcr.io/distroless/static@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "-o",
+            output,
+        ]);
+        assert!(rendered.status.success(), "{}", stderr(&rendered));
+        let applied = run(
+            &["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+            Some(&rendered.stdout),
+        );
+        results.push((output, applied));
+    }
+    let deleted = run(&["delete", "namespace", &namespace, "--wait=false"], None);
+    for (output, applied) in results {
+        let said = String::from_utf8_lossy(&applied.stdout).into_owned();
+        assert!(
+            applied.status.success(),
+            "-o {output}: {}{said}",
+            stderr(&applied)
+        );
+        for object in [
+            "priorityclass.scheduling.k8s.io/warmpool-placeholder",
+            "deployment.apps/warmpool-prewarmer",
+            "daemonset.apps/warmpool-image-cache",
+        ] {
+            assert!(
+                said.lines()
+                    .any(|l| l.starts_with(object) && l.ends_with("(server dry run)")),
+                "-o {output}: {object}: {said}"
+            );
+        }
+    }
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+}
