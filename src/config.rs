@@ -180,7 +180,10 @@ pub struct Prewarmer {
     /// Placeholder replicas, each reserving one tenant slot on the warm nodes.
     pub spare_slots: u32,
     pub slot: Slot,
-    /// Annotate placeholders `karpenter.sh/do-not-disrupt: "true"` so warm nodes are kept.
+    /// Annotate placeholders `karpenter.sh/do-not-disrupt: "true"`. Off by default (0.2): it
+    /// blocks consolidation and makes drift and expiry wait for the NodePool's
+    /// `terminationGracePeriod`, while `consolidationPolicy: WhenEmpty` already keeps nodes that
+    /// hold placeholders.
     pub do_not_disrupt: bool,
     pub image: String,
 }
@@ -190,7 +193,7 @@ impl Default for Prewarmer {
         Prewarmer {
             spare_slots: 1,
             slot: Slot::Fixed(SlotResources::default()),
-            do_not_disrupt: true,
+            do_not_disrupt: false,
             image: "registry.k8s.io/pause:3.10".into(),
         }
     }
@@ -468,7 +471,7 @@ pool:
 prewarmer:
   spareSlots: 1
   slot: {cpu: 640m, memory: 2150Mi}
-  doNotDisrupt: true
+  doNotDisrupt: false
   image: registry.k8s.io/pause:3.10
 imageCache:
   discover: true
@@ -489,7 +492,7 @@ imageCache:
         .unwrap();
         assert_eq!(c.prewarmer.spare_slots, 3);
         assert_eq!(c.prewarmer.slot, Slot::Auto);
-        assert!(c.prewarmer.do_not_disrupt);
+        assert!(!c.prewarmer.do_not_disrupt, "0.2: off by default");
         assert_eq!(c.pool.affinity, AffinityMode::Preferred);
         assert_eq!(c.pool.tolerations, Pool::default().tolerations);
     }

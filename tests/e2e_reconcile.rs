@@ -339,9 +339,9 @@ async fn creates_the_priority_class_prewarmer_and_image_cache() {
     assert_eq!(
         annotations
             .unwrap_or_default()
-            .get("karpenter.sh/do-not-disrupt")
-            .map(String::as_str),
-        Some("true")
+            .get("karpenter.sh/do-not-disrupt"),
+        None,
+        "prewarmer.doNotDisrupt is off by default"
     );
     let pod = serde_json::to_value(template.spec.as_ref().expect("pod spec")).expect("json");
     assert_eq!(pod["priorityClassName"], PRIORITY_CLASS);

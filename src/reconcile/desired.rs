@@ -474,10 +474,8 @@ mod tests {
                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
                     "revisionHistoryLimit": 2,
                     "template": {
-                        "metadata": {
-                            "labels": labels_json("warmpool-prewarmer", "prewarmer"),
-                            "annotations": {"karpenter.sh/do-not-disrupt": "true"},
-                        },
+                        // No karpenter.sh/do-not-disrupt: off by default.
+                        "metadata": {"labels": labels_json("warmpool-prewarmer", "prewarmer")},
                         "spec": pod_spec,
                     },
                 },
@@ -489,7 +487,7 @@ mod tests {
     fn the_prewarmer_follows_the_configuration() {
         let config = Config::from_yaml(
             "pool:\n  nodeLabel: {key: pool, value: warm}\n  tolerations: [{key: dedicated, operator: Exists}]\n\
-             prewarmer: {spareSlots: 3, doNotDisrupt: false, image: 'example.com/pause:1'}\n",
+             prewarmer: {spareSlots: 3, doNotDisrupt: true, image: 'example.com/pause:1'}\n",
         )
         .unwrap();
         let slot = SlotResources {
@@ -499,10 +497,9 @@ mod tests {
         let got = serde_json::to_value(prewarmer(&config, "ns", &slot, None)).unwrap();
         assert_eq!(got["spec"]["replicas"], 3);
         assert!(got["metadata"].get("ownerReferences").is_none());
-        assert!(
-            got["spec"]["template"]["metadata"]
-                .get("annotations")
-                .is_none()
+        assert_eq!(
+            got["spec"]["template"]["metadata"]["annotations"],
+            json!({"karpenter.sh/do-not-disrupt": "true"})
         );
         let spec = &got["spec"]["template"]["spec"];
         assert_eq!(

@@ -60,7 +60,8 @@ pub const LEASE: &str = "warmpool-reconciler";
 /// Carried by every object the reconciler writes.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "warmpool";
-/// Keeps Karpenter from consolidating the nodes that hold placeholders.
+/// On placeholders only with `prewarmer.doNotDisrupt` (off by default): it keeps Karpenter from
+/// consolidating their nodes, and holds up drift and expiry.
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 
 /// Where the cache DaemonSet's first init container puts the static no-op program.

@@ -124,7 +124,10 @@ fn rendered_config_is_accepted_by_the_binary_and_agrees_with_the_nodepool() {
         json!({"cpu": "640m", "memory": "2150Mi"})
     );
     assert_eq!(config["prewarmer"]["spareSlots"], 1);
-    assert_eq!(config["prewarmer"]["doNotDisrupt"], true);
+    assert_eq!(
+        config["prewarmer"]["doNotDisrupt"], false,
+        "it would hold up drift and expiry"
+    );
     assert_eq!(config["imageCache"]["discover"], true);
     assert_eq!(config["imageCache"]["images"].as_array().unwrap().len(), 3);
     let config = config_of(&render(

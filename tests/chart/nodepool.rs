@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::harness::{all_of, find, helm, render};
+use crate::harness::{all_of, find, helm, render, try_render};
 use crate::{s, strings};
 
 #[test]
@@ -81,6 +81,13 @@ fn nodepool_is_karpenter_v1_in_both_flavours() {
         assert!(spec["disruption"].get("expireAfter").is_none());
         assert_eq!(spec["disruption"]["consolidationPolicy"], "WhenEmpty");
         assert_eq!(spec["disruption"]["consolidateAfter"], "10m");
+        // Drift (a new AMI) replaces one warm node at a time, and a draining node is
+        // terminated after an hour at most (Auto Mode would wait 24 h).
+        assert_eq!(
+            spec["disruption"]["budgets"],
+            json!([{"nodes": "10%"}, {"nodes": "1", "reasons": ["Drifted"]}])
+        );
+        assert_eq!(spec["template"]["spec"]["terminationGracePeriod"], "1h");
         assert_eq!(spec["limits"], json!({"cpu": "64", "memory": "256Gi"}));
         assert!(
             all_of(&docs, "EC2NodeClass").is_empty(),
@@ -125,4 +132,54 @@ fn nodepool_is_karpenter_v1_in_both_flavours() {
         nc["spec"]["amiSelectorTerms"],
         json!([{"alias": "al2023@latest"}])
     );
+}
+
+#[test]
+fn drift_budgets_can_be_scheduled_and_are_checked() {
+    let Some(helm) = helm() else { return };
+    let values = tempfile::NamedTempFile::new().unwrap();
+    let file = values.path().to_str().unwrap();
+    std::fs::write(
+        file,
+        r#"
+nodePool:
+  enabled: true
+  terminationGracePeriod: 30m
+  disruption:
+    budgets:
+      - {nodes: "1", reasons: [Drifted]}
+      - {nodes: "0", reasons: [Drifted], schedule: "0 8 * * mon-fri", duration: 10h}
+"#,
+    )
+    .unwrap();
+    let docs = render(&helm, "wp", "ns", &["-f", file]);
+    let np = find(&docs, "NodePool", None);
+    assert_eq!(
+        np["spec"]["disruption"]["budgets"][1],
+        json!({"nodes": "0", "reasons": ["Drifted"], "schedule": "0 8 * * mon-fri", "duration": "10h"})
+    );
+    assert_eq!(
+        np["spec"]["template"]["spec"]["terminationGracePeriod"],
+        "30m"
+    );
+    // The schema refuses what Karpenter would: a schedule without a duration, an unknown
+    // reason, a node count that is not one.
+    for (budget, what) in [
+        (r#"{nodes: "0", schedule: "@daily"}"#, "duration"),
+        (r#"{nodes: "1", reasons: [Expired]}"#, "reasons"),
+        (r#"{nodes: "one"}"#, "nodes"),
+    ] {
+        std::fs::write(
+            file,
+            format!("nodePool:\n  enabled: true\n  disruption:\n    budgets: [{budget}]\n"),
+        )
+        .unwrap();
+        let err = try_render(&helm, "wp", "ns", &["-f", file])
+            .err()
+            .unwrap_or_else(|| panic!("{budget} accepted"));
+        assert!(
+            err.contains("budgets") && err.contains(what),
+            "{budget}: {err}"
+        );
+    }
 }
