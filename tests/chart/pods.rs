@@ -60,7 +60,9 @@ fn pods_are_locked_down_probed_and_spread() {
             "--tls-key=/etc/warmpool/tls/tls.key",
             "--listen=0.0.0.0:8443",
             "--metrics-listen=0.0.0.0:9090",
-            "--log-format=json"
+            "--log-format=json",
+            "--shutdown-grace=5s",
+            "--request-timeout=4000ms"
         ])
     );
     let ports: BTreeMap<&str, &Value> = webhook["ports"]
