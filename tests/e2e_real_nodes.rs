@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{ContainerState, Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use support::cluster::{client, eventually, unique};
+use support::cluster::{client, eventually, eventually_explained, unique};
 use support::real_nodes::{NodeSpec, REAL_TIMEOUT, RealCluster, RealNode};
 use support::reconciler::{Reconciler, Run};
 use support::webhook::{RUN_LABEL, Webhook, unregister};
@@ -224,14 +224,15 @@ async fn pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
 }
 
 /// Waits until the tenant's three pods are Ready (readiness probes passing); returns them.
-async fn wait_tenant_ready(client: &Client, ns: &str) -> Vec<Pod> {
-    eventually(
+async fn wait_tenant_ready(client: &Client, ns: &str, nodes: &[&RealNode]) -> Vec<Pod> {
+    eventually_explained(
         &format!("the CargoCATs pods of {ns} Ready"),
         REAL_TIMEOUT,
         || async {
             let pods = pods(client, ns, TENANT_SELECTOR).await;
             (pods.len() == 3 && pods.iter().all(is_ready)).then_some(pods)
         },
+        || async { explain(client, &[ns], nodes).await },
     )
     .await
 }
@@ -239,7 +240,7 @@ async fn wait_tenant_ready(client: &Client, ns: &str) -> Vec<Pod> {
 /// The image-cache pod on `node` once every init container (the no-op installer and one per
 /// cached image) has exited 0 and its pause container is ready: every image is on the node.
 async fn wait_cache_complete(client: &Client, ns: &str, node: &RealNode) -> Pod {
-    eventually(
+    eventually_explained(
         &format!(
             "the image cache complete on {} (kubelet log: {})",
             node.name,
@@ -252,6 +253,7 @@ async fn wait_cache_complete(client: &Client, ns: &str, node: &RealNode) -> Pod 
                 .into_iter()
                 .find(|p| node_of(p) == Some(node.name.as_str()) && cache_complete(p))
         },
+        || async { explain(client, &[ns], &[node]).await },
     )
     .await
 }
@@ -289,6 +291,81 @@ async fn pod_events(client: &Client, ns: &str, pod: &str) -> Vec<(String, String
         .into_iter()
         .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
         .collect()
+}
+
+/// What a timed-out wait leaves to read: the pods of `namespaces` (phase, node, every
+/// container's state), their latest Events, and the nodes' kubelet and containerd complaints.
+async fn explain(client: &Client, namespaces: &[&str], nodes: &[&RealNode]) -> String {
+    fn state(name: &str, s: Option<&ContainerState>) -> String {
+        let s = s.cloned().unwrap_or_default();
+        if let Some(w) = s.waiting {
+            format!(
+                "{name}=waiting({}: {})",
+                w.reason.unwrap_or_default(),
+                w.message.unwrap_or_default()
+            )
+        } else if let Some(t) = s.terminated {
+            format!(
+                "{name}=exited({} {}: {})",
+                t.exit_code,
+                t.reason.unwrap_or_default(),
+                t.message.unwrap_or_default()
+            )
+        } else if s.running.is_some() {
+            format!("{name}=running")
+        } else {
+            format!("{name}=?")
+        }
+    }
+    let mut out = String::new();
+    if let Some(cluster) = RealCluster::get() {
+        out.push_str("control plane: ");
+        out.push_str(&cluster.status());
+    }
+    for ns in namespaces {
+        let pods = Api::<Pod>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        for pod in &pods {
+            let status = pod.status.clone().unwrap_or_default();
+            let containers: Vec<String> = status
+                .init_container_statuses
+                .iter()
+                .chain(&status.container_statuses)
+                .flatten()
+                .map(|c| state(&c.name, c.state.as_ref()))
+                .collect();
+            out.push_str(&format!(
+                "pod {ns}/{} on {} {} ready={}: {}\n",
+                pod.name_any(),
+                node_of(pod).unwrap_or("(unscheduled)"),
+                status.phase.unwrap_or_default(),
+                is_ready(pod),
+                containers.join(", ")
+            ));
+        }
+        let events = Api::<Event>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        for e in &events[events.len().saturating_sub(25)..] {
+            out.push_str(&format!(
+                "event {ns}/{} x{} {} {}: {}\n",
+                e.involved_object.name.as_deref().unwrap_or_default(),
+                e.count.unwrap_or(1),
+                e.type_.as_deref().unwrap_or_default(),
+                e.reason.as_deref().unwrap_or_default(),
+                e.message.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    for node in nodes {
+        out.push_str(&node.log_problems(15));
+    }
+    out
 }
 
 fn secs(d: Duration) -> String {
@@ -370,7 +447,7 @@ async fn image_cache_pulls_every_image_onto_every_warm_node_and_tenants_start_wi
     let tenant = warmpool.tenant("cache").await;
     let created = Instant::now();
     create_tenant(&client, &tenant, cluster).await;
-    let ready = wait_tenant_ready(&client, &tenant).await;
+    let ready = wait_tenant_ready(&client, &tenant, &nodes.iter().collect::<Vec<_>>()).await;
     let ready_after = created.elapsed();
     let node_names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     for pod in &ready {
@@ -441,7 +518,7 @@ async fn tenant_preempts_the_placeholder_on_a_real_warm_node_and_every_pod_becom
     let node = &nodes[0];
     let ns = warmpool.run.namespace.clone();
     wait_cache_complete(&client, &ns, node).await;
-    let placeholder = eventually(
+    let placeholder = eventually_explained(
         "the placeholder Ready on the warm node",
         REAL_TIMEOUT,
         || async {
@@ -450,6 +527,7 @@ async fn tenant_preempts_the_placeholder_on_a_real_warm_node_and_every_pod_becom
                 .into_iter()
                 .find(|p| node_of(p) == Some(node.name.as_str()) && is_ready(p))
         },
+        || async { explain(&client, &[&ns], &[node]).await },
     )
     .await;
     let placeholder_uid = placeholder.uid().expect("uid");
@@ -501,7 +579,7 @@ async fn tenant_preempts_the_placeholder_on_a_real_warm_node_and_every_pod_becom
     let tenant = warmpool.tenant("preempt").await;
     let created = Instant::now();
     create_tenant(&client, &tenant, cluster).await;
-    let ready = wait_tenant_ready(&client, &tenant).await;
+    let ready = wait_tenant_ready(&client, &tenant, &[node]).await;
     let ready_after = created.elapsed();
     for pod in &ready {
         assert_eq!(
@@ -574,10 +652,15 @@ async fn prewarmer_and_cache_survive_a_kubelet_restart_and_a_joining_node_gets_t
             .filter(|p| node_of(p) == Some(first.name.as_str()))
             .collect()
     };
-    let placeholders = eventually("the placeholder Ready", REAL_TIMEOUT, || async {
-        let p = on_first(pods(&client, &ns, PREWARMER_SELECTOR).await);
-        (p.len() == 1 && is_ready(&p[0])).then_some(p)
-    })
+    let placeholders = eventually_explained(
+        "the placeholder Ready",
+        REAL_TIMEOUT,
+        || async {
+            let p = on_first(pods(&client, &ns, PREWARMER_SELECTOR).await);
+            (p.len() == 1 && is_ready(&p[0])).then_some(p)
+        },
+        || async { explain(&client, &[&ns], &[first]).await },
+    )
     .await;
     let caches = on_first(pods(&client, &ns, CACHE_SELECTOR).await);
     // pod uid -> (container id, restart count) of every container of both pods.
@@ -608,7 +691,7 @@ async fn prewarmer_and_cache_survive_a_kubelet_restart_and_a_joining_node_gets_t
     );
     // The restarted kubelet finds its pods in containerd and reports them Ready again: the same
     // pods with the same containers, none restarted and none new.
-    let after = eventually(
+    let after = eventually_explained(
         "the placeholder and the cache pod Ready again after the kubelet restart",
         Duration::from_secs(60),
         || async {
@@ -618,6 +701,7 @@ async fn prewarmer_and_cache_survive_a_kubelet_restart_and_a_joining_node_gets_t
             (all.len() == 2 && all.iter().all(is_ready) && cache_complete(&all[1]))
                 .then(|| containers(&all))
         },
+        || async { explain(&client, &[&ns], &[first]).await },
     )
     .await;
     assert_eq!(

@@ -356,10 +356,10 @@ etcd_ok() {
     [[ $(curl -s --max-time 3 "http://127.0.0.1:$ETCD_PORT/health" 2>/dev/null) == *'"health":"true"'* ]]
 }
 
-lease_held() {
-    local holder
-    holder=$(kubectl_admin -n kube-system get lease "$1" -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null) || return 1
-    [[ -n $holder ]]
+# healthz_ok PORT — the controller manager's or the scheduler's /healthz (self-signed serving
+# certificate; /healthz needs no credentials).
+healthz_ok() {
+    [[ $(curl -sk --max-time 3 "https://127.0.0.1:$1/healthz" 2>/dev/null) == ok ]]
 }
 
 default_sa_exists() { kubectl_admin -n default get serviceaccount default >/dev/null 2>&1; }
@@ -460,7 +460,10 @@ EOF
     # node-lifecycle-controller is off: it would taint the fake Nodes (no kubelet heartbeats)
     # unreachable and evict their pods. Everything else in '*' stays, notably the garbage
     # collector (owner-reference cleanup) and the service-account/token controllers.
-    # Both serve HTTPS on a free port of their own. --authentication-skip-lookup with our CA:
+    # Both serve HTTPS on a free port of their own. No leader election (one of each): with it,
+    # a lease renewal that misses its 10 s deadline on a loaded 2-core machine makes the
+    # component exit ("leaderelection lost"), and every later test would wait for pods that no
+    # controller creates or schedules. --authentication-skip-lookup with our CA:
     # otherwise they read the requestheader CA from kube-system/extension-apiserver-authentication,
     # which this API server (no front proxy) does not set, and log errors about it.
     start_daemon kube-controller-manager "$BIN_DIR/kube-controller-manager" \
@@ -476,7 +479,7 @@ EOF
         --root-ca-file="$c/ca.crt" \
         --use-service-account-credentials=true \
         --service-cluster-ip-range=10.0.0.0/24 \
-        --leader-elect=true \
+        --leader-elect=false \
         --profiling=false
 
     start_daemon kube-scheduler "$BIN_DIR/kube-scheduler" \
@@ -487,11 +490,11 @@ EOF
         --client-ca-file="$c/ca.crt" \
         --bind-address=127.0.0.1 \
         --secure-port="$SCHED_PORT" \
-        --leader-elect=true \
+        --leader-elect=false \
         --profiling=false
 
-    wait_for "kube-controller-manager lease" kube-controller-manager lease_held kube-controller-manager
-    wait_for "kube-scheduler lease" kube-scheduler lease_held kube-scheduler
+    wait_for "kube-controller-manager /healthz" kube-controller-manager healthz_ok "$KCM_PORT"
+    wait_for "kube-scheduler /healthz" kube-scheduler healthz_ok "$SCHED_PORT"
     # The ServiceAccount admission plugin rejects pods in a namespace until the service-account
     # controller has created its `default` ServiceAccount; wait for it in `default` so pods can
     # be created there right after `up` (other namespaces: the caller waits, see README).
@@ -582,7 +585,12 @@ cmd_status() {
     fi
     if [[ -d $CLUSTER_DIR/pids ]]; then
         for c in "${COMPONENTS[@]}"; do
-            if pid_alive "$c"; then echo "$c: running"; else echo "$c: not running"; fi
+            if pid_alive "$c"; then
+                echo "$c: running"
+            else
+                echo "$c: not running; the end of $CLUSTER_DIR/logs/$c.log:"
+                tail -n 8 "$CLUSTER_DIR/logs/$c.log" 2>/dev/null | sed 's/^/  /'
+            fi
         done
         echo "not healthy"
     else

@@ -78,10 +78,27 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_explained(what, timeout, check, || async { String::new() }).await
+}
+
+/// [`eventually`], and on a timeout the panic message carries what `explain` finds (the state
+/// that kept `check` from passing): a CI log is all there is to read after a run elsewhere.
+pub async fn eventually_explained<T, F, Fut, E, EFut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+    explain: E,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+    E: FnOnce() -> EFut,
+    EFut: std::future::Future<Output = String>,
 {
     let start = Instant::now();
     loop {
@@ -89,7 +106,8 @@ where
             return v;
         }
         if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for: {what}");
+            let why = explain().await;
+            panic!("timed out after {timeout:?} waiting for: {what}\n{why}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

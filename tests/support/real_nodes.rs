@@ -148,6 +148,18 @@ impl RealCluster {
             .as_ref()
     }
 
+    /// `cluster.sh status`: the control plane up, or which component is not running and the
+    /// end of its log (for failure messages).
+    pub fn status(&self) -> String {
+        Command::new(script())
+            .arg("status")
+            .env("WARMPOOL_CLUSTER_DIR", &self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("cannot run tests/cluster/cluster.sh status: {e}\n"))
+    }
+
     /// Starts a node and waits until it is Ready (`cluster.sh node up`). `None` = SKIP.
     pub fn node(&'static self, spec: &NodeSpec) -> Option<RealNode> {
         let mut args: Vec<String> = vec!["node".into(), "up".into(), spec.name.clone()];
@@ -358,11 +370,43 @@ impl RealNode {
 
     /// The log of the node's kubelet (for failure messages).
     pub fn kubelet_log(&self) -> PathBuf {
-        self.cluster
-            .dir
-            .join("logs/nodes")
-            .join(&self.name)
-            .join("kubelet.log")
+        self.logs().join("kubelet.log")
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.cluster.dir.join("logs/nodes").join(&self.name)
+    }
+
+    /// The last `n` warning and error lines (klog `W…`/`E…`, containerd `level=warning|error`)
+    /// of the node's kubelet and containerd logs, for a failure message: a CI run leaves only
+    /// its output to read.
+    pub fn log_problems(&self, n: usize) -> String {
+        let mut out = String::new();
+        for (file, is_problem) in [
+            (
+                "kubelet.log",
+                (|l: &str| l.starts_with('E') || l.starts_with('W')) as fn(&str) -> bool,
+            ),
+            ("containerd.log", |l: &str| {
+                l.contains("level=error") || l.contains("level=warning")
+            }),
+        ] {
+            let path = self.logs().join(file);
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().filter(|l| is_problem(l)).collect();
+            let tail = &lines[lines.len().saturating_sub(n)..];
+            out.push_str(&format!(
+                "last {} problem lines of {}:\n",
+                tail.len(),
+                path.display()
+            ));
+            for l in tail {
+                out.push_str("  ");
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 }
 
