@@ -1,11 +1,29 @@
 //! The rendered warmpool config: taken by the binary's strict loader, agreeing with the NodePool, its defaults.
 
 use std::path::Path;
+use std::process::Output;
 
 use serde_json::json;
 
 use crate::harness::{self, find, helm, render, text};
 use crate::{VARIANTS, config_of, container};
+
+/// `warmpool mutate [--config CONFIG] --namespace demo-1 -f POD -o json`.
+fn mutate(binary: &Path, config: Option<&Path>, pod: &Path) -> Output {
+    let mut args = vec!["mutate"];
+    if let Some(config) = config {
+        args.extend(["--config", config.to_str().unwrap()]);
+    }
+    args.extend([
+        "--namespace",
+        "demo-1",
+        "-f",
+        pod.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    harness::run(binary, &args, &[], None)
+}
 
 #[test]
 fn rendered_config_is_accepted_by_the_binary_and_agrees_with_the_nodepool() {
@@ -25,22 +43,7 @@ fn rendered_config_is_accepted_by_the_binary_and_agrees_with_the_nodepool() {
         let file = dir.path().join("config.yaml");
         std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
         // The strict loader of src/config.rs (unknown keys rejected) takes what the chart renders.
-        let out = harness::run(
-            binary,
-            &[
-                "mutate",
-                "--config",
-                file.to_str().unwrap(),
-                "--namespace",
-                "demo-1",
-                "-f",
-                pod.to_str().unwrap(),
-                "-o",
-                "json",
-            ],
-            &[],
-            None,
-        );
+        let out = mutate(binary, Some(&file), &pod);
         assert!(
             out.status.success(),
             "{name}: warmpool rejects the rendered config:\n{}\n{}",
@@ -91,20 +94,7 @@ fn rendered_config_is_accepted_by_the_binary_and_agrees_with_the_nodepool() {
         np["spec"]["template"]["spec"]["taints"],
         json!([{"key": "example.com/pool", "value": "gold", "effect": "NoExecute"}])
     );
-    let out = harness::run(
-        binary,
-        &[
-            "mutate",
-            "--namespace",
-            "demo-1",
-            "-f",
-            pod.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-        &[],
-        None,
-    );
+    let out = mutate(binary, None, &pod);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     // Defaults: the CargoCATs setup of DESIGN.md.

@@ -14,6 +14,13 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
+// The end-to-end tests' Helm finder; its `helm()` and `template` serve only them.
+#[allow(dead_code)]
+#[path = "../support/helm.rs"]
+mod support_helm;
+
+use support_helm::script_path;
+
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -35,36 +42,11 @@ fn missing<T>(what: &str, why: &str) -> Option<T> {
     None
 }
 
-/// Runs a script that prints a path as its last stdout line (progress on stderr).
-fn script_path(script: &str, arg: Option<&str>) -> Result<PathBuf, String> {
-    let mut cmd = Command::new(repo_root().join(script));
-    if let Some(a) = arg {
-        cmd.arg(a);
-    }
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {script}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{script} failed ({})", out.status));
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .map(|l| PathBuf::from(l.trim()))
-        .ok_or_else(|| format!("{script} printed no path"))
-}
-
 /// The Helm binary: `WARMPOOL_TEST_HELM` (set by tests/all.sh) or tests/tools/helm.sh.
 pub fn helm() -> Option<PathBuf> {
-    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let result = HELM.get_or_init(|| match std::env::var("WARMPOOL_TEST_HELM") {
-        Ok(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-        _ => script_path("tests/tools/helm.sh", None),
-    });
-    match result {
-        Ok(p) => Some(p.clone()),
-        Err(e) => missing("helm (tests/tools/helm.sh)", e),
+    match support_helm::find() {
+        Ok(p) => Some(p),
+        Err(e) => missing("helm (tests/tools/helm.sh)", &e),
     }
 }
 
@@ -247,13 +229,8 @@ impl Drop for NamespaceGuard {
     }
 }
 
-/// `helm template RELEASE charts/warmpool --namespace NS ARGS…`: the objects, or Helm's error.
-pub fn try_render(
-    helm: &Path,
-    release: &str,
-    namespace: &str,
-    args: &[&str],
-) -> Result<Vec<Value>, String> {
+/// `helm template RELEASE charts/warmpool --namespace NS ARGS…`, as it exited.
+fn template(helm: &Path, release: &str, namespace: &str, args: &[&str]) -> Output {
     let chart = chart_dir();
     let mut all = vec![
         "template",
@@ -263,7 +240,17 @@ pub fn try_render(
         namespace,
     ];
     all.extend_from_slice(args);
-    let out = run(helm, &all, &[], None);
+    run(helm, &all, &[], None)
+}
+
+/// `helm template RELEASE charts/warmpool --namespace NS ARGS…`: the objects, or Helm's error.
+pub fn try_render(
+    helm: &Path,
+    release: &str,
+    namespace: &str,
+    args: &[&str],
+) -> Result<Vec<Value>, String> {
+    let out = template(helm, release, namespace, args);
     if !out.status.success() {
         return Err(text(&out.stderr));
     }
@@ -272,16 +259,7 @@ pub fn try_render(
 
 /// `helm template` output as Helm prints it (what `helm install` would send).
 pub fn render_text(helm: &Path, release: &str, namespace: &str, args: &[&str]) -> String {
-    let chart = chart_dir();
-    let mut all = vec![
-        "template",
-        release,
-        chart.to_str().expect("utf-8 path"),
-        "--namespace",
-        namespace,
-    ];
-    all.extend_from_slice(args);
-    let out = run(helm, &all, &[], None);
+    let out = template(helm, release, namespace, args);
     assert!(
         out.status.success(),
         "helm template {} failed:\n{}",

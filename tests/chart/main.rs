@@ -25,6 +25,21 @@ use serde_json::Value;
 
 // Shared by the modules: every variant of the chart, and accessors of rendered objects.
 
+/// The self-managed Karpenter flavour with the chart's own EC2NodeClass, as `helm --set`
+/// arguments.
+const KARPENTER_WITH_EC2_NODE_CLASS: &[&str] = &[
+    "--set",
+    "nodePool.enabled=true",
+    "--set",
+    "nodePool.flavor=karpenter",
+    "--set",
+    "nodePool.ec2NodeClass.create=true",
+    "--set",
+    "nodePool.ec2NodeClass.role=KarpenterNodeRole-demo",
+    "--set",
+    "nodePool.ec2NodeClass.clusterName=demo",
+];
+
 /// Every mode and flavour the chart has, as `helm --set` arguments.
 const VARIANTS: &[(&str, &[&str])] = &[
     ("defaults", &[]),
@@ -58,18 +73,7 @@ const VARIANTS: &[(&str, &[&str])] = &[
     ),
     (
         "nodePool.flavor=karpenter with the chart's EC2NodeClass",
-        &[
-            "--set",
-            "nodePool.enabled=true",
-            "--set",
-            "nodePool.flavor=karpenter",
-            "--set",
-            "nodePool.ec2NodeClass.create=true",
-            "--set",
-            "nodePool.ec2NodeClass.role=KarpenterNodeRole-demo",
-            "--set",
-            "nodePool.ec2NodeClass.clusterName=demo",
-        ],
+        KARPENTER_WITH_EC2_NODE_CLASS,
     ),
     (
         "every other switch flipped",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::harness::{all_of, find, helm, render, try_render};
-use crate::{s, strings};
+use crate::{KARPENTER_WITH_EC2_NODE_CLASS, s, strings};
 
 #[test]
 fn nodepool_is_karpenter_v1_in_both_flavours() {
@@ -95,23 +95,7 @@ fn nodepool_is_karpenter_v1_in_both_flavours() {
         );
     }
 
-    let docs = render(
-        &helm,
-        "wp",
-        "ns",
-        &[
-            "--set",
-            "nodePool.enabled=true",
-            "--set",
-            "nodePool.flavor=karpenter",
-            "--set",
-            "nodePool.ec2NodeClass.create=true",
-            "--set",
-            "nodePool.ec2NodeClass.role=KarpenterNodeRole-demo",
-            "--set",
-            "nodePool.ec2NodeClass.clusterName=demo",
-        ],
-    );
+    let docs = render(&helm, "wp", "ns", KARPENTER_WITH_EC2_NODE_CLASS);
     let nc = find(&docs, "EC2NodeClass", None);
     assert_eq!(nc["apiVersion"], "karpenter.k8s.aws/v1");
     let np = find(&docs, "NodePool", None);
