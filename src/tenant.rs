@@ -182,19 +182,21 @@ impl TenantSelector {
     }
 }
 
+/// Namespace labels from `(key, value)` pairs, for the unit tests here and in the reconciler.
+#[cfg(test)]
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn selector() -> TenantSelector {
         TenantSelector::new(&["demo-*".into(), "team-?".into()], Some("warmpool")).unwrap()
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

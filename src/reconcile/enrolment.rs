@@ -163,19 +163,12 @@ pub fn release_patch(name: &str, resource_version: Option<&str>) -> serde_json::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenant::DISABLED;
+    use crate::tenant::{DISABLED, labels};
 
     const OURS: &str = "warmpool@warmpool-system";
 
     fn selector() -> TenantSelector {
         TenantSelector::new(&["demo-*".into()], Some("warmpool-system")).unwrap()
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     fn nobody() -> LabelOwners {

@@ -336,7 +336,7 @@ pub fn offline(config: &Config, discovered: &[String]) -> Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenant::{DISABLED, ENABLED, TENANT_LABEL};
+    use crate::tenant::{DISABLED, ENABLED, TENANT_LABEL, labels};
     use serde_json::json;
 
     fn pod(ns: &str, name: &str, spec: serde_json::Value) -> SlimPod {
@@ -428,13 +428,6 @@ mod tests {
         idx.apply(watcher::Event::InitDone);
         assert_eq!(idx.pods_in("a").count(), 0);
         assert_eq!(idx.pods_in("b").count(), 1);
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]
