@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "support/loopback.rs"]
+mod loopback;
+
+use loopback::certs;
+
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 const POD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pod.yaml");
 
@@ -69,20 +74,6 @@ fn assert_one_line_error(what: &str, out: &Output, expected: &[&str]) -> String 
         assert!(line.contains(e), "{what}: `{e}` missing from: {line}");
     }
     line.to_owned()
-}
-
-/// `warmpool certs` into `dir`: ca.crt, tls.crt, tls.key.
-fn certs(dir: &Path) {
-    let out = Command::new(BIN)
-        .args(["certs", "--dns", "localhost", "--ip", "127.0.0.1", "--out"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn s(p: &Path) -> &str {
@@ -439,7 +430,7 @@ fn the_table_covers_every_configuration_key() {
 #[test]
 fn every_invalid_configuration_stops_each_subcommand_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    certs(dir.path());
+    certs(BIN, dir.path());
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let mut report = Vec::new();
     for (i, c) in CASES.iter().enumerate() {
@@ -574,7 +565,7 @@ fn webhook_args<'a>(
 #[test]
 fn unreadable_or_empty_certificates_stop_the_webhook_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    certs(dir.path());
+    certs(BIN, dir.path());
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let a_dir = dir.path().join("a-directory");
     std::fs::create_dir(&a_dir).unwrap();
@@ -632,7 +623,7 @@ fn unreadable_or_empty_certificates_stop_the_webhook_with_one_line() {
 #[test]
 fn a_metrics_port_in_use_stops_webhook_and_reconciler_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    certs(dir.path());
+    certs(BIN, dir.path());
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
@@ -712,7 +703,7 @@ fn the_reconciler_without_a_usable_kubeconfig_or_namespace_stops_with_one_line()
 #[test]
 fn bad_arguments_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
-    certs(dir.path());
+    certs(BIN, dir.path());
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (

@@ -12,6 +12,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "support/loopback.rs"]
+mod loopback;
 #[path = "support/tls.rs"]
 mod tls;
 
@@ -19,6 +21,7 @@ use base64::Engine as _;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use loopback::{certs, webhook_command};
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tls::client_config;
@@ -34,20 +37,6 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 // ---------------------------------------------------------------------------------------------
 // The server under test
-
-/// Writes ca.crt, tls.crt and tls.key for localhost/127.0.0.1 into `out` with `warmpool certs`.
-fn make_certs(out: &Path) {
-    let output = Command::new(BIN)
-        .args(["certs", "--dns", "localhost", "--ip", "127.0.0.1", "--out"])
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "warmpool certs: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// A running `warmpool webhook`, killed when dropped.
 struct Webhook {
@@ -67,7 +56,7 @@ impl Webhook {
     /// Starts a webhook on fresh certificates, with `extra` arguments.
     fn start_args(extra: &[&str]) -> (Webhook, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        make_certs(dir.path());
+        certs(BIN, dir.path());
         let ca = dir.path().join("ca.crt");
         let mut webhook = Webhook::start_with(
             &dir.path().join("tls.crt"),
@@ -79,23 +68,7 @@ impl Webhook {
     }
 
     fn start_with(cert: &Path, key: &Path, extra: &[&str]) -> Webhook {
-        let mut child = Command::new(BIN)
-            .arg("webhook")
-            .arg("--tls-cert")
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(extra)
-            .env_remove("WARMPOOL_CONFIG")
-            .env_remove("POD_NAMESPACE")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = webhook_command(BIN, cert, key).args(extra).spawn().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&logs);
@@ -560,7 +533,7 @@ async fn a_certificate_rotated_by_symlink_swap_is_served_to_new_connections() {
         std::os::unix::fs::symlink(generation, root.join("..data_tmp")).unwrap();
         std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
     };
-    make_certs(&root.join("..v1"));
+    certs(BIN, &root.join("..v1"));
     std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
     for file in ["tls.crt", "tls.key", "ca.crt"] {
         std::os::unix::fs::symlink(format!("..data/{file}"), root.join(file)).unwrap();
@@ -579,7 +552,7 @@ async fn a_certificate_rotated_by_symlink_swap_is_served_to_new_connections() {
         .unwrap();
     tokio::spawn(connection);
 
-    make_certs(&root.join("..v2"));
+    certs(BIN, &root.join("..v2"));
     swap_to("..v2");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -609,7 +582,7 @@ async fn a_certificate_rotated_by_symlink_swap_is_served_to_new_connections() {
     assert_eq!(reply.status, 200);
 
     // A broken pair (a key that is not PEM) is not served: the previous one stays.
-    make_certs(&root.join("..v3"));
+    certs(BIN, &root.join("..v3"));
     std::fs::write(root.join("..v3/tls.key"), b"not a key").unwrap();
     swap_to("..v3");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -761,8 +734,8 @@ async fn sigterm_turns_unready_drains_the_request_in_flight_and_exits_zero() {
 #[tokio::test]
 async fn start_up_problems_fail_fast_with_one_line_naming_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(&dir.path().join("a"));
-    make_certs(&dir.path().join("b"));
+    certs(BIN, &dir.path().join("a"));
+    certs(BIN, &dir.path().join("b"));
     let path = |p: &str| dir.path().join(p).into_os_string();
     let listen = |addr: &str| -> Vec<OsString> {
         vec![

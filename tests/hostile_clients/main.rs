@@ -12,6 +12,8 @@
 //! deadline, bad JSON, 413 on a 4 MiB body, plain HTTP on the TLS port, certificate rotation,
 //! drain on SIGTERM. The figures each test prints (`--nocapture`) are in RELIABILITY.md.
 
+#[path = "../support/loopback.rs"]
+mod loopback;
 #[path = "../support/tls.rs"]
 mod tls;
 

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::BIN;
+use crate::loopback::{certs, webhook_command};
 
 pub struct Server {
     pub child: Child,
@@ -27,32 +28,9 @@ pub struct Server {
 impl Server {
     pub fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(BIN)
-            .args(["certs", "--dns", "localhost", "--ip", "127.0.0.1", "--out"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut child = Command::new(BIN)
-            .arg("webhook")
-            .arg("--tls-cert")
-            .arg(dir.path().join("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.path().join("tls.key"))
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .env_remove("WARMPOOL_CONFIG")
-            .env_remove("POD_NAMESPACE")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        certs(BIN, dir.path());
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let mut child = webhook_command(BIN, &cert, &key).spawn().unwrap();
         let logs = Arc::new(Mutex::new(VecDeque::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
