@@ -19,7 +19,7 @@ use serde_json::json;
 
 use support::cluster::{client, eventually};
 use support::fakelet::{FakeNode, create_node};
-use support::reconciler::{NodeGuard, Run, kubectl};
+use support::reconciler::{NodeGuard, Run, cached_images, kubectl};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 const TENANT_LABEL: &str = "warmpool.io/tenant";
@@ -51,19 +51,6 @@ fn prewarmers(run: &Run) -> Api<Deployment> {
 
 fn caches(run: &Run) -> Api<DaemonSet> {
     Api::namespaced(run.client.clone(), &run.namespace)
-}
-
-/// The images of the cache's init containers, without the no-op installer.
-fn cached_images(ds: &DaemonSet) -> Vec<String> {
-    ds.spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|s| s.init_containers.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.name != "install-noop")
-        .filter_map(|c| c.image)
-        .collect()
 }
 
 /// The prewarmer's (cpu, memory) requests.

@@ -46,7 +46,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use support::cluster::{eventually, kubeconfig};
-use support::reconciler::Run;
+use support::reconciler::{Run, cached_images};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 const TENANT_LABEL: &str = "warmpool.io/tenant";
@@ -257,17 +257,6 @@ async fn service_account_kubeconfig(run: &Run, client: &Client, sa: &str) -> std
     });
     std::fs::write(&path, serde_norway::to_string(&config).expect("YAML")).expect("kubeconfig");
     path
-}
-
-fn cached_images(ds: &DaemonSet) -> Vec<String> {
-    ds.spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|s| s.init_containers.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|c| c.image)
-        .collect()
 }
 
 /// The prewarmer's CPU request in millicores (the API server writes 5000m as `5`).

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -342,4 +343,18 @@ async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// The images of the image cache's init containers, without the no-op installer (which runs
+/// warmpool's own image).
+pub fn cached_images(ds: &DaemonSet) -> Vec<String> {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.init_containers.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.name != "install-noop")
+        .filter_map(|c| c.image)
+        .collect()
 }
