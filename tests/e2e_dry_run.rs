@@ -9,46 +9,15 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::cluster::{client, eventually, unique};
-use support::webhook::{Webhook, run_labels, unregister};
+use support::objects::{create_namespace, unscheduled_pod};
+use support::webhook::{Webhook, unregister};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
-
-/// A namespace of run `run` with its `default` ServiceAccount, so pods can be created at once.
-async fn create_namespace(client: &Client, run: &str, name: &str) {
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": run_labels(run)}}))
-            .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace created");
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
-    match Api::<ServiceAccount>::namespaced(client.clone(), name)
-        .create(&PostParams::default(), &sa)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("default ServiceAccount in {name}: {e}"),
-    }
-}
-
-fn pod(name: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "schedulerName": "warmpool-test-unscheduled",
-            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]
-        }
-    }))
-    .unwrap()
-}
 
 /// The pod as the webhook mutates it: annotation, the pool's required affinity, its toleration.
 fn is_mutated(pod: &Pod) -> bool {
@@ -92,7 +61,10 @@ async fn a_server_side_dry_run_of_a_tenant_pod_comes_back_mutated_and_stores_not
             let api = api.clone();
             async move {
                 let probe = api
-                    .create(&PostParams::default(), &pod(&format!("probe-{n}")))
+                    .create(
+                        &PostParams::default(),
+                        &unscheduled_pod(&format!("probe-{n}")),
+                    )
                     .await
                     .expect("probe pod created");
                 is_mutated(&probe).then_some(())
@@ -106,7 +78,7 @@ async fn a_server_side_dry_run_of_a_tenant_pod_comes_back_mutated_and_stores_not
         ..PostParams::default()
     };
     let answered = api
-        .create(&dry_run, &pod("dry"))
+        .create(&dry_run, &unscheduled_pod("dry"))
         .await
         .expect("dry-run create");
     assert!(

@@ -21,16 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
@@ -38,6 +33,7 @@ use support::cluster::{
     ChildGuard, client, client_from, eventually, free_port, kubeconfig, unique,
 };
 use support::reconciler::Run;
+use support::tls::{client_config, client_config_trusting};
 use support::webhook::{Webhook, run_labels, unregister};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
@@ -55,84 +51,12 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 // ---------------------------------------------------------------------------------------------
 // A certificate replaced under load
 
-/// `warmpool certs` into `dir`.
-fn certs(dir: &Path) {
-    let out = Command::new(BIN)
-        .args(["certs", "--dns", "localhost", "--ip", "127.0.0.1", "--out"])
-        .arg(dir)
-        .output()
-        .expect("warmpool certs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn tls_config(cas: &[PathBuf]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
-            roots.add(cert.expect("CA")).expect("CA added");
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-/// One review on a fresh connection (a new handshake, so the certificate served now):
-/// Ok(()) when it is answered 200 with its uid and a patch.
+/// One review of the fixture with `uid`, on a fresh connection (a new handshake, so the
+/// certificate served now): Ok(()) when it is answered 200 with its uid and a patch.
 async fn review(port: u16, config: Arc<rustls::ClientConfig>, uid: &str) -> Result<(), String> {
     let mut body: Value = serde_json::from_slice(&std::fs::read(FIXTURE).unwrap()).unwrap();
     body["request"]["uid"] = json!(uid);
-    let exchange = async {
-        let tcp = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        tokio::spawn(connection);
-        let request = http::Request::post("/mutate")
-            .header(http::header::HOST, "localhost")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
-            .unwrap();
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = response.status();
-        let answer = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        let answer: Value = serde_json::from_slice(&answer).map_err(|e| format!("JSON: {e}"))?;
-        if status == 200
-            && answer["response"]["uid"] == uid
-            && answer["response"]["patchType"] == "JSONPatch"
-        {
-            Ok(())
-        } else {
-            Err(format!("answered {status}: {answer}"))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 5 s".into()))
+    support::webhook::review(port, config, uid, serde_json::to_vec(&body).unwrap()).await
 }
 
 /// The value of one series in the Prometheus text of the webhook's metrics port, 0 if absent.
@@ -208,7 +132,7 @@ async fn a_certificate_replaced_under_load_fails_no_review() {
     // A second pair, from another CA; the API server and the test trust both CAs, as during
     // a CA rotation.
     let other = tempfile::tempdir().unwrap();
-    certs(other.path());
+    support::loopback::certs(BIN, other.path());
     let original = tempfile::tempdir().unwrap();
     for file in ["ca.crt", "tls.crt", "tls.key"] {
         std::fs::copy(dir.join(file), original.path().join(file)).unwrap();
@@ -247,7 +171,7 @@ async fn a_certificate_replaced_under_load_fails_no_review() {
 
     // The load: 3 loops of reviews on fresh connections, 1 loop of pods through the API server.
     let stop = Arc::new(AtomicBool::new(false));
-    let config = tls_config(&cas);
+    let config = client_config_trusting(&cas, &[b"http/1.1"]);
     let port = webhook.port;
     let reviewers: Vec<_> = (0..3)
         .map(|r| {
@@ -307,7 +231,7 @@ async fn a_certificate_replaced_under_load_fails_no_review() {
         )
         .await;
         // Proof from outside: a client that trusts only the new CA gets through.
-        let only_new = tls_config(&[from.join("ca.crt")]);
+        let only_new = client_config(&from.join("ca.crt"), &[b"http/1.1"]);
         review(port, only_new, &format!("only-new-{swap}"))
             .await
             .unwrap_or_else(|e| panic!("replacement {swap} not served: {e}"));

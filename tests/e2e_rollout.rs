@@ -26,19 +26,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
-use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use support::cluster::{client, eventually, unique};
-use support::webhook::{Webhook, WebhookProcess, readyz, run_labels, unregister};
+use support::objects::{create_namespace, unscheduled_pod};
+use support::webhook::{Webhook, WebhookProcess, readyz, unregister};
 use warmpool::webhook::server::DRAIN_TIMEOUT;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
@@ -315,40 +312,6 @@ impl Drop for Balancer {
 // ---------------------------------------------------------------------------------------------
 // Traffic
 
-/// A namespace of run `run` with its `default` ServiceAccount, so pods can be created at once.
-async fn create_namespace(client: &Client, run: &str, name: &str) {
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": run_labels(run)}}))
-            .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace created");
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
-    match Api::<ServiceAccount>::namespaced(client.clone(), name)
-        .create(&PostParams::default(), &sa)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("default ServiceAccount in {name}: {e}"),
-    }
-}
-
-/// A tenant pod that no scheduler picks up (hundreds of them must not land on the fake nodes
-/// other tests share the control plane with); admission is all this test is about.
-fn pod(name: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "schedulerName": "warmpool-test-unscheduled",
-            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]
-        }
-    }))
-    .unwrap()
-}
-
 fn is_mutated(pod: &Pod) -> bool {
     pod.annotations()
         .get("warmpool.io/injected")
@@ -376,7 +339,10 @@ async fn create_pods(client: Client, ns: String, creator: usize, stop: Arc<Atomi
         ticks.tick().await;
         let name = format!("c{creator}-{n}");
         n += 1;
-        match api.create(&PostParams::default(), &pod(&name)).await {
+        match api
+            .create(&PostParams::default(), &unscheduled_pod(&name))
+            .await
+        {
             Ok(created) => {
                 pods.created += 1;
                 if is_mutated(&created) {
@@ -410,7 +376,7 @@ async fn direct_reviews(
         let uid = format!("direct-{n}");
         let mut body = template.clone();
         body["request"]["uid"] = json!(uid);
-        match review(
+        match support::webhook::review(
             port,
             Arc::clone(&config),
             &uid,
@@ -423,56 +389,6 @@ async fn direct_reviews(
         }
     }
     (answered, failures)
-}
-
-/// One review on a new connection: Ok when answered 200 with its uid and a patch.
-async fn review(
-    port: u16,
-    config: Arc<rustls::ClientConfig>,
-    uid: &str,
-    body: Vec<u8>,
-) -> Result<(), String> {
-    let exchange = async {
-        let tcp = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        tokio::spawn(connection);
-        let request = http::Request::post("/mutate")
-            .header(http::header::HOST, "localhost")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = response.status();
-        let answer = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        let answer: Value = serde_json::from_slice(&answer).map_err(|e| format!("JSON: {e}"))?;
-        if status == 200
-            && answer["response"]["uid"] == uid
-            && answer["response"]["patchType"] == "JSONPatch"
-        {
-            Ok(())
-        } else {
-            Err(format!("answered {status}: {answer}"))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 5 s".into()))
 }
 
 /// Reviews a process answered between its "shutdown requested" and "stopped accepting" lines:
@@ -549,7 +465,10 @@ async fn rollout(client: &Client, run: &str, args: &[&str]) -> Figures {
             let api = api.clone();
             async move {
                 let probe = api
-                    .create(&PostParams::default(), &pod(&format!("probe-{n}")))
+                    .create(
+                        &PostParams::default(),
+                        &unscheduled_pod(&format!("probe-{n}")),
+                    )
                     .await
                     .expect("probe pod created");
                 is_mutated(&probe).then_some(())

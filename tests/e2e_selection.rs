@@ -6,52 +6,19 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams};
 use kube::{Client, ResourceExt};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 use serde_json::json;
 use support::cluster::{client, eventually, unique};
+use support::objects::{create_namespace, create_pod};
 use support::scenario::{Setup, Warmpool};
-use support::webhook::{Webhook, run_labels, unregister};
+use support::webhook::{Webhook, unregister};
 use warmpool::tenant::TenantSelector;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
-
-/// A namespace of run `run` with its `default` ServiceAccount, so pods can be created in it at
-/// once instead of after the controller manager gets round to the ServiceAccount.
-async fn create_namespace(client: &Client, run: &str, name: &str) {
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": run_labels(run)}}))
-            .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace created");
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
-    match Api::<ServiceAccount>::namespaced(client.clone(), name)
-        .create(&PostParams::default(), &sa)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("default ServiceAccount in {name}: {e}"),
-    }
-}
-
-async fn create_pod(client: &Client, ns: &str, name: &str) -> Pod {
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}
-    }))
-    .unwrap();
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap_or_else(|e| panic!("creating pod {ns}/{name}: {e}"))
-}
 
 /// A registration is in effect once a probe pod in namespace `ns` comes back mutated.
 async fn wait_until_mutating(client: &Client, ns: &str) {

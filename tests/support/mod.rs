@@ -5,6 +5,8 @@
 pub mod cluster;
 pub mod fakelet;
 pub mod helm;
+pub mod loopback;
+pub mod objects;
 pub mod real_nodes;
 pub mod reconciler;
 pub mod scenario;

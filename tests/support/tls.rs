@@ -1,4 +1,4 @@
-//! A rustls client that trusts one CA file: how the tests talk to the real webhook.
+//! A rustls client that trusts given CA files: how the tests talk to the real webhook.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,11 +8,22 @@ use rustls::pki_types::pem::PemObject;
 
 /// Trusts only the certificates in `ca`, offering `alpn` (e.g. `[b"h2"]`).
 pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    client_config_trusting(&[ca], alpn)
+}
+
+/// Trusts only the certificates in the files `cas` (the old CA and the new during a rotation,
+/// say), offering `alpn`.
+pub fn client_config_trusting(
+    cas: &[impl AsRef<Path>],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
-        roots
-            .add(cert.expect("PEM certificate"))
-            .expect("trusted CA");
+    for ca in cas {
+        for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
+            roots
+                .add(cert.expect("PEM certificate"))
+                .expect("trusted CA");
+        }
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

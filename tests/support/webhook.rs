@@ -3,12 +3,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
-use serde_json::json;
+use rustls::pki_types::ServerName;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
 
 use super::cluster::{ChildGuard, eventually, free_port, spawn_warmpool};
 
@@ -25,42 +31,27 @@ pub struct Webhook {
 impl Webhook {
     /// Writes certificates with `warmpool certs` and starts `warmpool webhook` on 127.0.0.1.
     pub async fn start(binary: &Path, config_yaml: Option<&str>) -> Webhook {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(binary)
-            .args(["certs", "--out"])
-            .arg(dir.path())
-            .args(["--dns", "localhost", "--ip", "127.0.0.1"])
-            .output()
-            .expect("warmpool certs runs");
-        assert!(
-            out.status.success(),
-            "warmpool certs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ca_bundle = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let mut webhook = Webhook {
-            process: None,
-            port: free_port(),
-            metrics_port: free_port(),
-            ca_bundle,
-            log: dir.path().join("webhook.log"),
-            dir,
-        };
-        if let Some(yaml) = config_yaml {
-            std::fs::write(webhook.dir.path().join("config.yaml"), yaml).expect("config");
-        }
-        webhook.process = Some(webhook.spawn(binary));
-        webhook.wait_ready().await;
+        let mut webhook = Webhook::certificates(binary, config_yaml);
+        let (port, metrics_port) = (webhook.port, webhook.metrics_port);
+        webhook.process = Some(webhook.spawn_on(binary, port, metrics_port, &[], &webhook.log));
+        wait_ready(metrics_port, &webhook.log).await;
         webhook
     }
 
-    fn spawn(&self, binary: &Path) -> ChildGuard {
+    /// `warmpool webhook` on this one's certificates and configuration, on `port` and
+    /// `metrics_port`, with `extra` arguments, logging to `log`.
+    fn spawn_on(
+        &self,
+        binary: &Path,
+        port: u16,
+        metrics_port: u16,
+        extra: &[&str],
+        log: &Path,
+    ) -> ChildGuard {
         let d = self.dir.path();
-        let cert = d.join("tls.crt");
-        let key = d.join("tls.key");
-        let listen = format!("127.0.0.1:{}", self.port);
-        let metrics = format!("127.0.0.1:{}", self.metrics_port);
-        let config = d.join("config.yaml");
+        let (cert, key, config) = (d.join("tls.crt"), d.join("tls.key"), d.join("config.yaml"));
+        let listen = format!("127.0.0.1:{port}");
+        let metrics = format!("127.0.0.1:{metrics_port}");
         let mut args = vec![
             "webhook",
             "--tls-cert",
@@ -75,21 +66,8 @@ impl Webhook {
         if config.exists() {
             args.extend(["--config", config.to_str().unwrap()]);
         }
-        spawn_warmpool(binary, &args, &[], &self.log)
-    }
-
-    async fn wait_ready(&self) {
-        let addr = format!("127.0.0.1:{}", self.metrics_port);
-        let log = self.log.clone();
-        eventually(
-            &format!("webhook ready (log: {})", log.display()),
-            Duration::from_secs(20),
-            || {
-                let addr = addr.clone();
-                async move { readyz(&addr).await.then_some(()) }
-            },
-        )
-        .await;
+        args.extend(extra);
+        spawn_warmpool(binary, &args, &[], log)
     }
 
     /// Stops the server (the API server then meets a closed port).
@@ -114,19 +92,9 @@ impl Webhook {
         patterns: &[&str],
         own_namespace: &str,
     ) {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let _ = api.delete(run, &DeleteParams::default()).await;
-        let mut object = chart_webhook_configuration(run, patterns, own_namespace);
         let url = format!("https://127.0.0.1:{}/mutate", self.port);
-        object["metadata"] = json!({"name": run, "labels": {RUN_LABEL: run}});
-        for entry in object["webhooks"].as_array_mut().expect("webhooks") {
-            entry["clientConfig"] = json!({"url": url, "caBundle": self.ca_bundle});
-        }
-        let object: MutatingWebhookConfiguration =
-            serde_json::from_value(object).expect("webhook configuration");
-        api.create(&PostParams::default(), &object)
-            .await
-            .expect("webhook configuration created");
+        self.register_url(client, run, patterns, own_namespace, &url)
+            .await;
     }
 
     /// [`Webhook::register`] for the tenants `<prefix>*` of run `run`, whose own namespace is
@@ -190,6 +158,20 @@ pub async fn readyz(addr: &str) -> bool {
     buf.starts_with(b"HTTP/1.1 200")
 }
 
+/// Waits (at most 20 s) until /readyz on `metrics_port` answers 200; `log` is named if not.
+async fn wait_ready(metrics_port: u16, log: &Path) {
+    let addr = format!("127.0.0.1:{metrics_port}");
+    eventually(
+        &format!("webhook ready (log: {})", log.display()),
+        Duration::from_secs(20),
+        || {
+            let addr = addr.clone();
+            async move { readyz(&addr).await.then_some(()) }
+        },
+    )
+    .await;
+}
+
 /// One more `warmpool webhook` process serving the certificates and configuration of a
 /// [`Webhook`], on ports of its own: the replicas of a rollout.
 pub struct WebhookProcess {
@@ -204,17 +186,7 @@ impl Webhook {
     /// process yet: start them with [`Webhook::spawn_process`].
     pub fn certificates(binary: &Path, config_yaml: Option<&str>) -> Webhook {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(binary)
-            .args(["certs", "--out"])
-            .arg(dir.path())
-            .args(["--dns", "localhost", "--ip", "127.0.0.1"])
-            .output()
-            .expect("warmpool certs runs");
-        assert!(
-            out.status.success(),
-            "warmpool certs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let ca_bundle = super::loopback::certs(binary, dir.path());
         if let Some(yaml) = config_yaml {
             std::fs::write(dir.path().join("config.yaml"), yaml).expect("config");
         }
@@ -222,7 +194,7 @@ impl Webhook {
             process: None,
             port: free_port(),
             metrics_port: free_port(),
-            ca_bundle: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            ca_bundle,
             log: dir.path().join("webhook.log"),
             dir,
         }
@@ -232,43 +204,15 @@ impl Webhook {
     /// `extra` arguments, on fresh ports; returns once its /readyz answers 200. Its log is
     /// `webhook-<port>.log` beside this one's.
     pub async fn spawn_process(&self, binary: &Path, extra: &[&str]) -> WebhookProcess {
-        let d = self.dir.path();
         let (port, metrics_port) = (free_port(), free_port());
-        let (cert, key, config) = (d.join("tls.crt"), d.join("tls.key"), d.join("config.yaml"));
-        let listen = format!("127.0.0.1:{port}");
-        let metrics = format!("127.0.0.1:{metrics_port}");
-        let mut args = vec![
-            "webhook",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--metrics-listen",
-            &metrics,
-        ];
-        if config.exists() {
-            args.extend(["--config", config.to_str().unwrap()]);
-        }
-        args.extend(extra);
-        let log = d.join(format!("webhook-{port}.log"));
+        let log = self.dir.path().join(format!("webhook-{port}.log"));
         let process = WebhookProcess {
-            process: spawn_warmpool(binary, &args, &[], &log),
+            process: self.spawn_on(binary, port, metrics_port, extra, &log),
             port,
             metrics_port,
             log,
         };
-        let addr = format!("127.0.0.1:{metrics_port}");
-        eventually(
-            &format!("webhook ready (log: {})", process.log.display()),
-            Duration::from_secs(20),
-            || {
-                let addr = addr.clone();
-                async move { readyz(&addr).await.then_some(()) }
-            },
-        )
-        .await;
+        wait_ready(metrics_port, &process.log).await;
         process
     }
 
@@ -326,4 +270,56 @@ impl WebhookProcess {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// One review, `body`, POSTed to /mutate on 127.0.0.1:`port` over a new TLS connection (a new
+/// handshake, so the certificate served now), within 5 s: Ok when it is answered 200 with its
+/// `uid` and a patch.
+pub async fn review(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    uid: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    let exchange = async {
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+        tokio::spawn(connection);
+        let request = http::Request::post("/mutate")
+            .header(http::header::HOST, "localhost")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status();
+        let answer = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        let answer: Value = serde_json::from_slice(&answer).map_err(|e| format!("JSON: {e}"))?;
+        if status == 200
+            && answer["response"]["uid"] == uid
+            && answer["response"]["patchType"] == "JSONPatch"
+        {
+            Ok(())
+        } else {
+            Err(format!("answered {status}: {answer}"))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 5 s".into()))
 }

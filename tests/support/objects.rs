@@ -1,0 +1,60 @@
+//! The namespaces and pods the webhook tests create on the local control plane.
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use super::webhook::run_labels;
+
+/// A namespace of run `run` with its `default` ServiceAccount, so pods can be created in it at
+/// once instead of after the controller manager gets round to the ServiceAccount.
+pub async fn create_namespace(client: &Client, run: &str, name: &str) {
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": run_labels(run)}}))
+            .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace created");
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
+    match Api::<ServiceAccount>::namespaced(client.clone(), name)
+        .create(&PostParams::default(), &sa)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("default ServiceAccount in {name}: {e}"),
+    }
+}
+
+/// A pod of one pause container.
+pub fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}
+    }))
+    .unwrap()
+}
+
+/// A tenant pod that no scheduler picks up (hundreds of them must not land on the fake nodes
+/// other tests share the control plane with), for tests of admission alone.
+pub fn unscheduled_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "schedulerName": "warmpool-test-unscheduled",
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]
+        }
+    }))
+    .unwrap()
+}
+
+/// Creates [`pod`] `name` in `ns`; returns it as the API server stored it (after admission).
+pub async fn create_pod(client: &Client, ns: &str, name: &str) -> Pod {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod(name))
+        .await
+        .unwrap_or_else(|e| panic!("creating pod {ns}/{name}: {e}"))
+}
