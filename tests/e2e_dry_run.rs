@@ -7,14 +7,12 @@
 
 mod support;
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use support::cluster::{client, eventually, unique};
-use support::objects::{create_namespace, unscheduled_pod};
+use support::cluster::{client, unique};
+use support::objects::{create_namespace, unscheduled_pod, wait_until_mutating};
 use support::webhook::{Webhook, unregister};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
@@ -52,26 +50,7 @@ async fn a_server_side_dry_run_of_a_tenant_pod_comes_back_mutated_and_stores_not
     let ns = format!("{run}-demo-1");
     create_namespace(&client, &run, &ns).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut n = 0;
-    eventually(
-        "the webhook registration in effect",
-        Duration::from_secs(30),
-        || {
-            n += 1;
-            let api = api.clone();
-            async move {
-                let probe = api
-                    .create(
-                        &PostParams::default(),
-                        &unscheduled_pod(&format!("probe-{n}")),
-                    )
-                    .await
-                    .expect("probe pod created");
-                is_mutated(&probe).then_some(())
-            }
-        },
-    )
-    .await;
+    wait_until_mutating(&api, is_mutated).await;
 
     let dry_run = PostParams {
         dry_run: true,

@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use support::cluster::{client, eventually, unique};
-use support::objects::{create_namespace, unscheduled_pod};
+use support::objects::{create_namespace, unscheduled_pod, wait_until_mutating};
 use support::webhook::{Webhook, WebhookProcess, readyz, unregister};
 use warmpool::webhook::server::DRAIN_TIMEOUT;
 
@@ -456,26 +456,7 @@ async fn rollout(client: &Client, run: &str, args: &[&str]) -> Figures {
         .await;
     create_namespace(client, run, &ns).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut n = 0;
-    eventually(
-        "the webhook registration in effect",
-        Duration::from_secs(30),
-        || {
-            n += 1;
-            let api = api.clone();
-            async move {
-                let probe = api
-                    .create(
-                        &PostParams::default(),
-                        &unscheduled_pod(&format!("probe-{n}")),
-                    )
-                    .await
-                    .expect("probe pod created");
-                is_mutated(&probe).then_some(())
-            }
-        },
-    )
-    .await;
+    wait_until_mutating(&api, is_mutated).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let creators: Vec<_> = (0..CREATORS)

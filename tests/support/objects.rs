@@ -1,10 +1,13 @@
 //! The namespaces and pods the webhook tests create on the local control plane.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
+use super::cluster::eventually;
 use super::webhook::run_labels;
 
 /// A namespace of run `run` with its `default` ServiceAccount, so pods can be created in it at
@@ -57,4 +60,29 @@ pub async fn create_pod(client: &Client, ns: &str, name: &str) -> Pod {
         .create(&PostParams::default(), &pod(name))
         .await
         .unwrap_or_else(|e| panic!("creating pod {ns}/{name}: {e}"))
+}
+
+/// Waits (at most 30 s) for the webhook registration to be in effect: until an
+/// [`unscheduled_pod`] created through `api` comes back as `mutated` says.
+pub async fn wait_until_mutating(api: &Api<Pod>, mutated: fn(&Pod) -> bool) {
+    let mut n = 0;
+    eventually(
+        "the webhook registration in effect",
+        Duration::from_secs(30),
+        || {
+            n += 1;
+            let api = api.clone();
+            async move {
+                let probe = api
+                    .create(
+                        &PostParams::default(),
+                        &unscheduled_pod(&format!("probe-{n}")),
+                    )
+                    .await
+                    .expect("probe pod created");
+                mutated(&probe).then_some(())
+            }
+        },
+    )
+    .await;
 }
