@@ -30,7 +30,12 @@ enum Command {
     /// (internal) Copy this binary into DIR: the image cache's first init container.
     #[command(hide = true)]
     InstallNoop(commands::reconcile::InstallNoopArgs),
-    /// (internal) Exit 0 at once: what the image cache runs in every cached image.
+    /// (internal) Wait for SIGTERM, then exit 0: what the image cache runs in the container of
+    /// every cached image, so that the image stays in use.
+    #[command(hide = true)]
+    Hold,
+    /// (internal) Exit 0 at once: what 0.1's image cache ran in every cached image (its pods
+    /// still run it until the DaemonSet has rolled).
     #[command(hide = true)]
     Noop,
 }
@@ -45,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Webhook(args) => block_on(commands::webhook::run(args), WEBHOOK_WORKER_THREADS),
         Command::Reconcile(args) => block_on(commands::reconcile::run(args), None),
         Command::InstallNoop(args) => commands::reconcile::install_noop(args),
+        Command::Hold => commands::reconcile::hold(),
         Command::Noop => Ok(()),
     };
     match result {

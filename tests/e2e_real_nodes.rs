@@ -55,12 +55,19 @@ struct Warmpool {
 }
 
 impl Warmpool {
-    async fn start(client: &Client, cluster: &RealCluster, slot_cpu: &str) -> Warmpool {
+    /// With the three CargoCATs images cached, and `more_images` after them.
+    async fn start(
+        client: &Client,
+        cluster: &RealCluster,
+        slot_cpu: &str,
+        more_images: &[&str],
+    ) -> Warmpool {
         let registry = &cluster.registry;
+        let more: String = more_images.iter().map(|i| format!("    - {i}\n")).collect();
         let extra = format!(
             "prewarmer:\n  spareSlots: 1\n  slot: {{cpu: {slot_cpu}, memory: 1Gi}}\n  \
              doNotDisrupt: false\n  image: {pause}\n\
-             imageCache:\n  discover: false\n  toolImage: {tool}\n  images:\n    - {ds}\n    - {fg}\n    - {my}\n",
+             imageCache:\n  discover: false\n  toolImage: {tool}\n  images:\n    - {ds}\n    - {fg}\n    - {my}\n{more}",
             pause = registry.pause,
             tool = cluster.tool_image(),
             ds = registry.dataservice,
@@ -237,8 +244,8 @@ async fn wait_tenant_ready(client: &Client, ns: &str, nodes: &[&RealNode]) -> Ve
     .await
 }
 
-/// The image-cache pod on `node` once every init container (the no-op installer and one per
-/// cached image) has exited 0 and its pause container is ready: every image is on the node.
+/// The image-cache pod on `node` once its init container (the installer) has exited 0 and
+/// every container (pause, and one per cached image) is ready: every image is on the node.
 async fn wait_cache_complete(client: &Client, ns: &str, node: &RealNode) -> Pod {
     eventually_explained(
         &format!(
@@ -381,7 +388,7 @@ async fn image_cache_pulls_every_image_onto_every_warm_node_and_tenants_start_wi
     let Some((client, cluster)) = prerequisites().await else {
         return;
     };
-    let warmpool = Warmpool::start(&client, cluster, "600m").await;
+    let warmpool = Warmpool::start(&client, cluster, "600m", &[]).await;
     let pool = warmpool.run.pool.clone();
     let started = Instant::now();
     let Some(nodes) = nodes_up(
@@ -423,17 +430,17 @@ async fn image_cache_pulls_every_image_onto_every_warm_node_and_tenants_start_wi
                 node.name
             );
         }
-        // And the pod says so too: each cached image ran (the no-op) from a resolved digest.
-        let inits = pod
+        // And the pod says so too: each cached image runs (`hold`) from a resolved digest.
+        let statuses = pod
             .status
             .as_ref()
-            .and_then(|s| s.init_container_statuses.clone())
+            .and_then(|s| s.container_statuses.clone())
             .unwrap_or_default();
         for image in wanted {
-            let status = inits
+            let status = statuses
                 .iter()
                 .find(|c| &c.image == image)
-                .unwrap_or_else(|| panic!("no init container ran {image} on {}", node.name));
+                .unwrap_or_else(|| panic!("no container runs {image} on {}", node.name));
             assert!(
                 status.image_id.contains("@sha256:"),
                 "{image} on {}: imageID {:?}",
@@ -503,7 +510,7 @@ async fn tenant_preempts_the_placeholder_on_a_real_warm_node_and_every_pod_becom
         return;
     };
     // A node of 1 CPU: placeholder 700m + cache 5m leave 295m, the tenant wants 500m.
-    let warmpool = Warmpool::start(&client, cluster, "700m").await;
+    let warmpool = Warmpool::start(&client, cluster, "700m", &[]).await;
     let Some(nodes) = nodes_up(
         cluster,
         vec![NodeSpec::warm_half(
@@ -634,7 +641,7 @@ async fn prewarmer_and_cache_survive_a_kubelet_restart_and_a_joining_node_gets_t
     let Some((client, cluster)) = prerequisites().await else {
         return;
     };
-    let warmpool = Warmpool::start(&client, cluster, "600m").await;
+    let warmpool = Warmpool::start(&client, cluster, "600m", &[]).await;
     let pool = warmpool.run.pool.clone();
     let Some(mut nodes) = nodes_up(
         cluster,
@@ -737,6 +744,137 @@ async fn prewarmer_and_cache_survive_a_kubelet_restart_and_a_joining_node_gets_t
         secs(cached_after)
     );
     nodes.push(joined);
+    warmpool.stop().await;
+    drop(nodes);
+}
+
+/// A cached image that cannot be pulled (a tag the registry does not have) stops nothing: every
+/// other image is pulled onto the warm node and stays there (its container runs), and the
+/// reconciler reports the failure: a Warning Event on the DaemonSet naming image and node, and
+/// `warmpool_image_cache_images{state="failed"}`.
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_stops_nothing_and_is_reported() {
+    let _one = exclusive().await;
+    let Some((client, cluster)) = prerequisites().await else {
+        return;
+    };
+    let registry = &cluster.registry;
+    let repository = registry
+        .dataservice
+        .rsplit_once(':')
+        .map(|(repo, _tag)| repo)
+        .expect("a tagged image");
+    let missing = format!("{repository}:no-such-tag");
+    let warmpool = Warmpool::start(&client, cluster, "600m", &[&missing]).await;
+    let Some(nodes) = nodes_up(
+        cluster,
+        vec![NodeSpec::warm_half(&unique("rn-bad"), &warmpool.run.pool)],
+    )
+    .await
+    else {
+        return;
+    };
+    let node = &nodes[0];
+    let ns = warmpool.run.namespace.clone();
+    let wanted = [
+        &registry.dataservice,
+        &registry.frontgateservice,
+        &registry.mysql,
+    ];
+    let started = Instant::now();
+    let reason = eventually_explained(
+        &format!(
+            "every other image on {} and {missing} failing there",
+            node.name
+        ),
+        REAL_TIMEOUT,
+        || async {
+            let pod = pods(&client, &ns, CACHE_SELECTOR)
+                .await
+                .into_iter()
+                .find(|p| node_of(p) == Some(node.name.as_str()))?;
+            let statuses = pod.status?.container_statuses?;
+            // Every good image runs in its container, from a resolved digest.
+            let running = |image: &str| {
+                statuses.iter().any(|c| {
+                    c.image == image
+                        && c.image_id.contains("@sha256:")
+                        && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                })
+            };
+            let failing = statuses.iter().find(|c| c.image == missing).and_then(|c| {
+                let reason = c.state.as_ref()?.waiting.as_ref()?.reason.clone()?;
+                ["ErrImagePull", "ImagePullBackOff"]
+                    .contains(&reason.as_str())
+                    .then_some(reason)
+            })?;
+            wanted.iter().all(|i| running(i)).then_some(failing)
+        },
+        || async { explain(&client, &[&ns], &[node]).await },
+    )
+    .await;
+    let images = node.images();
+    for image in wanted {
+        assert!(
+            images.iter().any(|i| i == image),
+            "{image} is not in the containerd of {}: {images:?}",
+            node.name
+        );
+    }
+    assert!(
+        !images.iter().any(|i| i == &missing),
+        "{missing} cannot be on {}",
+        node.name
+    );
+    eprintln!(
+        "{}: 3 images cached and {missing} {reason} {} after the node was started",
+        node.name,
+        secs(started.elapsed())
+    );
+
+    // Reported: an Event on the DaemonSet that names the image and the node ...
+    let note = eventually(
+        "the ImagePullFailed event on the image cache",
+        Duration::from_secs(60),
+        || async {
+            Api::<Event>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("ImagePullFailed"))
+                .filter(|e| e.involved_object.kind.as_deref() == Some("DaemonSet"))
+                .filter_map(|e| e.message)
+                .find(|m| m.contains(&missing) && m.contains(&node.name))
+        },
+    )
+    .await;
+    eprintln!("event: {note}");
+    // ... and the metrics: three images present, one failed, the node incomplete.
+    let reconciler = &warmpool.reconciler;
+    eventually(
+        "warmpool_image_cache_* with 3 present, 1 failed",
+        Duration::from_secs(30),
+        || async {
+            let present = reconciler
+                .metric(r#"warmpool_image_cache_images{state="present"}"#)
+                .await?;
+            let failed = reconciler
+                .metric(r#"warmpool_image_cache_images{state="failed"}"#)
+                .await?;
+            let incomplete = reconciler
+                .metric(r#"warmpool_image_cache_nodes{state="incomplete"}"#)
+                .await?;
+            let by_image = reconciler
+                .metric(&format!(
+                    r#"warmpool_image_cache_failed_nodes{{image="{missing}"}}"#
+                ))
+                .await?;
+            (present == 3.0 && failed == 1.0 && incomplete == 1.0 && by_image == 1.0).then_some(())
+        },
+    )
+    .await;
     warmpool.stop().await;
     drop(nodes);
 }

@@ -377,15 +377,20 @@ async fn creates_the_priority_class_prewarmer_and_image_cache() {
         json!([run.pool])
     );
     let init = pod["initContainers"].as_array().expect("init containers");
+    assert_eq!(
+        init.len(),
+        1,
+        "only the installer runs before the cached images"
+    );
     assert_eq!(init[0]["image"], "example.com/warmpool:e2e");
     assert_eq!(init[0]["args"], json!(["install-noop", "/warmpool-cache"]));
     assert_eq!(cached_images(&ds), vec!["example.com/configured:1"]);
-    assert_eq!(
-        init[1]["command"],
-        json!(["/warmpool-cache/warmpool", "noop"])
-    );
-    assert_eq!(init[1]["imagePullPolicy"], "IfNotPresent");
     assert_eq!(pod["containers"][0]["image"], "registry.k8s.io/pause:3.10");
+    assert_eq!(
+        pod["containers"][1]["command"],
+        json!(["/warmpool-cache/warmpool", "hold"])
+    );
+    assert_eq!(pod["containers"][1]["imagePullPolicy"], "IfNotPresent");
 
     assert_eq!(rec.metric("warmpool_reconcile_leader").await, Some(1.0));
     assert_eq!(

@@ -44,13 +44,13 @@ fn config_file(yaml: &str) -> tempfile::NamedTempFile {
     file
 }
 
-/// The cached images of a rendered DaemonSet (init containers but the installer).
+/// The cached images of a rendered DaemonSet (its `cache-…` containers).
 fn cached(ds: &Value) -> Vec<String> {
-    ds["spec"]["template"]["spec"]["initContainers"]
+    ds["spec"]["template"]["spec"]["containers"]
         .as_array()
-        .expect("init containers")
+        .expect("containers")
         .iter()
-        .filter(|c| c["name"] != "install-noop")
+        .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with("cache-")))
         .map(|c| c["image"].as_str().expect("image").to_owned())
         .collect()
 }

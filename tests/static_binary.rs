@@ -5,21 +5,13 @@
 //! no program interpreter, no shared library needed, and it runs with an empty environment in an
 //! empty root directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// The build of the Dockerfile's `RUN` line (glibc, statically linked).
-const RUSTFLAGS: &str = "-C target-feature=+crt-static";
-const TARGET: &str = "x86_64-unknown-linux-gnu";
-const CARGO_BUILD: [&str; 7] = [
-    "build",
-    "--release",
-    "--locked",
-    "--target",
-    TARGET,
-    "--bin",
-    "warmpool",
-];
+#[path = "support/static_build.rs"]
+mod static_build;
+
+use static_build::{CARGO_BUILD, RUSTFLAGS, TARGET, build_static};
 
 fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -59,40 +51,6 @@ fn dockerfile_builds_the_binary_this_test_checks() {
         ignore.lines().any(|l| l.trim() == "target/"),
         "target/ stays out of the context"
     );
-}
-
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => repo_root().join(dir),
-        None => repo_root().join("target"),
-    }
-}
-
-/// Builds (or finds up to date) the release binary exactly as the Dockerfile does.
-fn build_static() -> PathBuf {
-    eprintln!(
-        "building: RUSTFLAGS=\"{RUSTFLAGS}\" cargo {} (first time: several minutes)",
-        CARGO_BUILD.join(" ")
-    );
-    let status = Command::new(env!("CARGO"))
-        .args(CARGO_BUILD)
-        .current_dir(repo_root())
-        .env("RUSTFLAGS", RUSTFLAGS)
-        // These would take precedence over RUSTFLAGS.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove(format!(
-            "CARGO_TARGET_{}_RUSTFLAGS",
-            TARGET.to_uppercase().replace('-', "_")
-        ))
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "the Dockerfile's build command failed");
-    let binary = target_dir().join(TARGET).join("release/warmpool");
-    assert!(binary.is_file(), "{} was not built", binary.display());
-    binary
 }
 
 /// What the dynamic loader would need: the program interpreter and the DT_NEEDED libraries.
@@ -244,8 +202,8 @@ fn release_binary_is_statically_linked_and_runs_without_any_library() {
         );
 
         // The image cache: `warmpool install-noop DIR` (in warmpool's own image) copies the binary
-        // into the shared emptyDir, then each cached image runs `/warmpool-cache/warmpool noop`,
-        // whatever it contains: here an image with nothing else at all.
+        // into the shared emptyDir, then each cached image runs `/warmpool-cache/warmpool hold`
+        // (until SIGTERM), whatever it contains: here an image with nothing else at all.
         let image = tempfile::tempdir().expect("tempdir");
         let cache = image.path().join("warmpool-cache");
         std::fs::create_dir(&cache).unwrap();
@@ -271,5 +229,32 @@ fn release_binary_is_statically_linked_and_runs_without_any_library() {
             "noop in an empty image: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut hold = Command::new("chroot")
+            .arg(image.path())
+            .args(["/warmpool-cache/warmpool", "hold"])
+            .env_clear()
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chroot runs");
+        // Its line says the SIGTERM handler is in place.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(hold.stderr.take().expect("piped")),
+            &mut line,
+        )
+        .expect("hold's stderr");
+        assert!(line.contains("until SIGTERM"), "hold said {line:?}");
+        assert_eq!(
+            hold.try_wait().expect("try_wait"),
+            None,
+            "hold keeps running"
+        );
+        let kill = Command::new("kill")
+            .args(["-TERM", &hold.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+        let status = hold.wait().expect("hold ends");
+        assert!(status.success(), "hold on SIGTERM: {status}");
     }
 }

@@ -178,6 +178,38 @@ pub fn install_noop(args: InstallNoopArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `warmpool hold`: the container of a cached image. Waits for SIGTERM (or SIGINT), then exits
+/// 0; one thread: the image cache runs one per image on every warm node. The line on stderr
+/// comes once the handlers are in place (a SIGTERM before it would kill, not end, the process).
+#[cfg(unix)]
+pub fn hold() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        eprintln!("holding this image until SIGTERM");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        Ok(())
+    })
+}
+
+#[cfg(not(unix))]
+pub fn hold() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?
+        .block_on(telemetry::shutdown_signal());
+    Ok(())
+}
+
 fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
     let partial = to.with_extension("partial");
     std::fs::copy(from, &partial)

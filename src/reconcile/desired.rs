@@ -45,6 +45,11 @@ pub fn labels(name: &str, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// The label selector of the pods of component `name` (`app.kubernetes.io/name=NAME`).
+pub fn pod_selector(name: &str) -> String {
+    format!("{NAME_LABEL}={name}")
+}
+
 fn selector(name: &str) -> LabelSelector {
     LabelSelector {
         match_labels: Some(BTreeMap::from([(NAME_LABEL.to_owned(), name.to_owned())])),
@@ -139,9 +144,13 @@ pub fn prewarmer(
     }
 }
 
-/// DaemonSet `warmpool-image-cache`: on every warm node, one init container per image (running
-/// the static no-op copied in by the first init container, so images without a shell work too)
-/// and a pause container. `images` is used in the order given (see [`super::images`]).
+/// DaemonSet `warmpool-image-cache`: on every warm node, after an init container that copies
+/// the static `warmpool` into an emptyDir, a pause container and one container per image that
+/// runs that copy's `hold` (it waits for SIGTERM, so images without a shell work too). Regular
+/// containers start independently: an image that cannot be pulled leaves its own container in
+/// `ImagePullBackOff` and every other image is still pulled, and a running container keeps its
+/// image safe from the kubelet's image garbage collection. `images` is used in the order given
+/// (see [`super::images`]).
 pub fn image_cache(
     config: &Config,
     namespace: &str,
@@ -155,7 +164,7 @@ pub fn image_cache(
         ..VolumeMount::default()
     };
     let tiny = || requests(&Quantity("5m".into()), &Quantity("16Mi".into()));
-    let mut init_containers = vec![Container {
+    let init_containers = vec![Container {
         name: "install-noop".into(),
         image: Some(config.image_cache.tool_image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
@@ -166,13 +175,21 @@ pub fn image_cache(
         security_context: Some(container_security()),
         ..Container::default()
     }];
-    let noop = format!("{CACHE_DIR}/{NOOP_BINARY}");
+    let mut containers = vec![Container {
+        name: "pause".into(),
+        image: Some(config.prewarmer.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        resources: Some(tiny()),
+        security_context: Some(container_security()),
+        ..Container::default()
+    }];
+    let hold = format!("{CACHE_DIR}/{NOOP_BINARY}");
     for (name, image) in cache_container_names(images).into_iter().zip(images) {
-        init_containers.push(Container {
+        containers.push(Container {
             name,
             image: Some(image.clone()),
             image_pull_policy: Some("IfNotPresent".into()),
-            command: Some(vec![noop.clone(), "noop".into()]),
+            command: Some(vec![hold.clone(), "hold".into()]),
             args: Some(Vec::new()),
             volume_mounts: Some(vec![cache_mount(true)]),
             resources: Some(tiny()),
@@ -207,14 +224,7 @@ pub fn image_cache(
                     termination_grace_period_seconds: Some(0),
                     image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
                     init_containers: Some(init_containers),
-                    containers: vec![Container {
-                        name: "pause".into(),
-                        image: Some(config.prewarmer.image.clone()),
-                        image_pull_policy: Some("IfNotPresent".into()),
-                        resources: Some(tiny()),
-                        security_context: Some(container_security()),
-                        ..Container::default()
-                    }],
+                    containers,
                     volumes: Some(vec![Volume {
                         name: CACHE_VOLUME.into(),
                         empty_dir: Some(EmptyDirVolumeSource {
@@ -298,14 +308,21 @@ fn requests(cpu: &Quantity, memory: &Quantity) -> ResourceRequirements {
     }
 }
 
-/// One init-container name per image: `cache-<short name>-<8 hex of a stable hash>`, a valid DNS
+/// What the name of every cached image's container starts with.
+pub const CACHE_CONTAINER_PREFIX: &str = "cache-";
+
+/// One container name per image: `cache-<short name>-<8 hex of a stable hash>`, a valid DNS
 /// label that stays the same for the same image whatever else is cached.
 pub fn cache_container_names(images: &[String]) -> Vec<String> {
     let mut taken = BTreeSet::new();
     images
         .iter()
         .map(|image| {
-            let base = format!("cache-{}-{:08x}", short_name(image), fnv1a32(image));
+            let base = format!(
+                "{CACHE_CONTAINER_PREFIX}{}-{:08x}",
+                short_name(image),
+                fnv1a32(image)
+            );
             let mut name = base.clone();
             let mut n = 2;
             while !taken.insert(name.clone()) {
@@ -536,7 +553,7 @@ mod tests {
                 "name": name,
                 "image": image,
                 "imagePullPolicy": "IfNotPresent",
-                "command": ["/warmpool-cache/warmpool", "noop"],
+                "command": ["/warmpool-cache/warmpool", "hold"],
                 "args": [],
                 "volumeMounts": [{"name": "warmpool-cache", "mountPath": "/warmpool-cache", "readOnly": true}],
                 "resources": tiny,
@@ -558,16 +575,18 @@ mod tests {
                         "resources": tiny,
                         "securityContext": security(),
                     },
+                ],
+                "containers": [
+                    {
+                        "name": "pause",
+                        "image": "registry.k8s.io/pause:3.10",
+                        "imagePullPolicy": "IfNotPresent",
+                        "resources": tiny,
+                        "securityContext": security(),
+                    },
                     cache(&names[0], &images[0]),
                     cache(&names[1], &images[1]),
                 ],
-                "containers": [{
-                    "name": "pause",
-                    "image": "registry.k8s.io/pause:3.10",
-                    "imagePullPolicy": "IfNotPresent",
-                    "resources": tiny,
-                    "securityContext": security(),
-                }],
                 "volumes": [{"name": "warmpool-cache", "emptyDir": {"sizeLimit": "256Mi"}}],
             }),
         );
@@ -600,6 +619,7 @@ mod tests {
         let spec = &got["spec"]["template"]["spec"];
         assert!(spec.get("imagePullSecrets").is_none());
         assert_eq!(spec["initContainers"].as_array().map(Vec::len), Some(1));
+        assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]

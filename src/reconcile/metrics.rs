@@ -24,6 +24,16 @@ pub struct FailureLabels {
     pub kind: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ImageLabels {
+    pub image: String,
+}
+
 fn duration_histogram() -> Histogram {
     // 5 ms … ~20 s
     Histogram::new(exponential_buckets(0.005, 2.0, 13))
@@ -44,6 +54,12 @@ pub struct Metrics {
     pub unchanged: Family<TargetLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
     pub duration: Family<TargetLabels, Histogram>,
+    /// `warmpool_image_cache_*` ([`super::cache_health`]).
+    cache_images: Family<StateLabels, Gauge>,
+    cache_nodes: Family<StateLabels, Gauge>,
+    cache_failed_nodes: Family<ImageLabels, Gauge>,
+    /// The images that have a `failed_nodes` series.
+    cache_failed_known: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -61,6 +77,10 @@ impl Default for Metrics {
             unchanged: Family::default(),
             failures: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
+            cache_images: Family::default(),
+            cache_nodes: Family::default(),
+            cache_failed_nodes: Family::default(),
+            cache_failed_known: Default::default(),
         }
     }
 }
@@ -69,6 +89,23 @@ impl Metrics {
     /// Creates the metrics and registers them under the prefix `warmpool_reconcile`.
     pub fn register(registry: &mut Registry) -> Metrics {
         let m = Metrics::default();
+        let cache = registry.sub_registry_with_prefix("warmpool_image_cache");
+        cache.register(
+            "images",
+            "Cached images summed over the warm nodes that run a cache pod, by state: present \
+             (pulled), pending (pulling or not started), failed (the kubelet cannot pull it)",
+            m.cache_images.clone(),
+        );
+        cache.register(
+            "nodes",
+            "Warm nodes running a cache pod, by state: complete (every image present) or incomplete",
+            m.cache_nodes.clone(),
+        );
+        cache.register(
+            "failed_nodes",
+            "Nodes on which the kubelet cannot pull this cached image (0 once it can)",
+            m.cache_failed_nodes.clone(),
+        );
         let r = registry.sub_registry_with_prefix("warmpool_reconcile");
         r.register(
             "tenants",
@@ -132,6 +169,44 @@ impl Metrics {
             m.duration.clone(),
         );
         m
+    }
+
+    pub fn cache_images(&self, state: &str) -> Gauge {
+        self.cache_images
+            .get_or_create(&StateLabels {
+                state: state.to_owned(),
+            })
+            .clone()
+    }
+
+    pub fn cache_nodes(&self, state: &str) -> Gauge {
+        self.cache_nodes
+            .get_or_create(&StateLabels {
+                state: state.to_owned(),
+            })
+            .clone()
+    }
+
+    pub fn cache_failed_nodes(&self, image: &str) -> Gauge {
+        self.cache_failed_nodes
+            .get_or_create(&ImageLabels {
+                image: image.to_owned(),
+            })
+            .clone()
+    }
+
+    /// Drops the `failed_nodes` series of every image not in `images_now` (no longer cached).
+    pub fn retain_failed_images(&self, images_now: &std::collections::BTreeSet<String>) {
+        let mut known = self
+            .cache_failed_known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for gone in known.difference(images_now) {
+            self.cache_failed_nodes.remove(&ImageLabels {
+                image: gone.clone(),
+            });
+        }
+        known.clone_from(images_now);
     }
 
     /// Counts one run of `target` that sent nothing.

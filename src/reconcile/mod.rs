@@ -18,6 +18,8 @@
 //! - [`enroller`]: labels namespaces and records Events.
 //! - [`drift`]: the watches of the written objects that re-trigger the workloads.
 //! - [`workloads`]: applies the three objects from the latest observation.
+//! - [`cache_health`]: what the image cache holds on each node (pure report), exported as
+//!   metrics, with an Event for an image that cannot be pulled.
 //! - [`apply`]: server-side apply, and delete-and-re-create on an immutable field.
 //! - [`context`]: [`Settings`] and the one [`context::Context`] they all share.
 //! - [`lease`]: leader election on the Lease `warmpool-reconciler`; [`owner`]: warmpool's own
@@ -25,6 +27,7 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod cache_health;
 pub mod context;
 pub mod desired;
 pub mod drift;
@@ -64,8 +67,8 @@ pub const MANAGED_BY: &str = "warmpool";
 /// consolidating their nodes, and holds up drift and expiry.
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 
-/// Where the cache DaemonSet's first init container puts the static no-op program.
+/// Where the cache DaemonSet's init container puts the static `warmpool` binary.
 pub const CACHE_DIR: &str = "/warmpool-cache";
-/// The file name of that program inside [`CACHE_DIR`]: a copy of the `warmpool` binary, run as
-/// `warmpool noop` (exits 0 at once).
+/// The file name of that copy inside [`CACHE_DIR`], run as `warmpool hold` by the container of
+/// every cached image (waits for SIGTERM).
 pub const NOOP_BINARY: &str = "warmpool";

@@ -10,6 +10,7 @@
 //! - only for `prewarmer.slot: auto`, a watch of the warm nodes (by the pool label) read into
 //!   [`SlimNode`]: their allocatable caps the slot;
 //! - a small task that turns these into [`Observed`] (debounced) and publishes it;
+//! - the image-cache pods of warmpool's own namespace, for [`super::cache_health`];
 //! - the [`super::workloads`] controller, keyed on warmpool's own namespace, re-triggered by a
 //!   changed [`Observed`], by the [`super::drift`] watches of the three objects (metadata only),
 //!   and by the periodic resync.
@@ -327,7 +328,16 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         }
     });
 
-    tokio::join!(enrol, pod_watch, node_watch, observation, workloads);
+    let cache_health = super::cache_health::watch(ctx.clone());
+
+    tokio::join!(
+        enrol,
+        pod_watch,
+        node_watch,
+        observation,
+        workloads,
+        cache_health
+    );
     Ok(())
 }
 

@@ -10,5 +10,6 @@ pub mod objects;
 pub mod real_nodes;
 pub mod reconciler;
 pub mod scenario;
+pub mod static_build;
 pub mod tls;
 pub mod webhook;

@@ -443,10 +443,6 @@ impl std::fmt::Debug for TaskExits {
     }
 }
 
-/// The build of the Dockerfile's `RUN` line (the same as tests/static_binary.rs).
-const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
-const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
-
 /// Builds (or finds up to date) the statically linked release `warmpool`; its path.
 /// `WARMPOOL_TEST_STATIC_BINARY` names one built already (a release build takes minutes, and
 /// the image cache only runs its `install-noop` and `noop`).
@@ -464,32 +460,7 @@ pub fn static_warmpool() -> PathBuf {
                 return path;
             }
             let start = Instant::now();
-            eprintln!(
-                "real nodes: RUSTFLAGS=\"{STATIC_RUSTFLAGS}\" cargo build --release --target \
-                 {STATIC_TARGET} --bin warmpool (first time: several minutes)"
-            );
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--release", "--locked", "--target", STATIC_TARGET])
-                .args(["--bin", "warmpool"])
-                .current_dir(repo_root())
-                .env("RUSTFLAGS", STATIC_RUSTFLAGS)
-                .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                .env_remove("CARGO_BUILD_RUSTFLAGS")
-                .env_remove(format!(
-                    "CARGO_TARGET_{}_RUSTFLAGS",
-                    STATIC_TARGET.to_uppercase().replace('-', "_")
-                ))
-                .stdout(Stdio::inherit())
-                .stderr(Stdio::inherit())
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "the static release build failed");
-            let target = match std::env::var_os("CARGO_TARGET_DIR") {
-                Some(dir) => repo_root().join(dir),
-                None => repo_root().join("target"),
-            };
-            let binary = target.join(STATIC_TARGET).join("release/warmpool");
-            assert!(binary.is_file(), "{} was not built", binary.display());
+            let binary = super::static_build::build_static();
             eprintln!(
                 "real nodes: static warmpool ready in {:.1} s",
                 start.elapsed().as_secs_f64()

@@ -345,16 +345,16 @@ async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// The images of the image cache's init containers, without the no-op installer (which runs
-/// warmpool's own image).
+/// The images the image cache holds: those of its `cache-…` containers (not the installer's
+/// or the pause container's).
 pub fn cached_images(ds: &DaemonSet) -> Vec<String> {
     ds.spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
-        .and_then(|s| s.init_containers.clone())
+        .map(|s| s.containers.clone())
         .unwrap_or_default()
         .into_iter()
-        .filter(|c| c.name != "install-noop")
+        .filter(|c| c.name.starts_with("cache-"))
         .filter_map(|c| c.image)
         .collect()
 }
