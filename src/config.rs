@@ -374,10 +374,17 @@ impl Config {
             ));
         }
         for (i, image) in self.image_cache.images.iter().enumerate() {
-            if image.trim().is_empty() || image.contains(char::is_whitespace) {
+            // Parsed as the kubelet and containerd parse it (`nginx` is
+            // docker.io/library/nginx:latest): what they cannot pull is refused here.
+            let reason = if image.trim().is_empty() || image.contains(char::is_whitespace) {
+                Some("it is empty or contains whitespace".to_owned())
+            } else {
+                crate::reconcile::images::normalize(image).err()
+            };
+            if let Some(reason) = reason {
                 return Err(ConfigError::invalid(
                     format!("imageCache.images[{i}]"),
-                    format!("`{image}` is not an image reference"),
+                    format!("`{image}` is not an image reference: {reason}"),
                 ));
             }
         }
@@ -535,8 +542,36 @@ imageCache:
         assert!(e.contains("`pool.nodeLabel.key`"), "{e}");
         let e = err("imageCache: {images: ['has space']}");
         assert!(e.contains("`imageCache.images[0]`"), "{e}");
+        let e = err("imageCache: {images: [nginx, 'ghcr.io/Acme/web:1']}");
+        assert!(
+            e.contains("`imageCache.images[1]`")
+                && e.contains("`ghcr.io/Acme/web:1` is not an image reference")
+                && e.contains("lowercase"),
+            "{e}"
+        );
+        let e = err("imageCache: {images: ['nginx@sha256:0123456789abcdef0123456789abcdef0']}");
+        assert!(
+            e.contains("`imageCache.images[0]`") && e.contains("digest"),
+            "{e}"
+        );
+        let e = err("imageCache: {images: ['nginx:a/b']}");
+        assert!(
+            e.contains("`imageCache.images[0]`") && e.contains("invalid reference format"),
+            "{e}"
+        );
         let e = err("- a list");
         assert!(e.starts_with("invalid config"), "{e}");
+    }
+
+    #[test]
+    fn image_references_are_accepted_in_every_spelling_docker_accepts() {
+        let c = Config::from_yaml(
+            "imageCache:\n  images:\n    - nginx\n    - nginx:latest\n    - bitnami/redis:7\n    - registry:5000/x/y:1\n    - gcr.io/distroless/static@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
+        // Kept as written in the configuration; the reconciler caches the canonical forms.
+        assert_eq!(c.image_cache.images[0], "nginx");
+        assert_eq!(c.image_cache.images.len(), 5);
     }
 
     #[test]

@@ -350,6 +350,16 @@ const CASES: &[Case] = &[
         "not an image reference",
     ),
     case(
+        "imageCache: {images: [nginx, 'ghcr.io/Acme/web:1']}",
+        "imageCache.images[1]",
+        "`ghcr.io/Acme/web:1` is not an image reference: repository name must be lowercase",
+    ),
+    case(
+        "imageCache: {images: ['nginx:a/b']}",
+        "imageCache.images[0]",
+        "invalid reference format",
+    ),
+    case(
         "imageCache: {imagePullSecrets: 3}",
         "imageCache.imagePullSecrets",
         "expected a sequence",

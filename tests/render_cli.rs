@@ -179,6 +179,35 @@ fn a_configuration_and_images_change_the_objects_as_they_would_in_the_cluster() 
     assert!(err.contains("prewarmer.slot is auto"), "{err}");
 }
 
+/// The cache holds references as the kubelet and containerd name them: one image in several
+/// spellings takes one slot.
+#[test]
+fn images_are_cached_in_their_canonical_form_once() {
+    let file = config_file("imageCache: {images: [nginx, 'registry:5000/x/y:1']}\n");
+    let out = warmpool(&[
+        "--config",
+        file.path().to_str().unwrap(),
+        "--image",
+        "nginx:latest",
+        "--image",
+        "docker.io/library/nginx:latest",
+        "--image",
+        "index.docker.io/library/nginx",
+        "--image",
+        "bitnami/redis:7",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        cached(&documents(&out)[2]),
+        vec![
+            "docker.io/bitnami/redis:7",
+            "docker.io/library/nginx:latest",
+            "registry:5000/x/y:1"
+        ]
+    );
+    assert!(!stderr(&out).contains("left out"), "{}", stderr(&out));
+}
+
 #[test]
 fn json_is_a_list_of_the_same_objects() {
     let yaml = documents(&warmpool(&["--image", "x.example/a:1"]));
@@ -203,6 +232,10 @@ fn bad_input_fails_in_one_line() {
             "cannot read",
         ),
         (vec!["--image", "has space:1"], "--image `has space:1`"),
+        (
+            vec!["--image", "Nginx:1"],
+            "--image `Nginx:1` is not an image reference: repository name must be lowercase",
+        ),
         (vec!["--namespace", "Not_A_Namespace"], "--namespace"),
         (vec!["-o", "patch"], "patch"),
     ];

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::config::{Config, Slot};
 use crate::manifest::yaml;
-use crate::reconcile::{desired, observed};
+use crate::reconcile::{desired, images, observed};
 
 /// Print the PriorityClass, prewarmer Deployment and image-cache DaemonSet the reconciler would
 /// apply (no cluster needed).
@@ -63,6 +63,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("--image `{bad}` is not an image reference");
     }
+    if let Some((bad, reason)) = args
+        .images
+        .iter()
+        .find_map(|i| images::normalize(i).err().map(|reason| (i, reason)))
+    {
+        bail!("--image `{bad}` is not an image reference: {reason}");
+    }
     let observed = observed::offline(&config, &args.images);
     for line in notes(&config, &args.images, &observed.images) {
         eprintln!("{line}");
@@ -97,9 +104,10 @@ fn notes(config: &Config, given: &[String], cached: &[String]) -> Vec<String> {
     } else {
         let left_out = given
             .iter()
-            .map(|i| i.trim())
-            .filter(|i| !cached.iter().any(|c| c == i))
-            .count();
+            .map(|i| images::canonical(i))
+            .filter(|i| !cached.contains(i))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         if left_out > 0 {
             notes.push(format!(
                 "{left_out} --image image(s) left out: imageCache.maxImages is {}",
@@ -139,9 +147,21 @@ mod tests {
         let config =
             Config::from_yaml("imageCache: {maxImages: 1, images: []}\nprewarmer: {slot: auto}")
                 .unwrap();
-        let got = notes(&config, &["a:1".into(), "b:1".into()], &["a:1".into()]);
+        // The cache holds canonical references: `a:1` is there as docker.io/library/a:1.
+        let got = notes(
+            &config,
+            &["a:1".into(), "b:1".into()],
+            &["docker.io/library/a:1".into()],
+        );
         assert!(got[0].starts_with("1 --image image(s) left out"), "{got:?}");
         assert!(got[1].contains("slot is auto"), "{got:?}");
+        let config = Config::from_yaml("imageCache: {maxImages: 1, images: []}").unwrap();
+        let got = notes(
+            &config,
+            &["nginx".into(), "docker.io/library/nginx:latest".into()],
+            &["docker.io/library/nginx:latest".into()],
+        );
+        assert!(got.is_empty(), "one image in two spellings: {got:?}");
         assert!(notes(&Config::default(), &[], &[]).is_empty());
     }
 

@@ -1,5 +1,12 @@
 //! Which images the cache DaemonSet holds. Pure.
 //!
+//! Every reference is first put in its canonical form, the one the kubelet and containerd pull
+//! and store: `nginx`, `nginx:latest` and `docker.io/library/nginx:latest` are one image
+//! (`docker.io/library/nginx:latest`), so they take one slot, and a tenant pod asking for
+//! `nginx` finds the cached image present. The parsing is `oci-spec`'s, a port of the
+//! distribution library Docker and containerd use; a reference it cannot parse is kept as given
+//! (the kubelet will report it; configured ones are rejected by `Config::validate`).
+//!
 //! The configured list comes first (it is what the operator asked for, in the order given);
 //! discovered images fill the remaining room, most used first; the result is capped at
 //! `imageCache.maxImages` and then sorted, so that the same set always yields the same DaemonSet
@@ -7,25 +14,48 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-/// How many tenant pods run each discovered image (a pod that lists an image twice counts once).
+use oci_spec::distribution::Reference;
+
+/// `image` in its canonical form (`registry/repository[:tag][@digest]`, `docker.io` and
+/// `library/` filled in for Docker Hub, `:latest` when there is neither tag nor digest), or why
+/// it is not an image reference. Surrounding whitespace is ignored.
+pub fn normalize(image: &str) -> Result<String, String> {
+    let trimmed = image.trim();
+    match Reference::try_from(trimmed) {
+        Ok(reference) => Ok(reference.whole()),
+        Err(e) => {
+            // The parser reports an upper-case repository only as a bad format; say what it is.
+            let lower = trimmed.to_ascii_lowercase();
+            let reason = if lower != trimmed && Reference::try_from(lower.as_str()).is_ok() {
+                "repository name must be lowercase".to_owned()
+            } else {
+                e.to_string()
+            };
+            Err(reason)
+        }
+    }
+}
+
+/// [`normalize`]d, or trimmed and otherwise as given when it does not parse.
+pub fn canonical(image: &str) -> String {
+    normalize(image).unwrap_or_else(|_| image.trim().to_owned())
+}
+
+/// How many tenant pods run each discovered image, by canonical reference (a pod that lists an
+/// image twice, in any spelling, counts once).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageUsage(HashMap<String, u32>);
 
 impl ImageUsage {
     /// Counts one pod's images (its containers' and init containers').
     pub fn add_pod<'a>(&mut self, images: impl IntoIterator<Item = &'a str>) {
-        let distinct: BTreeSet<&str> = images
+        let distinct: BTreeSet<String> = images
             .into_iter()
-            .map(str::trim)
-            .filter(|i| !i.is_empty())
+            .filter(|i| !i.trim().is_empty())
+            .map(canonical)
             .collect();
         for image in distinct {
-            match self.0.get_mut(image) {
-                Some(n) => *n = n.saturating_add(1),
-                None => {
-                    self.0.insert(image.to_owned(), 1);
-                }
-            }
+            *self.0.entry(image).or_insert(0) += 1;
         }
     }
 
@@ -45,22 +75,23 @@ impl ImageUsage {
     }
 }
 
-/// The images to cache: `configured` ∪ `discovered`, de-duplicated, at most `max` of them
-/// (configured ones first, then the most used discovered ones), sorted by name.
+/// The images to cache, in canonical form: `configured` ∪ `discovered`, de-duplicated after
+/// normalisation, at most `max` of them (configured ones first, then the most used discovered
+/// ones), sorted by name.
 pub fn select_images(configured: &[String], discovered: &ImageUsage, max: usize) -> Vec<String> {
-    let mut chosen: BTreeSet<&str> = BTreeSet::new();
+    let mut chosen: BTreeSet<String> = BTreeSet::new();
     let candidates = configured
         .iter()
-        .map(|i| i.trim())
-        .filter(|i| !i.is_empty())
-        .chain(discovered.ranked().into_iter().map(|(i, _)| i));
+        .filter(|i| !i.trim().is_empty())
+        .map(|i| canonical(i))
+        .chain(discovered.ranked().into_iter().map(|(i, _)| i.to_owned()));
     for image in candidates {
         if chosen.len() >= max {
             break;
         }
         chosen.insert(image);
     }
-    chosen.into_iter().map(str::to_owned).collect()
+    chosen.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -79,13 +110,130 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    /// The canonical form of the official Docker Hub image `name` (`x:1`).
+    fn hub(names: &[&str]) -> Vec<String> {
+        names
+            .iter()
+            .map(|n| format!("docker.io/library/{n}"))
+            .collect()
+    }
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn references_are_normalised_as_docker_and_containerd_do() {
+        let cases = [
+            ("nginx", "docker.io/library/nginx:latest"),
+            ("nginx:latest", "docker.io/library/nginx:latest"),
+            (
+                "docker.io/library/nginx:latest",
+                "docker.io/library/nginx:latest",
+            ),
+            ("docker.io/nginx", "docker.io/library/nginx:latest"),
+            (
+                "index.docker.io/library/nginx:1.27",
+                "docker.io/library/nginx:1.27",
+            ),
+            ("  nginx:1.27 ", "docker.io/library/nginx:1.27"),
+            ("bitnami/redis:7", "docker.io/bitnami/redis:7"),
+            ("registry:5000/x/y:1", "registry:5000/x/y:1"),
+            ("localhost/team/app", "localhost/team/app:latest"),
+            (
+                "771960604435.dkr.ecr.eu-west-1.amazonaws.com/workshop-images/dataservice:v1.1",
+                "771960604435.dkr.ecr.eu-west-1.amazonaws.com/workshop-images/dataservice:v1.1",
+            ),
+            ("ghcr.io/acme/web:V1-rc", "ghcr.io/acme/web:V1-rc"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(normalize(given).as_deref(), Ok(want), "{given}");
+        }
+    }
+
+    #[test]
+    fn a_digest_is_kept() {
+        assert_eq!(
+            normalize(&format!("nginx@{DIGEST}")),
+            Ok(format!("docker.io/library/nginx@{DIGEST}"))
+        );
+        assert_eq!(
+            normalize(&format!("gcr.io/distroless/static:nonroot@{DIGEST}")),
+            Ok(format!("gcr.io/distroless/static:nonroot@{DIGEST}"))
+        );
+    }
+
+    #[test]
+    fn what_does_not_parse_is_reported_and_kept_as_given() {
+        for bad in [
+            "",
+            "has space",
+            "Nginx:1",
+            "ghcr.io/Acme/web:1",
+            ":1",
+            "nginx@sha256:0123456789abcdef0123456789abcdef0123",
+            "nginx:bad/tag",
+        ] {
+            assert!(normalize(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(
+            normalize("ghcr.io/Acme/web:1").unwrap_err(),
+            "repository name must be lowercase"
+        );
+        assert_eq!(
+            normalize("nginx@sha256:0123456789abcdef0123456789abcdef0123").unwrap_err(),
+            "invalid checksum digest length"
+        );
+        assert_eq!(canonical(" Nginx:1 "), "Nginx:1");
+        let u = usage(&[&["Nginx:1"], &["Nginx:1"]]);
+        assert_eq!(select_images(&[], &u, 5), strings(&["Nginx:1"]));
+    }
+
+    #[test]
+    fn spellings_of_one_image_take_one_slot() {
+        let configured = strings(&["nginx", "docker.io/library/mysql:9"]);
+        let discovered = usage(&[
+            &["nginx:latest", "mysql:9"],
+            &["docker.io/library/nginx:latest"],
+            &["index.docker.io/library/nginx"],
+        ]);
+        assert_eq!(discovered.len(), 2);
+        assert_eq!(
+            select_images(&configured, &discovered, 20),
+            hub(&["mysql:9", "nginx:latest"])
+        );
+        // The configured spellings alone, and room for two: both, once each.
+        let twice = strings(&[
+            "nginx",
+            "nginx:latest",
+            "docker.io/library/nginx:latest",
+            "a:1",
+        ]);
+        assert_eq!(
+            select_images(&twice, &ImageUsage::default(), 2),
+            hub(&["a:1", "nginx:latest"])
+        );
+    }
+
+    #[test]
+    fn a_pod_naming_one_image_twice_counts_once_whatever_the_spelling() {
+        let u = usage(&[&["x:1", "docker.io/library/x:1"], &["y:1"], &["y"]]);
+        // x:1 is used by one pod, y:1 and y:latest by one each: ties by name.
+        assert_eq!(select_images(&[], &u, 1), hub(&["x:1"]));
+        let u = usage(&[&["x:1", "docker.io/library/x:1"], &["y"], &["y:latest"]]);
+        assert_eq!(select_images(&[], &u, 1), hub(&["y:latest"]));
+    }
+
     #[test]
     fn union_is_deduplicated_and_sorted() {
         let configured = strings(&["mysql:9", "b/dataservice:v1.1"]);
         let discovered = usage(&[&["nginx:1", "mysql:9"], &["a/agent:2"]]);
         assert_eq!(
             select_images(&configured, &discovered, 20),
-            strings(&["a/agent:2", "b/dataservice:v1.1", "mysql:9", "nginx:1"])
+            strings(&[
+                "docker.io/a/agent:2",
+                "docker.io/b/dataservice:v1.1",
+                "docker.io/library/mysql:9",
+                "docker.io/library/nginx:1",
+            ])
         );
     }
 
@@ -93,7 +241,7 @@ mod tests {
     fn a_pod_counts_once_per_image() {
         let u = usage(&[&["x:1", "x:1", " x:1 "], &["y:1"], &["y:1"]]);
         // y is used by two pods, x by one: with room for one, y wins.
-        assert_eq!(select_images(&[], &u, 1), strings(&["y:1"]));
+        assert_eq!(select_images(&[], &u, 1), hub(&["y:1"]));
     }
 
     #[test]
@@ -106,17 +254,17 @@ mod tests {
         ]);
         assert_eq!(
             select_images(&configured, &discovered, 3),
-            strings(&["common:1", "mid:1", "z-configured:1"])
+            hub(&["common:1", "mid:1", "z-configured:1"])
         );
         assert_eq!(
             select_images(&configured, &discovered, 1),
-            strings(&["z-configured:1"])
+            hub(&["z-configured:1"])
         );
         assert!(select_images(&configured, &discovered, 0).is_empty());
         // More configured images than room: the first ones listed are kept.
         assert_eq!(
             select_images(&strings(&["c:1", "a:1", "b:1"]), &ImageUsage::default(), 2),
-            strings(&["a:1", "c:1"])
+            hub(&["a:1", "c:1"])
         );
     }
 
@@ -124,7 +272,7 @@ mod tests {
     fn ties_are_broken_by_name_so_the_choice_is_stable() {
         let a = usage(&[&["b:1"], &["a:1"], &["c:1"]]);
         let b = usage(&[&["c:1"], &["b:1"], &["a:1"]]);
-        assert_eq!(select_images(&[], &a, 2), strings(&["a:1", "b:1"]));
+        assert_eq!(select_images(&[], &a, 2), hub(&["a:1", "b:1"]));
         assert_eq!(select_images(&[], &a, 2), select_images(&[], &b, 2));
     }
 
@@ -144,6 +292,6 @@ mod tests {
     fn blank_entries_are_ignored() {
         let u = usage(&[&["", "  ", "a:1"]]);
         assert_eq!(u.len(), 1);
-        assert_eq!(select_images(&strings(&[" "]), &u, 5), strings(&["a:1"]));
+        assert_eq!(select_images(&strings(&[" "]), &u, 5), hub(&["a:1"]));
     }
 }

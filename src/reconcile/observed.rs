@@ -483,8 +483,16 @@ mod tests {
             vec!["demo-1", "demo-2", "payments"]
         );
         // configured first, then web:1 (2 pods), then the big:1/db:1 tie → big:1 by name; the
-        // opted-out and non-tenant namespaces' images are not discovered; sorted.
-        assert_eq!(got.images, vec!["big:1", "configured:1", "web:1"]);
+        // opted-out and non-tenant namespaces' images are not discovered; sorted, and in their
+        // canonical form.
+        assert_eq!(
+            got.images,
+            vec![
+                "docker.io/library/big:1",
+                "docker.io/library/configured:1",
+                "docker.io/library/web:1"
+            ]
+        );
         // demo-1: 700m / 2148Mi; demo-2: 100m / 4096Mi → per resource 700m / 4096Mi.
         assert_eq!(got.slot_source, SlotSource::Auto);
         assert_eq!(got.slot.cpu, Quantity("700m".into()));
@@ -493,7 +501,7 @@ mod tests {
         config.image_cache.discover = false;
         config.prewarmer.slot = Slot::Fixed(SlotResources::default());
         let fixed = observe(&config, &selector, namespaces, &pods, &nodes, None);
-        assert_eq!(fixed.images, vec!["configured:1"]);
+        assert_eq!(fixed.images, vec!["docker.io/library/configured:1"]);
         assert_eq!(fixed.slot, SlotResources::default());
         assert_eq!(fixed.slot_source, SlotSource::Configured);
     }
@@ -576,7 +584,14 @@ mod tests {
             &["c:1".into(), "a:1".into(), "b:1".into(), "d:1".into()],
         );
         assert!(got.tenants.is_empty());
-        assert_eq!(got.images, vec!["a:1", "b:1", "c:1"]);
+        assert_eq!(
+            got.images,
+            vec![
+                "docker.io/library/a:1",
+                "docker.io/library/b:1",
+                "docker.io/library/c:1"
+            ]
+        );
         assert_eq!(got.slot, SlotResources::default());
         assert_eq!(got.slot_source, SlotSource::Configured);
         let config = Config::from_yaml(
@@ -584,7 +599,11 @@ mod tests {
         )
         .unwrap();
         let got = offline(&config, &["c:1".into()]);
-        assert_eq!(got.images, vec!["b:1"], "discovery off: nothing discovered");
+        assert_eq!(
+            got.images,
+            vec!["docker.io/library/b:1"],
+            "discovery off: nothing discovered"
+        );
         assert_eq!(got.slot_source, SlotSource::AutoFallback);
         assert_eq!(got.slot, SlotResources::default());
     }
