@@ -264,7 +264,16 @@ pub struct ImageCache {
     /// The image holding the static `warmpool` binary that the cache copies into every cached
     /// image, so that images with no shell (distroless, scratch) can be pulled and run.
     pub tool_image: String,
+    /// The CPU architectures (`kubernetes.io/arch`, GOARCH names) the tool image is built for:
+    /// the cache DaemonSet runs only on warm nodes of these.
+    pub architectures: Vec<String>,
 }
+
+/// The `kubernetes.io/arch` values `imageCache.architectures` accepts: the GOARCH names of the
+/// architectures Kubernetes ships node binaries or images for.
+pub const KNOWN_ARCHITECTURES: &[&str] = &[
+    "amd64", "arm64", "arm", "ppc64le", "s390x", "riscv64", "386", "loong64", "mips64le",
+];
 
 /// The image that `helm install` deploys; the chart sets `imageCache.toolImage` to it.
 pub const DEFAULT_TOOL_IMAGE: &str =
@@ -283,6 +292,8 @@ impl Default for ImageCache {
             ],
             image_pull_secrets: Vec::new(),
             tool_image: DEFAULT_TOOL_IMAGE.into(),
+            // What the Dockerfile builds (`docker buildx build --platform linux/amd64,linux/arm64`).
+            architectures: vec!["amd64".into(), "arm64".into()],
         }
     }
 }
@@ -394,6 +405,24 @@ impl Config {
                 "must not be empty",
             ));
         }
+        if self.image_cache.architectures.is_empty() {
+            return Err(ConfigError::invalid(
+                "imageCache.architectures",
+                "must list at least one architecture (those imageCache.toolImage is built for), \
+                 or the image cache runs on no node",
+            ));
+        }
+        for (i, arch) in self.image_cache.architectures.iter().enumerate() {
+            if !KNOWN_ARCHITECTURES.contains(&arch.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("imageCache.architectures[{i}]"),
+                    format!(
+                        "`{arch}` is not a kubernetes.io/arch value: one of {}",
+                        KNOWN_ARCHITECTURES.join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -463,6 +492,7 @@ mod tests {
         );
         assert_eq!(c.image_cache.images.len(), 3);
         assert_eq!(c.image_cache.max_images, 20);
+        assert_eq!(c.image_cache.architectures, ["amd64", "arm64"]);
     }
 
     #[test]
@@ -572,6 +602,30 @@ imageCache:
         // Kept as written in the configuration; the reconciler caches the canonical forms.
         assert_eq!(c.image_cache.images[0], "nginx");
         assert_eq!(c.image_cache.images.len(), 5);
+    }
+
+    #[test]
+    fn architectures_are_known_goarch_names() {
+        let c = Config::from_yaml("imageCache: {architectures: [arm64]}").unwrap();
+        assert_eq!(c.image_cache.architectures, ["arm64"]);
+        let c =
+            Config::from_yaml("imageCache: {architectures: [amd64, arm, ppc64le, s390x, riscv64]}")
+                .unwrap();
+        assert_eq!(c.image_cache.architectures.len(), 5);
+        let e = err("imageCache: {architectures: []}");
+        assert!(
+            e.contains("`imageCache.architectures`") && e.contains("at least one"),
+            "{e}"
+        );
+        let e = err("imageCache: {architectures: [amd64, x86_64]}");
+        assert!(
+            e.contains("`imageCache.architectures[1]`")
+                && e.contains("`x86_64` is not a kubernetes.io/arch value")
+                && e.contains("amd64, arm64"),
+            "{e}"
+        );
+        let e = err("imageCache: {architectures: amd64}");
+        assert!(e.contains("`imageCache.architectures`"), "{e}");
     }
 
     #[test]

@@ -374,6 +374,16 @@ const CASES: &[Case] = &[
         "imageCache.toolImage",
         "must not be empty",
     ),
+    case(
+        "imageCache: {architectures: []}",
+        "imageCache.architectures",
+        "at least one architecture",
+    ),
+    case(
+        "imageCache: {architectures: [amd64, x86_64]}",
+        "imageCache.architectures[1]",
+        "`x86_64` is not a kubernetes.io/arch value",
+    ),
 ];
 
 /// The dotted paths of every key of the default configuration (list items as `[0]`).

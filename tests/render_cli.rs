@@ -115,7 +115,7 @@ fn a_configuration_and_images_change_the_objects_as_they_would_in_the_cluster() 
         "tenants: {namespacePatterns: ['team-*']}\n\
          pool: {nodeLabel: {key: pool, value: warm}, tolerations: []}\n\
          prewarmer: {spareSlots: 3, doNotDisrupt: true, slot: {cpu: '2', memory: 4Gi}}\n\
-         imageCache: {images: [b.example/configured:1], maxImages: 3}\n",
+         imageCache: {images: [b.example/configured:1], maxImages: 3, architectures: [arm64]}\n",
     );
     let path = file.path().to_str().unwrap();
     let out = warmpool(&[
@@ -149,6 +149,15 @@ fn a_configuration_and_images_change_the_objects_as_they_would_in_the_cluster() 
         template["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
             ["nodeSelectorTerms"][0]["matchExpressions"],
         json!([{"key": "pool", "operator": "In", "values": ["warm"]}])
+    );
+    // The image cache: the pool's nodes of the tool image's architectures (one term, ANDed).
+    assert_eq!(
+        docs[2]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"],
+        json!([{"matchExpressions": [
+            {"key": "pool", "operator": "In", "values": ["warm"]},
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]},
+        ]}])
     );
     // The configured image first, then the given ones by name while there is room; sorted.
     assert_eq!(

@@ -23,16 +23,41 @@ fn dockerfile_builds_the_binary_this_test_checks() {
     // Joined continuation lines, so the check does not depend on line breaks.
     let flat = dockerfile.replace("\\\n", " ");
     let flat: String = flat.split_whitespace().collect::<Vec<_>>().join(" ");
+    // One build command for every architecture, its Rust target picked from buildx's
+    // TARGETARCH: amd64 must map to the target this test builds, arm64 to aarch64.
+    let amd64 = format!("amd64) RUST_TARGET={TARGET};");
     assert!(
-        flat.contains(&format!(r#"RUSTFLAGS="{RUSTFLAGS}""#)),
-        "the Dockerfile builds with RUSTFLAGS=\"{RUSTFLAGS}\""
+        flat.contains(&amd64),
+        "the Dockerfile maps TARGETARCH amd64 to {TARGET}: `{amd64}`"
     );
     assert!(
-        flat.contains(&format!("cargo {}", CARGO_BUILD.join(" "))),
-        "the Dockerfile runs `cargo {}`",
+        flat.contains("arm64) RUST_TARGET=aarch64-unknown-linux-gnu;"),
+        "the Dockerfile maps TARGETARCH arm64 to aarch64-unknown-linux-gnu"
+    );
+    assert_eq!(
+        flat.matches("RUST_TARGET=").count(),
+        3,
+        "two architectures mapped (amd64, arm64) and one written to /target.env, no other"
+    );
+    assert!(
+        flat.contains(r#"case "$TARGETARCH" in"#) && flat.contains("ARG TARGETARCH"),
+        "the target comes from buildx's TARGETARCH"
+    );
+    // For amd64, $RUST_TARGET is TARGET: the command then is exactly the one this test runs.
+    let amd64_build = flat.replace("$RUST_TARGET", TARGET);
+    assert!(
+        amd64_build.contains(&format!(
+            r#"RUSTFLAGS="{RUSTFLAGS}" cargo {}"#,
+            CARGO_BUILD.join(" ")
+        )),
+        "the Dockerfile runs RUSTFLAGS=\"{RUSTFLAGS}\" `cargo {}` for amd64",
         CARGO_BUILD.join(" ")
     );
-    assert!(flat.contains(&format!("target/{TARGET}/release/warmpool")));
+    assert!(amd64_build.contains(&format!("cp target/{TARGET}/release/warmpool /warmpool")));
+    assert!(
+        !flat.contains("--platform=linux/amd64"),
+        "no stage is pinned to amd64 (buildx --platform linux/amd64,linux/arm64)"
+    );
     let last_from = dockerfile
         .lines()
         .rfind(|l| l.starts_with("FROM "))

@@ -135,7 +135,7 @@ pub fn prewarmer(
                     // Preemption frees the room at once.
                     termination_grace_period_seconds: Some(0),
                     containers: vec![pause],
-                    ..pool_pod_spec(config)
+                    ..pool_pod_spec(config, Vec::new())
                 }),
             },
             ..DeploymentSpec::default()
@@ -233,7 +233,8 @@ pub fn image_cache(
                         }),
                         ..Volume::default()
                     }]),
-                    ..pool_pod_spec(config)
+                    // Only nodes the tool image (the first init container) can run on.
+                    ..pool_pod_spec(config, vec![architectures(config)])
                 }),
             },
             ..DaemonSetSpec::default()
@@ -242,20 +243,36 @@ pub fn image_cache(
     }
 }
 
-/// What every warm-pool pod shares: the pool's required node affinity and tolerations, no
-/// service-account token, no service links, a non-root RuntimeDefault-seccomp pod.
-fn pool_pod_spec(config: &Config) -> PodSpec {
+/// The well-known node label the kubelet sets to its GOARCH.
+pub const ARCH_LABEL: &str = "kubernetes.io/arch";
+
+/// `kubernetes.io/arch In [imageCache.architectures]`: the image cache's `install-noop` runs the
+/// tool image's binary, so a node of another architecture could not start it.
+fn architectures(config: &Config) -> NodeSelectorRequirement {
+    NodeSelectorRequirement {
+        key: ARCH_LABEL.into(),
+        operator: "In".into(),
+        values: Some(config.image_cache.architectures.clone()),
+    }
+}
+
+/// What every warm-pool pod shares: the pool's required node affinity (with `also` ANDed into its
+/// term) and tolerations, no service-account token, no service links, a non-root
+/// RuntimeDefault-seccomp pod.
+fn pool_pod_spec(config: &Config, also: Vec<NodeSelectorRequirement>) -> PodSpec {
     let label = &config.pool.node_label;
+    let mut expressions = vec![NodeSelectorRequirement {
+        key: label.key.clone(),
+        operator: "In".into(),
+        values: Some(vec![label.value.clone()]),
+    }];
+    expressions.extend(also);
     PodSpec {
         affinity: Some(Affinity {
             node_affinity: Some(NodeAffinity {
                 required_during_scheduling_ignored_during_execution: Some(NodeSelector {
                     node_selector_terms: vec![NodeSelectorTerm {
-                        match_expressions: Some(vec![NodeSelectorRequirement {
-                            key: label.key.clone(),
-                            operator: "In".into(),
-                            values: Some(vec![label.value.clone()]),
-                        }]),
+                        match_expressions: Some(expressions),
                         ..NodeSelectorTerm::default()
                     }],
                 }),
@@ -563,6 +580,13 @@ mod tests {
         let pod_spec = merge(
             pool_spec(),
             json!({
+                // The pool's term, and only the architectures the tool image is built for.
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "workload-type", "operator": "In", "values": ["cargocats"]},
+                        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64", "arm64"]},
+                    ]}]
+                }}},
                 "terminationGracePeriodSeconds": 0,
                 "imagePullSecrets": [{"name": "ecr"}],
                 "initContainers": [
@@ -610,6 +634,36 @@ mod tests {
                     },
                 },
             })
+        );
+    }
+
+    #[test]
+    fn the_image_cache_goes_only_to_the_configured_architectures_of_the_pool() {
+        let mut config = Config::default();
+        config.pool.node_label.key = "example.com/pool".into();
+        config.pool.node_label.value = "gold".into();
+        config.image_cache.architectures = vec!["arm64".into()];
+        let got = serde_json::to_value(image_cache(&config, "ns", &[], None)).unwrap();
+        let required = &got["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+        // One term: both expressions must hold (ANDed), not either (ORed terms).
+        assert_eq!(
+            required,
+            &json!({"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "example.com/pool", "operator": "In", "values": ["gold"]},
+                {"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]},
+            ]}]})
+        );
+        // The placeholders are not restricted: pause images are multi-arch.
+        let prewarmer =
+            serde_json::to_value(prewarmer(&config, "ns", &SlotResources::default(), None))
+                .unwrap();
+        let terms = &prewarmer["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"];
+        assert_eq!(
+            terms,
+            &json!([{"matchExpressions": [
+                {"key": "example.com/pool", "operator": "In", "values": ["gold"]},
+            ]}])
         );
     }
 

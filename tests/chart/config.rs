@@ -120,6 +120,18 @@ fn rendered_config_is_accepted_by_the_binary_and_agrees_with_the_nodepool() {
     );
     assert_eq!(config["imageCache"]["discover"], true);
     assert_eq!(config["imageCache"]["images"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        config["imageCache"]["architectures"],
+        json!(["amd64", "arm64"])
+    );
+    // A single-arch image of one's own: the value reaches the configuration.
+    let config = config_of(&render(
+        &helm,
+        "wp",
+        "ns",
+        &["--set", "imageCache.architectures={arm64}"],
+    ));
+    assert_eq!(config["imageCache"]["architectures"], json!(["arm64"]));
     let config = config_of(&render(
         &helm,
         "wp",

@@ -66,6 +66,11 @@ fn schema_rejects_bad_values_with_a_clear_message() {
             "/webhook",
             "'failurepolicy' not allowed",
         ),
+        (
+            "imageCache.architectures={x86_64}",
+            "/imageCache/architectures/0",
+            "'amd64', 'arm64'",
+        ),
     ] {
         let err = try_render(&helm, "wp", "ns", &["--set", set])
             .err()

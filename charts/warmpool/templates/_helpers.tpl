@@ -111,7 +111,8 @@ src/config.rs knows are rendered: it rejects unknown ones.
     "maxImages" (int .Values.imageCache.maxImages)
     "images" .Values.imageCache.images
     "imagePullSecrets" .Values.imageCache.imagePullSecrets
-    "toolImage" (include "warmpool.image" .))
+    "toolImage" (include "warmpool.image" .)
+    "architectures" .Values.imageCache.architectures)
 }}
 {{- toYaml $config }}
 {{- end }}
