@@ -18,15 +18,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerState, Event, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use support::cluster::{client, eventually, eventually_explained, unique};
-use support::real_nodes::{NodeSpec, REAL_TIMEOUT, RealCluster, RealNode};
+use support::real_nodes::{NodeSpec, REAL_TIMEOUT, RealCluster, RealNode, create_cargocats};
 use support::reconciler::{Reconciler, Run};
 use support::webhook::{RUN_LABEL, Webhook, unregister};
 
@@ -40,10 +38,6 @@ async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
-
-/// The three tenant workloads' CPU requests: 500m in all, so that a tenant fits one node of
-/// 1 CPU only once a 600m+ placeholder has made room.
-const TENANT_CPU: [&str; 3] = ["200m", "200m", "100m"];
 
 /// warmpool (webhook + reconciler) for one test, configured for the local registry's images.
 struct Warmpool {
@@ -170,42 +164,8 @@ async fn prerequisites() -> Option<(Client, &'static RealCluster)> {
     Some((client, cluster))
 }
 
-/// Creates the CargoCATs Deployments in `ns`: the local look-alike images, an httpGet readiness
-/// probe each, CPU requests [`TENANT_CPU`].
 async fn create_tenant(client: &Client, ns: &str, cluster: &RealCluster) {
-    let port = cluster.registry.http_port;
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    for ((name, image), cpu) in cluster.registry.cargocats().into_iter().zip(TENANT_CPU) {
-        let labels = json!({"app": name, "app.kubernetes.io/part-of": "cargocats"});
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "automountServiceAccountToken": false,
-                        "enableServiceLinks": false,
-                        "terminationGracePeriodSeconds": 1,
-                        "containers": [{
-                            "name": name,
-                            "image": image,
-                            "ports": [{"containerPort": port}],
-                            "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1},
-                            "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}},
-                        }],
-                    },
-                },
-            },
-        }))
-        .expect("deployment");
-        // The ServiceAccount admission plugin may refuse pods for a second; the Deployment
-        // controller retries by itself, so only the Deployment's creation is ours to do.
-        api.create(&PostParams::default(), &d)
-            .await
-            .unwrap_or_else(|e| panic!("create deployment {ns}/{name}: {e}"));
-    }
+    create_cargocats(client, ns, &cluster.registry).await;
 }
 
 fn is_ready(pod: &Pod) -> bool {

@@ -16,6 +16,11 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
 use super::cluster::{kubeconfig, repo_root};
 
 /// Exit code of the cluster scripts for "real nodes cannot run here" (outside CI).
@@ -472,3 +477,45 @@ pub fn static_warmpool() -> PathBuf {
 
 /// How long real-node operations may take here (pulls through the rate-limited proxy included).
 pub const REAL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The three CargoCATs workloads' CPU requests: 500m in all, so that a tenant fits one half-VM
+/// node of 1 CPU only once a 600m+ placeholder has made room.
+pub const TENANT_CPU: [&str; 3] = ["200m", "200m", "100m"];
+
+/// Creates the CargoCATs Deployments in `ns` (which exists): the local look-alike images, an
+/// httpGet readiness probe each, CPU requests [`TENANT_CPU`].
+pub async fn create_cargocats(client: &Client, ns: &str, registry: &Registry) {
+    let port = registry.http_port;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for ((name, image), cpu) in registry.cargocats().into_iter().zip(TENANT_CPU) {
+        let labels = json!({"app": name, "app.kubernetes.io/part-of": "cargocats"});
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "automountServiceAccountToken": false,
+                        "enableServiceLinks": false,
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [{
+                            "name": name,
+                            "image": image,
+                            "ports": [{"containerPort": port}],
+                            "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1},
+                            "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}},
+                        }],
+                    },
+                },
+            },
+        }))
+        .expect("deployment");
+        // The ServiceAccount admission plugin may refuse pods for a second; the Deployment
+        // controller retries by itself, so only the Deployment's creation is ours to do.
+        api.create(&PostParams::default(), &d)
+            .await
+            .unwrap_or_else(|e| panic!("create deployment {ns}/{name}: {e}"));
+    }
+}

@@ -60,6 +60,20 @@ pub struct Setup {
     pub tenant_prefix: String,
     pub pool: String,
     pub spare_slots: u32,
+    /// For real nodes: the local registry's images instead of the defaults.
+    pub real: Option<RealImages>,
+}
+
+/// What warmpool needs to know to run on real nodes (the local registry's images).
+pub struct RealImages {
+    /// `prewarmer.image` (the local pause image).
+    pub pause: String,
+    /// `imageCache.toolImage`.
+    pub tool: String,
+    /// `imageCache.images` (discovery off).
+    pub images: Vec<String>,
+    /// `prewarmer.slot.cpu` (memory 1Gi).
+    pub slot_cpu: String,
 }
 
 impl Setup {
@@ -71,6 +85,7 @@ impl Setup {
             tenant_prefix: format!("{run}-demo-"),
             pool: format!("cargocats-{run}"),
             spare_slots,
+            real: None,
         }
     }
 }
@@ -84,8 +99,9 @@ impl Warmpool {
             tenant_prefix,
             pool,
             spare_slots,
+            real,
         } = setup;
-        let config = format!(
+        let mut config = format!(
             r#"tenants:
   namespacePatterns: ["{tenant_prefix}*"]
 pool:
@@ -96,6 +112,16 @@ prewarmer:
   spareSlots: {spare_slots}
 "#
         );
+        if let Some(real) = real {
+            config.push_str(&format!(
+                "  slot: {{cpu: {}, memory: 1Gi}}\n  image: {}\nimageCache:\n  discover: false\n  \
+                 toolImage: {}\n  images:\n",
+                real.slot_cpu, real.pause, real.tool
+            ));
+            for image in real.images {
+                config.push_str(&format!("    - {image}\n"));
+            }
+        }
         let ns_api: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace = serde_json::from_value(
             json!({"metadata": {"name": namespace, "labels": run_labels(&run)}}),
