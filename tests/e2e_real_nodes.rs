@@ -24,7 +24,9 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use support::cluster::{client, eventually, eventually_explained, unique};
-use support::real_nodes::{NodeSpec, REAL_TIMEOUT, RealCluster, RealNode, create_cargocats};
+use support::real_nodes::{
+    NodeSpec, REAL_TIMEOUT, RealCluster, RealNode, create_cargocats, is_ready, live_pods,
+};
 use support::reconciler::{Reconciler, Run};
 use support::webhook::{RUN_LABEL, Webhook, unregister};
 
@@ -168,26 +170,8 @@ async fn create_tenant(client: &Client, ns: &str, cluster: &RealCluster) {
     create_cargocats(client, ns, &cluster.registry).await;
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 fn node_of(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref()?.node_name.as_deref()
-}
-
-async fn pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
 }
 
 /// Waits until the tenant's three pods are Ready (readiness probes passing); returns them.
@@ -196,7 +180,7 @@ async fn wait_tenant_ready(client: &Client, ns: &str, nodes: &[&RealNode]) -> Ve
         &format!("the CargoCATs pods of {ns} Ready"),
         REAL_TIMEOUT,
         || async {
-            let pods = pods(client, ns, TENANT_SELECTOR).await;
+            let pods = live_pods(client, ns, TENANT_SELECTOR).await;
             (pods.len() == 3 && pods.iter().all(is_ready)).then_some(pods)
         },
         || async { explain(client, &[ns], nodes).await },
@@ -215,7 +199,7 @@ async fn wait_cache_complete(client: &Client, ns: &str, node: &RealNode) -> Pod 
         ),
         REAL_TIMEOUT,
         || async {
-            pods(client, ns, CACHE_SELECTOR)
+            live_pods(client, ns, CACHE_SELECTOR)
                 .await
                 .into_iter()
                 .find(|p| node_of(p) == Some(node.name.as_str()) && cache_complete(p))
@@ -489,7 +473,7 @@ async fn tenant_preempts_the_placeholder_on_a_real_warm_node_and_every_pod_becom
         "the placeholder Ready on the warm node",
         REAL_TIMEOUT,
         || async {
-            pods(&client, &ns, PREWARMER_SELECTOR)
+            live_pods(&client, &ns, PREWARMER_SELECTOR)
                 .await
                 .into_iter()
                 .find(|p| node_of(p) == Some(node.name.as_str()) && is_ready(p))
@@ -623,13 +607,13 @@ async fn prewarmer_and_cache_survive_a_kubelet_restart_and_a_joining_node_gets_t
         "the placeholder Ready",
         REAL_TIMEOUT,
         || async {
-            let p = on_first(pods(&client, &ns, PREWARMER_SELECTOR).await);
+            let p = on_first(live_pods(&client, &ns, PREWARMER_SELECTOR).await);
             (p.len() == 1 && is_ready(&p[0])).then_some(p)
         },
         || async { explain(&client, &[&ns], &[first]).await },
     )
     .await;
-    let caches = on_first(pods(&client, &ns, CACHE_SELECTOR).await);
+    let caches = on_first(live_pods(&client, &ns, CACHE_SELECTOR).await);
     // pod uid -> (container id, restart count) of every container of both pods.
     let containers = |pods: &[Pod]| -> BTreeMap<String, Vec<(String, i32)>> {
         pods.iter()
@@ -662,8 +646,8 @@ async fn prewarmer_and_cache_survive_a_kubelet_restart_and_a_joining_node_gets_t
         "the placeholder and the cache pod Ready again after the kubelet restart",
         Duration::from_secs(60),
         || async {
-            let p = on_first(pods(&client, &ns, PREWARMER_SELECTOR).await);
-            let c = on_first(pods(&client, &ns, CACHE_SELECTOR).await);
+            let p = on_first(live_pods(&client, &ns, PREWARMER_SELECTOR).await);
+            let c = on_first(live_pods(&client, &ns, CACHE_SELECTOR).await);
             let all = [p, c].concat();
             (all.len() == 2 && all.iter().all(is_ready) && cache_complete(&all[1]))
                 .then(|| containers(&all))
@@ -749,7 +733,7 @@ async fn an_image_that_cannot_be_pulled_stops_nothing_and_is_reported() {
         ),
         REAL_TIMEOUT,
         || async {
-            let pod = pods(&client, &ns, CACHE_SELECTOR)
+            let pod = live_pods(&client, &ns, CACHE_SELECTOR)
                 .await
                 .into_iter()
                 .find(|p| node_of(p) == Some(node.name.as_str()))?;

@@ -17,7 +17,9 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::support::cluster::eventually;
-use crate::support::real_nodes::{NodeSpec, RealCluster, RealNode, create_cargocats};
+use crate::support::real_nodes::{
+    NodeSpec, RealCluster, RealNode, create_cargocats, is_ready, live_pods,
+};
 use crate::support::scenario::{RealImages, Setup, Warmpool};
 use crate::support::webhook::run_labels;
 use crate::{SYSTEM_NAMESPACE, say};
@@ -245,21 +247,9 @@ async fn delete_namespace(client: &Client, ns: &str) {
 }
 
 async fn ready_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
-        .collect()
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    let mut pods = live_pods(client, ns, selector).await;
+    pods.retain(is_ready);
+    pods
 }
 
 /// Waits until the tenant's three pods are Ready; how long since `started`, and how each image
