@@ -186,6 +186,26 @@ pub struct Prewarmer {
     /// hold placeholders.
     pub do_not_disrupt: bool,
     pub image: String,
+    /// Windows that raise `spareSlots` (a workshop on weekday mornings): the slots in force are
+    /// the largest of `spareSlots` and the values of the windows warm at that instant
+    /// ([`crate::capacity`]). Empty by default: `spareSlots` always.
+    pub schedule: Vec<crate::capacity::WindowSpec>,
+}
+
+impl Prewarmer {
+    /// The schedule, compiled. A validated configuration compiles whole; a window that does not
+    /// (only if [`Config::validate`] was skipped) is left out.
+    pub fn windows(&self) -> Vec<crate::capacity::Window> {
+        self.schedule
+            .iter()
+            .filter_map(|w| crate::capacity::Window::compile(w).ok())
+            .collect()
+    }
+
+    /// The spare slots in force at `now`: `spareSlots`, raised by the windows warm then.
+    pub fn in_force(&self, now: jiff::Timestamp) -> crate::capacity::InForce {
+        crate::capacity::in_force(self.spare_slots, &self.windows(), now)
+    }
 }
 
 impl Default for Prewarmer {
@@ -195,6 +215,7 @@ impl Default for Prewarmer {
             slot: Slot::Fixed(SlotResources::default()),
             do_not_disrupt: false,
             image: "registry.k8s.io/pause:3.10".into(),
+            schedule: Vec::new(),
         }
     }
 }
@@ -377,6 +398,34 @@ impl Config {
         }
         if self.prewarmer.image.trim().is_empty() {
             return Err(ConfigError::invalid("prewarmer.image", "must not be empty"));
+        }
+        for (i, spec) in self.prewarmer.schedule.iter().enumerate() {
+            let path = format!("prewarmer.schedule[{i}]");
+            crate::capacity::Window::compile(spec)
+                .map_err(|e| ConfigError::invalid(format!("{path}.{}", e.field), e.message))?;
+            if let Some(first) = self.prewarmer.schedule[..i]
+                .iter()
+                .position(|w| w.name == spec.name)
+            {
+                return Err(ConfigError::invalid(
+                    format!("{path}.name"),
+                    format!(
+                        "`{}` is already the name of prewarmer.schedule[{first}]: names must be \
+                         unique (they show in the prewarmer's annotation and in metrics)",
+                        spec.name
+                    ),
+                ));
+            }
+            if !is_label_value(&spec.name) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.name"),
+                    format!(
+                        "`{}` is not a valid annotation and label value (at most 63 of \
+                         `A-Za-z0-9_.-`, starting and ending alphanumeric)",
+                        spec.name
+                    ),
+                ));
+            }
         }
         if self.image_cache.max_images == 0 && !self.image_cache.images.is_empty() {
             return Err(ConfigError::invalid(
@@ -647,5 +696,111 @@ imageCache:
             serde_json::to_value(t).unwrap(),
             serde_json::json!({"key": "workload-type", "operator": "Equal", "value": "cargocats", "effect": "NoSchedule"})
         );
+    }
+
+    const WORKSHOP: &str = "prewarmer:
+  spareSlots: 1
+  schedule:
+    - name: workshop-mornings
+      timezone: Europe/Berlin
+      cron: \"0 9 * * 1-5\"
+      duration: 4h
+      spareSlots: 30
+      leadTime: 15m
+";
+
+    #[test]
+    fn the_workshop_schedule_of_issue_14_parses_and_sets_the_slots_in_force() {
+        let c = Config::from_yaml(WORKSHOP).unwrap();
+        assert_eq!(c.prewarmer.schedule.len(), 1);
+        assert_eq!(c.prewarmer.windows().len(), 1);
+        // Monday 2026-11-30, 08:45 in Berlin (UTC+1): warm 15 minutes ahead.
+        let f = c
+            .prewarmer
+            .in_force("2026-11-30T07:45:00Z".parse().unwrap());
+        assert_eq!(
+            (f.slots, f.window.as_deref()),
+            (30, Some("workshop-mornings"))
+        );
+        let f = c
+            .prewarmer
+            .in_force("2026-11-30T13:00:00Z".parse().unwrap());
+        assert_eq!((f.slots, f.window), (1, None));
+        // Without a schedule: spareSlots, and nothing ever changes.
+        let f = Config::default().prewarmer.in_force(jiff::Timestamp::now());
+        assert_eq!((f.slots, f.window, f.next_change), (1, None, None));
+    }
+
+    #[test]
+    fn bad_windows_name_their_path_under_prewarmer_schedule() {
+        let window = |fields: &str| {
+            let slots = if fields.contains("spareSlots") {
+                ""
+            } else {
+                ", spareSlots: 3"
+            };
+            err(&format!(
+                "prewarmer: {{schedule: [{{name: a, cron: '0 9 * * *', duration: 1h, spareSlots: 2}}, \
+                 {{{fields}{slots}}}]}}"
+            ))
+        };
+        for (fields, path, says) in [
+            (
+                "name: b, cron: '0 9 * *', duration: 1h",
+                "prewarmer.schedule[1].cron",
+                "5-field",
+            ),
+            (
+                "name: b, cron: '0 25 * * *', duration: 1h",
+                "prewarmer.schedule[1].cron",
+                "0 25",
+            ),
+            (
+                "name: b, cron: '0 9 * * *', duration: 1h, timezone: Mars/Olympus",
+                "prewarmer.schedule[1].timezone",
+                "unknown time zone",
+            ),
+            (
+                "name: b, cron: '0 9 * * *', duration: 0s",
+                "prewarmer.schedule[1].duration",
+                "longer than 0",
+            ),
+            (
+                "name: b, cron: '0 9 * * *', duration: '-1h'",
+                "prewarmer.schedule[1].duration",
+                "negative",
+            ),
+            (
+                "name: b, cron: '0 9 * * *', duration: 1h, leadTime: soon",
+                "prewarmer.schedule[1].leadTime",
+                "not a duration",
+            ),
+            (
+                "name: a, cron: '0 10 * * *', duration: 1h",
+                "prewarmer.schedule[1].name",
+                "already the name of prewarmer.schedule[0]",
+            ),
+            (
+                "name: 'two words', cron: '0 10 * * *', duration: 1h",
+                "prewarmer.schedule[1].name",
+                "not a valid annotation",
+            ),
+            (
+                "name: b, cron: '0 9 * * *', duration: 1h, spareSlots: -2",
+                "prewarmer.schedule[1].spareSlots",
+                "expected u32",
+            ),
+            (
+                "name: b, cron: '0 9 * * *', duration: 1h, slots: 2",
+                "prewarmer.schedule[1].slots",
+                "unknown field",
+            ),
+        ] {
+            let e = window(fields);
+            assert!(
+                e.contains(&format!("`{path}`")) && e.contains(says),
+                "{fields}: {e}"
+            );
+        }
     }
 }

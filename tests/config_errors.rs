@@ -313,6 +313,76 @@ const CASES: &[Case] = &[
         "prewarmer.image",
         "expected a string",
     ),
+    case(
+        "prewarmer: {schedule: weekly}",
+        "prewarmer.schedule",
+        "expected a sequence",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, cron: '0 9 * * *', duration: 1h}]}",
+        "prewarmer.schedule[0]",
+        "missing field `spareSlots`",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, cron: '0 9 * * *', duration: 1h, spareSlots: 2, \
+         size: 3}]}",
+        "prewarmer.schedule[0].size",
+        "unknown field",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: '', cron: '0 9 * * *', duration: 1h, spareSlots: 2}]}",
+        "prewarmer.schedule[0].name",
+        "must not be empty",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, cron: '0 9 * * *', duration: 1h, spareSlots: 2}, \
+         {name: a, cron: '0 10 * * *', duration: 1h, spareSlots: 3}]}",
+        "prewarmer.schedule[1].name",
+        "already the name of prewarmer.schedule[0]",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, cron: '0 9 * * *', duration: 1h, spareSlots: 2}, \
+         {name: b, cron: '0 9 * * 1-8', duration: 1h, spareSlots: 3}]}",
+        "prewarmer.schedule[1].cron",
+        "0 9 * * 1-8",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, cron: '0 9 * *', duration: 1h, spareSlots: 2}]}",
+        "prewarmer.schedule[0].cron",
+        "not a 5-field cron expression",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, timezone: Europe/Berlln, cron: '0 9 * * *', \
+         duration: 1h, spareSlots: 2}]}",
+        "prewarmer.schedule[0].timezone",
+        "unknown time zone `Europe/Berlln`",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, cron: '0 9 * * *', duration: 0m, spareSlots: 2}]}",
+        "prewarmer.schedule[0].duration",
+        "must be longer than 0",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, cron: '0 9 * * *', duration: '-4h', spareSlots: 2}]}",
+        "prewarmer.schedule[0].duration",
+        "is negative",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, cron: '0 9 * * *', duration: 200h, spareSlots: 2}]}",
+        "prewarmer.schedule[0].duration",
+        "longer than a week",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, cron: '0 9 * * *', duration: 1h, spareSlots: -2}]}",
+        "prewarmer.schedule[0].spareSlots",
+        "expected u32",
+    ),
+    case(
+        "prewarmer: {schedule: [{name: a, cron: '0 9 * * *', duration: 1h, spareSlots: 2, \
+         leadTime: early}]}",
+        "prewarmer.schedule[0].leadTime",
+        "not a duration",
+    ),
     // imageCache
     case(
         "imageCache: {maxImage: 3}",
