@@ -66,6 +66,7 @@ fn prints_what_the_reconcilers_own_builders_make() {
             &config,
             "warmpool-system",
             &seen.slot,
+            &config.prewarmer.in_force(jiff::Timestamp::now()),
             None,
         ))
         .unwrap(),
@@ -246,6 +247,14 @@ fn bad_input_fails_in_one_line() {
             "--image `Nginx:1` is not an image reference: repository name must be lowercase",
         ),
         (vec!["--namespace", "Not_A_Namespace"], "--namespace"),
+        (
+            vec!["--at", "tomorrow"],
+            "--at `tomorrow` is not an RFC 3339 time",
+        ),
+        (
+            vec!["--at", "2026-11-30T08:50:00"],
+            "--at `2026-11-30T08:50:00` is not an RFC 3339 time",
+        ),
         (vec!["-o", "patch"], "patch"),
     ];
     for (args, needle) in cases {
@@ -260,6 +269,63 @@ fn bad_input_fails_in_one_line() {
         }
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+}
+
+/// The workshop of issue 14: 30 spare slots on weekday mornings in Berlin, from 08:45.
+const WORKSHOP: &str = "prewarmer:
+  spareSlots: 1
+  schedule:
+    - name: workshop-mornings
+      timezone: Europe/Berlin
+      cron: \"0 9 * * 1-5\"
+      duration: 4h
+      spareSlots: 30
+      leadTime: 15m
+";
+
+#[test]
+fn at_shows_the_slots_the_schedule_sets_at_that_instant_and_the_window_in_force() {
+    let file = config_file(WORKSHOP);
+    let path = file.path().to_str().unwrap();
+    let prewarmer_at = |at: &str| {
+        let out = warmpool(&["--config", path, "--at", at]);
+        let docs = documents(&out);
+        (docs[1].clone(), stderr(&out))
+    };
+    // Monday 2026-11-30, 08:50 in Berlin: in the lead time, warm.
+    let (open, said) = prewarmer_at("2026-11-30T08:50:00+01:00");
+    assert_eq!(open["spec"]["replicas"], 30);
+    assert_eq!(
+        open["metadata"]["annotations"],
+        json!({"warmpool.io/schedule-window": "workshop-mornings"})
+    );
+    assert_eq!(
+        said.trim_end(),
+        "prewarmer.schedule at 2026-11-30T07:50:00Z: 30 spare slots, window \
+         `workshop-mornings` in force; next change at 2026-11-30T12:00:00Z"
+    );
+    // The same instant in UTC: the same objects.
+    assert_eq!(prewarmer_at("2026-11-30T07:50:00Z").0, open);
+    // 13:00 in Berlin, and Saturday morning: closed.
+    for closed_at in ["2026-11-30T13:00:00+01:00", "2026-12-05T09:30:00+01:00"] {
+        let (closed, said) = prewarmer_at(closed_at);
+        assert_eq!(closed["spec"]["replicas"], 1, "{closed_at}");
+        assert_eq!(
+            closed["metadata"]["annotations"],
+            json!({"warmpool.io/schedule-window": "none"}),
+            "{closed_at}"
+        );
+        assert!(said.contains("1 spare slots, no window in force"), "{said}");
+    }
+    // 08:44: before the lead time.
+    assert_eq!(
+        prewarmer_at("2026-11-30T08:44:00+01:00").0["spec"]["replicas"],
+        1
+    );
+    // Without a schedule, --at changes nothing and no annotation is written.
+    let plain = documents(&warmpool(&["--at", "2026-11-30T08:50:00+01:00"]));
+    assert_eq!(plain, documents(&warmpool(&[])));
+    assert!(plain[1]["metadata"].get("annotations").is_none());
 }
 
 /// What `render` prints, the API server accepts: a server-side dry run (admission, schema

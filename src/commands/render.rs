@@ -19,9 +19,13 @@ use crate::reconcile::{desired, images, observed};
 /// tenant had been seen yet: `--image` adds images as tenant pods running them would
 /// (`imageCache.discover`), `prewarmer.slot: auto` starts from the default slot (640m, 2150Mi).
 /// In a cluster the reconciler also adds an owner reference to warmpool's own Deployment.
+/// The prewarmer keeps the spare slots in force at `--at` (now without it): with a
+/// `prewarmer.schedule`, the window in force is named in its annotation
+/// `warmpool.io/schedule-window` (`none` outside every window).
 ///
 /// Examples:
 ///   warmpool render
+///   warmpool render --config config.yaml --at 2026-11-30T08:50:00+01:00
 ///   warmpool render --config config.yaml --image ghcr.io/acme/web:1.4 -o json
 ///   warmpool render --namespace warmpool | kubectl apply --dry-run=server -f -
 #[derive(Debug, clap::Args)]
@@ -36,6 +40,10 @@ pub struct Args {
     /// warmpool's own namespace, where the prewarmer and the image cache live.
     #[arg(long, default_value = "warmpool-system")]
     pub namespace: String,
+    /// The instant whose spare slots the prewarmer shows (RFC 3339, e.g.
+    /// 2026-11-30T08:50:00+01:00 or 2026-11-30T07:50:00Z); now without it.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
     /// yaml: the three documents, `---` between them; json: a `kind: List` of them.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Yaml)]
     pub output: Output,
@@ -70,15 +78,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("--image `{bad}` is not an image reference: {reason}");
     }
+    let at = match &args.at {
+        None => jiff::Timestamp::now(),
+        Some(text) => parse_at(text)?,
+    };
+    let spare = config.prewarmer.in_force(at);
     let observed = observed::offline(&config, &args.images);
     for line in notes(&config, &args.images, &observed.images) {
+        eprintln!("{line}");
+    }
+    if let Some(line) = schedule_note(&config, at, &spare) {
         eprintln!("{line}");
     }
 
     let ns = args.namespace.as_str();
     let objects = [
         serde_json::to_value(desired::priority_class())?,
-        serde_json::to_value(desired::prewarmer(&config, ns, &observed.slot, None))?,
+        serde_json::to_value(desired::prewarmer(
+            &config,
+            ns,
+            &observed.slot,
+            &spare,
+            None,
+        ))?,
         serde_json::to_value(desired::image_cache(&config, ns, &observed.images, None))?,
     ];
     let text = match args.output {
@@ -125,6 +147,39 @@ fn notes(config: &Config, given: &[String], cached: &[String]) -> Vec<String> {
     notes
 }
 
+/// `--at`: an RFC 3339 instant (an offset or `Z` is required: a local time alone is ambiguous).
+fn parse_at(text: &str) -> anyhow::Result<jiff::Timestamp> {
+    text.trim().parse::<jiff::Timestamp>().map_err(|_| {
+        anyhow!(
+            "--at `{text}` is not an RFC 3339 time: write it like 2026-11-30T08:50:00+01:00 or \
+             2026-11-30T07:50:00Z"
+        )
+    })
+}
+
+/// With a schedule: what is in force at `at` and when that changes (on standard error).
+fn schedule_note(
+    config: &Config,
+    at: jiff::Timestamp,
+    spare: &crate::capacity::InForce,
+) -> Option<String> {
+    if config.prewarmer.schedule.is_empty() {
+        return None;
+    }
+    let why = match &spare.window {
+        Some(w) => format!("window `{w}` in force"),
+        None => "no window in force (prewarmer.spareSlots)".to_owned(),
+    };
+    let next = match spare.next_change {
+        Some(t) => format!("; next change at {t}"),
+        None => String::new(),
+    };
+    Some(format!(
+        "prewarmer.schedule at {at}: {} spare slots, {why}{next}",
+        spare.slots
+    ))
+}
+
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -163,6 +218,32 @@ mod tests {
         );
         assert!(got.is_empty(), "one image in two spellings: {got:?}");
         assert!(notes(&Config::default(), &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn at_is_rfc_3339_and_the_schedule_note_says_what_is_in_force() {
+        assert_eq!(
+            parse_at("2026-11-30T08:50:00+01:00").unwrap(),
+            parse_at("2026-11-30T07:50:00Z").unwrap()
+        );
+        for bad in ["tomorrow", "2026-11-30", "2026-11-30T08:50:00", ""] {
+            let e = parse_at(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--at `") && !e.contains('\n'), "{e}");
+        }
+        let config = Config::from_yaml(
+            "prewarmer: {schedule: [{name: w, cron: '0 9 * * *', duration: 1h, spareSlots: 4}]}",
+        )
+        .unwrap();
+        let at = parse_at("2026-11-30T09:30:00Z").unwrap();
+        assert_eq!(
+            schedule_note(&config, at, &config.prewarmer.in_force(at)).as_deref(),
+            Some(
+                "prewarmer.schedule at 2026-11-30T09:30:00Z: 4 spare slots, window `w` in force; \
+                 next change at 2026-11-30T10:00:00Z"
+            )
+        );
+        let d = Config::default();
+        assert_eq!(schedule_note(&d, at, &d.prewarmer.in_force(at)), None);
     }
 
     #[test]

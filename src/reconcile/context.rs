@@ -14,7 +14,9 @@ use super::backoff::Backoff;
 use super::error::Error;
 use super::lease::LeaderGate;
 use super::metrics::Metrics;
+use super::schedule::Kept;
 use super::workloads::Target;
+use crate::capacity::Window;
 use crate::config::Config;
 use crate::telemetry::Readiness;
 use crate::tenant::TenantSelector;
@@ -63,6 +65,10 @@ pub struct Context {
     pub readiness: Readiness,
     /// The workload objects applied at least once (readiness once all are).
     pub synced: Mutex<BTreeSet<Target>>,
+    /// `prewarmer.schedule`, compiled.
+    pub windows: Vec<Window>,
+    /// The spare slots the prewarmer was last kept with ([`super::schedule::kept`]).
+    pub spare_kept: Mutex<Option<Kept>>,
 }
 
 impl Context {

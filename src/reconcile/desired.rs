@@ -18,9 +18,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    CACHE_DIR, DO_NOT_DISRUPT, IMAGE_CACHE, MANAGED_BY, MANAGED_BY_LABEL, NOOP_BINARY, PREWARMER,
-    PRIORITY_CLASS,
+    CACHE_DIR, DO_NOT_DISRUPT, IMAGE_CACHE, MANAGED_BY, MANAGED_BY_LABEL, NO_WINDOW, NOOP_BINARY,
+    PREWARMER, PRIORITY_CLASS, SCHEDULE_WINDOW,
 };
+use crate::capacity::InForce;
 use crate::config::{Config, SlotResources};
 
 /// The placeholders' priority: below every real pod (0), so that any tenant preempts them.
@@ -88,12 +89,15 @@ pub fn priority_class() -> PriorityClass {
     }
 }
 
-/// Deployment `warmpool-prewarmer`: `prewarmer.spareSlots` pause pods, each requesting `slot`,
-/// pinned to the pool and preemptible by every tenant.
+/// Deployment `warmpool-prewarmer`: `spare.slots` pause pods (`prewarmer.spareSlots`, raised by
+/// the schedule's windows: [`crate::config::Prewarmer::in_force`] at the instant of interest),
+/// each requesting `slot`, pinned to the pool and preemptible by every tenant. With a schedule,
+/// the annotation [`SCHEDULE_WINDOW`] names the window in force (or [`NO_WINDOW`]).
 pub fn prewarmer(
     config: &Config,
     namespace: &str,
     slot: &SlotResources,
+    spare: &InForce,
     owner: Option<&OwnerReference>,
 ) -> Deployment {
     let mut template_meta = ObjectMeta {
@@ -114,10 +118,18 @@ pub fn prewarmer(
         security_context: Some(container_security()),
         ..Container::default()
     };
+    let mut metadata = meta(PREWARMER, Some(namespace), "prewarmer", owner);
+    if !config.prewarmer.schedule.is_empty() {
+        let window = spare.window.as_deref().unwrap_or(NO_WINDOW);
+        metadata.annotations = Some(BTreeMap::from([(
+            SCHEDULE_WINDOW.to_owned(),
+            window.to_owned(),
+        )]));
+    }
     Deployment {
-        metadata: meta(PREWARMER, Some(namespace), "prewarmer", owner),
+        metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(i32::try_from(config.prewarmer.spare_slots).unwrap_or(i32::MAX)),
+            replicas: Some(i32::try_from(spare.slots).unwrap_or(i32::MAX)),
             selector: selector(PREWARMER),
             // Never surge: one placeholder too many is a whole node too many.
             strategy: Some(DeploymentStrategy {
@@ -393,6 +405,56 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// What is in force outside every window: `prewarmer.spareSlots`.
+    fn base(config: &Config) -> InForce {
+        InForce {
+            slots: config.prewarmer.spare_slots,
+            window: None,
+            next_change: None,
+        }
+    }
+
+    #[test]
+    fn the_prewarmer_keeps_the_slots_in_force_and_names_the_window() {
+        let config = Config::from_yaml(
+            "prewarmer:\n  spareSlots: 1\n  schedule:\n    - {name: workshop-mornings, \
+             timezone: Europe/Berlin, cron: '0 9 * * 1-5', duration: 4h, spareSlots: 30, \
+             leadTime: 15m}\n",
+        )
+        .unwrap();
+        let slot = SlotResources::default();
+        let at = |t: &str| {
+            let spare = config.prewarmer.in_force(t.parse().unwrap());
+            serde_json::to_value(prewarmer(&config, "ns", &slot, &spare, None)).unwrap()
+        };
+        // Monday 2026-11-30 08:45 in Berlin: warm.
+        let open = at("2026-11-30T07:45:00Z");
+        assert_eq!(open["spec"]["replicas"], 30);
+        assert_eq!(
+            open["metadata"]["annotations"],
+            json!({"warmpool.io/schedule-window": "workshop-mornings"})
+        );
+        // 13:00 in Berlin: closed, the base value and `none`.
+        let closed = at("2026-11-30T12:00:00Z");
+        assert_eq!(closed["spec"]["replicas"], 1);
+        assert_eq!(
+            closed["metadata"]["annotations"],
+            json!({"warmpool.io/schedule-window": "none"})
+        );
+        // Only the replicas and the annotation differ.
+        let (mut a, mut b) = (open, closed);
+        for d in [&mut a, &mut b] {
+            d["spec"]["replicas"] = json!(null);
+            d["metadata"]["annotations"] = json!(null);
+        }
+        assert_eq!(a, b);
+        // Without a schedule: no annotation at all (nothing changes for those who have none).
+        let plain = Config::default();
+        let got =
+            serde_json::to_value(prewarmer(&plain, "ns", &slot, &base(&plain), None)).unwrap();
+        assert!(got["metadata"].get("annotations").is_none(), "{got}");
+    }
+
     fn owner() -> OwnerReference {
         OwnerReference {
             api_version: "apps/v1".into(),
@@ -474,9 +536,14 @@ mod tests {
     fn the_prewarmer_with_the_default_configuration() {
         let config = Config::default();
         let slot = SlotResources::default();
-        let got =
-            serde_json::to_value(prewarmer(&config, "warmpool-system", &slot, Some(&owner())))
-                .unwrap();
+        let got = serde_json::to_value(prewarmer(
+            &config,
+            "warmpool-system",
+            &slot,
+            &base(&config),
+            Some(&owner()),
+        ))
+        .unwrap();
         let pod_spec = merge(
             pool_spec(),
             json!({
@@ -528,7 +595,8 @@ mod tests {
             cpu: Quantity("2".into()),
             memory: Quantity("4Gi".into()),
         };
-        let got = serde_json::to_value(prewarmer(&config, "ns", &slot, None)).unwrap();
+        let got =
+            serde_json::to_value(prewarmer(&config, "ns", &slot, &base(&config), None)).unwrap();
         assert_eq!(got["spec"]["replicas"], 3);
         assert!(got["metadata"].get("ownerReferences").is_none());
         assert_eq!(
@@ -654,9 +722,14 @@ mod tests {
             ]}]})
         );
         // The placeholders are not restricted: pause images are multi-arch.
-        let prewarmer =
-            serde_json::to_value(prewarmer(&config, "ns", &SlotResources::default(), None))
-                .unwrap();
+        let prewarmer = serde_json::to_value(prewarmer(
+            &config,
+            "ns",
+            &SlotResources::default(),
+            &base(&config),
+            None,
+        ))
+        .unwrap();
         let terms = &prewarmer["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
             ["nodeSelectorTerms"];
         assert_eq!(

@@ -41,9 +41,7 @@ pub async fn run(
     let lease = LeaseSettings::new(LEASE, &settings.identity, settings.lease_duration)?;
     let owner = find_owner(&client, settings.pod.as_ref()).await?;
     check_namespace(&client, &settings.namespace).await;
-    metrics
-        .spare_slots
-        .set(i64::from(settings.config.prewarmer.spare_slots));
+    let windows = settings.config.prewarmer.windows();
 
     let write_timeout = lease.write_timeout();
     let gate = LeaderGate::default();
@@ -76,8 +74,20 @@ pub async fn run(
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(120)),
         readiness: readiness.clone(),
         synced: Mutex::new(BTreeSet::new()),
+        windows,
+        spare_kept: Mutex::new(None),
         settings,
     });
+    ctx.metrics.publish_spare(
+        &super::schedule::now(&ctx),
+        &ctx.settings
+            .config
+            .prewarmer
+            .schedule
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>(),
+    );
 
     tokio::pin!(shutdown);
     loop {

@@ -34,6 +34,12 @@ pub struct ImageLabels {
     pub image: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct WindowLabels {
+    /// A `prewarmer.schedule[].name`.
+    pub window: String,
+}
+
 fn duration_histogram() -> Histogram {
     // 5 ms … ~20 s
     Histogram::new(exponential_buckets(0.005, 2.0, 13))
@@ -54,6 +60,8 @@ pub struct Metrics {
     pub unchanged: Family<TargetLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
     pub duration: Family<TargetLabels, Histogram>,
+    /// 1 for the schedule window whose `spareSlots` are in force, 0 for the others.
+    schedule_window: Family<WindowLabels, Gauge>,
     /// `warmpool_image_cache_*` ([`super::cache_health`]).
     cache_images: Family<StateLabels, Gauge>,
     cache_nodes: Family<StateLabels, Gauge>,
@@ -77,6 +85,7 @@ impl Default for Metrics {
             unchanged: Family::default(),
             failures: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
+            schedule_window: Family::default(),
             cache_images: Family::default(),
             cache_nodes: Family::default(),
             cache_failed_nodes: Family::default(),
@@ -114,8 +123,14 @@ impl Metrics {
         );
         r.register(
             "spare_slots",
-            "Placeholder replicas kept on warm nodes (prewarmer.spareSlots)",
+            "Placeholder replicas kept on warm nodes now: prewarmer.spareSlots, or the \
+             spareSlots of the prewarmer.schedule window in force",
             m.spare_slots.clone(),
+        );
+        r.register(
+            "schedule_window_in_force",
+            "1 for the prewarmer.schedule window whose spareSlots are in force, 0 for the others",
+            m.schedule_window.clone(),
         );
         r.register(
             "cached_images",
@@ -209,6 +224,20 @@ impl Metrics {
         known.clone_from(images_now);
     }
 
+    /// The spare slots in force (`warmpool_reconcile_spare_slots`), and which of the schedule's
+    /// `windows` set them (`warmpool_reconcile_schedule_window_in_force`).
+    pub fn publish_spare(&self, spare: &crate::capacity::InForce, windows: &[&str]) {
+        self.spare_slots.set(i64::from(spare.slots));
+        for name in windows {
+            let open = spare.window.as_deref() == Some(*name);
+            self.schedule_window
+                .get_or_create(&WindowLabels {
+                    window: (*name).to_owned(),
+                })
+                .set(i64::from(open));
+        }
+    }
+
     /// Counts one run of `target` that sent nothing.
     pub fn observe_unchanged(&self, target: &str) {
         self.unchanged
@@ -255,6 +284,12 @@ mod tests {
             }),
         );
         m.tenants.set(3);
+        let spare = crate::capacity::InForce {
+            slots: 30,
+            window: Some("workshop".into()),
+            next_change: None,
+        };
+        m.publish_spare(&spare, &["night", "workshop"]);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
@@ -268,6 +303,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("warmpool_reconcile_tenants 3"), "{text}");
+        assert!(text.contains("warmpool_reconcile_spare_slots 30"), "{text}");
+        for line in [
+            r#"warmpool_reconcile_schedule_window_in_force{window="workshop"} 1"#,
+            r#"warmpool_reconcile_schedule_window_in_force{window="night"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
         assert!(
             text.contains(r#"warmpool_reconcile_duration_seconds_count{target="deployment"} 2"#),
             "{text}"

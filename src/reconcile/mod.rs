@@ -18,6 +18,8 @@
 //! - [`enroller`]: labels namespaces and records Events.
 //! - [`drift`]: the watches of the written objects that re-trigger the workloads.
 //! - [`workloads`]: applies the three objects from the latest observation.
+//! - [`schedule`]: the spare slots in force by `prewarmer.schedule` (decided by the pure
+//!   [`crate::capacity`]), a timer at each change, its Event and gauges.
 //! - [`cache_health`]: what the image cache holds on each node (pure report), exported as
 //!   metrics, with an Event for an image that cannot be pulled.
 //! - [`apply`]: server-side apply, and delete-and-re-create on an immutable field.
@@ -41,6 +43,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod observed;
 pub mod owner;
+pub mod schedule;
 pub mod session;
 pub mod slot;
 pub mod workloads;
@@ -66,6 +69,13 @@ pub const MANAGED_BY: &str = "warmpool";
 /// On placeholders only with `prewarmer.doNotDisrupt` (off by default): it keeps Karpenter from
 /// consolidating their nodes, and holds up drift and expiry.
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+
+/// On the prewarmer Deployment when `prewarmer.schedule` has windows: the name of the window
+/// whose `spareSlots` are in force, or [`NO_WINDOW`] while none raises them. Absent without a
+/// schedule.
+pub const SCHEDULE_WINDOW: &str = "warmpool.io/schedule-window";
+/// The [`SCHEDULE_WINDOW`] value outside every window: `prewarmer.spareSlots` is in force.
+pub const NO_WINDOW: &str = "none";
 
 /// Where the cache DaemonSet's init container puts the static `warmpool` binary.
 pub const CACHE_DIR: &str = "/warmpool-cache";

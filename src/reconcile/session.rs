@@ -13,7 +13,8 @@
 //! - the image-cache pods of warmpool's own namespace, for [`super::cache_health`];
 //! - the [`super::workloads`] controller, keyed on warmpool's own namespace, re-triggered by a
 //!   changed [`Observed`], by the [`super::drift`] watches of the three objects (metadata only),
-//!   and by the periodic resync.
+//!   by the [`super::schedule`] timer at each change of the spare slots in force, and by the
+//!   periodic resync.
 //!
 //! The session is dropped (in-flight writes cancelled) the moment the lease is lost.
 
@@ -311,6 +312,8 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         sightings,
     ))
     .reconcile_all_on(observed_changes)
+    // `prewarmer.schedule`: once at each instant the slots in force change.
+    .reconcile_all_on(super::schedule::changes(ctx.clone()))
     .with_config(
         controller::Config::default()
             .concurrency(1)

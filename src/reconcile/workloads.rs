@@ -1,6 +1,7 @@
 //! The workloads controller's reconcile: the PriorityClass, the prewarmer Deployment and the
 //! image-cache DaemonSet built from the latest observation ([`super::desired`]) and written by
-//! [`super::apply`], each on its own backoff — unless the object is still as last written
+//! [`super::apply`] (the prewarmer with the spare slots in force now, [`super::schedule`]), each
+//! on its own backoff — unless the object is still as last written
 //! ([`super::drift::unchanged`]): then nothing is sent. Every `resync` each object is applied
 //! anyway.
 
@@ -23,6 +24,7 @@ use super::desired;
 use super::drift::{LastApplied, Written, unchanged};
 use super::error::Error;
 use super::observed::Observed;
+use super::schedule;
 use super::session::Session;
 
 /// The objects the workloads controller keeps, each with its own backoff and metric label.
@@ -137,8 +139,12 @@ async fn keep(session: &Session, target: Target, observed: &Observed) -> Result<
             keep_one(session, target, Api::all(client), desired::priority_class()).await
         }
         Target::Deployment => {
-            let deployment = desired::prewarmer(config, ns, &observed.slot, owner);
-            keep_one(session, target, Api::namespaced(client, ns), deployment).await
+            // The clock is read here only: the builder gets the slots in force.
+            let spare = schedule::now(ctx);
+            let deployment = desired::prewarmer(config, ns, &observed.slot, &spare, owner);
+            let kept = keep_one(session, target, Api::namespaced(client, ns), deployment).await?;
+            schedule::kept(ctx, &spare).await;
+            Ok(kept)
         }
         Target::DaemonSet => {
             let daemon_set = desired::image_cache(config, ns, &observed.images, owner);
