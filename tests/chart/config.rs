@@ -140,3 +140,62 @@ fn rendered_config_is_accepted_by_the_binary_and_agrees_with_the_nodepool() {
     ));
     assert_eq!(config["prewarmer"]["slot"], "auto");
 }
+
+/// `prewarmer.schedule`: empty by default; the workshop of issue 14 reaches the configuration as
+/// written, with spareSlots an integer, and the binary's loader (which validates each window)
+/// takes it.
+#[test]
+fn the_schedule_reaches_the_configuration_and_the_binary_takes_it() {
+    let Some(helm) = helm() else { return };
+    let config = config_of(&render(&helm, "wp", "warmpool-system", &[]));
+    assert_eq!(config["prewarmer"]["schedule"], json!([]));
+
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "prewarmer:\n  spareSlots: 1\n  schedule:\n    - name: workshop-mornings\n      \
+         timezone: Europe/Berlin\n      cron: \"0 9 * * 1-5\"\n      duration: 4h\n      \
+         spareSlots: 30\n      leadTime: 15m\n    - {name: nightly, cron: '0 22 * * *', \
+         duration: 2h, spareSlots: 2}\n",
+    )
+    .unwrap();
+    let config = config_of(&render(
+        &helm,
+        "wp",
+        "warmpool-system",
+        &["-f", values.to_str().unwrap()],
+    ));
+    assert_eq!(
+        config["prewarmer"]["schedule"],
+        json!([
+            {"name": "workshop-mornings", "timezone": "Europe/Berlin", "cron": "0 9 * * 1-5",
+             "duration": "4h", "spareSlots": 30, "leadTime": "15m"},
+            {"name": "nightly", "cron": "0 22 * * *", "duration": "2h", "spareSlots": 2},
+        ])
+    );
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
+    let out = harness::run(
+        binary,
+        &[
+            "render",
+            "--config",
+            file.to_str().unwrap(),
+            "--at",
+            "2026-11-30T08:50:00+01:00",
+            "-o",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["items"][1]["spec"]["replicas"], 30);
+    assert_eq!(
+        list["items"][1]["metadata"]["annotations"]["warmpool.io/schedule-window"],
+        "workshop-mornings"
+    );
+}

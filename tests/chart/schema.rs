@@ -67,6 +67,16 @@ fn schema_rejects_bad_values_with_a_clear_message() {
             "'failurepolicy' not allowed",
         ),
         (
+            "prewarmer.schedule[0].name=workshop",
+            "/prewarmer/schedule/0",
+            "cron",
+        ),
+        (
+            "prewarmer.schedule[0].name=two words",
+            "/prewarmer/schedule/0/name",
+            "pattern",
+        ),
+        (
             "imageCache.architectures={x86_64}",
             "/imageCache/architectures/0",
             "'amd64', 'arm64'",

@@ -88,6 +88,21 @@ The tolerations tenant pods get: exactly the pool's taint (key and value of pool
 The configuration file of both processes (DESIGN.md "Configuration file"). Only keys that
 src/config.rs knows are rendered: it rejects unknown ones.
 */}}
+{{/*
+prewarmer.schedule as the config file spells it: spareSlots as integers (values arrive as
+floats), the other keys as strings, absent ones left out.
+*/}}
+{{- define "warmpool.schedule" -}}
+{{- $out := list }}
+{{- range (.Values.prewarmer.schedule | default list) }}
+{{- $w := dict "name" (toString .name) "cron" (toString .cron) "duration" (toString .duration) "spareSlots" (int .spareSlots) }}
+{{- if .timezone }}{{- $_ := set $w "timezone" (toString .timezone) }}{{- end }}
+{{- if .leadTime }}{{- $_ := set $w "leadTime" (toString .leadTime) }}{{- end }}
+{{- $out = append $out $w }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
 {{- define "warmpool.config" -}}
 {{- $slot := .Values.prewarmer.slot }}
 {{- if and (kindIs "map" $slot) (not $slot.auto) }}
@@ -105,7 +120,8 @@ src/config.rs knows are rendered: it rejects unknown ones.
     "spareSlots" (int .Values.prewarmer.spareSlots)
     "slot" $slot
     "doNotDisrupt" .Values.prewarmer.doNotDisrupt
-    "image" .Values.prewarmer.image)
+    "image" .Values.prewarmer.image
+    "schedule" (include "warmpool.schedule" . | fromJsonArray))
   "imageCache" (dict
     "discover" .Values.imageCache.discover
     "maxImages" (int .Values.imageCache.maxImages)
