@@ -202,6 +202,11 @@ impl Prewarmer {
             .collect()
     }
 
+    /// The windows' names, in the order configured (the labels of the window gauge).
+    pub fn window_names(&self) -> Vec<&str> {
+        self.schedule.iter().map(|w| w.name.as_str()).collect()
+    }
+
     /// The spare slots in force at `now`: `spareSlots`, raised by the windows warm then.
     pub fn in_force(&self, now: jiff::Timestamp) -> crate::capacity::InForce {
         crate::capacity::in_force(self.spare_slots, &self.windows(), now)
@@ -698,16 +703,7 @@ imageCache:
         );
     }
 
-    const WORKSHOP: &str = "prewarmer:
-  spareSlots: 1
-  schedule:
-    - name: workshop-mornings
-      timezone: Europe/Berlin
-      cron: \"0 9 * * 1-5\"
-      duration: 4h
-      spareSlots: 30
-      leadTime: 15m
-";
+    const WORKSHOP: &str = include_str!("../examples/workshop.yaml");
 
     #[test]
     fn the_workshop_schedule_of_issue_14_parses_and_sets_the_slots_in_force() {

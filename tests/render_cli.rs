@@ -271,22 +271,10 @@ fn bad_input_fails_in_one_line() {
     }
 }
 
-/// The workshop of issue 14: 30 spare slots on weekday mornings in Berlin, from 08:45.
-const WORKSHOP: &str = "prewarmer:
-  spareSlots: 1
-  schedule:
-    - name: workshop-mornings
-      timezone: Europe/Berlin
-      cron: \"0 9 * * 1-5\"
-      duration: 4h
-      spareSlots: 30
-      leadTime: 15m
-";
-
 #[test]
 fn at_shows_the_slots_the_schedule_sets_at_that_instant_and_the_window_in_force() {
-    let file = config_file(WORKSHOP);
-    let path = file.path().to_str().unwrap();
+    let workshop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workshop.yaml");
+    let path = workshop.to_str().unwrap();
     let prewarmer_at = |at: &str| {
         let out = warmpool(&["--config", path, "--at", at]);
         let docs = documents(&out);

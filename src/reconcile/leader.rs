@@ -80,13 +80,7 @@ pub async fn run(
     });
     ctx.metrics.publish_spare(
         &super::schedule::now(&ctx),
-        &ctx.settings
-            .config
-            .prewarmer
-            .schedule
-            .iter()
-            .map(|w| w.name.as_str())
-            .collect::<Vec<_>>(),
+        &ctx.settings.config.prewarmer.window_names(),
     );
 
     tokio::pin!(shutdown);

@@ -78,15 +78,8 @@ pub fn now(ctx: &Context) -> InForce {
 
 /// After the prewarmer was kept with `spare`: the gauges, and an Event if the value changed.
 pub async fn kept(ctx: &Context, spare: &InForce) {
-    let names: Vec<&str> = ctx
-        .settings
-        .config
-        .prewarmer
-        .schedule
-        .iter()
-        .map(|w| w.name.as_str())
-        .collect();
-    ctx.metrics.publish_spare(spare, &names);
+    ctx.metrics
+        .publish_spare(spare, &ctx.settings.config.prewarmer.window_names());
     let event = {
         let mut last = lock(&ctx.spare_kept);
         let event = changed_event(last.as_ref(), spare);
