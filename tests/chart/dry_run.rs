@@ -10,7 +10,22 @@ use crate::harness::{self, Cluster, cluster, find, helm, kinds, render, text, un
 fn dry_run_apply(cluster: &Cluster, yaml: &str) -> Result<String, String> {
     let mut last = String::new();
     for _ in 0..20 {
-        let out = cluster.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(yaml));
+        // Server-side apply: one request per object, create or update decided by the API
+        // server. Client-side apply reads first and patches after, and the chart's cluster-wide
+        // PriorityClass can be deleted in between by the install test (helm uninstall) running
+        // beside this one. Forced: other managers' fields are no conflict for a dry run.
+        let out = cluster.kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=warmpool-chart-dry-run",
+                "--dry-run=server",
+                "-f",
+                "-",
+            ],
+            Some(yaml),
+        );
         if out.status.success() {
             return Ok(text(&out.stdout));
         }
