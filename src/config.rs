@@ -177,8 +177,9 @@ impl Toleration {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Prewarmer {
-    /// Placeholder replicas, each reserving one tenant slot on the warm nodes.
-    pub spare_slots: u32,
+    /// Placeholder replicas, each reserving one tenant slot on the warm nodes: a number, or
+    /// sized from real arrivals (`{auto: {min, max, span, lookback}}`, [`crate::arrivals`]).
+    pub spare_slots: SpareSlots,
     pub slot: Slot,
     /// Annotate placeholders `karpenter.sh/do-not-disrupt: "true"`. Off by default (0.2): it
     /// blocks consolidation and makes drift and expiry wait for the NodePool's
@@ -190,6 +191,74 @@ pub struct Prewarmer {
     /// the largest of `spareSlots` and the values of the windows warm at that instant
     /// ([`crate::capacity`]). Empty by default: `spareSlots` always.
     pub schedule: Vec<crate::capacity::WindowSpec>,
+    /// Gentle scale-down ([`crate::scale_down`]); absent: the target at once, as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<crate::scale_down::ScaleDownSpec>,
+}
+
+/// `prewarmer.spareSlots`: a fixed number, or sized from real arrivals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum SpareSlots {
+    Fixed(u32),
+    Auto { auto: crate::arrivals::AutoSpec },
+}
+
+impl SpareSlots {
+    /// The slots with no arrival known (`warmpool render`, and before the first observation):
+    /// the number, or `auto.min`.
+    pub fn without_arrivals(&self) -> u32 {
+        match self {
+            SpareSlots::Fixed(n) => *n,
+            SpareSlots::Auto { auto } => auto.min,
+        }
+    }
+
+    /// `auto`, compiled (`None` for a number, or if it does not compile: only when
+    /// [`Config::validate`] was skipped).
+    pub fn auto(&self) -> Option<crate::arrivals::Auto> {
+        match self {
+            SpareSlots::Fixed(_) => None,
+            SpareSlots::Auto { auto } => crate::arrivals::Auto::compile(auto).ok(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SpareSlots {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct AutoOnly {
+            auto: crate::arrivals::AutoSpec,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SpareSlots;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("u32 or {auto: {min, max, span, lookback}}")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SpareSlots, E> {
+                u32::try_from(v).map(SpareSlots::Fixed).map_err(|_| {
+                    E::invalid_value(serde::de::Unexpected::Unsigned(v), &"expected u32")
+                })
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SpareSlots, E> {
+                u64::try_from(v)
+                    .map_err(|_| {
+                        E::invalid_value(serde::de::Unexpected::Signed(v), &"expected u32")
+                    })
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SpareSlots, A::Error> {
+                AutoOnly::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|a| SpareSlots::Auto { auto: a.auto })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl Prewarmer {
@@ -208,19 +277,37 @@ impl Prewarmer {
     }
 
     /// The spare slots in force at `now`: `spareSlots`, raised by the windows warm then.
+    /// With `spareSlots: {auto: ...}`, `auto.min` stands for the arrival-sized value (no
+    /// arrival is known offline).
     pub fn in_force(&self, now: jiff::Timestamp) -> crate::capacity::InForce {
-        crate::capacity::in_force(self.spare_slots, &self.windows(), now)
+        crate::capacity::in_force(self.spare_slots.without_arrivals(), &self.windows(), now)
+    }
+
+    /// `scaleDown`, compiled (`None` without it, or if it does not compile: only when
+    /// [`Config::validate`] was skipped).
+    pub fn scale_down(&self) -> Option<crate::scale_down::ScaleDown> {
+        let spec = self.scale_down.as_ref()?;
+        crate::scale_down::ScaleDown::compile(spec, self.default_quiet()).ok()
+    }
+
+    /// How long after the last arrival nothing is scaled down when `scaleDown.quietFor` is not
+    /// set: `spareSlots.auto.span`, else 15 minutes.
+    pub fn default_quiet(&self) -> jiff::SignedDuration {
+        self.spare_slots
+            .auto()
+            .map_or(jiff::SignedDuration::from_mins(15), |a| a.span)
     }
 }
 
 impl Default for Prewarmer {
     fn default() -> Self {
         Prewarmer {
-            spare_slots: 1,
+            spare_slots: SpareSlots::Fixed(1),
             slot: Slot::Fixed(SlotResources::default()),
             do_not_disrupt: false,
             image: "registry.k8s.io/pause:3.10".into(),
             schedule: Vec::new(),
+            scale_down: None,
         }
     }
 }
@@ -432,6 +519,16 @@ impl Config {
                 ));
             }
         }
+        if let SpareSlots::Auto { auto } = &self.prewarmer.spare_slots {
+            crate::arrivals::Auto::compile(auto).map_err(|e| {
+                ConfigError::invalid(format!("prewarmer.spareSlots.auto.{}", e.field), e.message)
+            })?;
+        }
+        if let Some(spec) = &self.prewarmer.scale_down {
+            crate::scale_down::ScaleDown::compile(spec, self.prewarmer.default_quiet()).map_err(
+                |e| ConfigError::invalid(format!("prewarmer.scaleDown.{}", e.field), e.message),
+            )?;
+        }
         if self.image_cache.max_images == 0 && !self.image_cache.images.is_empty() {
             return Err(ConfigError::invalid(
                 "imageCache.maxImages",
@@ -536,7 +633,7 @@ mod tests {
         assert_eq!(c.tenants.namespace_patterns, ["demo-*"]);
         assert_eq!(c.pool.node_label.key, "workload-type");
         assert_eq!(c.pool.affinity, AffinityMode::Required);
-        assert_eq!(c.prewarmer.spare_slots, 1);
+        assert_eq!(c.prewarmer.spare_slots, SpareSlots::Fixed(1));
         assert_eq!(
             c.prewarmer.slot,
             Slot::Fixed(SlotResources {
@@ -581,7 +678,7 @@ imageCache:
             "prewarmer: {spareSlots: 3, slot: auto}\npool: {affinity: preferred}",
         )
         .unwrap();
-        assert_eq!(c.prewarmer.spare_slots, 3);
+        assert_eq!(c.prewarmer.spare_slots, SpareSlots::Fixed(3));
         assert_eq!(c.prewarmer.slot, Slot::Auto);
         assert!(!c.prewarmer.do_not_disrupt, "0.2: off by default");
         assert_eq!(c.pool.affinity, AffinityMode::Preferred);
@@ -796,6 +893,99 @@ imageCache:
             assert!(
                 e.contains(&format!("`{path}`")) && e.contains(says),
                 "{fields}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn spare_slots_are_a_number_or_sized_from_arrivals_and_scale_down_is_opt_in() {
+        let c = Config::from_yaml(
+            "prewarmer:\n  spareSlots: {auto: {min: 2, max: 30, span: 10m, lookback: 3d}}\n  \
+             scaleDown: {step: 2, every: 1m}\n",
+        )
+        .unwrap();
+        let auto = c.prewarmer.spare_slots.auto().unwrap();
+        assert_eq!((auto.min, auto.max), (2, 30));
+        assert_eq!(auto.span, jiff::SignedDuration::from_mins(10));
+        assert_eq!(c.prewarmer.spare_slots.without_arrivals(), 2);
+        let down = c.prewarmer.scale_down().unwrap();
+        assert_eq!(down.step, 2);
+        assert_eq!(
+            down.quiet_for,
+            jiff::SignedDuration::from_mins(10),
+            "the span"
+        );
+        let c = Config::from_yaml("prewarmer: {spareSlots: {auto: {}}}").unwrap();
+        assert_eq!(
+            c.prewarmer.spare_slots,
+            SpareSlots::Auto {
+                auto: crate::arrivals::AutoSpec::default()
+            }
+        );
+        assert!(c.prewarmer.scale_down().is_none(), "off by default");
+        let c = Config::from_yaml("prewarmer: {scaleDown: {}}").unwrap();
+        assert_eq!(
+            c.prewarmer.scale_down().unwrap().quiet_for,
+            jiff::SignedDuration::from_mins(15)
+        );
+        // The configuration the chart renders reads back the same.
+        let c = Config::from_yaml(
+            "prewarmer: {spareSlots: {auto: {max: 9}}, scaleDown: {quietFor: 2m}}",
+        )
+        .unwrap();
+        let again = Config::from_yaml(&serde_norway::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+        for (yaml, path, says) in [
+            (
+                "prewarmer: {spareSlots: {auto: {min: 5, max: 2}}}",
+                "prewarmer.spareSlots.auto.min",
+                "more than max",
+            ),
+            (
+                "prewarmer: {spareSlots: {auto: {span: soon}}}",
+                "prewarmer.spareSlots.auto.span",
+                "not a duration",
+            ),
+            (
+                "prewarmer: {spareSlots: {auto: {lookback: 1m}}}",
+                "prewarmer.spareSlots.auto.lookback",
+                "shorter than span",
+            ),
+            (
+                "prewarmer: {spareSlots: {auto: {mn: 1}}}",
+                "prewarmer.spareSlots.auto.mn",
+                "unknown field",
+            ),
+            (
+                "prewarmer: {spareSlots: {manual: 1}}",
+                "prewarmer.spareSlots.manual",
+                "unknown field",
+            ),
+            (
+                "prewarmer: {spareSlots: lots}",
+                "prewarmer.spareSlots",
+                "auto",
+            ),
+            (
+                "prewarmer: {scaleDown: {step: 0}}",
+                "prewarmer.scaleDown.step",
+                "at least 1",
+            ),
+            (
+                "prewarmer: {scaleDown: {every: 0s}}",
+                "prewarmer.scaleDown.every",
+                "longer than 0",
+            ),
+            (
+                "prewarmer: {scaleDown: {quietFor: later}}",
+                "prewarmer.scaleDown.quietFor",
+                "not a duration",
+            ),
+        ] {
+            let e = err(yaml);
+            assert!(
+                e.contains(&format!("`{path}`")) && e.contains(says),
+                "{yaml}: {e}"
             );
         }
     }

@@ -4,13 +4,16 @@
 //! `reconcile::desired`, `scheduling`) and thin I/O shells around them (`webhook`,
 //! `reconcile`); the binary in `main.rs` only parses the command line.
 
+pub mod arrivals;
 pub mod capacity;
 pub mod certs;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod manifest;
 pub mod mutation;
 pub mod reconcile;
+pub mod scale_down;
 pub mod scheduling;
 pub mod telemetry;
 pub mod tenant;

@@ -271,6 +271,51 @@ const CASES: &[Case] = &[
         "prewarmer.spareSlots",
         "expected u32",
     ),
+    case(
+        "prewarmer: {spareSlots: {auto: {min: 5, max: 2}}}",
+        "prewarmer.spareSlots.auto.min",
+        "more than max",
+    ),
+    case(
+        "prewarmer: {spareSlots: {auto: {max: -1}}}",
+        "prewarmer.spareSlots.auto.max",
+        "expected u32",
+    ),
+    case(
+        "prewarmer: {spareSlots: {auto: {span: soon}}}",
+        "prewarmer.spareSlots.auto.span",
+        "not a duration",
+    ),
+    case(
+        "prewarmer: {spareSlots: {auto: {lookback: 60d}}}",
+        "prewarmer.spareSlots.auto.lookback",
+        "longer than 31 days",
+    ),
+    case(
+        "prewarmer: {spareSlots: {auto: {min: 1}, max: 3}}",
+        "prewarmer.spareSlots.max",
+        "unknown field",
+    ),
+    case(
+        "prewarmer: {scaleDown: {step: 0}}",
+        "prewarmer.scaleDown.step",
+        "at least 1",
+    ),
+    case(
+        "prewarmer: {scaleDown: {every: 5}}",
+        "prewarmer.scaleDown.every",
+        "not a duration",
+    ),
+    case(
+        "prewarmer: {scaleDown: {quietFor: 3d}}",
+        "prewarmer.scaleDown.quietFor",
+        "longer than a day",
+    ),
+    case(
+        "prewarmer: {scaleDown: {rate: 1}}",
+        "prewarmer.scaleDown.rate",
+        "unknown field",
+    ),
     case("prewarmer: {slot: manual}", "prewarmer.slot", "auto"),
     case("prewarmer: {slot: 3}", "prewarmer.slot", "auto"),
     case(

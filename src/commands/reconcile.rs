@@ -89,6 +89,15 @@ fn default_identity() -> String {
 /// reconciles until SIGTERM or Ctrl-C and gives the Lease up.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init_logging(args.log_format);
+    match crate::clock::override_in_use() {
+        Err(e) => return Err(anyhow!("{e}")),
+        Ok(Some(now)) => tracing::warn!(
+            %now,
+            "{} is set: the reconciler's clock starts at that instant (for tests only; never set it in a cluster)",
+            crate::clock::TEST_NOW
+        ),
+        Ok(None) => {}
+    }
     let config = Config::load(args.config.as_deref())
         .map_err(|e| anyhow!("{e}; fix the file given by --config"))?;
     if args.namespace.trim().is_empty() {

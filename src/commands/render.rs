@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail};
 use serde_json::json;
 
-use crate::config::{Config, Slot};
+use crate::config::{Config, Slot, SpareSlots};
 use crate::manifest::yaml;
 use crate::reconcile::{desired, images, observed};
 
@@ -137,6 +137,21 @@ fn notes(config: &Config, given: &[String], cached: &[String]) -> Vec<String> {
             ));
         }
     }
+    if let SpareSlots::Auto { auto } = &config.prewarmer.spare_slots {
+        notes.push(format!(
+            "prewarmer.spareSlots is auto: shown is its min ({}), as with no arrival recorded; \
+             the reconciler sizes it from the tenants that arrived within {} over the last {} \
+             (ConfigMap warmpool-arrivals), up to {}",
+            auto.min, auto.span, auto.lookback, auto.max
+        ));
+    }
+    if let Some(down) = &config.prewarmer.scale_down {
+        notes.push(format!(
+            "prewarmer.scaleDown is set: shown is the target; when it drops, the reconciler \
+             removes {} placeholder(s) every {}, none while tenants are arriving",
+            down.step, down.every
+        ));
+    }
     if matches!(config.prewarmer.slot, Slot::Auto) {
         notes.push(
             "prewarmer.slot is auto: shown is the default slot (640m, 2150Mi), which the \
@@ -218,6 +233,12 @@ mod tests {
         );
         assert!(got.is_empty(), "one image in two spellings: {got:?}");
         assert!(notes(&Config::default(), &[], &[]).is_empty());
+        let config = Config::from_yaml("prewarmer: {spareSlots: {auto: {min: 2}}}").unwrap();
+        let got = notes(&config, &[], &[]);
+        assert!(
+            got[0].starts_with("prewarmer.spareSlots is auto: shown is its min (2)"),
+            "{got:?}"
+        );
     }
 
     #[test]

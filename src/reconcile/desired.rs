@@ -73,6 +73,11 @@ fn meta(
     }
 }
 
+/// The metadata of another object of warmpool's in its namespace (the arrivals record).
+pub fn named(name: &str, namespace: &str, component: &str) -> ObjectMeta {
+    meta(name, Some(namespace), component, None)
+}
+
 /// PriorityClass `warmpool-placeholder`: value -10, never preempts, not the global default.
 /// Cluster-scoped, so it carries no owner reference (a namespaced owner is not allowed); the
 /// chart owns it too.
@@ -408,7 +413,7 @@ mod tests {
     /// What is in force outside every window: `prewarmer.spareSlots`.
     fn base(config: &Config) -> InForce {
         InForce {
-            slots: config.prewarmer.spare_slots,
+            slots: config.prewarmer.spare_slots.without_arrivals(),
             window: None,
             next_change: None,
         }

@@ -50,6 +50,10 @@ fn duration_histogram() -> Histogram {
 pub struct Metrics {
     pub tenants: Gauge,
     pub spare_slots: Gauge,
+    /// The target before gentle scale-down.
+    pub spare_slots_target: Gauge,
+    /// With `spareSlots.auto`: the most tenants arrived within one span of the lookback.
+    pub arrivals_peak: Gauge,
     pub cached_images: Gauge,
     pub slot_cpu_millicores: Gauge,
     pub slot_memory_bytes: Gauge,
@@ -78,6 +82,8 @@ impl Default for Metrics {
             cached_images: Gauge::default(),
             slot_cpu_millicores: Gauge::default(),
             slot_memory_bytes: Gauge::default(),
+            spare_slots_target: Gauge::default(),
+            arrivals_peak: Gauge::default(),
             leader: Gauge::default(),
             enrolled: Counter::default(),
             unenrolled: Counter::default(),
@@ -123,8 +129,8 @@ impl Metrics {
         );
         r.register(
             "spare_slots",
-            "Placeholder replicas kept on warm nodes now: prewarmer.spareSlots, or the \
-             spareSlots of the prewarmer.schedule window in force",
+            "Placeholder replicas kept on warm nodes now: spare_slots_target, or above it while \
+             prewarmer.scaleDown steps down toward it",
             m.spare_slots.clone(),
         );
         r.register(
@@ -138,6 +144,19 @@ impl Metrics {
             m.cached_images.clone(),
         );
         r.register(
+        r.register(
+            "spare_slots_target",
+            "The spare slots' target: the largest of prewarmer.spareSlots (or, with auto, the \
+             most tenants arrived within one span, bounded) and the schedule window in force; \
+             spare_slots follows it down gently with prewarmer.scaleDown",
+            m.spare_slots_target.clone(),
+        );
+        r.register(
+            "arrivals_peak",
+            "With prewarmer.spareSlots.auto: the most tenants that arrived within one span over \
+             the lookback (before min and max)",
+            m.arrivals_peak.clone(),
+        );
             "slot_cpu_millicores",
             "CPU one placeholder requests",
             m.slot_cpu_millicores.clone(),

@@ -18,8 +18,11 @@
 //! - [`enroller`]: labels namespaces and records Events.
 //! - [`drift`]: the watches of the written objects that re-trigger the workloads.
 //! - [`workloads`]: applies the three objects from the latest observation.
-//! - [`schedule`]: the spare slots in force by `prewarmer.schedule` (decided by the pure
-//!   [`crate::capacity`]), a timer at each change, its Event and gauges.
+//! - [`schedule`]: the spare slots kept (decided by the pure [`spare`]: the schedule of
+//!   [`crate::capacity`], the arrivals of [`crate::arrivals`], the gentle scale-down of
+//!   [`crate::scale_down`]), a timer at each change, its Event and gauges.
+//! - [`arrivals`]: the tenants' arrivals, in memory and (with `spareSlots: {auto: ...}`) in the
+//!   ConfigMap [`ARRIVALS`], written at most every 30 s.
 //! - [`cache_health`]: what the image cache holds on each node (pure report), exported as
 //!   metrics, with an Event for an image that cannot be pulled.
 //! - [`apply`]: server-side apply, and delete-and-re-create on an immutable field.
@@ -29,6 +32,7 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod arrivals;
 pub mod cache_health;
 pub mod context;
 pub mod desired;
@@ -48,6 +52,7 @@ pub mod session;
 pub mod slot;
 pub mod workloads;
 
+pub mod spare;
 pub use context::{PodIdentity, Settings};
 pub use error::Error;
 pub use leader::run;
@@ -64,6 +69,9 @@ pub const IMAGE_CACHE: &str = "warmpool-image-cache";
 pub const LEASE: &str = "warmpool-reconciler";
 
 /// Carried by every object the reconciler writes.
+/// The ConfigMap, in warmpool's namespace, recording tenants' arrivals for
+/// `prewarmer.spareSlots: {auto: ...}` (written only with that setting).
+pub const ARRIVALS: &str = "warmpool-arrivals";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "warmpool";
 /// On placeholders only with `prewarmer.doNotDisrupt` (off by default): it keeps Karpenter from

@@ -1,8 +1,9 @@
-//! `prewarmer.schedule` in the reconciler: the spare slots in force are decided by
-//! [`crate::capacity::in_force`] (pure) with the instant passed in; this shell reads the clock,
-//! wakes the workloads controller at each `next_change` (one timer, [`changes`], not polling),
-//! and, when the value in force changes, records an Event on the prewarmer Deployment and sets
-//! the gauges.
+//! The spare slots in the reconciler: what is in force is decided by [`super::spare::decide`]
+//! (pure: the schedule of [`crate::capacity`], the arrivals of [`crate::arrivals`], the gentle
+//! scale-down of [`crate::scale_down`]) with the instant passed in; this shell wakes the
+//! workloads controller at each `next_change` the last decision named (one timer, [`changes`],
+//! not polling), and, when the value kept changes, records an Event on the prewarmer Deployment
+//! and sets the gauges.
 
 use std::time::Duration;
 
@@ -10,9 +11,11 @@ use futures::{Stream, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
+use tokio::sync::watch;
 
+use super::PREWARMER;
 use super::context::{Context, lock};
-use super::{NO_WINDOW, PREWARMER};
+use super::spare::{Decision, reason};
 use crate::capacity::InForce;
 
 /// The longest one timer sleeps before it reads the clock again: a wall-clock step (NTP, a
@@ -44,17 +47,14 @@ pub fn wait(now: Timestamp, next: Timestamp) -> Duration {
     (until + AFTER).min(MAX_SLEEP)
 }
 
-/// The Event for a change of the slots in force; `None` when nothing changed or on the first
-/// evaluation (nothing to compare with: the annotation and the gauge show it).
-pub fn changed_event(previous: Option<&Kept>, now: &InForce) -> Option<Event> {
+/// The Event for a change of the slots in force (`why` says what set them); `None` when
+/// nothing changed or on the first evaluation (nothing to compare with: the annotation and the
+/// gauge show it).
+pub fn changed_event(previous: Option<&Kept>, now: &InForce, why: &str) -> Option<Event> {
     let previous = previous?;
     if previous == &Kept::from(now) {
         return None;
     }
-    let why = match &now.window {
-        Some(w) => format!("window `{w}` of prewarmer.schedule in force"),
-        None => format!("no window in force ({NO_WINDOW}): prewarmer.spareSlots"),
-    };
     Some(Event {
         type_: EventType::Normal,
         reason: "SpareSlotsChanged".into(),
@@ -67,27 +67,32 @@ pub fn changed_event(previous: Option<&Kept>, now: &InForce) -> Option<Event> {
     })
 }
 
-/// The slots in force now, by the configuration's schedule.
+/// The target in force now with no arrival known (`spareSlots`, or `auto.min`, raised by the
+/// schedule): the gauges at start, before the first decision.
 pub fn now(ctx: &Context) -> InForce {
-    crate::capacity::in_force(
-        ctx.settings.config.prewarmer.spare_slots,
-        &ctx.windows,
-        Timestamp::now(),
-    )
+    ctx.settings.config.prewarmer.in_force(crate::clock::now())
 }
 
-/// After the prewarmer was kept with `spare`: the gauges, and an Event if the value changed.
-pub async fn kept(ctx: &Context, spare: &InForce) {
+/// After the prewarmer was kept as `decision` says: the gauges, and an Event if the value kept
+/// changed.
+pub async fn kept(ctx: &Context, decision: &Decision) {
+    let prewarmer = &ctx.settings.config.prewarmer;
+    let spare = &decision.spare;
+    ctx.metrics.publish_spare(spare, &prewarmer.window_names());
     ctx.metrics
-        .publish_spare(spare, &ctx.settings.config.prewarmer.window_names());
+        .spare_slots_target
+        .set(i64::from(decision.target));
+    if let Some(peak) = decision.peak {
+        ctx.metrics.arrivals_peak.set(i64::from(peak));
+    }
     let event = {
         let mut last = lock(&ctx.spare_kept);
-        let event = changed_event(last.as_ref(), spare);
+        let event = changed_event(last.as_ref(), spare, &reason(prewarmer, decision));
         *last = Some(Kept::from(spare));
         event
     };
     let Some(event) = event else { return };
-    tracing::info!(slots = spare.slots, window = ?spare.window, "spare slots in force changed");
+    tracing::info!(slots = spare.slots, target = decision.target, window = ?spare.window, why = ?decision.why, "spare slots kept changed");
     let reference = ObjectReference {
         api_version: Some("apps/v1".into()),
         kind: Some("Deployment".into()),
@@ -104,24 +109,45 @@ pub async fn kept(ctx: &Context, spare: &InForce) {
     }
 }
 
-/// Yields once at each instant the slots in force can change (none without a schedule), to
-/// re-trigger the workloads controller.
-pub fn changes(ctx: std::sync::Arc<Context>) -> impl Stream<Item = ()> + Send + 'static {
-    stream::unfold(ctx, |ctx| async move {
-        loop {
-            let at = Timestamp::now();
-            let Some(next) = now(&ctx).next_change else {
-                futures::future::pending::<()>().await;
-                unreachable!();
-            };
-            let wait = wait(at, next);
-            tokio::time::sleep_until(tokio::time::Instant::now() + wait).await;
-            if Timestamp::now() >= next {
-                return Some(((), ctx));
+/// Yields once at each instant the last decision said the slots can change by the clock alone
+/// (`next`, sent by the workloads controller after each decision), to re-trigger it. An instant
+/// fires once: if no new decision follows, it waits for one.
+pub fn changes(
+    next: watch::Receiver<Option<Timestamp>>,
+) -> impl Stream<Item = ()> + Send + 'static {
+    stream::unfold(
+        (next, None::<Timestamp>),
+        |(mut next, mut fired)| async move {
+            loop {
+                let due = (*next.borrow_and_update()).filter(|t| Some(*t) != fired);
+                let sleep = async {
+                    match due {
+                        Some(t) => {
+                            let wait = wait(crate::clock::now(), t);
+                            tokio::time::sleep_until(tokio::time::Instant::now() + wait).await;
+                        }
+                        None => futures::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    changed = next.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                    () = sleep => {
+                        if let Some(t) = due
+                            && crate::clock::now() >= t
+                        {
+                            fired = Some(t);
+                            return Some(((), (next, fired)));
+                        }
+                        // Woken early (the clock stepped, or MAX_SLEEP): read it again.
+                    }
+                }
             }
-            // Woken early (the clock stepped, or MAX_SLEEP): read it again.
-        }
-    })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -157,9 +183,10 @@ mod tests {
             slots: 1,
             window: None,
         };
-        assert!(changed_event(None, &spare(30, Some("workshop"))).is_none());
-        assert!(changed_event(Some(&base), &spare(1, None)).is_none());
-        let e = changed_event(Some(&base), &spare(30, Some("workshop"))).unwrap();
+        let why = "window `workshop` of prewarmer.schedule in force";
+        assert!(changed_event(None, &spare(30, Some("workshop")), why).is_none());
+        assert!(changed_event(Some(&base), &spare(1, None), why).is_none());
+        let e = changed_event(Some(&base), &spare(30, Some("workshop")), why).unwrap();
         assert_eq!(e.reason, "SpareSlotsChanged");
         assert_eq!(
             e.note.as_deref(),
@@ -169,7 +196,12 @@ mod tests {
             slots: 30,
             window: Some("workshop".into()),
         };
-        let e = changed_event(Some(&open), &spare(1, None)).unwrap();
+        let e = changed_event(
+            Some(&open),
+            &spare(1, None),
+            "no window in force (none): prewarmer.spareSlots",
+        )
+        .unwrap();
         assert!(
             e.note
                 .unwrap()
@@ -177,7 +209,7 @@ mod tests {
             "closing"
         );
         // Another window with the same value: still a change of what is in force.
-        assert!(changed_event(Some(&open), &spare(30, Some("evening"))).is_some());
+        assert!(changed_event(Some(&open), &spare(30, Some("evening")), why).is_some());
     }
 
     /// Within one window (and outside), re-evaluating builds the same Deployment: the no-op

@@ -36,6 +36,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use super::arrivals::Book;
 use super::context::{Context, lock};
 use super::drift::{LastApplied, Sightings};
 use super::error::Error;
@@ -45,6 +46,7 @@ use super::observed::{Observed, PodIndex, SlimPod, observe};
 use super::workloads::Target;
 use super::{IMAGE_CACHE, PREWARMER, PRIORITY_CLASS, drift, enroller, enrolment, workloads};
 use crate::config::{Config, Slot};
+use crate::scale_down::Held;
 use crate::tenant::SYSTEM_NAMESPACES;
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -58,6 +60,52 @@ pub struct Session {
     pub sightings: Arc<Sightings>,
     /// What this term last applied of each object, and when.
     pub applied: Mutex<BTreeMap<Target, (LastApplied, Instant)>>,
+    /// The tenants' arrivals ([`super::arrivals`]).
+    pub arrivals: Arc<Book>,
+    /// The prewarmer's replicas as last written, and since when (gentle scale-down).
+    pub held: Mutex<Option<Held>>,
+    /// The next instant the spare slots change by the clock alone (the [`schedule::changes`]
+    /// timer waits for it).
+    pub next_change: watch::Sender<Option<jiff::Timestamp>>,
+}
+
+/// Whether arrivals are tracked at all: for `spareSlots.auto` (and then recorded) or for the
+/// quiet time of `scaleDown`. How long they are kept: the lookback, at least the quiet time.
+fn arrivals_needed(config: &Config) -> Option<(jiff::SignedDuration, bool)> {
+    let auto = config.prewarmer.spare_slots.auto();
+    let quiet = config.prewarmer.scale_down().map(|s| s.quiet_for);
+    match (auto, quiet) {
+        (None, None) => None,
+        (auto, quiet) => {
+            let keep = auto
+                .map(|a| a.lookback)
+                .into_iter()
+                .chain(quiet)
+                .max()
+                .unwrap_or_default();
+            Some((keep, auto.is_some()))
+        }
+    }
+}
+
+/// With `scaleDown`: the prewarmer's replicas as found, as if kept since now (a new term waits
+/// a whole interval before its first step down).
+async fn held_at_start(ctx: &Context) -> Option<Held> {
+    ctx.settings.config.prewarmer.scale_down.as_ref()?;
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    match api.get_opt(PREWARMER).await {
+        Ok(found) => {
+            let replicas = found?.spec?.replicas?;
+            Some(Held {
+                slots: u32::try_from(replicas).unwrap_or(0),
+                since: crate::clock::now(),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the prewarmer's replicas: its target is applied at once");
+            None
+        }
+    }
 }
 
 /// Pods the reconciler never needs: finished ones, and those of namespaces that are never
@@ -108,11 +156,20 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     }));
     let (observed_tx, observed_rx) = watch::channel(None);
     let sightings = Arc::new(Sightings::default());
+    let needed = arrivals_needed(config);
+    let book = Arc::new(match needed {
+        Some((keep, persist)) => super::arrivals::load(&ctx, keep, persist).await,
+        None => Book::new(Default::default(), jiff::SignedDuration::ZERO, false),
+    });
+    let (next_change, next_change_rx) = watch::channel(None);
     let session = Arc::new(Session {
         ctx: ctx.clone(),
         observed: observed_rx.clone(),
         sightings: sightings.clone(),
         applied: Mutex::new(BTreeMap::new()),
+        arrivals: book.clone(),
+        held: Mutex::new(held_at_start(&ctx).await),
+        next_change,
     });
     tracing::info!(
         pods = watch_pods,
@@ -230,6 +287,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     // Observation: debounced, published only when it changes.
     let observation = {
         let ctx = ctx.clone();
+        let book = book.clone();
         let ns_store = ns_store.clone();
         let pods = pods.clone();
         let nodes = nodes.clone();
@@ -262,6 +320,19 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
                     )
                 };
                 publish_gauges(&ctx.metrics, &observed);
+                if needed.is_some() {
+                    let tenants = namespaces.iter().filter_map(|ns| {
+                        let name = ns.metadata.name.as_deref()?;
+                        let created = ns.metadata.creation_timestamp.as_ref()?.0;
+                        observed
+                            .tenants
+                            .contains(name)
+                            .then(|| (crate::clock::from_cluster(created), name))
+                    });
+                    // Noted before the observation is published: a new tenant changes it,
+                    // and the workloads run that follows sees its arrival.
+                    book.note(tenants, crate::clock::now());
+                }
                 if previous.as_deref() == Some(&observed) {
                     continue;
                 }
@@ -312,8 +383,9 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         sightings,
     ))
     .reconcile_all_on(observed_changes)
-    // `prewarmer.schedule`: once at each instant the slots in force change.
-    .reconcile_all_on(super::schedule::changes(ctx.clone()))
+    // The spare slots: once at each instant they change by the clock (a window, an arrival
+    // ageing out, the next gentle step).
+    .reconcile_all_on(super::schedule::changes(next_change_rx))
     .with_config(
         controller::Config::default()
             .concurrency(1)
@@ -332,6 +404,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     });
 
     let cache_health = super::cache_health::watch(ctx.clone());
+    let record = super::arrivals::flush(ctx.clone(), book);
 
     tokio::join!(
         enrol,
@@ -339,7 +412,8 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         node_watch,
         observation,
         workloads,
-        cache_health
+        cache_health,
+        record
     );
     Ok(())
 }

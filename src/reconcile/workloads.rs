@@ -24,8 +24,8 @@ use super::desired;
 use super::drift::{LastApplied, Written, unchanged};
 use super::error::Error;
 use super::observed::Observed;
-use super::schedule;
 use super::session::Session;
+use super::{schedule, spare};
 
 /// The objects the workloads controller keeps, each with its own backoff and metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -139,12 +139,24 @@ async fn keep(session: &Session, target: Target, observed: &Observed) -> Result<
             keep_one(session, target, Api::all(client), desired::priority_class()).await
         }
         Target::Deployment => {
-            // The clock is read here only: the builder gets the slots in force.
-            let spare = schedule::now(ctx);
-            let deployment = desired::prewarmer(config, ns, &observed.slot, &spare, owner);
-            let kept = keep_one(session, target, Api::namespaced(client, ns), deployment).await?;
-            schedule::kept(ctx, &spare).await;
-            Ok(kept)
+            // The clock is read here only: the builder gets the slots decided for now.
+            let kept = *lock(&session.held);
+            let decision = session.arrivals.with(|arrivals| {
+                spare::decide(
+                    &config.prewarmer,
+                    &ctx.windows,
+                    arrivals,
+                    kept,
+                    crate::clock::now(),
+                )
+            });
+            session.next_change.send_replace(decision.spare.next_change);
+            let deployment = desired::prewarmer(config, ns, &observed.slot, &decision.spare, owner);
+            let written =
+                keep_one(session, target, Api::namespaced(client, ns), deployment).await?;
+            *lock(&session.held) = Some(decision.held);
+            schedule::kept(ctx, &decision).await;
+            Ok(written)
         }
         Target::DaemonSet => {
             let daemon_set = desired::image_cache(config, ns, &observed.images, owner);
