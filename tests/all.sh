@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of warmpool, on a fresh machine or a warm one: builds what is missing (the local
-# Kubernetes control plane from the Go module proxy, Helm), starts the control plane, runs the
-# lint gates, the unit, integration and end-to-end tests, and stops the control plane again.
+# Kubernetes control plane from the Go module proxy, Helm, promtool), starts the control plane,
+# runs the lint gates, the unit, integration and end-to-end tests, and stops the control plane again.
 # In CI (CI=true) a missing prerequisite is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,12 @@ if [ -x tests/tools/helm.sh ]; then
   step "helm (built from its Go module once, then cached)"
   WARMPOOL_TEST_HELM=$(tests/tools/helm.sh)
   export WARMPOOL_TEST_HELM
+fi
+
+if [ -x tests/tools/promtool.sh ]; then
+  step "promtool (built from its Go module once, then cached; checks the chart's alerts)"
+  WARMPOOL_TEST_PROMTOOL=$(tests/tools/promtool.sh)
+  export WARMPOOL_TEST_PROMTOOL
 fi
 
 step "formatting and lints"

@@ -7,6 +7,9 @@
 #   karpenter.k8s.aws/v1 EC2NodeClass      (the provider's copy of the NodePool CRD carries the
 #                                           AWS label restrictions, so it is the one used)
 #   cert-manager.io/v1 Issuer, Certificate github.com/cert-manager/cert-manager   deploy/crds/
+#   monitoring.coreos.com/v1 ServiceMonitor, PrometheusRule
+#                                          github.com/prometheus-operator/prometheus-operator
+#                                                                   example/prometheus-operator-crd/
 #
 # EKS Auto Mode's NodeClass (eks.amazonaws.com) has no public module, and the chart never renders
 # one (it only refers to the built-in `default` NodeClass by name), so none is needed.
@@ -18,6 +21,9 @@ set -euo pipefail
 # Go than the machine's 1.26.8). Karpenter 1.14 serves karpenter.sh/v1 only.
 KARPENTER_AWS=github.com/aws/karpenter-provider-aws@v1.14.0
 CERT_MANAGER=github.com/cert-manager/cert-manager@v1.21.2
+# The newest release the Go module proxy serves (`go list -m -versions
+# github.com/prometheus-operator/prometheus-operator`).
+PROMETHEUS_OPERATOR=github.com/prometheus-operator/prometheus-operator@v0.85.0
 
 log() { printf 'crds.sh: %s\n' "$*" >&2; }
 die() { printf 'crds.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -34,15 +40,18 @@ module_dir() {
     echo "$dir"
 }
 
-log "resolving $KARPENTER_AWS and $CERT_MANAGER (Go module cache)"
+log "resolving $KARPENTER_AWS, $CERT_MANAGER and $PROMETHEUS_OPERATOR (Go module cache)"
 karpenter=$(module_dir "$KARPENTER_AWS")
 certmanager=$(module_dir "$CERT_MANAGER")
+promoperator=$(module_dir "$PROMETHEUS_OPERATOR")
 
 for f in \
     "$karpenter/pkg/apis/crds/karpenter.sh_nodepools.yaml" \
     "$karpenter/pkg/apis/crds/karpenter.k8s.aws_ec2nodeclasses.yaml" \
     "$certmanager/deploy/crds/cert-manager.io_issuers.yaml" \
-    "$certmanager/deploy/crds/cert-manager.io_certificates.yaml"; do
+    "$certmanager/deploy/crds/cert-manager.io_certificates.yaml" \
+    "$promoperator/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+    "$promoperator/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"; do
     [[ -f $f ]] || die "$f is missing from the module (a newer release moved it?)"
     echo "$f"
 done

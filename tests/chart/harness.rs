@@ -1,6 +1,6 @@
-//! What the chart tests need: Helm (built from its Go module by tests/tools/helm.sh), the local
-//! control plane of tests/cluster/cluster.sh with its kubectl, rendering the chart into objects,
-//! and polling with a deadline.
+//! What the chart tests need: Helm (built from its Go module by tests/tools/helm.sh), promtool
+//! (likewise, by tests/tools/promtool.sh), the local control plane of tests/cluster/cluster.sh
+//! with its kubectl, rendering the chart into objects, and polling with a deadline.
 //!
 //! A missing prerequisite (no `go` to build Helm, no control plane) is a loud SKIP outside CI and
 //! a failure in CI (`CI=true`).
@@ -47,6 +47,20 @@ pub fn helm() -> Option<PathBuf> {
     match support_helm::find() {
         Ok(p) => Some(p),
         Err(e) => missing("helm (tests/tools/helm.sh)", &e),
+    }
+}
+
+/// promtool (Prometheus' rule checker): `WARMPOOL_TEST_PROMTOOL` (set by tests/all.sh) or the
+/// binary tests/tools/promtool.sh builds once from its Go module and caches.
+pub fn promtool() -> Option<PathBuf> {
+    static PROMTOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let result = PROMTOOL.get_or_init(|| match std::env::var("WARMPOOL_TEST_PROMTOOL") {
+        Ok(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => script_path("tests/tools/promtool.sh", None),
+    });
+    match result {
+        Ok(p) => Some(p.clone()),
+        Err(e) => missing("promtool (tests/tools/promtool.sh)", e),
     }
 }
 
@@ -166,7 +180,8 @@ impl Cluster {
     }
 
     /// Installs the CRDs of the chart's optional kinds (NodePool, EC2NodeClass, cert-manager
-    /// Issuer and Certificate) from the upstream Go modules, once per test process.
+    /// Issuer and Certificate, Prometheus Operator ServiceMonitor and PrometheusRule) from the
+    /// upstream Go modules, once per test process.
     pub fn install_crds(&self) {
         static DONE: OnceLock<Result<(), String>> = OnceLock::new();
         let result = DONE.get_or_init(|| {

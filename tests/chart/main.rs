@@ -14,13 +14,13 @@ mod dry_run;
 mod install;
 mod lint;
 mod nodepool;
+mod observability;
 mod pods;
 mod rbac;
 mod reconciler;
 mod schema;
 mod webhook_configuration;
 
-use harness::find;
 use serde_json::Value;
 
 // Shared by the modules: every variant of the chart, and accessors of rendered objects.
@@ -100,6 +100,17 @@ const VARIANTS: &[(&str, &[&str])] = &[
             "image.digest=sha256:0000000000000000000000000000000000000000000000000000000000000000",
         ],
     ),
+    (
+        "the observability kit (ServiceMonitor, PrometheusRule, Grafana dashboard)",
+        &[
+            "--set",
+            "observability.serviceMonitor.enabled=true",
+            "--set",
+            "observability.prometheusRule.enabled=true",
+            "--set",
+            "observability.grafanaDashboard.enabled=true",
+        ],
+    ),
 ];
 
 fn s(v: &Value) -> &str {
@@ -144,6 +155,11 @@ fn container<'a>(deployment: &'a Value, name: &str) -> &'a Value {
 }
 
 fn config_of(docs: &[Value]) -> Value {
-    let cm = find(docs, "ConfigMap", None);
-    serde_norway::from_str(s(&cm["data"]["config.yaml"])).expect("config.yaml is YAML")
+    // The configuration's ConfigMap (the Grafana dashboard's is another).
+    let cms: Vec<&Value> = harness::all_of(docs, "ConfigMap")
+        .into_iter()
+        .filter(|cm| cm["data"].get("config.yaml").is_some())
+        .collect();
+    assert_eq!(cms.len(), 1, "{:?}", harness::kinds(docs));
+    serde_norway::from_str(s(&cms[0]["data"]["config.yaml"])).expect("config.yaml is YAML")
 }
