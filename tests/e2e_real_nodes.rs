@@ -822,3 +822,88 @@ async fn an_image_that_cannot_be_pulled_stops_nothing_and_is_reported() {
     warmpool.stop().await;
     drop(nodes);
 }
+
+/// A tag re-pushed between two warm nodes' pulls is reported: the first node's cache holds the
+/// image the tag named then, the node that joins later the new one, and the reconciler says so
+/// (a Warning `ImageTagMoved` Event on the DaemonSet naming both nodes, and
+/// `warmpool_image_cache_tag_images{image} 2`). Proven from the kubelets' own `imageID`s.
+#[tokio::test]
+async fn a_tag_moved_between_two_nodes_pulls_is_reported() {
+    let _one = exclusive().await;
+    let Some((client, cluster)) = prerequisites().await else {
+        return;
+    };
+    let registry = &cluster.registry;
+    let moving = format!("{}/warmpool-test/{}:1", registry.address, unique("moving"));
+    registry.copy(&registry.pause, &moving);
+    let warmpool = Warmpool::start(&client, cluster, "600m", &[&moving]).await;
+    let ns = warmpool.run.namespace.clone();
+    let pool = warmpool.run.pool.clone();
+    let image_id_on = |pod: &Pod| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.iter().find(|c| c.image == moving))
+            .map(|c| c.image_id.clone())
+            .expect("the moving tag's container status")
+    };
+    let Some(mut nodes) = nodes_up(
+        cluster,
+        vec![NodeSpec::warm_half(&unique("rn-tag1"), &pool)],
+    )
+    .await
+    else {
+        return;
+    };
+    let before = image_id_on(&wait_cache_complete(&client, &ns, &nodes[0]).await);
+    eprintln!("{}: {moving} is {before}", nodes[0].name);
+
+    registry.copy(&registry.frontgateservice, &moving);
+    let Some(joined) = nodes_up(
+        cluster,
+        vec![NodeSpec::warm_half(&unique("rn-tag2"), &pool)],
+    )
+    .await
+    else {
+        return;
+    };
+    nodes.extend(joined);
+    let after = image_id_on(&wait_cache_complete(&client, &ns, &nodes[1]).await);
+    eprintln!("{}: {moving} is {after}", nodes[1].name);
+    assert_ne!(before, after, "the second node pulled the re-pushed tag");
+
+    let note = eventually(
+        "the ImageTagMoved event on the image cache",
+        Duration::from_secs(60),
+        || async {
+            Api::<Event>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("ImageTagMoved"))
+                .filter(|e| e.involved_object.kind.as_deref() == Some("DaemonSet"))
+                .filter_map(|e| e.message)
+                .find(|m| m.contains(&moving))
+        },
+    )
+    .await;
+    eprintln!("event: {note}");
+    for node in &nodes {
+        assert!(note.contains(&node.name), "{} not named: {note}", node.name);
+    }
+    let reconciler = &warmpool.reconciler;
+    let series = format!(r#"warmpool_image_cache_tag_images{{image="{moving}"}}"#);
+    eventually(&format!("{series} 2"), Duration::from_secs(30), || async {
+        (reconciler.metric(&series).await? == 2.0).then_some(())
+    })
+    .await;
+    let steady = format!(
+        r#"warmpool_image_cache_tag_images{{image="{}"}}"#,
+        registry.dataservice
+    );
+    assert_eq!(reconciler.metric(&steady).await, Some(1.0), "{steady}");
+    warmpool.stop().await;
+    drop(nodes);
+}

@@ -1,7 +1,9 @@
 //! What the image cache holds on each warm node, read from its pods' container statuses (a pure
 //! [`report`]), and the watch that exports it: the gauges `warmpool_image_cache_images{state}`,
-//! `warmpool_image_cache_nodes{state}` and `warmpool_image_cache_failed_nodes{image}`, and a
-//! Warning Event on the DaemonSet for every image that cannot be pulled on a node.
+//! `warmpool_image_cache_nodes{state}`, `warmpool_image_cache_failed_nodes{image}` and
+//! `warmpool_image_cache_tag_images{image}`, and a Warning Event on the DaemonSet for every image
+//! that cannot be pulled on a node and every tag that names different images on different nodes
+//! ([`super::moved_tags`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use super::IMAGE_CACHE;
 use super::context::Context;
 use super::desired::{CACHE_CONTAINER_PREFIX, pod_selector};
 use super::metrics::Metrics;
+use super::moved_tags::{self, Resolved};
 
 /// Where one cached image stands on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +184,7 @@ pub async fn watch(ctx: Arc<Context>) {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = pod_selector(IMAGE_CACHE);
     let (store, writer) = reflector::store::<Pod>();
-    let mut failing: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut seen = Seen::default();
     let mut events = watcher(api, watcher::Config::default().labels(&selector))
         .default_backoff()
         .reflect(writer)
@@ -189,7 +192,7 @@ pub async fn watch(ctx: Arc<Context>) {
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
-                failing = observe(&ctx, &store, &namespace, failing).await;
+                seen = observe(&ctx, &store, &namespace, seen).await;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "image-cache pod watch failed; retrying"),
@@ -197,12 +200,16 @@ pub async fn watch(ctx: Arc<Context>) {
     }
 }
 
-async fn observe(
-    ctx: &Context,
-    store: &Store<Pod>,
-    namespace: &str,
-    before: BTreeSet<(String, String)>,
-) -> BTreeSet<(String, String)> {
+/// What was reported already, so that each failure and each moved tag is recorded once.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `(node, image)` failing to pull.
+    failing: BTreeSet<(String, String)>,
+    /// Tag → the `imageID`s it named when last reported as moved.
+    moved: BTreeMap<String, BTreeSet<String>>,
+}
+
+async fn observe(ctx: &Context, store: &Store<Pod>, namespace: &str, before: Seen) -> Seen {
     let pods = store.state();
     let nodes = report(&pods);
     let images: BTreeSet<String> = pods
@@ -212,8 +219,12 @@ async fn observe(
         .filter_map(|c| c.image.clone())
         .collect();
     publish(&ctx.metrics, &nodes, &images);
+    let resolved = moved_tags::resolve(&pods);
+    publish_tags(&ctx.metrics, &resolved);
+    let reference = || daemonset_reference(&pods, namespace);
+    let moved = record_moved(ctx, &resolved, &before.moved, reference).await;
     let now = failures(&nodes);
-    for (node, image) in now.difference(&before) {
+    for (node, image) in now.difference(&before.failing) {
         let Some(ImageState::Failed { reason, message }) = nodes
             .iter()
             .find(|n| &n.node == node)
@@ -222,20 +233,7 @@ async fn observe(
             continue;
         };
         tracing::warn!(%node, %image, %reason, %message, "an image of the cache cannot be pulled");
-        let owner = pods
-            .iter()
-            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
-            .and_then(|p| p.metadata.owner_references.as_ref())
-            .and_then(|o| o.iter().find(|o| o.controller == Some(true)))
-            .map(|o| o.uid.clone());
-        let reference = ObjectReference {
-            api_version: Some("apps/v1".into()),
-            kind: Some("DaemonSet".into()),
-            name: Some(IMAGE_CACHE.into()),
-            namespace: Some(namespace.to_owned()),
-            uid: owner,
-            ..ObjectReference::default()
-        };
+        let reference = reference();
         let event = pull_failed_event(node, image, reason, message);
         let action = || format!("record the ImagePullFailed event of {image} on {node}");
         if let Err(e) = ctx
@@ -245,7 +243,68 @@ async fn observe(
             tracing::warn!(%node, %image, error = %e, "cannot record the event");
         }
     }
-    now
+    Seen {
+        failing: now,
+        moved,
+    }
+}
+
+/// The image-cache DaemonSet, the object its Events are about (its uid read off its pods).
+fn daemonset_reference(pods: &[Arc<Pod>], namespace: &str) -> ObjectReference {
+    let uid = pods
+        .iter()
+        .filter_map(|p| p.metadata.owner_references.as_ref())
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == "DaemonSet")
+        .map(|o| o.uid.clone());
+    ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some("DaemonSet".into()),
+        name: Some(IMAGE_CACHE.into()),
+        namespace: Some(namespace.to_owned()),
+        uid,
+        ..ObjectReference::default()
+    }
+}
+
+/// `warmpool_image_cache_tag_images{image}`: how many images each cached tag names across the
+/// warm nodes (tags no longer present on any node lose their series).
+pub fn publish_tags(metrics: &Metrics, resolved: &[Resolved]) {
+    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let tags: BTreeSet<String> = resolved.iter().map(|r| r.image.clone()).collect();
+    metrics.retain_tag_images(&tags);
+    for r in resolved {
+        metrics.cache_tag_images(&r.image).set(gauge(r.ids.len()));
+    }
+}
+
+/// One Warning Event for each tag that has moved since `before` (a tag already reported is
+/// reported again only when it names an image it did not name then); returns what is moved now.
+async fn record_moved(
+    ctx: &Context,
+    resolved: &[Resolved],
+    before: &BTreeMap<String, BTreeSet<String>>,
+    reference: impl Fn() -> ObjectReference,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut moved = BTreeMap::new();
+    for r in resolved.iter().filter(|r| r.moved()) {
+        let ids: BTreeSet<String> = r.ids.keys().cloned().collect();
+        let known = before.get(&r.image).is_some_and(|b| ids.is_subset(b));
+        if !known {
+            let image = &r.image;
+            tracing::warn!(%image, images = ids.len(), "a cached tag names different images on different nodes");
+            let action = || format!("record the ImageTagMoved event of {image}");
+            let event = moved_tags::moved_event(r);
+            if let Err(e) = ctx
+                .write(action, ctx.recorder.publish(&event, &reference()))
+                .await
+            {
+                tracing::warn!(%image, error = %e, "cannot record the event");
+            }
+        }
+        moved.insert(r.image.clone(), ids);
+    }
+    moved
 }
 
 #[cfg(test)]
@@ -414,6 +473,50 @@ mod tests {
         assert!(!text.contains("r/gone:1"), "{text}");
         assert!(
             text.contains(r#"warmpool_image_cache_nodes{state="incomplete"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_tag_gauge_counts_the_images_each_tag_names_and_forgets_tags_on_no_node() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let n1 = pod(
+            Some("n1"),
+            containers(),
+            json!([running("cache-a-1", "r/a@sha256:1")]),
+        );
+        let n2 = pod(
+            Some("n2"),
+            containers(),
+            json!([
+                running("cache-a-1", "r/a@sha256:2"),
+                running("cache-b-2", "r/b@sha256:1")
+            ]),
+        );
+        publish_tags(&metrics, &moved_tags::resolve(&[n1, n2.clone()]));
+        let scrape = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text
+        };
+        let text = scrape();
+        for line in [
+            r#"warmpool_image_cache_tag_images{image="r/a:1"} 2"#,
+            r#"warmpool_image_cache_tag_images{image="r/b:1"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
+        let n2_only_b = pod(
+            Some("n2"),
+            containers(),
+            json!([running("cache-b-2", "r/b@sha256:1")]),
+        );
+        publish_tags(&metrics, &moved_tags::resolve(&[n2_only_b]));
+        let text = scrape();
+        assert!(!text.contains("r/a:1"), "{text}");
+        assert!(
+            text.contains(r#"warmpool_image_cache_tag_images{image="r/b:1"} 1"#),
             "{text}"
         );
     }

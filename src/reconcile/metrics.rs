@@ -70,6 +70,9 @@ pub struct Metrics {
     cache_images: Family<StateLabels, Gauge>,
     cache_nodes: Family<StateLabels, Gauge>,
     cache_failed_nodes: Family<ImageLabels, Gauge>,
+    cache_tag_images: Family<ImageLabels, Gauge>,
+    /// The tags that have a `tag_images` series.
+    cache_tags_known: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// The images that have a `failed_nodes` series.
     cache_failed_known: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
@@ -79,11 +82,11 @@ impl Default for Metrics {
         Metrics {
             tenants: Gauge::default(),
             spare_slots: Gauge::default(),
+            spare_slots_target: Gauge::default(),
+            arrivals_peak: Gauge::default(),
             cached_images: Gauge::default(),
             slot_cpu_millicores: Gauge::default(),
             slot_memory_bytes: Gauge::default(),
-            spare_slots_target: Gauge::default(),
-            arrivals_peak: Gauge::default(),
             leader: Gauge::default(),
             enrolled: Counter::default(),
             unenrolled: Counter::default(),
@@ -95,6 +98,8 @@ impl Default for Metrics {
             cache_images: Family::default(),
             cache_nodes: Family::default(),
             cache_failed_nodes: Family::default(),
+            cache_tag_images: Family::default(),
+            cache_tags_known: Default::default(),
             cache_failed_known: Default::default(),
         }
     }
@@ -121,6 +126,12 @@ impl Metrics {
             "Nodes on which the kubelet cannot pull this cached image (0 once it can)",
             m.cache_failed_nodes.clone(),
         );
+        cache.register(
+            "tag_images",
+            "Distinct images (imageID) this cached tag names across the warm nodes; above 1 the \
+             tag was moved in the registry between two nodes' pulls",
+            m.cache_tag_images.clone(),
+        );
         let r = registry.sub_registry_with_prefix("warmpool_reconcile");
         r.register(
             "tenants",
@@ -134,17 +145,6 @@ impl Metrics {
             m.spare_slots.clone(),
         );
         r.register(
-            "schedule_window_in_force",
-            "1 for the prewarmer.schedule window whose spareSlots are in force, 0 for the others",
-            m.schedule_window.clone(),
-        );
-        r.register(
-            "cached_images",
-            "Images in the image-cache DaemonSet",
-            m.cached_images.clone(),
-        );
-        r.register(
-        r.register(
             "spare_slots_target",
             "The spare slots' target: the largest of prewarmer.spareSlots (or, with auto, the \
              most tenants arrived within one span, bounded) and the schedule window in force; \
@@ -157,6 +157,17 @@ impl Metrics {
              the lookback (before min and max)",
             m.arrivals_peak.clone(),
         );
+        r.register(
+            "schedule_window_in_force",
+            "1 for the prewarmer.schedule window whose spareSlots are in force, 0 for the others",
+            m.schedule_window.clone(),
+        );
+        r.register(
+            "cached_images",
+            "Images in the image-cache DaemonSet",
+            m.cached_images.clone(),
+        );
+        r.register(
             "slot_cpu_millicores",
             "CPU one placeholder requests",
             m.slot_cpu_millicores.clone(),
@@ -229,18 +240,26 @@ impl Metrics {
             .clone()
     }
 
+    pub fn cache_tag_images(&self, image: &str) -> Gauge {
+        self.cache_tag_images
+            .get_or_create(&ImageLabels {
+                image: image.to_owned(),
+            })
+            .clone()
+    }
+
     /// Drops the `failed_nodes` series of every image not in `images_now` (no longer cached).
     pub fn retain_failed_images(&self, images_now: &std::collections::BTreeSet<String>) {
-        let mut known = self
-            .cache_failed_known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for gone in known.difference(images_now) {
-            self.cache_failed_nodes.remove(&ImageLabels {
-                image: gone.clone(),
-            });
-        }
-        known.clone_from(images_now);
+        retain(
+            &self.cache_failed_nodes,
+            &self.cache_failed_known,
+            images_now,
+        );
+    }
+
+    /// Drops the `tag_images` series of every tag not in `tags_now` (on no node any more).
+    pub fn retain_tag_images(&self, tags_now: &std::collections::BTreeSet<String>) {
+        retain(&self.cache_tag_images, &self.cache_tags_known, tags_now);
     }
 
     /// The spare slots in force (`warmpool_reconcile_spare_slots`), and which of the schedule's
@@ -284,6 +303,22 @@ impl Metrics {
                 .inc();
         }
     }
+}
+
+/// Drops from `family` the series of every image in `known` but not in `now`; `known` becomes
+/// `now`.
+fn retain(
+    family: &Family<ImageLabels, Gauge>,
+    known: &std::sync::Mutex<std::collections::BTreeSet<String>>,
+    now: &std::collections::BTreeSet<String>,
+) {
+    let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+    for gone in known.difference(now) {
+        family.remove(&ImageLabels {
+            image: gone.clone(),
+        });
+    }
+    known.clone_from(now);
 }
 
 #[cfg(test)]

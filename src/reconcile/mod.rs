@@ -24,15 +24,16 @@
 //! - [`arrivals`]: the tenants' arrivals, in memory and (with `spareSlots: {auto: ...}`) in the
 //!   ConfigMap [`ARRIVALS`], written at most every 30 s.
 //! - [`cache_health`]: what the image cache holds on each node (pure report), exported as
-//!   metrics, with an Event for an image that cannot be pulled.
+//!   metrics, with an Event for an image that cannot be pulled and for a tag that names
+//!   different images on different nodes ([`moved_tags`], pure).
 //! - [`apply`]: server-side apply, and delete-and-re-create on an immutable field.
 //! - [`context`]: [`Settings`] and the one [`context::Context`] they all share.
 //! - [`lease`]: leader election on the Lease `warmpool-reconciler`; [`owner`]: warmpool's own
 //!   Deployment; [`backoff`]: per-object retries; [`metrics`]; [`error`]: what can fail, by kind.
 
 pub mod apply;
-pub mod backoff;
 pub mod arrivals;
+pub mod backoff;
 pub mod cache_health;
 pub mod context;
 pub mod desired;
@@ -44,15 +45,16 @@ pub mod images;
 pub mod leader;
 pub mod lease;
 pub mod metrics;
+pub mod moved_tags;
 pub mod nodes;
 pub mod observed;
 pub mod owner;
 pub mod schedule;
 pub mod session;
 pub mod slot;
+pub mod spare;
 pub mod workloads;
 
-pub mod spare;
 pub use context::{PodIdentity, Settings};
 pub use error::Error;
 pub use leader::run;
@@ -67,11 +69,11 @@ pub const PREWARMER: &str = "warmpool-prewarmer";
 pub const IMAGE_CACHE: &str = "warmpool-image-cache";
 /// The Lease that elects the one replica that writes.
 pub const LEASE: &str = "warmpool-reconciler";
-
-/// Carried by every object the reconciler writes.
 /// The ConfigMap, in warmpool's namespace, recording tenants' arrivals for
 /// `prewarmer.spareSlots: {auto: ...}` (written only with that setting).
 pub const ARRIVALS: &str = "warmpool-arrivals";
+
+/// Carried by every object the reconciler writes.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "warmpool";
 /// On placeholders only with `prewarmer.doNotDisrupt` (off by default): it keeps Karpenter from

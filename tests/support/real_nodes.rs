@@ -59,6 +59,29 @@ impl Registry {
         ]
     }
 
+    /// Points `to` (a reference in this registry) at the image `from` names, as a re-push of a
+    /// tag does (skopeo, which `registry up` installed). Panics when skopeo fails.
+    pub fn copy(&self, from: &str, to: &str) {
+        let out = Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("docker://{from}"))
+            .arg(format!("docker://{to}"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"));
+        assert!(
+            out.status.success(),
+            "skopeo copy {from} {to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn parse(env: &str) -> Result<Registry, String> {
         let get = |key: &str| {
             env.lines()
