@@ -199,3 +199,52 @@ fn the_schedule_reaches_the_configuration_and_the_binary_takes_it() {
         "workshop-mornings"
     );
 }
+
+/// `prewarmer.spareSlots` auto and `prewarmer.scaleDown`: absent by default (an integer, no
+/// scaleDown key); set, they reach the configuration typed as the binary reads them, and the
+/// binary takes it (`render` shows auto's min, and says so).
+#[test]
+fn arrival_sized_slots_and_gentle_scale_down_reach_the_configuration() {
+    let Some(helm) = helm() else { return };
+    let config = config_of(&render(&helm, "wp", "warmpool-system", &[]));
+    assert_eq!(config["prewarmer"]["spareSlots"], 1);
+    assert!(config["prewarmer"].get("scaleDown").is_none(), "off by default");
+
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "prewarmer:\n  spareSlots:\n    auto: {min: 2, max: 30, span: 10m, lookback: 3d}\n  \
+         scaleDown: {enabled: true, step: 2, every: 1m, quietFor: 5m}\n",
+    )
+    .unwrap();
+    let config = config_of(&render(
+        &helm,
+        "wp",
+        "warmpool-system",
+        &["-f", values.to_str().unwrap()],
+    ));
+    assert_eq!(
+        config["prewarmer"]["spareSlots"],
+        json!({"auto": {"min": 2, "max": 30, "span": "10m", "lookback": "3d"}})
+    );
+    assert_eq!(
+        config["prewarmer"]["scaleDown"],
+        json!({"step": 2, "every": "1m", "quietFor": "5m"})
+    );
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
+    let out = harness::run(
+        binary,
+        &["render", "--config", file.to_str().unwrap(), "-o", "json"],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["items"][1]["spec"]["replicas"], 2, "auto's min offline");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("prewarmer.spareSlots is auto"), "{stderr}");
+    assert!(stderr.contains("prewarmer.scaleDown is set"), "{stderr}");
+}

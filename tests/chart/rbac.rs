@@ -82,6 +82,28 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
             ("coordination.k8s.io", "leases", "", &["create"]),
         ])
     );
+    // With prewarmer.spareSlots auto, the arrivals record too: that one ConfigMap, by name.
+    let auto = render(
+        &helm,
+        "wp",
+        "warmpool-system",
+        &["--set", "prewarmer.spareSlots.auto.max=20"],
+    );
+    let mut with_record = rules(role);
+    with_record.insert(
+        (
+            String::new(),
+            "configmaps".into(),
+            warmpool::reconcile::ARRIVALS.into(),
+        ),
+        ["get", "create", "patch"].map(String::from).into(),
+    );
+    assert_eq!(rules(find(&auto, "Role", None)), with_record);
+    assert_eq!(
+        rules(find(&auto, "ClusterRole", None)),
+        rules(cluster_role),
+        "nothing cluster-wide"
+    );
     // The names are the reconciler's own constants.
     use warmpool::reconcile::{IMAGE_CACHE, LEASE, PREWARMER, PRIORITY_CLASS};
     assert_eq!(

@@ -77,6 +77,26 @@ fn schema_rejects_bad_values_with_a_clear_message() {
             "pattern",
         ),
         (
+            "prewarmer.spareSlots.auto.max=-3",
+            "/prewarmer/spareSlots/auto/max",
+            "minimum",
+        ),
+        (
+            "prewarmer.spareSlots.auto.maximum=3",
+            "/prewarmer/spareSlots/auto",
+            "'maximum' not allowed",
+        ),
+        (
+            "prewarmer.scaleDown.step=0",
+            "/prewarmer/scaleDown/step",
+            "minimum",
+        ),
+        (
+            "prewarmer.scaleDown.rate=1",
+            "/prewarmer/scaleDown",
+            "'rate' not allowed",
+        ),
+        (
             "imageCache.architectures={x86_64}",
             "/imageCache/architectures/0",
             "'amd64', 'arm64'",

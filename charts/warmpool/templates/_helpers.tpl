@@ -103,7 +103,30 @@ floats), the other keys as strings, absent ones left out.
 {{- toJson $out }}
 {{- end }}
 
+{{/*
+prewarmer.spareSlots {auto: {min, max, span, lookback}} as the binary reads it, with the keys
+given (the binary has the defaults); an integer is rendered as one.
+*/}}
+{{- define "warmpool.spareSlotsAuto" -}}
+{{- $auto := dict }}
+{{- range $k, $v := (.Values.prewarmer.spareSlots.auto | default dict) }}
+{{- if or (eq $k "min") (eq $k "max") }}{{- $_ := set $auto $k (int $v) }}{{- else }}{{- $_ := set $auto $k (toString $v) }}{{- end }}
+{{- end }}
+{{- toJson (dict "auto" $auto) }}
+{{- end }}
+
+{{/* Whether the reconciler records arrivals (spareSlots.auto): the Role then allows its ConfigMap. */}}
+{{- define "warmpool.recordsArrivals" -}}
+{{- if kindIs "map" .Values.prewarmer.spareSlots }}true{{- end }}
+{{- end }}
+
 {{- define "warmpool.config" -}}
+{{- $spare := .Values.prewarmer.spareSlots }}
+{{- if kindIs "map" $spare }}
+{{- $spare = include "warmpool.spareSlotsAuto" . | fromJson }}
+{{- else }}
+{{- $spare = int $spare }}
+{{- end }}
 {{- $slot := .Values.prewarmer.slot }}
 {{- if and (kindIs "map" $slot) (not $slot.auto) }}
 {{- $slot = dict "cpu" (toString $slot.cpu) "memory" (toString $slot.memory) }}
@@ -117,7 +140,7 @@ floats), the other keys as strings, absent ones left out.
     "affinity" .Values.pool.affinity
     "tolerations" (include "warmpool.tolerations" . | fromJsonArray))
   "prewarmer" (dict
-    "spareSlots" (int .Values.prewarmer.spareSlots)
+    "spareSlots" $spare
     "slot" $slot
     "doNotDisrupt" .Values.prewarmer.doNotDisrupt
     "image" .Values.prewarmer.image
@@ -130,6 +153,12 @@ floats), the other keys as strings, absent ones left out.
     "toolImage" (include "warmpool.image" .)
     "architectures" .Values.imageCache.architectures)
 }}
+{{- $down := .Values.prewarmer.scaleDown | default dict }}
+{{- if $down.enabled }}
+{{- $scaleDown := dict "step" (int ($down.step | default 1)) "every" (toString ($down.every | default "5m")) }}
+{{- if $down.quietFor }}{{- $_ := set $scaleDown "quietFor" (toString $down.quietFor) }}{{- end }}
+{{- $_ := set $config.prewarmer "scaleDown" $scaleDown }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
