@@ -31,7 +31,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -87,12 +87,13 @@ fn helm() -> Option<PathBuf> {
 }
 
 /// The chart rendered for `release` in `namespace`: the documents of the RBAC kinds.
-fn rendered_rbac(helm: &Path, release: &str, namespace: &str) -> Vec<Value> {
+fn rendered_rbac(helm: &Path, release: &str, namespace: &str, values: &[&str]) -> Vec<Value> {
     let chart = repo_root().join("charts/warmpool");
     let out = std::process::Command::new(helm)
         .args(["template", release])
         .arg(chart)
         .args(["--namespace", namespace])
+        .args(values)
         .output()
         .expect("helm template");
     assert!(
@@ -545,10 +546,21 @@ async fn the_reconciler_uses_exactly_the_permissions_the_chart_grants() {
     let Some(client) = client().await else { return };
     let _serial = SERIAL.lock().await;
     let Some(helm) = helm() else { return };
-    // slot: auto, so that the warm nodes are watched too.
-    let run = Run::new(&client, BIN.as_ref(), "prewarmer:\n  slot: auto\n").await;
+    // slot: auto, so that the warm nodes are watched too; spareSlots auto, so that arrivals are
+    // recorded (the chart then grants the ConfigMap warmpool-arrivals).
+    let run = Run::new(
+        &client,
+        BIN.as_ref(),
+        "prewarmer:\n  slot: auto\n  spareSlots: {auto: {max: 3}}\n",
+    )
+    .await;
     let ns = run.namespace.clone();
-    let docs = rendered_rbac(&helm, &run.id, &ns);
+    let docs = rendered_rbac(
+        &helm,
+        &run.id,
+        &ns,
+        &["--set", "prewarmer.spareSlots.auto.max=3"],
+    );
     let granted = grants(&docs);
     let sa = docs
         .iter()
@@ -730,10 +742,43 @@ async fn the_reconciler_uses_exactly_the_permissions_the_chart_grants() {
         },
     )
     .await;
+    // The arrivals record written (created by server-side apply)...
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    eventually(
+        "the arrivals record written",
+        Duration::from_secs(60),
+        || async {
+            let cm = configmaps.get_opt("warmpool-arrivals").await.ok()??;
+            cm.data?.get("arrivals")?.contains(&tenant).then_some(())
+        },
+    )
+    .await;
     // Long enough for a few Lease renewals and a resync.
     tokio::time::sleep(Duration::from_secs(6)).await;
     rec.terminate();
-    let logs = rec.logs();
+    // ...and read by the next leadership term.
+    let mut next = run.spawn(
+        "least-privilege-2",
+        &["--lease-duration", "4s"],
+        &[
+            ("KUBECONFIG", proxy),
+            ("POD_NAME", &pod),
+            ("POD_NAMESPACE", &ns),
+        ],
+    );
+    next.wait_ready(Duration::from_secs(60)).await;
+    eventually(
+        "the next term read the arrivals record",
+        Duration::from_secs(60),
+        || async {
+            next.logs()
+                .contains("arrivals record read")
+                .then_some(())
+        },
+    )
+    .await;
+    next.terminate();
+    let logs = rec.logs() + &next.logs();
     let calls: BTreeSet<Call> = calls.lock().unwrap().iter().cloned().collect();
 
     // 1. Every call allowed, and covered by a granted rule.
