@@ -1,8 +1,10 @@
 {{/*
 warmpool's alerts, one group per part. Each alert is one list item of its group's template, so a
 new one (tenant time to Ready, escaped pods: issue 13 items 1 and 2, once their metrics exist) is
-one block in one place; a new group is one more name in "warmpool.alertGroups". Prometheus'
-own templating ({{ $value }}, {{ $labels.x }}) is written as Helm raw strings.
+one block in one place (say a "tenants" group: one more name in "warmpool.alertGroups" and its
+"warmpool.alerts.tenants" template); tests/chart/observability.rs then asks for its name in the
+`disabled` enum of values.schema.json and a firing case in tests/chart/alerts_test.yaml.
+Prometheus' own templating ({{ $value }}, {{ $labels.x }}) is written as Helm raw strings.
 
 Every selector names the release's namespace and Service: the labels the chart's ServiceMonitor
 gives each scraped series (namespace, service, endpoint, pod). The reconciler's state gauges are
