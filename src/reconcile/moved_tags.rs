@@ -25,7 +25,7 @@ use super::desired::CACHE_CONTAINER_PREFIX;
 pub struct Resolved {
     /// The reference as the DaemonSet names it.
     pub image: String,
-    /// `imageID` → the nodes whose cache holds that image under `image`.
+    /// The image's digest (of its `imageID`) → the nodes whose cache holds it under `image`.
     pub ids: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -74,10 +74,12 @@ pub fn resolve(pods: &[Arc<Pod>]) -> Vec<Resolved> {
             else {
                 continue;
             };
+            // By digest alone: an image stored under several names (the same content pushed
+            // as two tags) is reported by whichever name containerd lists first.
             by_image
                 .entry(image.to_owned())
                 .or_default()
-                .entry(id.to_owned())
+                .entry(digest(id).to_owned())
                 .or_default()
                 .insert(node.to_owned());
         }
@@ -88,10 +90,13 @@ pub fn resolve(pods: &[Arc<Pod>]) -> Vec<Resolved> {
         .collect()
 }
 
-/// The digest part of an `imageID` (`registry/repo@sha256:…` → `sha256:…`), shortened to what a
-/// person compares by eye.
-fn short(id: &str) -> &str {
-    let digest = id.rsplit_once('@').map_or(id, |(_, d)| d);
+/// The digest part of an `imageID` (`registry/repo@sha256:…` → `sha256:…`).
+fn digest(id: &str) -> &str {
+    id.rsplit_once('@').map_or(id, |(_, d)| d)
+}
+
+/// A digest shortened to what a person compares by eye.
+fn short(digest: &str) -> &str {
     digest.get(..19).unwrap_or(digest)
 }
 
@@ -191,11 +196,11 @@ mod tests {
         let a = &resolved[0];
         assert_eq!(a.image, "r/a:1");
         assert!(a.moved());
-        assert_eq!(a.ids["r/a@sha256:old"], nodes(&["n1", "n3"]));
-        assert_eq!(a.ids["r/a@sha256:new"], nodes(&["n2"]));
+        assert_eq!(a.ids["sha256:old"], nodes(&["n1", "n3"]));
+        assert_eq!(a.ids["sha256:new"], nodes(&["n2"]));
         let c = &resolved[1];
         assert_eq!(c.image, "r/c:1");
-        assert!(!c.moved(), "one image on every node");
+        assert!(!c.moved(), "one image on every node, whatever name it is listed by");
     }
 
     #[test]
@@ -221,7 +226,7 @@ mod tests {
         assert_eq!(resolved.len(), 1, "{resolved:?}");
         assert_eq!(resolved[0].image, "r/a:1");
         assert_eq!(resolved[0].ids.len(), 1);
-        assert_eq!(resolved[0].ids["r/a@sha256:1"], nodes(&["n1"]));
+        assert_eq!(resolved[0].ids["sha256:1"], nodes(&["n1"]));
     }
 
     #[test]
@@ -230,7 +235,7 @@ mod tests {
             image: "r/a:1".into(),
             ids: BTreeMap::from([
                 (
-                    "r/a@sha256:1111111111111111111111111111".into(),
+                    "sha256:1111111111111111111111111111".into(),
                     nodes(&["n1", "n3"]),
                 ),
                 (
