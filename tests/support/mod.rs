@@ -7,6 +7,7 @@ pub mod fakelet;
 pub mod helm;
 pub mod loopback;
 pub mod objects;
+pub mod provisioner;
 pub mod real_nodes;
 pub mod reconciler;
 pub mod scenario;

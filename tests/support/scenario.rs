@@ -93,6 +93,18 @@ impl Setup {
 impl Warmpool {
     /// Starts webhook and reconciler with a configuration for this run's pool and tenants.
     pub async fn start(client: &Client, binary: &Path, setup: Setup) -> Warmpool {
+        Warmpool::start_with(client, binary, setup, "", &[]).await
+    }
+
+    /// [`Warmpool::start`], with `prewarmer` lines appended under `prewarmer:` (indented by
+    /// two spaces, e.g. `  scaleDown: {step: 1, every: 10s}\n`) and `env` for the reconciler.
+    pub async fn start_with(
+        client: &Client,
+        binary: &Path,
+        setup: Setup,
+        prewarmer: &str,
+        env: &[(&str, &str)],
+    ) -> Warmpool {
         let Setup {
             run,
             namespace,
@@ -110,7 +122,7 @@ pool:
     - {{key: workload-type, operator: Equal, value: {pool}, effect: NoSchedule}}
 prewarmer:
   spareSlots: {spare_slots}
-"#
+{prewarmer}"#
         );
         if let Some(real) = real {
             config.push_str(&format!(
@@ -138,6 +150,8 @@ prewarmer:
         let reconciler_log = webhook.dir.path().join("reconciler.log");
         let metrics = format!("127.0.0.1:{}", free_port());
         let kubeconfig = kubeconfig().expect("kubeconfig");
+        let mut env: Vec<(&str, &str)> = env.to_vec();
+        env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
         let reconciler = spawn_warmpool(
             binary,
             &[
@@ -149,7 +163,7 @@ prewarmer:
                 "--metrics-listen",
                 &metrics,
             ],
-            &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+            &env,
             &reconciler_log,
         );
         Warmpool {
