@@ -54,13 +54,87 @@ pub struct Config {
 pub struct Tenants {
     /// Shell-style globs (`demo-*`, `team-?`, `[ab]-*`) matched against namespace names.
     pub namespace_patterns: Vec<String>,
+    /// How a new tenant's time to Ready is measured ([`crate::reconcile::tenant_ready`]).
+    pub time_to_ready: TimeToReady,
+    /// What the reconciler does with tenant pods that escaped the webhook
+    /// ([`crate::escape`]): always an Event and a gauge; `evict` also evicts those a
+    /// controller owns, so that they come back through the webhook.
+    pub repair: Repair,
+}
+
+/// `tenants.repair`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Repair {
+    #[default]
+    None,
+    Evict,
 }
 
 impl Default for Tenants {
     fn default() -> Self {
         Tenants {
             namespace_patterns: vec!["demo-*".into()],
+            time_to_ready: TimeToReady::default(),
+            repair: Repair::None,
         }
+    }
+}
+
+/// `tenants.timeToReady`: a new tenant is measured from its namespace's creation to every pod
+/// made within `window` of it Ready; not all Ready after `timeout`, it is reported not Ready.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct TimeToReady {
+    /// Off: no measurement, and no pod, node or Event watch for it.
+    pub enabled: bool,
+    pub window: String,
+    pub timeout: String,
+}
+
+impl Default for TimeToReady {
+    fn default() -> Self {
+        TimeToReady {
+            enabled: true,
+            window: "1m".into(),
+            timeout: "10m".into(),
+        }
+    }
+}
+
+impl TimeToReady {
+    const LONGEST: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+    fn parse(text: &str) -> Result<jiff::SignedDuration, String> {
+        crate::capacity::parse_duration_at_most(text, Self::LONGEST, "a day")
+    }
+
+    /// The window (validated; the default if it does not parse).
+    pub fn window(&self) -> jiff::SignedDuration {
+        Self::parse(&self.window).unwrap_or(jiff::SignedDuration::from_mins(1))
+    }
+
+    /// The timeout (validated; the default if it does not parse).
+    pub fn timeout(&self) -> jiff::SignedDuration {
+        Self::parse(&self.timeout).unwrap_or(jiff::SignedDuration::from_mins(10))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let at = |key: &str| format!("tenants.timeToReady.{key}");
+        let window =
+            Self::parse(&self.window).map_err(|m| ConfigError::invalid(at("window"), m))?;
+        let timeout =
+            Self::parse(&self.timeout).map_err(|m| ConfigError::invalid(at("timeout"), m))?;
+        if timeout < window {
+            return Err(ConfigError::invalid(
+                at("timeout"),
+                format!(
+                    "`{}` is shorter than tenants.timeToReady.window (`{}`)",
+                    self.timeout, self.window
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -442,6 +516,7 @@ impl Config {
 
     /// Checks what serde cannot: globs compile, quantities parse, names are names.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.tenants.time_to_ready.validate()?;
         for (i, pattern) in self.tenants.namespace_patterns.iter().enumerate() {
             crate::tenant::compile_glob(pattern).map_err(|e| {
                 ConfigError::invalid(format!("tenants.namespacePatterns[{i}]"), e.to_string())
@@ -822,6 +897,39 @@ imageCache:
         // Without a schedule: spareSlots, and nothing ever changes.
         let f = Config::default().prewarmer.in_force(jiff::Timestamp::now());
         assert_eq!((f.slots, f.window, f.next_change), (1, None, None));
+    }
+
+    #[test]
+    fn time_to_ready_has_defaults_and_bad_durations_name_their_path() {
+        let c = Config::default();
+        assert_eq!(
+            c.tenants.time_to_ready.window(),
+            jiff::SignedDuration::from_mins(1)
+        );
+        assert_eq!(
+            c.tenants.time_to_ready.timeout(),
+            jiff::SignedDuration::from_mins(10)
+        );
+        assert_eq!(c.tenants.repair, Repair::None);
+        let c =
+            Config::from_yaml("tenants: {timeToReady: {window: 10s, timeout: 2m}, repair: evict}")
+                .unwrap();
+        assert_eq!(c.tenants.repair, Repair::Evict);
+        assert!(err("tenants: {repair: delete}").contains("tenants.repair"));
+        assert_eq!(
+            c.tenants.time_to_ready.window(),
+            jiff::SignedDuration::from_secs(10)
+        );
+        for (yaml, path) in [
+            ("{window: soon}", "tenants.timeToReady.window"),
+            ("{timeout: -1m}", "tenants.timeToReady.timeout"),
+            ("{timeout: 2d}", "tenants.timeToReady.timeout"),
+            ("{window: 5m, timeout: 2m}", "tenants.timeToReady.timeout"),
+            ("{windo: 5m}", "tenants.timeToReady.windo"),
+        ] {
+            let e = err(&format!("tenants: {{timeToReady: {yaml}}}"));
+            assert!(e.contains(path), "{yaml}: {e}");
+        }
     }
 
     #[test]

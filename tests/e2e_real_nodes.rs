@@ -18,14 +18,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ContainerState, Event, Pod};
+use k8s_openapi::api::core::v1::{ContainerState, Event, Namespace, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use support::cluster::{client, eventually, eventually_explained, unique};
 use support::real_nodes::{
-    NodeSpec, REAL_TIMEOUT, RealCluster, RealNode, create_cargocats, is_ready, live_pods,
+    NodeSpec, REAL_TIMEOUT, RealCluster, RealNode, create_cargocats, create_workloads, is_ready,
+    live_pods,
 };
 use support::reconciler::{Reconciler, Run};
 use support::webhook::{RUN_LABEL, Webhook, unregister};
@@ -58,6 +59,17 @@ impl Warmpool {
         slot_cpu: &str,
         more_images: &[&str],
     ) -> Warmpool {
+        Warmpool::start_with(client, cluster, slot_cpu, more_images, "").await
+    }
+
+    /// [`Warmpool::start`] with more keys of the `tenants:` section (indented).
+    async fn start_with(
+        client: &Client,
+        cluster: &RealCluster,
+        slot_cpu: &str,
+        more_images: &[&str],
+        tenant_keys: &str,
+    ) -> Warmpool {
         let registry = &cluster.registry;
         let more: String = more_images.iter().map(|i| format!("    - {i}\n")).collect();
         let extra = format!(
@@ -70,7 +82,8 @@ impl Warmpool {
             fg = registry.frontgateservice,
             my = registry.mysql,
         );
-        let run = Run::new(client, BIN.as_ref(), &extra).await;
+        let mut run = Run::new(client, BIN.as_ref(), &extra).await;
+        run.set_tenant_keys(tenant_keys);
         let yaml = std::fs::read_to_string(&run.config).expect("run config");
         let webhook = Webhook::start(BIN.as_ref(), Some(&yaml)).await;
         let pattern = format!("{}*", run.tenant_prefix);
@@ -839,11 +852,22 @@ async fn a_tag_moved_between_two_nodes_pulls_is_reported() {
     let warmpool = Warmpool::start(&client, cluster, "600m", &[&moving]).await;
     let ns = warmpool.run.namespace.clone();
     let pool = warmpool.run.pool.clone();
+    // By container name: the kubelet's status may name the image by another of its tags.
     let image_id_on = |pod: &Pod| {
+        let container = pod
+            .spec
+            .as_ref()
+            .and_then(|s| {
+                s.containers
+                    .iter()
+                    .find(|c| c.image.as_ref() == Some(&moving))
+            })
+            .map(|c| c.name.clone())
+            .expect("a cache container for the moving tag");
         pod.status
             .as_ref()
             .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|c| c.iter().find(|c| c.image == moving))
+            .and_then(|c| c.iter().find(|c| c.name == container))
             .map(|c| c.image_id.clone())
             .expect("the moving tag's container status")
     };
@@ -904,6 +928,116 @@ async fn a_tag_moved_between_two_nodes_pulls_is_reported() {
         registry.dataservice
     );
     assert_eq!(reconciler.metric(&steady).await, Some(1.0), "{steady}");
+    warmpool.stop().await;
+    drop(nodes);
+}
+
+/// The annotations `warmpool.io/start` and `warmpool.io/ready-seconds` of a measured tenant, and
+/// the note of its `TenantReady` Event.
+async fn wait_measured(client: &Client, ns: &str, nodes: &[&RealNode]) -> (String, f64, String) {
+    let (start, seconds) = eventually_explained(
+        &format!("{ns} measured (annotation warmpool.io/start)"),
+        REAL_TIMEOUT,
+        || async {
+            let found = Api::<Namespace>::all(client.clone()).get(ns).await.ok()?;
+            let annotations = found.metadata.annotations?;
+            let start = annotations.get("warmpool.io/start")?.clone();
+            let seconds: f64 = annotations.get("warmpool.io/ready-seconds")?.parse().ok()?;
+            Some((start, seconds))
+        },
+        || async { explain(client, &[ns], nodes).await },
+    )
+    .await;
+    let note = eventually("the TenantReady event", Duration::from_secs(30), || async {
+        Api::<Event>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("TenantReady"))?
+            .message
+    })
+    .await;
+    (start, seconds, note)
+}
+
+/// Each new tenant is timed from its namespace's creation to all its pods Ready, and told warm
+/// or cold from what the kubelet did: a tenant whose images the cache holds on the warm node
+/// starts warm; one with an image no node has (the kubelet pulls it) starts cold. Both figures
+/// are in the namespace's annotations, its Event and `warmpool_tenant_ready_seconds{start}`.
+#[tokio::test]
+async fn each_new_tenant_is_timed_to_ready_and_told_warm_or_cold() {
+    let _one = exclusive().await;
+    let Some((client, cluster)) = prerequisites().await else {
+        return;
+    };
+    let registry = &cluster.registry;
+    let uncached = format!(
+        "{}/warmpool-test/{}:1",
+        registry.address,
+        unique("uncached")
+    );
+    registry.copy(&registry.frontgateservice, &uncached);
+    let warmpool = Warmpool::start_with(
+        &client,
+        cluster,
+        "600m",
+        &[],
+        "  timeToReady: {window: 3s, timeout: 3m}\n",
+    )
+    .await;
+    let Some(nodes) = nodes_up(
+        cluster,
+        vec![NodeSpec::warm_half(&unique("rn-ttr"), &warmpool.run.pool)],
+    )
+    .await
+    else {
+        return;
+    };
+    let node = &nodes[0];
+    wait_cache_complete(&client, &warmpool.run.namespace, node).await;
+
+    let warm = warmpool.tenant("ttr-warm").await;
+    create_cargocats(&client, &warm, registry).await;
+    let (start, seconds, note) = wait_measured(&client, &warm, &[node]).await;
+    eprintln!("{warm}: {start} start, Ready in {seconds} s: {note}");
+    assert_eq!(start, "warm", "{note}");
+    assert!(
+        note.contains("all 3 pods Ready")
+            && note.contains("warm: 3/3 on warm nodes, images present"),
+        "{note}"
+    );
+    assert!(
+        seconds > 0.0 && seconds < REAL_TIMEOUT.as_secs_f64(),
+        "{seconds}"
+    );
+    // Its room back for the next one.
+    Api::<Namespace>::all(client.clone())
+        .delete(&warm, &kube::api::DeleteParams::default())
+        .await
+        .expect("delete the warm tenant");
+
+    let cold = warmpool.tenant("ttr-cold").await;
+    let workloads = [
+        ("dataservice", registry.dataservice.as_str()),
+        ("frontgateservice", uncached.as_str()),
+        ("mysql", registry.mysql.as_str()),
+    ];
+    create_workloads(&client, &cold, registry.http_port, &workloads).await;
+    let (start, cold_seconds, note) = wait_measured(&client, &cold, &[node]).await;
+    eprintln!("{cold}: {start} start, Ready in {cold_seconds} s: {note}");
+    assert_eq!(start, "cold", "{note}");
+    assert!(
+        note.contains(&format!("1 image(s) pulled: {uncached}")),
+        "{note}"
+    );
+
+    let reconciler = &warmpool.reconciler;
+    for start in ["warm", "cold"] {
+        let series = format!(r#"warmpool_tenant_ready_seconds_count{{start="{start}"}}"#);
+        assert_eq!(reconciler.metric(&series).await, Some(1.0), "{series}");
+    }
     warmpool.stop().await;
     drop(nodes);
 }

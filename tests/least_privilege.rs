@@ -770,11 +770,7 @@ async fn the_reconciler_uses_exactly_the_permissions_the_chart_grants() {
     eventually(
         "the next term read the arrivals record",
         Duration::from_secs(60),
-        || async {
-            next.logs()
-                .contains("arrivals record read")
-                .then_some(())
-        },
+        || async { next.logs().contains("arrivals record read").then_some(()) },
     )
     .await;
     next.terminate();

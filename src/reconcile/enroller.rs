@@ -46,6 +46,9 @@ pub async fn reconcile_namespace(
         return Ok(Action::await_change());
     }
     let labels = ns.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+    if ctx.selector.decide(&name, labels).is_tenant() {
+        session.readiness.consider(ctx, &ns);
+    }
     let owners = label_owners(
         ns.metadata.managed_fields.as_deref().unwrap_or_default(),
         &ctx.enrolment_manager,

@@ -35,6 +35,18 @@ pub struct ImageLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StartLabels {
+    /// `warm` or `cold` ([`super::tenant_ready::Measurement::start`]).
+    pub start: String,
+}
+
+fn tenant_ready_histogram() -> Histogram {
+    Histogram::new([
+        0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+    ])
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct WindowLabels {
     /// A `prewarmer.schedule[].name`.
     pub window: String,
@@ -58,6 +70,12 @@ pub struct Metrics {
     pub slot_cpu_millicores: Gauge,
     pub slot_memory_bytes: Gauge,
     pub leader: Gauge,
+    /// `warmpool_tenant_ready_seconds{start}` ([`super::ready_watch`]).
+    tenant_ready: Family<StartLabels, Histogram>,
+    pub tenant_not_ready: Counter,
+    /// `warmpool_tenant_pods_unsteered` ([`super::unsteered`]).
+    pub tenant_pods_unsteered: Gauge,
+    pub tenant_pods_evicted: Counter,
     pub enrolled: Counter,
     pub unenrolled: Counter,
     pub runs: Family<TargetLabels, Counter>,
@@ -88,6 +106,10 @@ impl Default for Metrics {
             slot_cpu_millicores: Gauge::default(),
             slot_memory_bytes: Gauge::default(),
             leader: Gauge::default(),
+            tenant_ready: Family::new_with_constructor(tenant_ready_histogram),
+            tenant_not_ready: Counter::default(),
+            tenant_pods_unsteered: Gauge::default(),
+            tenant_pods_evicted: Counter::default(),
             enrolled: Counter::default(),
             unenrolled: Counter::default(),
             runs: Family::default(),
@@ -109,6 +131,34 @@ impl Metrics {
     /// Creates the metrics and registers them under the prefix `warmpool_reconcile`.
     pub fn register(registry: &mut Registry) -> Metrics {
         let m = Metrics::default();
+        let tenant = registry.sub_registry_with_prefix("warmpool_tenant");
+        tenant.register(
+            "ready_seconds",
+            "New tenants' time from the namespace's creation to every pod of its first \
+             tenants.timeToReady.window Ready; start=warm when every pod ran on a warm node with \
+             every image present, else cold",
+            m.tenant_ready.clone(),
+        );
+        tenant.register(
+            "not_ready",
+            "New tenants whose pods were not all Ready within tenants.timeToReady.timeout",
+            m.tenant_not_ready.clone(),
+        );
+        tenant.register(
+            "pods_unsteered",
+            "Pods in tenant namespaces that escaped the webhook (no warmpool.io/injected, and the \
+             webhook would steer them): admitted while it was unreachable",
+            m.tenant_pods_unsteered.clone(),
+        );
+        tenant.register(
+            "pods_evicted",
+            "Unsteered tenant pods evicted (tenants.repair: evict) so that they come back \
+             through the webhook",
+            m.tenant_pods_evicted.clone(),
+        );
+        for start in ["warm", "cold"] {
+            m.tenant_ready(start);
+        }
         let cache = registry.sub_registry_with_prefix("warmpool_image_cache");
         cache.register(
             "images",
@@ -214,6 +264,14 @@ impl Metrics {
             m.duration.clone(),
         );
         m
+    }
+
+    pub fn tenant_ready(&self, start: &str) -> Histogram {
+        self.tenant_ready
+            .get_or_create(&StartLabels {
+                start: start.to_owned(),
+            })
+            .clone()
     }
 
     pub fn cache_images(&self, state: &str) -> Gauge {

@@ -9,6 +9,7 @@
 //! - [`slot`]: a pod's requests as the scheduler counts them; `prewarmer.slot: auto`.
 //! - [`images`]: which images the cache holds, capped and sorted.
 //! - [`desired`]: the PriorityClass, the prewarmer Deployment, the image-cache DaemonSet.
+//! - [`tenant_ready`]: which pods count for a new tenant, when they were all Ready, warm or cold.
 //! - [`observed`]: the narrow watch caches and their reduction to [`observed::Observed`];
 //!   [`nodes`]: the warm nodes' allocatable.
 //!
@@ -26,6 +27,10 @@
 //! - [`cache_health`]: what the image cache holds on each node (pure report), exported as
 //!   metrics, with an Event for an image that cannot be pulled and for a tag that names
 //!   different images on different nodes ([`moved_tags`], pure).
+//! - [`ready_watch`]: each new tenant's pods watched until Ready; the histogram, Event and
+//!   annotations of its time to Ready.
+//! - [`unsteered`]: tenant pods that escaped the webhook (decided by [`crate::escape`]):
+//!   gauge, an Event each, evicted with `tenants.repair: evict`.
 //! - [`apply`]: server-side apply, and delete-and-re-create on an immutable field.
 //! - [`context`]: [`Settings`] and the one [`context::Context`] they all share.
 //! - [`lease`]: leader election on the Lease `warmpool-reconciler`; [`owner`]: warmpool's own
@@ -49,10 +54,13 @@ pub mod moved_tags;
 pub mod nodes;
 pub mod observed;
 pub mod owner;
+pub mod ready_watch;
 pub mod schedule;
 pub mod session;
 pub mod slot;
 pub mod spare;
+pub mod tenant_ready;
+pub mod unsteered;
 pub mod workloads;
 
 pub use context::{PodIdentity, Settings};

@@ -200,7 +200,10 @@ mod tests {
         assert_eq!(a.ids["sha256:new"], nodes(&["n2"]));
         let c = &resolved[1];
         assert_eq!(c.image, "r/c:1");
-        assert!(!c.moved(), "one image on every node, whatever name it is listed by");
+        assert!(
+            !c.moved(),
+            "one image on every node, whatever name it is listed by"
+        );
     }
 
     #[test]

@@ -111,6 +111,11 @@ impl NodeIndex {
         self.synced
     }
 
+    /// The warm nodes' names.
+    pub fn names(&self) -> std::collections::BTreeSet<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
     /// The warm nodes' allocatable, in no particular order.
     pub fn allocatable(&self) -> impl Iterator<Item = Requests> + '_ {
         self.nodes.values().copied()

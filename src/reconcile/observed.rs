@@ -14,7 +14,9 @@ use serde::Deserialize;
 use super::images::{ImageUsage, select_images};
 use super::nodes::NodeIndex;
 use super::slot::{self, ContainerRequests, Requests};
+use super::tenant_ready::PodStart;
 use crate::config::{Config, Slot, SlotResources};
+use crate::mutation::Rules;
 use crate::tenant::TenantSelector;
 
 /// A Pod with only the fields the reconciler reads. Unknown fields are skipped while parsing, so
@@ -25,11 +27,40 @@ pub struct SlimPod {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: SlimPodSpec,
+    #[serde(default)]
+    pub status: SlimPodStatus,
+}
+
+/// Of a pod's status, its conditions (for the Ready one).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SlimPodStatus {
+    #[serde(default)]
+    pub conditions: Vec<SlimCondition>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default)]
+    pub last_transition_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlimPodSpec {
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// Placement, read only to judge whether the webhook steered the pod
+    /// ([`crate::escape::unsteered`]), never kept in the index.
+    #[serde(default)]
+    pub affinity: Option<serde_json::Value>,
+    #[serde(default)]
+    pub node_selector: Option<serde_json::Value>,
+    #[serde(default)]
+    pub tolerations: Option<serde_json::Value>,
     #[serde(default)]
     pub containers: Vec<SlimContainer>,
     #[serde(default)]
@@ -129,27 +160,114 @@ impl PodSummary {
     }
 }
 
+/// What a tenant's time to Ready needs of a pod ([`super::tenant_ready`]).
+pub fn pod_start(pod: &SlimPod) -> PodStart {
+    let ready_since = pod
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| {
+            c.last_transition_time
+                .as_ref()
+                .map_or(jiff::Timestamp::UNIX_EPOCH, |t| t.0)
+        });
+    PodStart {
+        created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        node: pod.spec.node_name.clone(),
+        ready_since,
+        deleting: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// Whether the webhook never steered `pod` ([`crate::escape::unsteered`] on what the watch
+/// keeps of it: annotations, owners and placement).
+pub fn is_unsteered(pod: &SlimPod, rules: &Rules) -> bool {
+    let view = serde_json::json!({
+        "metadata": {
+            "annotations": pod.metadata.annotations,
+            "ownerReferences": pod.metadata.owner_references,
+        },
+        "spec": {
+            "nodeName": pod.spec.node_name,
+            "affinity": pod.spec.affinity,
+            "nodeSelector": pod.spec.node_selector,
+            "tolerations": pod.spec.tolerations,
+        },
+    });
+    crate::escape::unsteered(&view, rules)
+}
+
+/// A pod the webhook never steered, as the index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsteered {
+    pub node: Option<String>,
+    /// Owned by a controller (not a DaemonSet): evicting it lets the controller re-create it
+    /// through the webhook.
+    pub controlled: bool,
+}
+
+/// One pod in the index: what the desired objects need, what its tenant's start needs, and
+/// whether it escaped the webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    summary: PodSummary,
+    start: PodStart,
+    unsteered: Option<Unsteered>,
+}
+
+impl Entry {
+    fn of(pod: &SlimPod, rules: Option<&Rules>) -> Entry {
+        let unsteered = rules.filter(|r| is_unsteered(pod, r)).map(|_| Unsteered {
+            node: pod.spec.node_name.clone(),
+            controlled: pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && o.kind != "DaemonSet"),
+        });
+        Entry {
+            summary: PodSummary::of(&pod.spec),
+            start: pod_start(pod),
+            unsteered,
+        }
+    }
+}
+
 /// Every (non-terminated) pod's summary, by namespace and name. Fed by a pod watcher; handles
 /// the watcher's re-list protocol (`Init`, `InitApply`…, `InitDone`) by swapping in a new index
 /// atomically, as the reflector store does.
 #[derive(Debug, Default)]
 pub struct PodIndex {
-    by_namespace: HashMap<String, HashMap<String, PodSummary>>,
-    relisting: Option<HashMap<String, HashMap<String, PodSummary>>>,
+    by_namespace: HashMap<String, HashMap<String, Entry>>,
+    relisting: Option<HashMap<String, HashMap<String, Entry>>>,
     synced: bool,
+    /// The webhook's rules, to tell unsteered pods (`None`: not judged).
+    rules: Option<Rules>,
 }
 
 impl PodIndex {
-    /// Applies one watch event; true when the index visibly changed.
+    /// An index that also tells which pods the webhook never steered.
+    pub fn judging(rules: Rules) -> PodIndex {
+        PodIndex {
+            rules: Some(rules),
+            ..PodIndex::default()
+        }
+    }
+
+    /// Applies one watch event; true when a summary changed (a pod's start alone, its
+    /// readiness say, does not count: the desired objects do not depend on it).
     pub fn apply(&mut self, event: watcher::Event<SlimPod>) -> bool {
         match event {
             watcher::Event::Apply(pod) => {
                 let Some((ns, name)) = key(&pod) else {
                     return false;
                 };
-                let summary = PodSummary::of(&pod.spec);
+                let entry = Entry::of(&pod, self.rules.as_ref());
+                let summary = entry.summary.clone();
                 let pods = self.by_namespace.entry(ns).or_default();
-                pods.insert(name, summary.clone()) != Some(summary)
+                pods.insert(name, entry).map(|e| e.summary) != Some(summary)
             }
             watcher::Event::Delete(pod) => {
                 let Some((ns, name)) = key(&pod) else {
@@ -169,11 +287,9 @@ impl PodIndex {
                 false
             }
             watcher::Event::InitApply(pod) => {
+                let entry = Entry::of(&pod, self.rules.as_ref());
                 if let (Some(buffer), Some((ns, name))) = (self.relisting.as_mut(), key(&pod)) {
-                    buffer
-                        .entry(ns)
-                        .or_default()
-                        .insert(name, PodSummary::of(&pod.spec));
+                    buffer.entry(ns).or_default().insert(name, entry);
                 }
                 false
             }
@@ -196,7 +312,28 @@ impl PodIndex {
         self.by_namespace
             .get(namespace)
             .into_iter()
-            .flat_map(|pods| pods.values())
+            .flat_map(|pods| pods.values().map(|e| &e.summary))
+    }
+
+    /// The namespace's pods that the webhook never steered, by name.
+    pub fn unsteered_in(&self, namespace: &str) -> Vec<(&str, &Unsteered)> {
+        self.by_namespace
+            .get(namespace)
+            .into_iter()
+            .flat_map(|pods| {
+                pods.iter()
+                    .filter_map(|(n, e)| Some((n.as_str(), e.unsteered.as_ref()?)))
+            })
+            .collect()
+    }
+
+    /// The namespace's pods by name, as their tenant's start sees them.
+    pub fn starts_in(&self, namespace: &str) -> Vec<(&str, &PodStart)> {
+        self.by_namespace
+            .get(namespace)
+            .into_iter()
+            .flat_map(|pods| pods.iter().map(|(n, e)| (n.as_str(), &e.start)))
+            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -4,7 +4,8 @@
 //!   for metadata only, as the deprecated `metadata_watcher` did; annotations dropped,
 //!   managedFields cut down to who owns the tenant label) feeding a reflector store and the
 //!   [`super::enroller`] (bounded concurrency);
-//! - only when `imageCache.discover` or `prewarmer.slot: auto` needs them, a pod watch read into
+//! - only when `imageCache.discover`, `prewarmer.slot: auto` or `tenants.timeToReady` needs
+//!   them, a pod watch read into
 //!   [`SlimPod`] and reduced to [`super::observed::PodSummary`]s at once (terminated pods and
 //!   system namespaces filtered out by the API server);
 //! - only for `prewarmer.slot: auto`, a watch of the warm nodes (by the pool label) read into
@@ -62,6 +63,10 @@ pub struct Session {
     pub applied: Mutex<BTreeMap<Target, (LastApplied, Instant)>>,
     /// The tenants' arrivals ([`super::arrivals`]).
     pub arrivals: Arc<Book>,
+    /// The new tenants whose time to Ready is being measured ([`super::ready_watch`]).
+    pub readiness: Arc<super::ready_watch::Tracker>,
+    /// The tenant pods that escaped the webhook, acted on ([`super::unsteered`]).
+    pub escapes: Arc<super::unsteered::Escapes>,
     /// The prewarmer's replicas as last written, and since when (gentle scale-down).
     pub held: Mutex<Option<Held>>,
     /// The next instant the spare slots change by the clock alone (the [`schedule::changes`]
@@ -121,11 +126,12 @@ pub fn pod_field_selector(own_namespace: &str) -> String {
     parts.join(",")
 }
 
-/// Which of the optional watches a configuration needs: pods for discovery and `slot: auto`,
-/// the warm nodes for `slot: auto`.
+/// Which of the optional watches a configuration needs: pods for discovery, `slot: auto` and
+/// the tenants' time to Ready; the warm nodes for `slot: auto` and the time to Ready.
 pub fn needs(config: &Config) -> (bool, bool) {
     let auto = matches!(config.prewarmer.slot, Slot::Auto);
-    (config.image_cache.discover || auto, auto)
+    let ready = config.tenants.time_to_ready.enabled;
+    (config.image_cache.discover || auto || ready, auto || ready)
 }
 
 /// The warm nodes: those that carry the pool label.
@@ -143,7 +149,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     let (watch_pods, watch_nodes) = needs(config);
     let dirty = Arc::new(Notify::new());
     let namespaces_synced = Arc::new(AtomicBool::new(false));
-    let mut pod_index = PodIndex::default();
+    let mut pod_index = PodIndex::judging(crate::mutation::Rules::from_config(config));
     if !watch_pods {
         // Nothing to wait for: no pod is ever looked at.
         pod_index.apply(watcher::Event::InitDone);
@@ -168,6 +174,8 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         sightings: sightings.clone(),
         applied: Mutex::new(BTreeMap::new()),
         arrivals: book.clone(),
+        readiness: Arc::default(),
+        escapes: Arc::default(),
         held: Mutex::new(held_at_start(&ctx).await),
         next_change,
     });
@@ -188,7 +196,13 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     .modify(|ns| {
         ns.metadata.managed_fields =
             enrolment::trim_to_label_owners(ns.metadata.managed_fields.take());
-        ns.metadata.annotations = None;
+        // Only whether its time to Ready was measured: a new term does not measure it again.
+        ns.metadata.annotations = ns
+            .metadata
+            .annotations
+            .take()
+            .and_then(|mut a| a.remove_entry(super::tenant_ready::START))
+            .map(|(k, v)| BTreeMap::from([(k, v)]));
     })
     .reflect(ns_writer)
     .inspect({
@@ -240,11 +254,28 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         .for_each({
             let pods = pods.clone();
             let dirty = dirty.clone();
+            let readiness = session.readiness.clone();
+            let escapes = session.escapes.clone();
             move |event| {
                 match event {
                     Ok(event) => {
+                        let touched = match &event {
+                            watcher::Event::Apply(p) | watcher::Event::Delete(p) => {
+                                p.metadata.namespace.clone()
+                            }
+                            _ => None,
+                        };
+                        let relisted = matches!(event, watcher::Event::InitDone);
                         if lock(&pods).apply(event) {
                             dirty.notify_one();
+                        }
+                        if touched.is_some() || relisted {
+                            escapes.touched();
+                        }
+                        match touched {
+                            Some(ns) => readiness.touched(&ns),
+                            None if relisted => readiness.touched_all(),
+                            None => {}
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
@@ -405,6 +436,18 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
 
     let cache_health = super::cache_health::watch(ctx.clone());
     let record = super::arrivals::flush(ctx.clone(), book);
+    let unsteered = super::unsteered::run(
+        ctx.clone(),
+        session.escapes.clone(),
+        pods.clone(),
+        ns_store.clone(),
+    );
+    let time_to_ready = super::ready_watch::run(
+        ctx.clone(),
+        session.readiness.clone(),
+        pods.clone(),
+        nodes.clone(),
+    );
 
     tokio::join!(
         enrol,
@@ -413,7 +456,9 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         observation,
         workloads,
         cache_health,
-        record
+        record,
+        time_to_ready,
+        unsteered
     );
     Ok(())
 }
@@ -438,11 +483,27 @@ mod tests {
     #[test]
     fn pods_and_nodes_are_watched_only_when_the_configuration_needs_them() {
         let needs_of = |yaml: &str| needs(&Config::from_yaml(yaml).unwrap());
-        assert_eq!(needs_of(""), (true, false), "discovery is on by default");
-        assert_eq!(needs_of("imageCache: {discover: false}"), (false, false));
         assert_eq!(
-            needs_of("imageCache: {discover: false}\nprewarmer: {slot: auto}"),
+            needs_of(""),
+            (true, true),
+            "discovery and the time to Ready are on by default"
+        );
+        let no_ready = "tenants: {timeToReady: {enabled: false}}\n";
+        assert_eq!(
+            needs_of(&format!("{no_ready}imageCache: {{discover: false}}")),
+            (false, false)
+        );
+        assert_eq!(needs_of(no_ready), (true, false));
+        assert_eq!(
+            needs_of(&format!(
+                "{no_ready}imageCache: {{discover: false}}\nprewarmer: {{slot: auto}}"
+            )),
             (true, true)
+        );
+        assert_eq!(
+            needs_of("imageCache: {discover: false}"),
+            (true, true),
+            "the time to Ready needs both"
         );
         assert_eq!(
             node_label_selector(&Config::default()),

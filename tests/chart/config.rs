@@ -208,7 +208,10 @@ fn arrival_sized_slots_and_gentle_scale_down_reach_the_configuration() {
     let Some(helm) = helm() else { return };
     let config = config_of(&render(&helm, "wp", "warmpool-system", &[]));
     assert_eq!(config["prewarmer"]["spareSlots"], 1);
-    assert!(config["prewarmer"].get("scaleDown").is_none(), "off by default");
+    assert!(
+        config["prewarmer"].get("scaleDown").is_none(),
+        "off by default"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let values = dir.path().join("values.yaml");
@@ -243,8 +246,49 @@ fn arrival_sized_slots_and_gentle_scale_down_reach_the_configuration() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list["items"][1]["spec"]["replicas"], 2, "auto's min offline");
+    assert_eq!(
+        list["items"][1]["spec"]["replicas"], 2,
+        "auto's min offline"
+    );
     let stderr = text(&out.stderr);
     assert!(stderr.contains("prewarmer.spareSlots is auto"), "{stderr}");
     assert!(stderr.contains("prewarmer.scaleDown is set"), "{stderr}");
+}
+
+/// `tenants.timeToReady`: on by default with the binary's defaults (1m, 10m); set, it reaches
+/// the configuration as given and the binary takes it.
+#[test]
+fn time_to_ready_reaches_the_configuration() {
+    let Some(helm) = helm() else { return };
+    let config = config_of(&render(&helm, "wp", "warmpool-system", &[]));
+    assert_eq!(
+        config["tenants"]["timeToReady"],
+        json!({"enabled": true, "window": "1m", "timeout": "10m"})
+    );
+    let config = config_of(&render(
+        &helm,
+        "wp",
+        "warmpool-system",
+        &[
+            "--set",
+            "tenants.timeToReady.enabled=false",
+            "--set",
+            "tenants.timeToReady.window=30s",
+        ],
+    ));
+    assert_eq!(
+        config["tenants"]["timeToReady"],
+        json!({"enabled": false, "window": "30s", "timeout": "10m"})
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
+    let out = harness::run(
+        binary,
+        &["render", "--config", file.to_str().unwrap(), "-o", "json"],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

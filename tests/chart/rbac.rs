@@ -46,7 +46,8 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
     let docs = render(&helm, "wp", "warmpool-system", &[]);
     let cluster_role = find(&docs, "ClusterRole", None);
     // What src/reconcile uses: namespaces (metadata watch, get of its own, label by SSA), pods
-    // (watch; its own pod listed by name), warm nodes (watch, for slot auto), Events (kube-runtime Recorder: create, patch), and the
+    // (watch; its own pod listed by name), warm nodes (watch, for slot auto and the time to
+    // Ready), the kubelet's Pulled Events (watch), Events (kube-runtime Recorder: create, patch), and the
     // objects it server-side applies, by name (SSA = patch, + create when absent, + get/delete to
     // re-create on an immutable change, + list/watch by metadata.name for drift).
     let own = &["get", "list", "watch", "create", "patch", "delete"][..];
@@ -56,6 +57,7 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
             ("", "namespaces", "", &["get", "list", "watch", "patch"]),
             ("", "pods", "", &["list", "watch"]),
             ("", "nodes", "", &["list", "watch"]),
+            ("", "events", "", &["list", "watch"]),
             ("events.k8s.io", "events", "", &["create", "patch"]),
             (
                 "scheduling.k8s.io",
@@ -104,6 +106,19 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
         rules(cluster_role),
         "nothing cluster-wide"
     );
+    // With tenants.repair: evict, the eviction of escaped tenant pods, and nothing else.
+    let evict = render(
+        &helm,
+        "wp",
+        "warmpool-system",
+        &["--set", "tenants.repair=evict"],
+    );
+    let mut with_eviction = rules(cluster_role);
+    with_eviction.insert(
+        (String::new(), "pods/eviction".into(), String::new()),
+        ["create"].map(String::from).into(),
+    );
+    assert_eq!(rules(find(&evict, "ClusterRole", None)), with_eviction);
     // The names are the reconciler's own constants.
     use warmpool::reconcile::{IMAGE_CACHE, LEASE, PREWARMER, PRIORITY_CLASS};
     assert_eq!(

@@ -509,9 +509,13 @@ pub const TENANT_CPU: [&str; 3] = ["200m", "200m", "100m"];
 /// Creates the CargoCATs Deployments in `ns` (which exists): the local look-alike images, an
 /// httpGet readiness probe each, CPU requests [`TENANT_CPU`].
 pub async fn create_cargocats(client: &Client, ns: &str, registry: &Registry) {
-    let port = registry.http_port;
+    create_workloads(client, ns, registry.http_port, &registry.cargocats()).await;
+}
+
+/// [`create_cargocats`] with other `(name, image)`s (serving `GET /` on `port`).
+pub async fn create_workloads(client: &Client, ns: &str, port: u16, workloads: &[(&str, &str)]) {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    for ((name, image), cpu) in registry.cargocats().into_iter().zip(TENANT_CPU) {
+    for ((name, image), cpu) in workloads.iter().copied().zip(TENANT_CPU) {
         let labels = json!({"app": name, "app.kubernetes.io/part-of": "cargocats"});
         let d: Deployment = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": labels},

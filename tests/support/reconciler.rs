@@ -30,6 +30,8 @@ pub struct Run {
     pub config: PathBuf,
     /// The `prewarmer:` / `imageCache:` sections given to [`Run::new`].
     extra_yaml: String,
+    /// More keys of the `tenants:` section ([`Run::set_tenant_keys`]).
+    tenant_keys: String,
     pub dir: tempfile::TempDir,
     pub client: Client,
     binary: PathBuf,
@@ -53,6 +55,7 @@ impl Run {
             pool,
             config,
             extra_yaml: extra_yaml.to_owned(),
+            tenant_keys: String::new(),
             dir,
             client: client.clone(),
             binary: binary.to_owned(),
@@ -69,12 +72,19 @@ impl Run {
         let pool = &self.pool;
         let patterns = serde_json::to_string(patterns).expect("patterns");
         let yaml = format!(
-            "tenants:\n  namespacePatterns: {patterns}\n\
+            "tenants:\n  namespacePatterns: {patterns}\n{}\
              pool:\n  nodeLabel: {{key: workload-type, value: {pool}}}\n  tolerations:\n    \
              - {{key: workload-type, operator: Equal, value: {pool}, effect: NoSchedule}}\n{}",
-            self.extra_yaml
+            self.tenant_keys, self.extra_yaml
         );
         std::fs::write(&self.config, yaml).expect("config file");
+    }
+
+    /// Adds keys to the `tenants:` section (`  timeToReady: {window: 5s}\n`, indented) and
+    /// rewrites the configuration.
+    pub fn set_tenant_keys(&mut self, yaml: &str) {
+        self.tenant_keys = yaml.to_owned();
+        self.set_patterns(&[&format!("{}*", self.tenant_prefix)]);
     }
 
     /// `<prefix><suffix>`: a namespace name this run's reconciler treats as a tenant.

@@ -134,7 +134,13 @@ given (the binary has the defaults); an integer is rendered as one.
 {{- $slot = "auto" }}
 {{- end }}
 {{- $config := dict
-  "tenants" (dict "namespacePatterns" .Values.tenants.namespacePatterns)
+  "tenants" (dict
+    "namespacePatterns" .Values.tenants.namespacePatterns
+    "timeToReady" (dict
+      "enabled" .Values.tenants.timeToReady.enabled
+      "window" (toString .Values.tenants.timeToReady.window)
+      "timeout" (toString .Values.tenants.timeToReady.timeout))
+    "repair" .Values.tenants.repair)
   "pool" (dict
     "nodeLabel" (dict "key" .Values.pool.nodeLabel.key "value" (toString .Values.pool.nodeLabel.value))
     "affinity" .Values.pool.affinity
