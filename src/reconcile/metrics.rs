@@ -69,6 +69,9 @@ pub struct Metrics {
     pub cached_images: Gauge,
     pub slot_cpu_millicores: Gauge,
     pub slot_memory_bytes: Gauge,
+    /// What the placeholders hold: spare slots × the slot ([`Metrics::publish_reserved`]).
+    reserved_cpu_millicores: Gauge,
+    reserved_memory_bytes: Gauge,
     pub leader: Gauge,
     /// `warmpool_tenant_ready_seconds{start}` ([`super::ready_watch`]).
     tenant_ready: Family<StartLabels, Histogram>,
@@ -105,6 +108,8 @@ impl Default for Metrics {
             cached_images: Gauge::default(),
             slot_cpu_millicores: Gauge::default(),
             slot_memory_bytes: Gauge::default(),
+            reserved_cpu_millicores: Gauge::default(),
+            reserved_memory_bytes: Gauge::default(),
             leader: Gauge::default(),
             tenant_ready: Family::new_with_constructor(tenant_ready_histogram),
             tenant_not_ready: Counter::default(),
@@ -218,6 +223,17 @@ impl Metrics {
             m.cached_images.clone(),
         );
         r.register(
+            "reserved_cpu_millicores",
+            "CPU the placeholders reserve on warm nodes: spare_slots x slot_cpu_millicores, \
+             what warm capacity costs while no tenant uses it",
+            m.reserved_cpu_millicores.clone(),
+        );
+        r.register(
+            "reserved_memory_bytes",
+            "Memory the placeholders reserve on warm nodes: spare_slots x slot_memory_bytes",
+            m.reserved_memory_bytes.clone(),
+        );
+        r.register(
             "slot_cpu_millicores",
             "CPU one placeholder requests",
             m.slot_cpu_millicores.clone(),
@@ -324,6 +340,7 @@ impl Metrics {
     /// `windows` set them (`warmpool_reconcile_schedule_window_in_force`).
     pub fn publish_spare(&self, spare: &crate::capacity::InForce, windows: &[&str]) {
         self.spare_slots.set(i64::from(spare.slots));
+        self.publish_reserved();
         for name in windows {
             let open = spare.window.as_deref() == Some(*name);
             self.schedule_window
@@ -332,6 +349,15 @@ impl Metrics {
                 })
                 .set(i64::from(open));
         }
+    }
+
+    /// `reserved_*` from the spare slots and the slot as last published (either may change).
+    pub fn publish_reserved(&self) {
+        let slots = self.spare_slots.get();
+        self.reserved_cpu_millicores
+            .set(slots.saturating_mul(self.slot_cpu_millicores.get()));
+        self.reserved_memory_bytes
+            .set(slots.saturating_mul(self.slot_memory_bytes.get()));
     }
 
     /// Counts one run of `target` that sent nothing.
@@ -426,5 +452,36 @@ mod tests {
             text.contains(r#"warmpool_reconcile_duration_seconds_count{target="deployment"} 2"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_reserved_capacity_is_spare_slots_times_the_slot_whichever_changes() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.slot_cpu_millicores.set(640);
+        m.slot_memory_bytes.set(2_254_438_400);
+        let spare = |slots| crate::capacity::InForce {
+            slots,
+            window: None,
+            next_change: None,
+        };
+        m.publish_spare(&spare(3), &[]);
+        let scrape = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text
+        };
+        let text = scrape();
+        assert!(
+            text.contains("warmpool_reconcile_reserved_cpu_millicores 1920"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warmpool_reconcile_reserved_memory_bytes 6763315200"),
+            "{text}"
+        );
+        m.slot_cpu_millicores.set(1000);
+        m.publish_reserved();
+        assert!(scrape().contains("warmpool_reconcile_reserved_cpu_millicores 3000"));
     }
 }

@@ -474,6 +474,7 @@ fn publish_gauges(metrics: &Metrics, observed: &Observed) {
     metrics
         .slot_memory_bytes
         .set(i64::try_from(requests.memory_bytes).unwrap_or(i64::MAX));
+    metrics.publish_reserved();
 }
 
 #[cfg(test)]
