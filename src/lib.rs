@@ -16,6 +16,7 @@ pub mod mutation;
 pub mod reconcile;
 pub mod scale_down;
 pub mod scheduling;
+pub mod status;
 pub mod telemetry;
 pub mod tenant;
 pub mod webhook;

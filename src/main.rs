@@ -25,6 +25,8 @@ enum Command {
     /// Print the PriorityClass, prewarmer and image cache the reconciler would apply (no cluster
     /// needed).
     Render(commands::render::Args),
+    // Its help (short and long) is the doc comment of `commands::status::Args`.
+    Status(commands::status::Args),
     /// Write a CA and a serving certificate for local use.
     Certs(commands::certs::Args),
     /// (internal) Copy this binary into DIR: the image cache's first init container.
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Certs(args) => commands::certs::run(args),
         Command::Webhook(args) => block_on(commands::webhook::run(args), WEBHOOK_WORKER_THREADS),
         Command::Reconcile(args) => block_on(commands::reconcile::run(args), None),
+        Command::Status(args) => block_on(commands::status::run(args), Some(2)),
         Command::InstallNoop(args) => commands::reconcile::install_noop(args),
         Command::Hold => commands::reconcile::hold(),
         Command::Noop => Ok(()),

@@ -4,4 +4,5 @@ pub mod certs;
 pub mod mutate;
 pub mod reconcile;
 pub mod render;
+pub mod status;
 pub mod webhook;

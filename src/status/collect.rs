@@ -1,0 +1,233 @@
+//! The I/O shell of `warmpool status`: a fixed number of read calls, whatever the number of
+//! tenants, run concurrently in three rounds (the API server and warmpool's Deployments; the
+//! configuration they name; then namespaces, pods, warm nodes, Events, webhook configurations
+//! and the serving Secret, all at once). A call that is refused becomes a [`Part`] saying which
+//! permission would show it; only an unreachable API server fails the command.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret};
+use kube::api::{Api, ListParams};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+use super::Part;
+use super::model::Listed;
+use super::parts::{tls_secret_name, webhook_deployment};
+use crate::config::{Config, ConfigError};
+use crate::reconcile::session::{node_label_selector, pod_field_selector};
+
+/// Why the screen cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    Unreachable(String),
+    #[error("the Kubernetes API server did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("invalid --config: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// One call's deadline: a slow part is reported, not waited for.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The chart's ConfigMap when the webhook Deployment does not name one.
+pub const DEFAULT_CONFIGMAP: &str = "warmpool";
+
+/// What a refused or failed call means for its part. `needs` is the permission, as a person
+/// would grant it (`list pods (all namespaces)`).
+fn part_of<T>(
+    result: Result<Result<T, kube::Error>, tokio::time::error::Elapsed>,
+    needs: &str,
+) -> Part<T> {
+    match result {
+        Ok(Ok(t)) => Part::Read(t),
+        Ok(Err(kube::Error::Api(s))) if s.code == 403 => Part::Unreadable {
+            needs: needs.to_owned(),
+        },
+        Ok(Err(e)) => Part::Failed {
+            error: crate::status::collect::one_line(&e.to_string()),
+        },
+        Err(_) => Part::Failed {
+            error: format!("no answer within {CALL_TIMEOUT:?}"),
+        },
+    }
+}
+
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn list<K>(api: Api<K>, params: ListParams, needs: String) -> Part<Vec<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let result = tokio::time::timeout(CALL_TIMEOUT, api.list(&params)).await;
+    part_of(result.map(|r| r.map(|l| l.items)), &needs)
+}
+
+async fn get_opt<K>(api: Api<K>, name: &str, needs: String) -> Part<Option<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    part_of(
+        tokio::time::timeout(CALL_TIMEOUT, api.get_opt(name)).await,
+        &needs,
+    )
+}
+
+/// Lists everything the screen shows. `config` is the `--config` file's, if given.
+pub async fn collect(
+    client: &Client,
+    namespace: &str,
+    config: Option<(Config, String)>,
+) -> Result<Listed, CollectError> {
+    let started = Instant::now();
+    let ns = namespace;
+    // Round 1: is the API server there (GET /version needs no permission), and warmpool's
+    // Deployments (the webhook's names its ConfigMap and Secret).
+    let version = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version());
+    let deployments = list(
+        Api::<Deployment>::namespaced(client.clone(), ns),
+        ListParams::default(),
+        format!("list deployments in {ns}"),
+    );
+    let (version, deployments) = tokio::join!(version, deployments);
+    match version {
+        Err(_) => return Err(CollectError::Timeout(Duration::from_secs(10))),
+        Ok(Err(e)) => return Err(CollectError::Unreachable(one_line(&e.to_string()))),
+        Ok(Ok(_)) => {}
+    }
+    let webhook = deployments
+        .ok()
+        .and_then(|d| webhook_deployment(d).cloned());
+
+    // Round 2: the configuration, unless given.
+    let given_config = config.as_ref().map(|_| ());
+    let (config, config_source) = match config {
+        Some(given) => given,
+        None => {
+            let name = webhook
+                .as_ref()
+                .and_then(config_map_name)
+                .unwrap_or_else(|| DEFAULT_CONFIGMAP.to_owned());
+            let got = get_opt(
+                Api::<ConfigMap>::namespaced(client.clone(), ns),
+                &name,
+                format!("get configmaps {name} in {ns}"),
+            )
+            .await;
+            from_config_map(got, ns, &name)
+        }
+    };
+
+    // Round 3: everything else at once.
+    let pods = Api::<Pod>::all(client.clone());
+    // Unlike the reconciler's, warmpool's own and the system namespaces' pods are read too:
+    // they take room on the warm nodes (placeholders, the image cache, DaemonSets).
+    let live = pod_field_selector(ns)
+        .split(',')
+        .filter(|p| p.starts_with("status.phase"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let secret_name = webhook.as_ref().and_then(tls_secret_name);
+    let secret = async {
+        match &secret_name {
+            None => None,
+            Some(name) => Some((
+                name.clone(),
+                get_opt(
+                    Api::<Secret>::namespaced(client.clone(), ns),
+                    name,
+                    format!("get secrets {name} in {ns}"),
+                )
+                .await,
+            )),
+        }
+    };
+    let (namespaces, pods, nodes, events, webhook_configurations, tls_secret) = tokio::join!(
+        list(
+            Api::<Namespace>::all(client.clone()),
+            ListParams::default(),
+            "list namespaces".into()
+        ),
+        list(
+            pods,
+            ListParams::default().fields(&live),
+            "list pods (all namespaces)".into()
+        ),
+        list(
+            Api::<Node>::all(client.clone()),
+            ListParams::default().labels(&node_label_selector(&config)),
+            "list nodes".into()
+        ),
+        list(
+            Api::<Event>::all(client.clone()),
+            ListParams::default().fields("type=Warning"),
+            "list events (all namespaces)".into()
+        ),
+        list(
+            Api::<MutatingWebhookConfiguration>::all(client.clone()),
+            ListParams::default(),
+            "list mutatingwebhookconfigurations.admissionregistration.k8s.io".into()
+        ),
+        secret,
+    );
+    let calls = 2 + usize::from(given_config.is_none()) + 5 + usize::from(secret_name.is_some());
+    Ok(Listed {
+        namespace: ns.to_owned(),
+        config,
+        config_source,
+        now: jiff::Timestamp::now(),
+        namespaces,
+        pods,
+        nodes,
+        deployments,
+        events,
+        webhook_configurations,
+        tls_secret,
+        calls,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The ConfigMap mounted as the webhook Deployment's volume `config`.
+fn config_map_name(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name == "config")?
+        .config_map
+        .as_ref()
+        .map(|c| c.name.clone())
+}
+
+/// The chart's configuration from its ConfigMap, else the defaults, saying which.
+pub fn from_config_map(got: Part<Option<ConfigMap>>, ns: &str, name: &str) -> (Config, String) {
+    let defaults = |why: String| (Config::default(), format!("built-in defaults ({why})"));
+    match got {
+        Part::Read(Some(cm)) => match cm.data.as_ref().and_then(|d| d.get("config.yaml")) {
+            Some(text) => match Config::from_yaml(text) {
+                Ok(config) => (config, format!("ConfigMap {ns}/{name}")),
+                Err(e) => defaults(format!(
+                    "ConfigMap {ns}/{name}: {}",
+                    one_line(&e.to_string())
+                )),
+            },
+            None => defaults(format!("ConfigMap {ns}/{name} has no config.yaml")),
+        },
+        Part::Read(None) => defaults(format!(
+            "no ConfigMap {ns}/{name}; --config FILE to give one"
+        )),
+        Part::Unreadable { needs } => defaults(format!("ConfigMap not readable: needs {needs}")),
+        Part::Failed { error } => defaults(format!("ConfigMap {ns}/{name} not read: {error}")),
+    }
+}

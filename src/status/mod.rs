@@ -1,0 +1,78 @@
+//! `warmpool status`: one screen of what warmpool is doing in a cluster, read in ten seconds.
+//!
+//! [`collect`] lists the objects (a fixed number of calls, run concurrently, whatever the number
+//! of tenants); [`model::build`] turns what was listed into a [`model::Status`] (pure); [`render`]
+//! prints it as text or JSON (pure). A part that could not be read (a 403, say) is
+//! [`Part::Unreadable`] with the permission that would show it, never a failure of the whole.
+
+pub mod collect;
+pub mod model;
+pub mod parts;
+pub mod render;
+
+use serde::Serialize;
+
+/// The namespace annotation `warm`, `cold` or `not-ready`, written by the reconciler once a new
+/// tenant is measured (`crate::reconcile::tenant_ready::START`).
+pub const START_ANNOTATION: &str = "warmpool.io/start";
+/// The namespace annotation with the seconds from its creation to every pod Ready
+/// (`crate::reconcile::tenant_ready::READY_SECONDS`).
+pub const READY_SECONDS_ANNOTATION: &str = "warmpool.io/ready-seconds";
+
+/// One part of the screen: what was read, or why it could not be.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Part<T> {
+    Read(T),
+    /// Forbidden: `needs` is the permission that would show it (`list pods (all namespaces)`).
+    Unreadable {
+        #[serde(rename = "notReadable")]
+        needs: String,
+    },
+    /// Any other failure of the call, one line.
+    Failed {
+        error: String,
+    },
+}
+
+impl<T> Part<T> {
+    pub fn as_ref(&self) -> Part<&T> {
+        match self {
+            Part::Read(t) => Part::Read(t),
+            Part::Unreadable { needs } => Part::Unreadable {
+                needs: needs.clone(),
+            },
+            Part::Failed { error } => Part::Failed {
+                error: error.clone(),
+            },
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Part<U> {
+        match self {
+            Part::Read(t) => Part::Read(f(t)),
+            Part::Unreadable { needs } => Part::Unreadable { needs },
+            Part::Failed { error } => Part::Failed { error },
+        }
+    }
+
+    pub fn ok(&self) -> Option<&T> {
+        match self {
+            Part::Read(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The first part that was not read, as a part of another type.
+    fn missing<U>(&self) -> Option<Part<U>> {
+        match self {
+            Part::Read(_) => None,
+            Part::Unreadable { needs } => Some(Part::Unreadable {
+                needs: needs.clone(),
+            }),
+            Part::Failed { error } => Some(Part::Failed {
+                error: error.clone(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The [`Status`] screen as data, built from the listed objects by [`build`]. Pure: the clock is
+//! an argument, every object comes in as the API server returned it.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret};
+use serde::Serialize;
+
+use super::{Part, READY_SECONDS_ANNOTATION, START_ANNOTATION};
+use crate::config::Config;
+use crate::mutation::Rules;
+use crate::tenant::TenantSelector;
+
+/// Everything `warmpool status` listed (or could not).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// warmpool's own namespace.
+    pub namespace: String,
+    pub config: Config,
+    /// Where the configuration came from, as the screen says it.
+    pub config_source: String,
+    pub now: Timestamp,
+    pub namespaces: Part<Vec<Namespace>>,
+    /// Every pod not terminated, all namespaces.
+    pub pods: Part<Vec<Pod>>,
+    /// The warm nodes (the pool label).
+    pub nodes: Part<Vec<Node>>,
+    /// The Deployments of warmpool's namespace.
+    pub deployments: Part<Vec<Deployment>>,
+    /// Warning Events, all namespaces.
+    pub events: Part<Vec<Event>>,
+    pub webhook_configurations: Part<Vec<MutatingWebhookConfiguration>>,
+    /// The webhook's serving Secret: its name (from the Deployment) and what reading it gave.
+    pub tls_secret: Option<(String, Part<Option<Secret>>)>,
+    /// How many API calls it took, and how long.
+    pub calls: usize,
+    pub elapsed: std::time::Duration,
+}
+
+/// The whole screen.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub namespace: String,
+    pub config: String,
+    pub generated_at: String,
+    pub tenants: Part<Tenants>,
+    pub warm_nodes: Part<Vec<WarmNode>>,
+    pub prewarmer: Part<Option<Prewarmer>>,
+    pub webhook: Webhook,
+    pub failures: Part<Vec<Failure>>,
+}
+
+/// How a tenant started, as the reconciler recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Start {
+    Warm,
+    Cold,
+    NotReady,
+    /// Not recorded yet: the reconciler writes it once its pods are Ready after the window.
+    Measuring,
+}
+
+impl Start {
+    pub fn label(self) -> &'static str {
+        match self {
+            Start::Warm => "warm",
+            Start::Cold => "cold",
+            Start::NotReady => "not-ready",
+            Start::Measuring => "measuring",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenants {
+    pub total: usize,
+    /// Tenants by start: warm, cold, not-ready, measuring.
+    pub by_start: BTreeMap<Start, usize>,
+    pub pods_ready: usize,
+    pub pods_total: usize,
+    /// Median and largest time to Ready of the warm and of the cold tenants.
+    pub warm_seconds: Option<Spread>,
+    pub cold_seconds: Option<Spread>,
+    pub escaped: Vec<EscapedPod>,
+    /// Every tenant, newest first.
+    pub list: Vec<Tenant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    pub name: String,
+    pub start: Start,
+    pub ready_seconds: Option<f64>,
+    pub pods_ready: usize,
+    pub pods_total: usize,
+    pub escaped: usize,
+    pub age_seconds: i64,
+}
+
+/// A tenant pod the webhook never steered ([`crate::escape::unsteered`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EscapedPod {
+    pub namespace: String,
+    pub pod: String,
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmNode {
+    pub name: String,
+    pub ready: bool,
+    /// Slots free beside every pod on it (placeholders included); `None`: pods not readable.
+    pub free_slots: Option<u64>,
+    /// Placeholders on it: each one a slot a tenant takes at once by preemption.
+    pub placeholders: Option<usize>,
+    pub tenant_pods: Option<usize>,
+    /// The image cache's images present on it, of those it wants.
+    pub images: Option<NodeImages>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeImages {
+    pub present: usize,
+    pub wanted: usize,
+    /// Images that cannot be pulled there.
+    pub failed: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prewarmer {
+    /// Spare slots wanted (spec.replicas) and ready (status.readyReplicas).
+    pub wanted: i32,
+    pub ready: i32,
+    /// The `warmpool.io/schedule-window` in force (`none`), absent without a schedule.
+    pub window: Option<String>,
+    /// One slot's requests, as the placeholders ask for them.
+    pub slot: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    pub deployment: Part<Option<WebhookDeployment>>,
+    pub certificate: Part<Option<Certificate>>,
+    pub configurations: Part<Vec<WebhookConfiguration>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDeployment {
+    pub name: String,
+    pub wanted: i32,
+    pub ready: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificate {
+    pub secret: String,
+    /// RFC 3339; `None` when tls.crt is missing or not a certificate.
+    pub not_after: Option<String>,
+    pub days_left: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookConfiguration {
+    pub name: String,
+    pub entries: Vec<String>,
+    /// The entries' failurePolicy (one value when they agree).
+    pub failure_policy: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub namespace: String,
+    pub reason: String,
+    /// `Kind/name` of the object the Event is about.
+    pub object: String,
+    pub count: i32,
+    pub last_seen: String,
+    pub message: String,
+    /// What to do next, one line.
+    pub remedy: String,
+}
+
+/// The screen, from what was listed at `listed.now`.
+pub fn build(listed: &Listed) -> Status {
+    let tenant_names = tenant_namespaces(listed);
+    let tenants = match &tenant_names {
+        Ok(names) => tenants(listed, names),
+        Err(part) => part.clone().map(|_| unreachable_tenants()),
+    };
+    let names = tenant_names.as_ref().ok();
+    Status {
+        namespace: listed.namespace.clone(),
+        config: listed.config_source.clone(),
+        generated_at: Timestamp::from_second(listed.now.as_second())
+            .unwrap_or(listed.now)
+            .to_string(),
+        tenants,
+        warm_nodes: super::parts::warm_nodes(listed, names),
+        prewarmer: super::parts::prewarmer(listed),
+        webhook: super::parts::webhook(listed),
+        failures: super::parts::failures(listed, names),
+    }
+}
+
+fn unreachable_tenants() -> Tenants {
+    Tenants {
+        total: 0,
+        by_start: BTreeMap::new(),
+        pods_ready: 0,
+        pods_total: 0,
+        warm_seconds: None,
+        cold_seconds: None,
+        escaped: Vec::new(),
+        list: Vec::new(),
+    }
+}
+
+/// The tenant namespaces (with the namespace objects), or why they are not known.
+fn tenant_namespaces(listed: &Listed) -> Result<BTreeMap<String, Namespace>, Part<()>> {
+    let namespaces = match &listed.namespaces {
+        Part::Read(n) => n,
+        other => return Err(other.missing().unwrap_or(Part::Read(()))),
+    };
+    let selector = TenantSelector::new(
+        &listed.config.tenants.namespace_patterns,
+        Some(&listed.namespace),
+    )
+    .map_err(|e| Part::Failed {
+        error: format!("tenants.namespacePatterns: {e}"),
+    })?;
+    let empty = BTreeMap::new();
+    Ok(namespaces
+        .iter()
+        .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+        .filter_map(|ns| {
+            let name = ns.metadata.name.clone()?;
+            let labels = ns.metadata.labels.as_ref().unwrap_or(&empty);
+            selector
+                .decide(&name, labels)
+                .is_tenant()
+                .then(|| (name, ns.clone()))
+        })
+        .collect())
+}
+
+pub(super) fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn tenants(listed: &Listed, names: &BTreeMap<String, Namespace>) -> Part<Tenants> {
+    let pods = match &listed.pods {
+        Part::Read(p) => p,
+        other => return other.missing().unwrap_or(Part::Read(unreachable_tenants())),
+    };
+    let rules = Rules::from_config(&listed.config);
+    // namespace -> (ready, total, escaped)
+    let mut counts: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    let mut escaped = Vec::new();
+    for pod in pods {
+        let Some(ns) = pod.metadata.namespace.as_deref() else {
+            continue;
+        };
+        if !names.contains_key(ns) || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let entry = counts.entry(ns).or_default();
+        entry.1 += 1;
+        if is_ready(pod) {
+            entry.0 += 1;
+        }
+        let unsteered = serde_json::to_value(pod)
+            .map(|v| crate::escape::unsteered(&v, &rules))
+            .unwrap_or(false);
+        if unsteered {
+            entry.2 += 1;
+            escaped.push(EscapedPod {
+                namespace: ns.to_owned(),
+                pod: pod.metadata.name.clone().unwrap_or_default(),
+                node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            });
+        }
+    }
+    let mut list: Vec<Tenant> = names
+        .iter()
+        .map(|(name, ns)| {
+            let annotations = ns.metadata.annotations.as_ref();
+            let get = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+            let start = match get(START_ANNOTATION) {
+                Some("warm") => Start::Warm,
+                Some("cold") => Start::Cold,
+                Some("not-ready") => Start::NotReady,
+                _ => Start::Measuring,
+            };
+            let ready_seconds = get(READY_SECONDS_ANNOTATION)
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0);
+            let created = ns.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let (ready, total, escaped) = counts.get(name.as_str()).copied().unwrap_or_default();
+            Tenant {
+                name: name.clone(),
+                start,
+                ready_seconds,
+                pods_ready: ready,
+                pods_total: total,
+                escaped,
+                age_seconds: created.map_or(0, |c| (listed.now - c).get_seconds().max(0)),
+            }
+        })
+        .collect();
+    list.sort_by(|a, b| a.age_seconds.cmp(&b.age_seconds).then(a.name.cmp(&b.name)));
+    let mut by_start = BTreeMap::new();
+    for t in &list {
+        *by_start.entry(t.start).or_insert(0) += 1;
+    }
+    let spread = |start: Start| {
+        let mut s: Vec<f64> = list
+            .iter()
+            .filter(|t| t.start == start)
+            .filter_map(|t| t.ready_seconds)
+            .collect();
+        s.sort_by(f64::total_cmp);
+        let max = *s.last()?;
+        Some(Spread {
+            median: s[s.len() / 2],
+            max,
+        })
+    };
+    escaped.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+    Part::Read(Tenants {
+        total: list.len(),
+        by_start,
+        pods_ready: list.iter().map(|t| t.pods_ready).sum(),
+        pods_total: list.iter().map(|t| t.pods_total).sum(),
+        warm_seconds: spread(Start::Warm),
+        cold_seconds: spread(Start::Cold),
+        escaped,
+        list,
+    })
+}
+
+/// The names of tenant namespaces, for the other parts.
+pub(super) type TenantNames = BTreeMap<String, Namespace>;

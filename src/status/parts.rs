@@ -1,0 +1,464 @@
+//! The screen's parts other than the tenants: warm nodes, prewarmer, webhook, recent failures.
+//! Pure, like [`super::model`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+
+use super::Part;
+use super::model::{
+    Certificate, Failure, Listed, NodeImages, Prewarmer, TenantNames, WarmNode, Webhook,
+    WebhookConfiguration, WebhookDeployment,
+};
+use crate::config::{Slot, SlotResources};
+use crate::reconcile::cache_health::{self, ImageState};
+use crate::reconcile::observed::{PodSummary, SlimPodSpec};
+use crate::reconcile::slot::{Requests, slot_requests};
+use crate::reconcile::{IMAGE_CACHE, PREWARMER, SCHEDULE_WINDOW};
+
+/// The label the chart's objects (and the reconciler's, with their own value) carry.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The chart's name: the webhook Deployment's `app.kubernetes.io/name`.
+pub const CHART_NAME: &str = "warmpool";
+
+fn label<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
+    meta.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn prewarmer_deployment(listed: &Listed) -> Option<&Deployment> {
+    listed
+        .deployments
+        .ok()?
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some(PREWARMER))
+}
+
+/// One slot: the placeholders' requests as in force, else the configured slot.
+fn slot(listed: &Listed) -> (Requests, String) {
+    let from_prewarmer = prewarmer_deployment(listed)
+        .and_then(|d| {
+            d.spec
+                .as_ref()?
+                .template
+                .spec
+                .as_ref()?
+                .containers
+                .first()
+                .cloned()
+        })
+        .and_then(|c| c.resources?.requests)
+        .map(|r| Requests::from_list(Some(&r)))
+        .filter(|r| *r != Requests::ZERO);
+    let requests = from_prewarmer.unwrap_or_else(|| match &listed.config.prewarmer.slot {
+        Slot::Fixed(s) => slot_requests(s),
+        Slot::Auto => slot_requests(&SlotResources::default()),
+    });
+    let text = format!(
+        "{}m CPU, {}Mi",
+        requests.cpu_millis,
+        requests.memory_bytes.div_ceil(1024 * 1024)
+    );
+    (requests, text)
+}
+
+fn pod_requests(pod: &Pod) -> Requests {
+    pod.spec
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .and_then(|v| serde_json::from_value::<SlimPodSpec>(v).ok())
+        .map_or(Requests::ZERO, |s| PodSummary::of(&s).requests)
+}
+
+fn terminated(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// How many slots fit in `free` (a resource the slot does not ask for does not limit it).
+pub fn slots_in(free: Requests, slot: Requests) -> u64 {
+    let cpu = free
+        .cpu_millis
+        .checked_div(slot.cpu_millis)
+        .unwrap_or(u64::MAX);
+    let memory = free
+        .memory_bytes
+        .checked_div(slot.memory_bytes)
+        .unwrap_or(u64::MAX);
+    match cpu.min(memory) {
+        u64::MAX => 0,
+        n => n,
+    }
+}
+
+pub(super) fn warm_nodes(listed: &Listed, tenants: Option<&TenantNames>) -> Part<Vec<WarmNode>> {
+    let nodes = match &listed.nodes {
+        Part::Read(n) => n,
+        Part::Unreadable { needs } => {
+            return Part::Unreadable {
+                needs: needs.clone(),
+            };
+        }
+        Part::Failed { error } => {
+            return Part::Failed {
+                error: error.clone(),
+            };
+        }
+    };
+    let (slot, _) = slot(listed);
+    let pods = listed.pods.ok();
+    let caches: BTreeMap<String, NodeImages> = pods
+        .map(|pods| {
+            let cache_pods: Vec<Arc<Pod>> = pods
+                .iter()
+                .filter(|p| p.metadata.namespace.as_deref() == Some(listed.namespace.as_str()))
+                .filter(|p| label(&p.metadata, NAME_LABEL) == Some(IMAGE_CACHE))
+                .map(|p| Arc::new(p.clone()))
+                .collect();
+            cache_health::report(&cache_pods)
+                .into_iter()
+                .map(|n| {
+                    let images = NodeImages {
+                        present: n
+                            .images
+                            .values()
+                            .filter(|s| **s == ImageState::Present)
+                            .count(),
+                        wanted: n.images.len(),
+                        failed: n
+                            .images
+                            .iter()
+                            .filter(|(_, s)| matches!(s, ImageState::Failed { .. }))
+                            .map(|(i, _)| i.clone())
+                            .collect(),
+                    };
+                    (n.node, images)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out: Vec<WarmNode> = nodes
+        .iter()
+        .filter_map(|node| {
+            let name = node.metadata.name.clone()?;
+            let status = node.status.as_ref();
+            let ready = status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let allocatable = Requests::from_list(status.and_then(|s| s.allocatable.as_ref()));
+            let on_node: Option<Vec<&Pod>> = pods.map(|pods| {
+                pods.iter()
+                    .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
+                    .filter(|p| !terminated(p))
+                    .collect()
+            });
+            let free_slots = on_node.as_ref().map(|on| {
+                let used = on
+                    .iter()
+                    .fold(Requests::ZERO, |sum, p| sum.saturating_add(pod_requests(p)));
+                let free = Requests {
+                    cpu_millis: allocatable.cpu_millis.saturating_sub(used.cpu_millis),
+                    memory_bytes: allocatable.memory_bytes.saturating_sub(used.memory_bytes),
+                };
+                slots_in(free, slot)
+            });
+            let placeholders = on_node.as_ref().map(|on| {
+                on.iter()
+                    .filter(|p| p.metadata.namespace.as_deref() == Some(listed.namespace.as_str()))
+                    .filter(|p| label(&p.metadata, NAME_LABEL) == Some(PREWARMER))
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .count()
+            });
+            let tenant_pods = match (on_node.as_ref(), tenants) {
+                (Some(on), Some(t)) => Some(
+                    on.iter()
+                        .filter(|p| {
+                            p.metadata
+                                .namespace
+                                .as_ref()
+                                .is_some_and(|ns| t.contains_key(ns))
+                        })
+                        .count(),
+                ),
+                _ => None,
+            };
+            let images = caches.get(&name).cloned();
+            Some(WarmNode {
+                name,
+                ready,
+                free_slots,
+                placeholders,
+                tenant_pods,
+                images,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Part::Read(out)
+}
+
+pub(super) fn prewarmer(listed: &Listed) -> Part<Option<Prewarmer>> {
+    if let Some(missing) = listed.deployments.missing() {
+        return missing;
+    }
+    let (_, slot) = slot(listed);
+    Part::Read(prewarmer_deployment(listed).map(|d| {
+        Prewarmer {
+            wanted: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            ready: d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0),
+            window: d
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SCHEDULE_WINDOW))
+                .cloned(),
+            slot: Some(slot),
+        }
+    }))
+}
+
+/// The chart's Deployment: labelled with the chart's name, else the one running `webhook`.
+pub fn webhook_deployment<'a>(deployments: &'a [Deployment]) -> Option<&'a Deployment> {
+    let runs_webhook = |d: &&Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .is_some_and(|s| {
+                s.containers.iter().any(|c| {
+                    c.args.as_ref().and_then(|a| a.first()).map(String::as_str) == Some("webhook")
+                })
+            })
+    };
+    deployments
+        .iter()
+        .find(|d| label(&d.metadata, NAME_LABEL) == Some(CHART_NAME))
+        .or_else(|| deployments.iter().find(runs_webhook))
+}
+
+/// The Secret the webhook serves from: its volume `tls`.
+pub fn tls_secret_name(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name == "tls")?
+        .secret
+        .as_ref()?
+        .secret_name
+        .clone()
+}
+
+/// notAfter of the first certificate in a PEM bundle, Unix seconds.
+pub fn not_after(pem: &[u8]) -> Option<i64> {
+    let leaf = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    x509_parser::parse_x509_certificate(&leaf)
+        .ok()
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+}
+
+pub(super) fn webhook(listed: &Listed) -> Webhook {
+    let deployment = listed.deployments.as_ref().map(|all| {
+        webhook_deployment(all).map(|d| WebhookDeployment {
+            name: d.metadata.name.clone().unwrap_or_default(),
+            wanted: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            ready: d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0),
+        })
+    });
+    let certificate = match &listed.tls_secret {
+        None => Part::Read(None),
+        Some((name, secret)) => secret.as_ref().map(|secret| {
+            let not_after = secret
+                .as_ref()
+                .and_then(|s| s.data.as_ref())
+                .and_then(|d| d.get("tls.crt"))
+                .and_then(|crt| not_after(&crt.0))
+                .and_then(|t| Timestamp::from_second(t).ok());
+            Some(Certificate {
+                secret: name.clone(),
+                not_after: not_after.map(|t| t.to_string()),
+                days_left: not_after.map(|t| (t - listed.now).get_seconds().div_euclid(86_400)),
+            })
+        }),
+    };
+    let configurations = listed.webhook_configurations.as_ref().map(|all| {
+        let mut out: Vec<WebhookConfiguration> = all
+            .iter()
+            .filter(|mwc| is_ours(mwc, &listed.namespace))
+            .map(|mwc| {
+                let hooks = mwc.webhooks.as_deref().unwrap_or_default();
+                let mut policies: Vec<String> = hooks
+                    .iter()
+                    .map(|h| h.failure_policy.clone().unwrap_or_else(|| "Fail".into()))
+                    .collect();
+                policies.dedup();
+                WebhookConfiguration {
+                    name: mwc.metadata.name.clone().unwrap_or_default(),
+                    entries: hooks.iter().map(|h| h.name.clone()).collect(),
+                    failure_policy: policies,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    });
+    Webhook {
+        deployment,
+        certificate,
+        configurations,
+    }
+}
+
+/// A MutatingWebhookConfiguration of this warmpool: entries named `*.warmpool.io` that call a
+/// Service in `namespace`, or (URL-based) leave `namespace` out as the chart's selector does.
+pub fn is_ours(
+    mwc: &k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+    namespace: &str,
+) -> bool {
+    mwc.webhooks.iter().flatten().any(|h| {
+        let warmpool = h.name.ends_with(".warmpool.io");
+        let service = h
+            .client_config
+            .service
+            .as_ref()
+            .is_some_and(|s| s.namespace == namespace);
+        let excludes = h
+            .namespace_selector
+            .as_ref()
+            .and_then(|s| s.match_expressions.as_ref())
+            .is_some_and(|e| {
+                e.iter().any(|e| {
+                    e.key == "kubernetes.io/metadata.name"
+                        && e.operator == "NotIn"
+                        && e.values.iter().flatten().any(|v| v == namespace)
+                })
+            });
+        warmpool && (service || (h.client_config.service.is_none() && excludes))
+    })
+}
+
+fn last_seen(e: &Event) -> Option<Timestamp> {
+    e.series
+        .as_ref()
+        .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
+        .or_else(|| e.last_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| e.event_time.as_ref().map(|t| t.0))
+        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// What to do next about a Warning Event, one line.
+pub fn remedy(reason: &str, namespace: &str, object: &str) -> String {
+    match reason {
+        "ImagePullFailed" => "check the image reference, or name its pull secret in \
+                              imageCache.imagePullSecrets"
+            .to_owned(),
+        "ImageTagMoved" => "a tag names different images on different nodes: use an immutable \
+                            tag or a digest in the tenants' pods"
+            .to_owned(),
+        "TenantNotReady" => format!(
+            "kubectl -n {namespace} get pods; describe the ones not Ready (FailedScheduling: \
+             no room on warm nodes, raise prewarmer.spareSlots)"
+        ),
+        "FailedScheduling" => format!(
+            "no node fits: kubectl -n {namespace} describe {object}; warm nodes full means \
+             prewarmer.spareSlots is too low"
+        ),
+        "FailedCreate" => format!(
+            "kubectl -n {namespace} describe {object}: a quota, a policy or RBAC refused its pods"
+        ),
+        _ => format!("kubectl -n {namespace} describe {object}"),
+    }
+}
+
+const FAILURE_WINDOW: SignedDuration = SignedDuration::from_hours(1);
+
+pub(super) fn failures(listed: &Listed, tenants: Option<&TenantNames>) -> Part<Vec<Failure>> {
+    let events = match &listed.events {
+        Part::Read(e) => e,
+        Part::Unreadable { needs } => {
+            return Part::Unreadable {
+                needs: needs.clone(),
+            };
+        }
+        Part::Failed { error } => {
+            return Part::Failed {
+                error: error.clone(),
+            };
+        }
+    };
+    let since = listed.now - FAILURE_WINDOW;
+    let mut merged: BTreeMap<(String, String, String), Failure> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, String, String), Timestamp> = BTreeMap::new();
+    for e in events {
+        let Some(ns) = e.metadata.namespace.clone() else {
+            continue;
+        };
+        let ours = ns == listed.namespace || tenants.is_some_and(|t| t.contains_key(&ns));
+        if !ours || e.type_.as_deref() != Some("Warning") {
+            continue;
+        }
+        let Some(at) = last_seen(e).filter(|t| *t >= since) else {
+            continue;
+        };
+        let reason = e.reason.clone().unwrap_or_default();
+        let object = format!(
+            "{}/{}",
+            e.involved_object
+                .kind
+                .as_deref()
+                .unwrap_or("object")
+                .to_lowercase(),
+            e.involved_object.name.as_deref().unwrap_or_default()
+        );
+        let key = (ns.clone(), reason.clone(), object.clone());
+        let count = e.count.unwrap_or(1).max(1);
+        let message: String = e
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let newer = seen.get(&key).is_none_or(|t| at > *t);
+        let entry = merged.entry(key.clone()).or_insert_with(|| Failure {
+            remedy: remedy(&reason, &ns, &object),
+            namespace: ns,
+            reason,
+            object,
+            count: 0,
+            last_seen: String::new(),
+            message: String::new(),
+        });
+        entry.count = entry.count.saturating_add(count);
+        if newer {
+            entry.last_seen = at.to_string();
+            entry.message = message;
+            seen.insert(key, at);
+        }
+    }
+    let mut out: Vec<Failure> = merged.into_values().collect();
+    // Newest first (RFC 3339 in UTC sorts as time).
+    out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.object.cmp(&b.object)));
+    Part::Read(out)
+}
