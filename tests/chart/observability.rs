@@ -236,7 +236,8 @@ fn every_alert_says_what_to_do_and_the_values_shape_the_rule() {
         BTreeSet::from([
             "warmpool-webhook",
             "warmpool-reconciler",
-            "warmpool-image-cache"
+            "warmpool-image-cache",
+            "warmpool-tenants"
         ])
     );
     for (_, a) in &all {

@@ -13,7 +13,7 @@ standby, or a replica that just lost the Lease, keeps the values it last wrote.
 */}}
 
 {{- define "warmpool.alertGroups" -}}
-{{- list "webhook" "reconciler" "image-cache" | toJson }}
+{{- list "webhook" "reconciler" "image-cache" "tenants" | toJson }}
 {{- end }}
 
 {{/* The label matchers of every series scraped from this release. */}}
@@ -247,4 +247,60 @@ with failurePolicy Ignore, tenant pods are admitted unmutated meanwhile: they st
       registry path, a node's disk full, or cache pods that cannot start.
       `kubectl -n {{ $ns }} get pods -o wide` and `kubectl -n {{ $ns }} describe daemonset
       warmpool-image-cache`; warmpool_image_cache_nodes{state="incomplete"} counts the nodes.
+{{- end }}
+
+{{- define "warmpool.alerts.tenants" -}}
+{{- $sel := include "warmpool.alertSelector" . }}
+{{- $ns := .Release.Namespace }}
+{{- $leader := printf "and on (namespace, pod) (warmpool_reconcile_leader{%s} == 1)" $sel }}
+- alert: WarmpoolTenantPodsUnsteered
+  expr: |-
+    max by (namespace) (warmpool_tenant_pods_unsteered{ {{- $sel }}} {{ $leader }}) > 0
+  for: 15m
+  labels:
+    severity: warning
+  annotations:
+    summary: >-
+      {{`{{ $value }}`}} tenant pod(s) escaped the webhook and run off the warm pool.
+    description: >-
+      Pods in tenant namespaces were admitted without warmpool's node affinity (the webhook was
+      unreachable, and the chart fails open), so they started cold and stay where they landed.
+      `kubectl get events -A --field-selector reason=Unsteered` lists them; delete them to have
+      their controllers re-create them through the webhook, or set tenants.repair=evict. Check
+      why the webhook was unreachable (WarmpoolWebhookUnavailable, its pods' restarts).
+- alert: WarmpoolTenantsStartingCold
+  # Over the last hour, at least 3 new tenants and most of them cold.
+  expr: |-
+    (
+      sum by (namespace) (increase(warmpool_tenant_ready_seconds_count{ {{- $sel }}, start="cold"}[1h]))
+        / sum by (namespace) (increase(warmpool_tenant_ready_seconds_count{ {{- $sel }}}[1h]))
+    ) > 0.5
+    and sum by (namespace) (increase(warmpool_tenant_ready_seconds_count{ {{- $sel }}}[1h])) >= 3
+  for: 10m
+  labels:
+    severity: warning
+  annotations:
+    summary: >-
+      Most new tenants of the last hour started cold ({{`{{ $value | humanizePercentage }}`}}).
+    description: >-
+      New tenants' pods landed off the warm nodes or pulled images: the spare slots are used up
+      faster than they come back (raise prewarmer.spareSlots, add a prewarmer.schedule window,
+      or use spareSlots auto), or the tenants run images the cache does not hold
+      (imageCache.images, discover). `kubectl get events -A --field-selector
+      reason=TenantReady` says per tenant how many pods ran on warm nodes and which images were
+      pulled.
+- alert: WarmpoolTenantsNotReady
+  expr: |-
+    sum by (namespace) (increase(warmpool_tenant_not_ready_total{ {{- $sel }}}[1h])) > 0
+  for: 1m
+  labels:
+    severity: warning
+  annotations:
+    summary: >-
+      New tenants were not Ready within tenants.timeToReady.timeout in the last hour.
+    description: >-
+      A new tenant's pods were not all Ready within {{ .Values.tenants.timeToReady.timeout }} of
+      its namespace's creation. `kubectl get events -A --field-selector reason=TenantNotReady`
+      names the namespaces; their pods' Events say why (Pending for room: the warm pool and
+      Karpenter's NodePool limits; image pulls; failing probes).
 {{- end }}
