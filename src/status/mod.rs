@@ -76,3 +76,6 @@ impl<T> Part<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -285,7 +285,8 @@ fn tenants(listed: &Listed, names: &BTreeMap<String, Namespace>) -> Part<Tenants
         let Some(ns) = pod.metadata.namespace.as_deref() else {
             continue;
         };
-        if !names.contains_key(ns) || pod.metadata.deletion_timestamp.is_some() {
+        let gone = pod.metadata.deletion_timestamp.is_some() || super::parts::terminated(pod);
+        if !names.contains_key(ns) || gone {
             continue;
         }
         let entry = counts.entry(ns).or_default();

@@ -77,7 +77,7 @@ fn pod_requests(pod: &Pod) -> Requests {
         .map_or(Requests::ZERO, |s| PodSummary::of(&s).requests)
 }
 
-fn terminated(pod: &Pod) -> bool {
+pub(super) fn terminated(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")

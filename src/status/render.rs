@@ -127,18 +127,20 @@ fn tenants(out: &mut String, part: &Part<Tenants>, all: bool) {
     }
     for e in t.escaped.iter().take(TENANT_ROWS) {
         let node = e.node.as_deref().unwrap_or("no node yet");
-        let _ = writeln!(
-            out,
-            "  escaped: {}/{} on {node}: admitted without the webhook (it was down or not \
-             registered); delete it so that its controller re-creates it through the webhook",
-            e.namespace, e.pod
-        );
+        let _ = writeln!(out, "  escaped: {}/{} on {node}", e.namespace, e.pod);
     }
     if t.escaped.len() > TENANT_ROWS {
         let _ = writeln!(
             out,
             "  ... {} more escaped pods (-o json)",
             t.escaped.len() - TENANT_ROWS
+        );
+    }
+    if !t.escaped.is_empty() {
+        let _ = writeln!(
+            out,
+            "    -> admitted without the webhook (down, or not registered): delete them so that \
+             their controllers re-create them through it"
         );
     }
 }
