@@ -44,7 +44,7 @@ fn expected(list: &[(&str, &str, &str, &[&str])]) -> Rules {
 fn rbac_is_exactly_what_the_reconciler_uses() {
     let Some(helm) = helm() else { return };
     let docs = render(&helm, "wp", "warmpool-system", &[]);
-    let cluster_role = find(&docs, "ClusterRole", None);
+    let cluster_role = find(&docs, "ClusterRole", Some("wp-warmpool"));
     // What src/reconcile uses: namespaces (metadata watch, get of its own, label by SSA), pods
     // (watch; its own pod listed by name), warm nodes (watch, for slot auto and the time to
     // Ready), the kubelet's Pulled Events (watch), Events (kube-runtime Recorder: create, patch), and the
@@ -67,7 +67,7 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
             ),
         ])
     );
-    let role = find(&docs, "Role", None);
+    let role = find(&docs, "Role", Some("wp-warmpool"));
     assert_eq!(role["metadata"]["namespace"], "warmpool-system");
     assert_eq!(
         rules(role),
@@ -100,9 +100,9 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
         ),
         ["get", "create", "patch"].map(String::from).into(),
     );
-    assert_eq!(rules(find(&auto, "Role", None)), with_record);
+    assert_eq!(rules(find(&auto, "Role", Some("wp-warmpool"))), with_record);
     assert_eq!(
-        rules(find(&auto, "ClusterRole", None)),
+        rules(find(&auto, "ClusterRole", Some("wp-warmpool"))),
         rules(cluster_role),
         "nothing cluster-wide"
     );
@@ -118,7 +118,10 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
         (String::new(), "pods/eviction".into(), String::new()),
         ["create"].map(String::from).into(),
     );
-    assert_eq!(rules(find(&evict, "ClusterRole", None)), with_eviction);
+    assert_eq!(
+        rules(find(&evict, "ClusterRole", Some("wp-warmpool"))),
+        with_eviction
+    );
     // The names are the reconciler's own constants.
     use warmpool::reconcile::{IMAGE_CACHE, LEASE, PREWARMER, PRIORITY_CLASS};
     assert_eq!(
@@ -156,4 +159,93 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
         find(&docs, "Deployment", None)["spec"]["template"]["spec"]["serviceAccountName"],
         sa["metadata"]["name"]
     );
+}
+
+#[test]
+fn the_status_role_is_exactly_what_warmpool_status_reads() {
+    let Some(helm) = helm() else { return };
+    let docs = render(&helm, "wp", "warmpool-system", &[]);
+    // src/status/collect.rs: cluster-wide lists of namespaces, pods, nodes, Warning Events and
+    // MutatingWebhookConfigurations; in the release namespace a list of Deployments and the
+    // chart's ConfigMap by name. Never the serving Secret (it holds the key).
+    let cluster_role = find(&docs, "ClusterRole", Some("wp-warmpool-status"));
+    assert_eq!(
+        rules(cluster_role),
+        expected(&[
+            ("", "namespaces", "", &["list"]),
+            ("", "pods", "", &["list"]),
+            ("", "nodes", "", &["list"]),
+            ("", "events", "", &["list"]),
+            (
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                "",
+                &["list"]
+            ),
+        ])
+    );
+    let role = find(&docs, "Role", Some("wp-warmpool-status"));
+    assert_eq!(role["metadata"]["namespace"], "warmpool-system");
+    assert_eq!(
+        rules(role),
+        expected(&[
+            ("apps", "deployments", "", &["list"]),
+            ("", "configmaps", "wp-warmpool", &["get"]),
+        ])
+    );
+    // The ConfigMap it may read is the one the webhook Deployment mounts (status follows the
+    // Deployment's volume `config` to it).
+    let deployment = find(&docs, "Deployment", None);
+    let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
+    let config = volumes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "config")
+        .expect("a config volume");
+    assert_eq!(config["configMap"]["name"], "wp-warmpool");
+    find(&docs, "ConfigMap", Some("wp-warmpool"));
+    for kind in ["ClusterRoleBinding", "RoleBinding"] {
+        assert!(
+            all_of(&docs, kind)
+                .iter()
+                .all(|b| b["metadata"]["name"] != "wp-warmpool-status"),
+            "no binding without statusRole.subjects"
+        );
+    }
+    // Bound to the subjects given, both roles.
+    let subject =
+        json!({"kind": "Group", "name": "platform", "apiGroup": "rbac.authorization.k8s.io"});
+    let bound = render(
+        &helm,
+        "wp",
+        "warmpool-system",
+        &["--set-json", &format!("statusRole.subjects=[{subject}]")],
+    );
+    for (kind, role_kind) in [
+        ("ClusterRoleBinding", "ClusterRole"),
+        ("RoleBinding", "Role"),
+    ] {
+        let b = find(&bound, kind, Some("wp-warmpool-status"));
+        assert_eq!(b["subjects"], json!([subject]));
+        assert_eq!(
+            b["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": "wp-warmpool-status"})
+        );
+    }
+    // Off: none of them.
+    let off = render(
+        &helm,
+        "wp",
+        "warmpool-system",
+        &["--set", "statusRole.create=false"],
+    );
+    for kind in ["ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding"] {
+        assert!(
+            all_of(&off, kind)
+                .iter()
+                .all(|d| d["metadata"]["name"] != "wp-warmpool-status"),
+            "{kind}"
+        );
+    }
 }
