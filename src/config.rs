@@ -47,6 +47,10 @@ pub struct Config {
     pub pool: Pool,
     pub prewarmer: Prewarmer,
     pub image_cache: ImageCache,
+    /// Optional prices of the warm nodes' CPU and memory: `warmpool status` then estimates what
+    /// the spare slots cost per month ([`crate::pricing`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<crate::pricing::Pricing>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -517,6 +521,9 @@ impl Config {
     /// Checks what serde cannot: globs compile, quantities parse, names are names.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.tenants.time_to_ready.validate()?;
+        if let Some((key, message)) = self.pricing.as_ref().and_then(|p| p.problem()) {
+            return Err(ConfigError::invalid(format!("pricing.{key}"), message));
+        }
         for (i, pattern) in self.tenants.namespace_patterns.iter().enumerate() {
             crate::tenant::compile_glob(pattern).map_err(|e| {
                 ConfigError::invalid(format!("tenants.namespacePatterns[{i}]"), e.to_string())

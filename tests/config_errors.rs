@@ -143,6 +143,51 @@ const CASES: &[Case] = &[
         "tenants.namespacePatterns[0]",
         "expected a string",
     ),
+    case(
+        "tenants: {timeToReady: 5}",
+        "tenants.timeToReady",
+        "expected struct",
+    ),
+    case(
+        "tenants: {timeToReady: {windw: 1m}}",
+        "tenants.timeToReady.windw",
+        "unknown field",
+    ),
+    case(
+        "tenants: {timeToReady: {enabled: maybe}}",
+        "tenants.timeToReady.enabled",
+        "expected a boolean",
+    ),
+    case(
+        "tenants: {timeToReady: {window: soon}}",
+        "tenants.timeToReady.window",
+        "is not a duration",
+    ),
+    case(
+        "tenants: {timeToReady: {window: 5m, timeout: 2m}}",
+        "tenants.timeToReady.timeout",
+        "shorter than tenants.timeToReady.window",
+    ),
+    case(
+        "tenants: {timeToReady: {timeout: 2d}}",
+        "tenants.timeToReady.timeout",
+        "longer than a day",
+    ),
+    case(
+        "tenants: {repair: delete}",
+        "tenants.repair",
+        "expected `none` or `evict`",
+    ),
+    case(
+        "pricing: {cpuCoreHour: 0.04, memoryGiBHour: -1}",
+        "pricing.memoryGiBHour",
+        "not a price",
+    ),
+    case(
+        "pricing: {cpuCoreHour: 0.04}",
+        "pricing",
+        "missing field `memoryGiBHour`",
+    ),
     // pool
     case("pool: {size: 3}", "pool.size", "unknown field"),
     case(

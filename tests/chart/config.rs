@@ -292,3 +292,37 @@ fn time_to_ready_reaches_the_configuration() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// `pricing`: absent by default; given, it reaches the configuration as numbers and the binary
+/// takes it.
+#[test]
+fn pricing_reaches_the_configuration() {
+    let Some(helm) = helm() else { return };
+    let config = config_of(&render(&helm, "wp", "warmpool-system", &[]));
+    assert!(config.get("pricing").is_none(), "no prices by default");
+    let config = config_of(&render(
+        &helm,
+        "wp",
+        "warmpool-system",
+        // Numbers, as in a values file (`--set` would make them strings).
+        &[
+            "--set-json",
+            r#"pricing={"cpuCoreHour": 0.034, "memoryGiBHour": 0.0045}"#,
+        ],
+    ));
+    assert_eq!(
+        config["pricing"],
+        json!({"cpuCoreHour": 0.034, "memoryGiBHour": 0.0045, "currency": "USD"})
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
+    let out = harness::run(
+        binary,
+        &["render", "--config", file.to_str().unwrap(), "-o", "json"],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -165,6 +165,9 @@ given (the binary has the defaults); an integer is rendered as one.
 {{- if $down.quietFor }}{{- $_ := set $scaleDown "quietFor" (toString $down.quietFor) }}{{- end }}
 {{- $_ := set $config.prewarmer "scaleDown" $scaleDown }}
 {{- end }}
+{{- with .Values.pricing }}
+{{- $_ := set $config "pricing" (dict "cpuCoreHour" (float64 .cpuCoreHour) "memoryGiBHour" (float64 .memoryGiBHour) "currency" (.currency | default "USD")) }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
