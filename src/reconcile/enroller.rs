@@ -43,6 +43,8 @@ pub async fn reconcile_namespace(
     let ctx = &session.ctx;
     let name = ns.name_any();
     if ns.metadata.deletion_timestamp.is_some() {
+        // Nothing to measure any more (and a terminating namespace refuses new Events).
+        session.readiness.forget(&name);
         return Ok(Action::await_change());
     }
     let labels = ns.metadata.labels.as_ref().unwrap_or(&NO_LABELS);

@@ -85,6 +85,11 @@ impl Tracker {
         self.wake.notify_one();
     }
 
+    /// Stops measuring `namespace` (being deleted).
+    pub fn forget(&self, namespace: &str) {
+        lock(&self.tenants).remove(namespace);
+    }
+
     /// A pod of `namespace` changed.
     pub fn touched(&self, namespace: &str) {
         if lock(&self.tenants).contains_key(namespace) {

@@ -112,6 +112,8 @@ pub async fn run(
             namespaces
                 .state()
                 .iter()
+                // A namespace being deleted takes its pods along (and refuses new Events).
+                .filter(|ns| ns.metadata.deletion_timestamp.is_none())
                 .filter_map(|ns| {
                     let name = ns.metadata.name.as_deref()?;
                     let labels = ns.metadata.labels.clone().unwrap_or_default();
