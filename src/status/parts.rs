@@ -380,6 +380,10 @@ pub fn remedy(reason: &str, namespace: &str, object: &str) -> String {
             "kubectl -n {namespace} get pods; describe the ones not Ready (FailedScheduling: \
              no room on warm nodes, raise prewarmer.spareSlots)"
         ),
+        "Unsteered" => format!(
+            "admitted without the webhook: kubectl -n {namespace} delete {object}, its \
+             controller re-creates it through the webhook (or set tenants.repair: evict)"
+        ),
         "FailedScheduling" => format!(
             "no node fits: kubectl -n {namespace} describe {object}; warm nodes full means \
              prewarmer.spareSlots is too low"
@@ -421,6 +425,8 @@ pub(super) fn failures(listed: &Listed, tenants: Option<&TenantNames>) -> Part<V
         let Some(at) = last_seen(e).filter(|t| *t >= since) else {
             continue;
         };
+        // Whole seconds on the screen (events.k8s.io Events carry microseconds).
+        let at = Timestamp::from_second(at.as_second()).unwrap_or(at);
         let reason = e.reason.clone().unwrap_or_default();
         let object = format!(
             "{}/{}",

@@ -517,6 +517,7 @@ fn every_remedy_is_one_line() {
         "TenantNotReady",
         "FailedScheduling",
         "FailedCreate",
+        "Unsteered",
         "Other",
     ] {
         let r = super::parts::remedy(reason, "demo-1", "pod/x");

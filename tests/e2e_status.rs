@@ -1,0 +1,333 @@
+//! `warmpool status` against the local control plane: a warm tenant (its pods on a warm fake
+//! node), a cold one (its pod, created while no webhook was registered, escaped to a node that
+//! is not warm), a real reconciler (prewarmer, image cache, the tenants' time to Ready) and a
+//! real webhook. The text screen is printed (`--nocapture`) so that it can be quoted.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::{Value, json};
+
+use support::cluster::{client, eventually, kubeconfig};
+use support::fakelet::{FakeNode, create_node, spawn_fakelet};
+use support::objects::wait_until_mutating;
+use support::reconciler::{NodeGuard, Run};
+use support::webhook::{RUN_LABEL, Webhook, unregister};
+
+const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
+const INJECTED: &str = "warmpool.io/injected";
+
+fn tenant_pod(cpu: &str) -> Value {
+    json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                           "resources": {"requests": {"cpu": cpu, "memory": "128Mi"}}}]})
+}
+
+/// `warmpool status` for `run` with `args`: (exit code, stdout, stderr).
+fn status(run: &Run, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["status", "--namespace", &run.namespace, "--config"])
+        .arg(&run.config)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig().expect("kubeconfig"))
+        .env_remove("POD_NAMESPACE")
+        .output()
+        .expect("warmpool status runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn pods(client: &kube::Client, ns: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+fn bound_ready(pods: &[Pod], n: usize) -> bool {
+    pods.len() == n
+        && pods.iter().all(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_warm_and_a_cold_tenant_an_escaped_pod_and_the_warm_node() {
+    let Some(client) = client().await else { return };
+    let fakelet = spawn_fakelet(client.clone());
+    let mut run = Run::new(&client, BIN.as_ref(), "").await;
+    run.set_tenant_keys("  timeToReady: {window: 10s}\n");
+    let labels = [(RUN_LABEL, run.id.as_str())];
+
+    // A warm node of this run's pool (4 CPU, 16Gi) and a general one.
+    let warm = format!("{}-warm-1", run.id);
+    let general = format!("{}-general-1", run.id);
+    let _nodes = [NodeGuard(warm.clone()), NodeGuard(general.clone())];
+    let pool = run.pool.clone();
+    let taint = [("workload-type", pool.as_str(), "NoSchedule")];
+    let pool_label = [("workload-type", pool.as_str())];
+    for (name, labels, taints) in [
+        (&warm, &pool_label[..], &taint[..]),
+        (&general, &[][..], &[][..]),
+    ] {
+        let node = FakeNode {
+            name,
+            labels,
+            taints,
+            cpu: "4",
+            memory: "16Gi",
+        };
+        create_node(&client, &node).await.expect("fake node");
+    }
+    let _reconciler = run.spawn("status", &[], &[]);
+    let own = run.namespace.clone();
+    eventually(
+        "the placeholder Ready on the warm node",
+        Duration::from_secs(60),
+        || {
+            let (client, own, warm) = (client.clone(), own.clone(), warm.clone());
+            async move {
+                let p = pods(&client, &own).await;
+                let placeholders: Vec<Pod> = p
+                    .into_iter()
+                    .filter(|p| {
+                        p.metadata
+                            .name
+                            .as_deref()
+                            .unwrap_or_default()
+                            .starts_with("warmpool-prewarmer-")
+                    })
+                    .collect();
+                (bound_ready(&placeholders, 1)
+                    && placeholders[0]
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_deref())
+                        == Some(&warm))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // The webhook is started but not registered yet: the cold tenant's pod escapes it.
+    let config = std::fs::read_to_string(&run.config).expect("config");
+    let webhook = Webhook::start(BIN.as_ref(), Some(&config)).await;
+    let cold = run.tenant("cold");
+    run.create_namespace(&cold, &labels).await;
+    run.create_pod(&cold, "escaped", tenant_pod("100m")).await;
+    let pattern = format!("{}*", run.tenant_prefix);
+    webhook.register(&client, &run.id, &[&pattern], &own).await;
+    let probe = run.tenant("probe");
+    run.create_namespace(&probe, &labels).await;
+    wait_until_mutating(&Api::namespaced(client.clone(), &probe), |p| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(INJECTED))
+    })
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&probe, &DeleteParams::default())
+        .await
+        .expect("probe deleted");
+
+    // The warm tenant's pods go through the webhook to the warm node.
+    let warm_tenant = run.tenant("warm");
+    run.create_namespace(&warm_tenant, &labels).await;
+    for name in ["web-0", "web-1"] {
+        run.create_pod(&warm_tenant, name, tenant_pod("100m")).await;
+    }
+    for (ns, n) in [(&warm_tenant, 2), (&cold, 1)] {
+        eventually(
+            &format!("{ns}: {n} pod(s) bound and Ready"),
+            Duration::from_secs(60),
+            || {
+                let (client, ns) = (client.clone(), ns.clone());
+                async move { bound_ready(&pods(&client, &ns).await, n).then_some(()) }
+            },
+        )
+        .await;
+    }
+    let escaped = &pods(&client, &cold).await[0];
+    assert!(
+        escaped
+            .metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key(INJECTED))
+    );
+    assert_ne!(
+        escaped.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(warm.as_str())
+    );
+    for p in pods(&client, &warm_tenant).await {
+        assert_eq!(
+            p.spec.and_then(|s| s.node_name),
+            Some(warm.clone()),
+            "steered to the warm node"
+        );
+    }
+    // The reconciler records each start once the 10 s window has passed and all are Ready.
+    for (ns, start) in [(&warm_tenant, "warm"), (&cold, "cold")] {
+        eventually(
+            &format!("{ns} annotated warmpool.io/start={start}"),
+            Duration::from_secs(90),
+            || {
+                let (namespaces, ns) = (namespaces.clone(), ns.clone());
+                async move {
+                    let got = namespaces.get(&ns).await.ok()?;
+                    let a = got.metadata.annotations?;
+                    a.contains_key("warmpool.io/ready-seconds")
+                        .then(|| a.get("warmpool.io/start").cloned())
+                        .flatten()
+                }
+            },
+        )
+        .await;
+        let got = namespaces.get(ns).await.expect("namespace");
+        assert_eq!(
+            got.metadata.annotations.unwrap()["warmpool.io/start"],
+            start,
+            "{ns}"
+        );
+    }
+
+    // The screen.
+    let (code, text, stderr) = status(&run, &[]);
+    eprintln!(
+        "$ warmpool status --namespace {own} --config {}\n{text}{stderr}",
+        run.config.display()
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}:\n{text}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let w = row(&warm_tenant);
+    assert_eq!(
+        (w[1].as_str(), w[3].as_str(), w[4].as_str()),
+        ("warm", "2/2", "0"),
+        "{text}"
+    );
+    let c = row(&cold);
+    assert_eq!(
+        (c[1].as_str(), c[3].as_str(), c[4].as_str()),
+        ("cold", "1/1", "1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  escaped: {cold}/escaped on ")),
+        "{text}"
+    );
+    // 4000m - placeholder 640m - 2 x 100m - the cache pod's few 5m = ~3.1 CPU: 4 slots of 640m.
+    let n = row(&warm);
+    assert_eq!(
+        (n[1].as_str(), n[2].as_str(), n[3].as_str(), n[4].as_str()),
+        ("yes", "4", "1", "2"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "PREWARMER  spare slots 1 wanted, 1 ready; one slot 640m CPU, 2150Mi; no schedule"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "MutatingWebhookConfiguration {}: 2 entries, failurePolicy Ignore",
+            run.id
+        )),
+        "{text}"
+    );
+    // --config given: no ConfigMap read; no webhook Deployment: no Secret read.
+    assert!(stderr.contains("read with 7 API calls in "), "{stderr}");
+
+    // The same as JSON, every tenant included.
+    let (code, out, stderr) = status(&run, &["-o", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: Value = serde_json::from_str(&out).expect("JSON");
+    let tenant = |name: &str| {
+        json["tenants"]["list"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no tenant {name}: {out}"))
+    };
+    let t = tenant(&warm_tenant);
+    assert_eq!(
+        (&t["start"], &t["podsReady"], &t["podsTotal"], &t["escaped"]),
+        (&json!("warm"), &json!(2), &json!(2), &json!(0))
+    );
+    assert!(t["readySeconds"].as_f64().is_some_and(|s| s >= 0.0), "{t}");
+    assert_eq!(tenant(&cold)["start"], "cold");
+    let escaped: Vec<&Value> = json["tenants"]["escaped"]
+        .as_array()
+        .expect("escaped")
+        .iter()
+        .filter(|e| e["namespace"] == cold.as_str())
+        .collect();
+    assert_eq!(escaped.len(), 1, "{out}");
+    assert_eq!(escaped[0]["pod"], "escaped");
+    let node = json["warmNodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == warm.as_str())
+        .cloned()
+        .expect("the warm node");
+    assert_eq!(
+        (
+            &node["freeSlots"],
+            &node["placeholders"],
+            &node["tenantPods"]
+        ),
+        (&json!(4), &json!(1), &json!(2)),
+        "{node}"
+    );
+    assert!(
+        node["images"]["wanted"].as_u64().is_some_and(|w| w >= 3),
+        "the configured images at least: {node}"
+    );
+    assert_eq!(json["prewarmer"]["wanted"], 1);
+    assert_eq!(json["prewarmer"]["ready"], 1);
+
+    // An unreachable API server: exit 1 with one line.
+    let closed = run.dir.path().join("closed.kubeconfig");
+    std::fs::write(&closed, "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n\
+        users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n").expect("kubeconfig");
+    let out = Command::new(BIN)
+        .args(["status"])
+        .env("KUBECONFIG", &closed)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("error: cannot reach the Kubernetes API server")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    unregister(&client, &run.id).await;
+    fakelet.abort();
+    run.cleanup().await;
+}
