@@ -12,12 +12,11 @@ pub mod render;
 
 use serde::Serialize;
 
-/// The namespace annotation `warm`, `cold` or `not-ready`, written by the reconciler once a new
-/// tenant is measured (`crate::reconcile::tenant_ready::START`).
-pub const START_ANNOTATION: &str = "warmpool.io/start";
-/// The namespace annotation with the seconds from its creation to every pod Ready
-/// (`crate::reconcile::tenant_ready::READY_SECONDS`).
-pub const READY_SECONDS_ANNOTATION: &str = "warmpool.io/ready-seconds";
+/// The namespace annotations the reconciler writes once a new tenant is measured: `warm`,
+/// `cold` or `not-ready`, and the seconds from its creation to every pod Ready.
+pub use crate::reconcile::tenant_ready::{
+    READY_SECONDS as READY_SECONDS_ANNOTATION, START as START_ANNOTATION,
+};
 
 /// One part of the screen: what was read, or why it could not be.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -231,7 +231,7 @@ pub(super) fn prewarmer(listed: &Listed) -> Part<Option<Prewarmer>> {
 }
 
 /// The chart's Deployment: labelled with the chart's name, else the one running `webhook`.
-pub fn webhook_deployment<'a>(deployments: &'a [Deployment]) -> Option<&'a Deployment> {
+pub fn webhook_deployment(deployments: &[Deployment]) -> Option<&Deployment> {
     let runs_webhook = |d: &&Deployment| {
         d.spec
             .as_ref()
