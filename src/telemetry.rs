@@ -27,8 +27,13 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: escape codes in a pipe or a file (a container's log) are
+    // noise to read, and styling every field was a fifth of the instructions of a review's
+    // log line (BENCHMARKS.md).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second call (tests start several servers in one process) keeps the first subscriber.
     let _ = match format {
