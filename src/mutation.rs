@@ -35,21 +35,34 @@ pub struct Rules {
     tolerations: Vec<Value>,
     /// The same, typed, for [`scheduling::covered`].
     typed_tolerations: Vec<Toleration>,
+    /// What every review adds or compares, built once here rather than per pod: the pool
+    /// expression `<key> In [<value>]`, the required term and the preference holding it, and
+    /// the pool's label as the node [`scheduling::witness`] must carry.
+    expression: Value,
+    required_term: Value,
+    preference: Value,
+    pool: BTreeMap<String, String>,
 }
 
 impl Rules {
     pub fn from_config(config: &Config) -> Rules {
         let typed_tolerations: Vec<Toleration> =
             config.pool.tolerations.iter().map(|t| t.to_k8s()).collect();
+        let (key, value) = (&config.pool.node_label.key, &config.pool.node_label.value);
+        let expression = json!({"key": key, "operator": "In", "values": [value]});
         Rules {
-            label_key: config.pool.node_label.key.clone(),
-            label_value: config.pool.node_label.value.clone(),
+            label_key: key.clone(),
+            label_value: value.clone(),
             mode: config.pool.affinity,
             tolerations: typed_tolerations
                 .iter()
                 .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
                 .collect(),
             typed_tolerations,
+            required_term: json!({"nodeSelectorTerms": [{"matchExpressions": [expression.clone()]}]}),
+            preference: json!({"weight": PREFERRED_WEIGHT, "preference": {"matchExpressions": [expression.clone()]}}),
+            expression,
+            pool: BTreeMap::from([(key.clone(), value.clone())]),
         }
     }
 
@@ -65,11 +78,6 @@ impl Rules {
 
     pub fn mode(&self) -> AffinityMode {
         self.mode
-    }
-
-    /// `<key> In [<value>]`, the expression that selects warm nodes.
-    fn pool_expression(&self) -> Value {
-        json!({"key": self.label_key, "operator": "In", "values": [self.label_value]})
     }
 }
 
@@ -196,8 +204,14 @@ fn plan(pod: &Value, rules: &Rules) -> Result<Vec<PlannedOp>, SkipReason> {
     if let Some(pin) = node_pin(pod, &placement) {
         return Err(SkipReason::NodePinned(pin));
     }
-    let pool = BTreeMap::from([(rules.label_key.clone(), rules.label_value.clone())]);
-    if scheduling::witness(&placement.view(), &pool).is_none() {
+    // With neither a nodeSelector nor required node affinity any node may carry the pool's
+    // label, which is what `witness` would find, after copying the label into a node.
+    let constrained = placement.node_selector.is_some()
+        || placement.node_affinity.as_ref().is_some_and(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .is_some()
+        });
+    if constrained && scheduling::witness(&placement.view(), &rules.pool).is_none() {
         return Err(SkipReason::ExcludesPool(format!(
             "{}={}",
             rules.label_key, rules.label_value
@@ -233,6 +247,19 @@ fn optional_array<'a>(
         Some(Value::Array(a)) => Ok(Some(a)),
         Some(_) => Err(SkipReason::UnexpectedShape(at)),
     }
+}
+
+// `json!` would copy each interpolated `Value` once more (through `to_value`); these build the
+// patch's values from parts already owned.
+
+/// `[item]`.
+fn one(item: Value) -> Value {
+    Value::Array(vec![item])
+}
+
+/// `{key: value}`.
+fn object(key: &str, value: Value) -> Value {
+    Value::Object(Map::from_iter([(key.to_owned(), value)]))
 }
 
 fn add(path: PointerBuf, value: Value) -> PatchOperation {
@@ -358,9 +385,9 @@ fn node_affinity_or_add<'a>(
     value: impl FnOnce() -> Value,
     ops: &mut Vec<PlannedOp>,
 ) -> Result<Option<&'a Map<String, Value>>, SkipReason> {
-    let node_affinity = || Value::Object(Map::from_iter([(field.to_owned(), value())]));
+    let node_affinity = || object(field, value());
     let Some(affinity) = optional_object(spec.get("affinity"), "/spec/affinity")? else {
-        let value = json!({"nodeAffinity": node_affinity()});
+        let value = object("nodeAffinity", node_affinity());
         ops.push((
             Injected::NodeAffinity,
             add(pointer(["spec", "affinity"]), value),
@@ -380,8 +407,8 @@ fn required_affinity_ops(
     rules: &Rules,
     ops: &mut Vec<PlannedOp>,
 ) -> Result<(), SkipReason> {
-    let expr = rules.pool_expression();
-    let one_term = || json!({"nodeSelectorTerms": [{"matchExpressions": [expr.clone()]}]});
+    let expr = &rules.expression;
+    let one_term = || rules.required_term.clone();
     let Some(na) = node_affinity_or_add(spec, REQUIRED, one_term, ops)? else {
         return Ok(());
     };
@@ -416,7 +443,7 @@ fn required_affinity_ops(
             }
             None => {
                 let path = pointer(term_path.chain(["matchExpressions"]));
-                ops.push((Injected::NodeAffinity, add(path, json!([expr.clone()]))));
+                ops.push((Injected::NodeAffinity, add(path, one(expr.clone()))));
             }
         }
     }
@@ -428,9 +455,8 @@ fn preferred_affinity_ops(
     rules: &Rules,
     ops: &mut Vec<PlannedOp>,
 ) -> Result<(), SkipReason> {
-    let preference = json!({"weight": PREFERRED_WEIGHT, "preference": {"matchExpressions": [rules.pool_expression()]}});
-    let Some(na) = node_affinity_or_add(spec, PREFERRED, || json!([preference.clone()]), ops)?
-    else {
+    let preference = &rules.preference;
+    let Some(na) = node_affinity_or_add(spec, PREFERRED, || one(preference.clone()), ops)? else {
         return Ok(());
     };
     const AT: &str = "/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution";
@@ -438,13 +464,13 @@ fn preferred_affinity_ops(
     match optional_array(na.get(PREFERRED), AT)? {
         None => {
             let path = pointer(base);
-            ops.push((Injected::NodeAffinity, add(path, json!([preference]))));
+            ops.push((Injected::NodeAffinity, add(path, one(preference.clone()))));
         }
         Some(prefs) => {
             let present = prefs.iter().any(|p| is_pool_preference(p, rules));
             if !present {
                 let path = pointer(base.into_iter().chain(["-"]));
-                ops.push((Injected::NodeAffinity, add(path, preference)));
+                ops.push((Injected::NodeAffinity, add(path, preference.clone())));
             }
         }
     }
@@ -476,11 +502,16 @@ fn toleration_ops(
     ops: &mut Vec<PlannedOp>,
 ) -> Result<(), SkipReason> {
     let present = optional_array(spec.get("tolerations"), "/spec/tolerations")?;
-    let mut have = existing.to_vec();
+    // The pod's own, borrowed; copied only when a later rule must also see an added one.
+    let mut have = std::borrow::Cow::Borrowed(existing);
     let mut missing: Vec<&Value> = Vec::new();
-    for (value, typed) in rules.tolerations.iter().zip(&rules.typed_tolerations) {
+    let wanted = rules.tolerations.iter().zip(&rules.typed_tolerations);
+    let count = rules.typed_tolerations.len();
+    for (i, (value, typed)) in wanted.enumerate() {
         if !scheduling::covered(&have, typed) {
-            have.push(typed.clone());
+            if i + 1 < count {
+                have.to_mut().push(typed.clone());
+            }
             missing.push(value);
         }
     }
@@ -529,11 +560,14 @@ fn annotation_op(pod: &Value, injected: &[Injected]) -> Result<Option<PatchOpera
     let op = match (metadata, annotations) {
         (None, _) => add(
             pointer(["metadata"]),
-            json!({"annotations": {INJECTED_ANNOTATION: value}}),
+            object(
+                "annotations",
+                object(INJECTED_ANNOTATION, Value::String(value)),
+            ),
         ),
         (Some(_), None) => add(
             pointer(["metadata", "annotations"]),
-            json!({INJECTED_ANNOTATION: value}),
+            object(INJECTED_ANNOTATION, Value::String(value)),
         ),
         (Some(_), Some(_)) => add(
             pointer(["metadata", "annotations", INJECTED_ANNOTATION]),
