@@ -82,12 +82,15 @@ struct RequestIn<'a> {
 enum Keep {
     All,
     Only(&'static [(&'static str, Keep)]),
+    /// Of an array, each element by this rule.
+    Each(&'static Keep),
 }
 
 /// The parts of a pod that [`mutation::mutate`] and [`review`] read: the three annotations it
 /// looks at (skip, mirror, injected; the annotations object itself stays, maybe empty, since the
 /// patch's path depends on whether it exists), `generateName` (for logs), and in the spec
-/// `nodeName`, `nodeSelector`, `affinity.nodeAffinity` and `tolerations`. Keep it in step with
+/// `nodeName`, `nodeSelector`, `affinity.nodeAffinity` and `tolerations`; of each owner reference
+/// its `kind`, `controller` and `name` (a DaemonSet's pods are pinned to their node). Keep it in step with
 /// `mutation.rs`; the unit tests below compare the two decisions on every fixture and shape.
 static POD_VIEW: Keep = Keep::Only(&[
     (
@@ -102,7 +105,14 @@ static POD_VIEW: Keep = Keep::Only(&[
                 ]),
             ),
             ("generateName", Keep::All),
-            ("ownerReferences", Keep::All),
+            (
+                "ownerReferences",
+                Keep::Each(&Keep::Only(&[
+                    ("kind", Keep::All),
+                    ("controller", Keep::All),
+                    ("name", Keep::All),
+                ])),
+            ),
         ]),
     ),
     (
@@ -130,7 +140,7 @@ impl<'de> DeserializeSeed<'de> for &'static Keep {
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
         match self {
             Keep::All => Value::deserialize(deserializer),
-            Keep::Only(_) => deserializer.deserialize_any(self),
+            Keep::Only(_) | Keep::Each(_) => deserializer.deserialize_any(self),
         }
     }
 }
@@ -162,8 +172,15 @@ impl<'de> Visitor<'de> for &'static Keep {
         Ok(Value::Object(kept))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
-        Value::deserialize(de::value::SeqAccessDeserializer::new(seq))
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let Keep::Each(each) = self else {
+            return Value::deserialize(de::value::SeqAccessDeserializer::new(seq));
+        };
+        let mut kept = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        while let Some(value) = seq.next_element_seed(*each)? {
+            kept.push(value);
+        }
+        Ok(Value::Array(kept))
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
@@ -236,27 +253,6 @@ struct Gvk<'a> {
     version: Cow<'a, str>,
     #[serde(borrow)]
     kind: Cow<'a, str>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'a str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
 }
 
 /// What happened to one review: the labels of logs and metrics.
@@ -337,27 +333,14 @@ pub fn review(
             (None, Vec::new(), Decision::Unchanged)
         }
         Ok(Mutation::Patch { patch, injected }) => {
-            let json =
-                serde_json::to_vec(&patch).map_err(|e| ReviewError::Malformed(e.to_string()))?;
-            (
-                Some(base64::engine::general_purpose::STANDARD.encode(json)),
-                Vec::new(),
-                Decision::Patched(injected),
-            )
+            // Sized for the usual patch (≈ 0.5 KiB) so that it is written without regrowing.
+            let mut json = Vec::with_capacity(1024);
+            serde_json::to_writer(&mut json, &patch)
+                .map_err(|e| ReviewError::Malformed(e.to_string()))?;
+            (Some(json), Vec::new(), Decision::Patched(injected))
         }
     };
-    let out = ReviewOut {
-        api_version,
-        kind: "AdmissionReview",
-        response: ResponseOut {
-            uid: &request.uid,
-            allowed: true,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-            warnings,
-        },
-    };
-    let body = serde_json::to_vec(&out).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+    let body = answer(api_version, &request.uid, patch.as_deref(), &warnings)?;
     Ok(Reviewed {
         body,
         decision,
@@ -365,6 +348,46 @@ pub fn review(
         namespace: namespace.to_owned(),
         name: name.to_owned(),
     })
+}
+
+/// The response AdmissionReview, byte for byte what serde_json writes for
+/// `{apiVersion, kind, response: {uid, allowed, patchType?, patch?, warnings?}}`, in one
+/// allocation: the patch is base64-encoded straight into it (base64 needs no JSON escaping).
+fn answer(
+    api_version: &str,
+    uid: &str,
+    patch: Option<&[u8]>,
+    warnings: &[String],
+) -> Result<Vec<u8>, ReviewError> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let encoded = patch.map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
+    let size = 160 + uid.len() + encoded + warnings.iter().map(|w| w.len() + 8).sum::<usize>();
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(br#"{"apiVersion":"#);
+    write_json(&mut body, api_version)?;
+    body.extend_from_slice(br#","kind":"AdmissionReview","response":{"uid":"#);
+    write_json(&mut body, uid)?;
+    body.extend_from_slice(br#","allowed":true"#);
+    if let Some(patch) = patch {
+        body.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+        let start = body.len();
+        body.resize(start + encoded, 0);
+        let written = engine
+            .encode_slice(patch, &mut body[start..])
+            .map_err(|e| ReviewError::Malformed(e.to_string()))?;
+        body.truncate(start + written);
+        body.push(b'"');
+    }
+    if !warnings.is_empty() {
+        body.extend_from_slice(br#","warnings":"#);
+        write_json(&mut body, warnings)?;
+    }
+    body.extend_from_slice(b"}}");
+    Ok(body)
+}
+
+fn write_json<T: Serialize + ?Sized>(body: &mut Vec<u8>, value: &T) -> Result<(), ReviewError> {
+    serde_json::to_writer(body, value).map_err(|e| ReviewError::Malformed(e.to_string()))
 }
 
 /// The mutation for a request we act on, or why we do not act on it.
@@ -401,6 +424,7 @@ fn decide(
 mod tests {
     use super::*;
     use crate::config::{AffinityMode, Config};
+    use base64::Engine as _;
     use serde_json::json;
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -495,6 +519,11 @@ mod tests {
             json!({"metadata": {"annotations": {"a": "b"}}, "spec": {}}),
             json!({"metadata": {"annotations": {}}, "spec": {}}),
             json!({"metadata": {"annotations": {"warmpool.io/skip": "false", "kubernetes.io/config.mirror": null}}, "spec": {}}),
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds", "uid": "u", "controller": true, "blockOwnerDeletion": true}]}, "spec": {}}),
+            json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "controller": true}, {"kind": "DaemonSet", "name": "ds", "controller": false}]}, "spec": {}}),
+            json!({"metadata": {"ownerReferences": [1, "x", null, [], {"kind": "DaemonSet", "controller": true}]}, "spec": {}}),
+            json!({"metadata": {"ownerReferences": {"kind": "DaemonSet", "controller": true}}, "spec": {}}),
+            json!({"metadata": {"ownerReferences": null}, "spec": {}}),
             json!({"spec": {"nodeName": "n1", "containers": [{"name": "c"}]}}),
             json!({"spec": {"nodeName": ""}}),
             json!({"spec": {"nodeSelector": {"workload-type": "other"}}}),
@@ -523,6 +552,66 @@ mod tests {
             "operation": "CREATE", "object": {"sp\u0065c": {"nodeName": "a"},
             "spec": {"nodeName": "b", "nodeName": "c"}, "metadata": {"x": 1}, "metadata": {}}}}"#;
         assert_same_decision(body);
+    }
+
+    /// The reference for [`answer`]: the response as serde derives it.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ReviewOut<'a> {
+        api_version: &'a str,
+        kind: &'static str,
+        response: ResponseOut<'a>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ResponseOut<'a> {
+        uid: &'a str,
+        allowed: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch_type: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    }
+
+    #[test]
+    fn the_answer_is_what_serde_writes() {
+        let patch = br#"[{"op":"add","path":"/spec/tolerations/-","value":{"key":"k"}}]"#;
+        let engine = &base64::engine::general_purpose::STANDARD;
+        for api_version in API_VERSIONS {
+            for uid in [
+                "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "",
+                "q\"u\\o\nté\u{1}",
+            ] {
+                for patch in [None, Some(&patch[..]), Some(&b""[..])] {
+                    for warnings in [
+                        vec![],
+                        vec!["warmpool: a \"reason\"".to_owned(), "b".into()],
+                    ] {
+                        let expected = serde_json::to_vec(&ReviewOut {
+                            api_version,
+                            kind: "AdmissionReview",
+                            response: ResponseOut {
+                                uid,
+                                allowed: true,
+                                patch_type: patch.map(|_| "JSONPatch"),
+                                patch: patch.map(|p| engine.encode(p)),
+                                warnings: warnings.clone(),
+                            },
+                        })
+                        .unwrap();
+                        let written = answer(api_version, uid, patch, &warnings).unwrap();
+                        assert_eq!(
+                            String::from_utf8(written).unwrap(),
+                            String::from_utf8(expected).unwrap()
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
