@@ -424,7 +424,6 @@ fn decide(
 mod tests {
     use super::*;
     use crate::config::{AffinityMode, Config};
-    use base64::Engine as _;
     use serde_json::json;
 
     fn fixture(name: &str) -> Vec<u8> {
