@@ -8,8 +8,11 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use support::cluster::{client, eventually, kubeconfig};
@@ -329,5 +332,199 @@ async fn status_shows_a_warm_and_a_cold_tenant_an_escaped_pod_and_the_warm_node(
 
     unregister(&client, &run.id).await;
     fakelet.abort();
+    run.cleanup().await;
+}
+
+/// A kubeconfig for the local control plane's server with `token`.
+fn token_kubeconfig(path: &std::path::Path, token: &str) {
+    let admin: Value =
+        serde_norway::from_str(&std::fs::read_to_string(kubeconfig().unwrap()).unwrap()).unwrap();
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    });
+    std::fs::write(path, serde_norway::to_string(&config).unwrap()).unwrap();
+}
+
+/// Bound to the chart's status roles alone, `warmpool status` reads every part but the serving
+/// Secret (left out of the roles: it holds the key), and finds its configuration through the
+/// webhook Deployment's ConfigMap, as in a chart install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_with_the_charts_status_role_alone() {
+    let Some(client) = client().await else { return };
+    let Ok(helm) = support::helm::find() else {
+        eprintln!("SKIP: no helm (tests/tools/helm.sh)");
+        return;
+    };
+    let run = Run::new(&client, BIN.as_ref(), "").await;
+    let ns = run.namespace.clone();
+    let fullname = format!("{}-warmpool", run.id);
+    let sa = "status-reader";
+    let subjects = json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]);
+    let out = Command::new(&helm)
+        .args(["template", &run.id])
+        .arg(support::cluster::repo_root().join("charts/warmpool"))
+        .args([
+            "--namespace",
+            &ns,
+            "--show-only",
+            "templates/status-rbac.yaml",
+        ])
+        .args(["--set-json", &format!("statusRole.subjects={subjects}")])
+        .output()
+        .expect("helm template");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .split("\n---")
+        .filter_map(|d| serde_norway::from_str::<Value>(d).ok())
+        .filter(|d| d.is_object())
+        .collect();
+    assert_eq!(docs.len(), 4, "two roles, two bindings");
+    let pp = PostParams::default();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    accounts
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": sa}})).unwrap(),
+        )
+        .await
+        .expect("ServiceAccount");
+    let mut cluster_wide = Vec::new();
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+        let v = doc.clone();
+        match kind.as_str() {
+            "ClusterRole" => {
+                Api::<ClusterRole>::all(client.clone())
+                    .create(&pp, &serde_json::from_value(v).unwrap())
+                    .await
+                    .expect("ClusterRole");
+            }
+            "ClusterRoleBinding" => {
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .create(&pp, &serde_json::from_value(v).unwrap())
+                    .await
+                    .expect("ClusterRoleBinding");
+            }
+            "Role" => {
+                Api::<Role>::namespaced(client.clone(), &ns)
+                    .create(&pp, &serde_json::from_value(v).unwrap())
+                    .await
+                    .expect("Role");
+            }
+            "RoleBinding" => {
+                Api::<RoleBinding>::namespaced(client.clone(), &ns)
+                    .create(&pp, &serde_json::from_value(v).unwrap())
+                    .await
+                    .expect("RoleBinding");
+            }
+            other => panic!("unexpected {other}"),
+        }
+        if kind.starts_with("Cluster") {
+            cluster_wide.push(kind);
+        }
+    }
+    // The chart's ConfigMap and (scaled to zero) webhook Deployment, as an install has them.
+    let config = std::fs::read_to_string(&run.config).expect("config");
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(
+            &pp,
+            &serde_json::from_value(
+                json!({"metadata": {"name": fullname}, "data": {"config.yaml": config}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .expect("ConfigMap");
+    let deployment = json!({
+        "metadata": {"name": fullname, "labels": {"app.kubernetes.io/name": "warmpool"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": fullname}},
+                 "template": {"metadata": {"labels": {"app": fullname}}, "spec": {
+                     "containers": [{"name": "webhook", "image": "registry.k8s.io/pause:3.10", "args": ["webhook"]}],
+                     "volumes": [{"name": "config", "configMap": {"name": fullname}},
+                                 {"name": "tls", "secret": {"secretName": format!("{fullname}-tls")}}]}}}
+    });
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&pp, &serde_json::from_value(deployment).unwrap())
+        .await
+        .expect("Deployment");
+
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
+            .unwrap();
+    let token = accounts
+        .create_token_request(sa, &pp, &request)
+        .await
+        .expect("token")
+        .status
+        .expect("token status")
+        .token;
+    let path = run.dir.path().join("status.kubeconfig");
+    token_kubeconfig(&path, &token);
+    // RBAC is read from an informer: wait until the binding is in effect.
+    let reader = support::cluster::client_from(&path).await;
+    eventually("the status role in effect", Duration::from_secs(30), || {
+        let reader = reader.clone();
+        async move {
+            Api::<Namespace>::all(reader)
+                .list(&ListParams::default().limit(1))
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await;
+    let out = Command::new(BIN)
+        .args(["status", "--namespace", &ns])
+        .env("KUBECONFIG", &path)
+        .env_remove("POD_NAMESPACE")
+        .output()
+        .expect("warmpool status runs");
+    let (text, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!(
+        "$ warmpool status --namespace {ns}   (as {sa}, the status roles alone)\n{text}{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        text.contains(&format!("(config: ConfigMap {ns}/{fullname})")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Deployment {fullname}: 0/0 replicas ready")),
+        "{text}"
+    );
+    let refused: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("not readable"))
+        .collect();
+    assert_eq!(refused.len(), 1, "only the Secret: {text}");
+    assert!(
+        refused[0].contains(&format!(
+            "certificate: not readable: needs get secrets {fullname}-tls in {ns}"
+        )),
+        "{text}"
+    );
+    assert!(stderr.contains("read with 9 API calls in "), "{stderr}");
+
+    for name in [&fullname] {
+        let _ = Api::<ClusterRoleBinding>::all(client.clone())
+            .delete(&format!("{name}-status"), &DeleteParams::default())
+            .await;
+        let _ = Api::<ClusterRole>::all(client.clone())
+            .delete(&format!("{name}-status"), &DeleteParams::default())
+            .await;
+    }
+    assert_eq!(cluster_wide.len(), 2);
     run.cleanup().await;
 }

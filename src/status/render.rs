@@ -261,10 +261,14 @@ fn prewarmer(out: &mut String, status: &Status) {
             }
         }
         Part::Read(None) => {
+            let chart = match &status.webhook.deployment {
+                Part::Read(Some(d)) => d.name.as_str(),
+                _ => "warmpool",
+            };
             let _ = writeln!(
                 out,
                 "\nPREWARMER  no Deployment warmpool-prewarmer in {}: is the reconciler running \
-                 and leading? (kubectl -n {} logs deploy/warmpool -c reconciler)",
+                 and leading? (kubectl -n {} logs deploy/{chart} -c reconciler)",
                 status.namespace, status.namespace
             );
         }
