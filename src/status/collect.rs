@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::Part;
 use super::model::Listed;
-use super::parts::{tls_secret_name, webhook_deployment};
+use super::webhook::{tls_secret_name, webhook_deployment};
 use crate::config::{Config, ConfigError};
 use crate::reconcile::session::{node_label_selector, pod_field_selector};
 

@@ -9,6 +9,7 @@ pub mod collect;
 pub mod model;
 pub mod parts;
 pub mod render;
+pub mod webhook;
 
 use serde::Serialize;
 

@@ -219,7 +219,7 @@ pub fn build(listed: &Listed) -> Status {
         tenants,
         warm_nodes: super::parts::warm_nodes(listed, names),
         prewarmer: super::parts::prewarmer(listed),
-        webhook: super::parts::webhook(listed),
+        webhook: super::webhook::webhook(listed),
         failures: super::parts::failures(listed, names),
     }
 }

@@ -1,4 +1,4 @@
-//! The screen's parts other than the tenants: warm nodes, prewarmer, webhook, recent failures.
+//! The screen's warm nodes, prewarmer and recent failures (the webhook: [`super::webhook`]).
 //! Pure, like [`super::model`].
 
 use std::collections::BTreeMap;
@@ -7,14 +7,9 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject as _;
 
 use super::Part;
-use super::model::{
-    Certificate, Failure, Listed, NodeImages, Prewarmer, TenantNames, WarmNode, Webhook,
-    WebhookConfiguration, WebhookDeployment,
-};
+use super::model::{Failure, Listed, NodeImages, Prewarmer, TenantNames, WarmNode};
 use crate::config::{Slot, SlotResources};
 use crate::reconcile::cache_health::{self, ImageState};
 use crate::reconcile::observed::{PodSummary, SlimPodSpec};
@@ -26,7 +21,7 @@ pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 /// The chart's name: the webhook Deployment's `app.kubernetes.io/name`.
 pub const CHART_NAME: &str = "warmpool";
 
-fn label<'a>(
+pub(super) fn label<'a>(
     meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     key: &str,
 ) -> Option<&'a str> {
@@ -228,134 +223,6 @@ pub(super) fn prewarmer(listed: &Listed) -> Part<Option<Prewarmer>> {
             slot: Some(slot),
         }
     }))
-}
-
-/// The chart's Deployment: labelled with the chart's name, else the one running `webhook`.
-pub fn webhook_deployment(deployments: &[Deployment]) -> Option<&Deployment> {
-    let runs_webhook = |d: &&Deployment| {
-        d.spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .is_some_and(|s| {
-                s.containers.iter().any(|c| {
-                    c.args.as_ref().and_then(|a| a.first()).map(String::as_str) == Some("webhook")
-                })
-            })
-    };
-    deployments
-        .iter()
-        .find(|d| label(&d.metadata, NAME_LABEL) == Some(CHART_NAME))
-        .or_else(|| deployments.iter().find(runs_webhook))
-}
-
-/// The Secret the webhook serves from: its volume `tls`.
-pub fn tls_secret_name(deployment: &Deployment) -> Option<String> {
-    deployment
-        .spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .volumes
-        .as_ref()?
-        .iter()
-        .find(|v| v.name == "tls")?
-        .secret
-        .as_ref()?
-        .secret_name
-        .clone()
-}
-
-/// notAfter of the first certificate in a PEM bundle, Unix seconds.
-pub fn not_after(pem: &[u8]) -> Option<i64> {
-    let leaf = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
-    x509_parser::parse_x509_certificate(&leaf)
-        .ok()
-        .map(|(_, cert)| cert.validity().not_after.timestamp())
-}
-
-pub(super) fn webhook(listed: &Listed) -> Webhook {
-    let deployment = listed.deployments.as_ref().map(|all| {
-        webhook_deployment(all).map(|d| WebhookDeployment {
-            name: d.metadata.name.clone().unwrap_or_default(),
-            wanted: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            ready: d
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0),
-        })
-    });
-    let certificate = match &listed.tls_secret {
-        None => Part::Read(None),
-        Some((name, secret)) => secret.as_ref().map(|secret| {
-            let not_after = secret
-                .as_ref()
-                .and_then(|s| s.data.as_ref())
-                .and_then(|d| d.get("tls.crt"))
-                .and_then(|crt| not_after(&crt.0))
-                .and_then(|t| Timestamp::from_second(t).ok());
-            Some(Certificate {
-                secret: name.clone(),
-                not_after: not_after.map(|t| t.to_string()),
-                days_left: not_after.map(|t| (t - listed.now).get_seconds().div_euclid(86_400)),
-            })
-        }),
-    };
-    let configurations = listed.webhook_configurations.as_ref().map(|all| {
-        let mut out: Vec<WebhookConfiguration> = all
-            .iter()
-            .filter(|mwc| is_ours(mwc, &listed.namespace))
-            .map(|mwc| {
-                let hooks = mwc.webhooks.as_deref().unwrap_or_default();
-                let mut policies: Vec<String> = hooks
-                    .iter()
-                    .map(|h| h.failure_policy.clone().unwrap_or_else(|| "Fail".into()))
-                    .collect();
-                policies.dedup();
-                WebhookConfiguration {
-                    name: mwc.metadata.name.clone().unwrap_or_default(),
-                    entries: hooks.iter().map(|h| h.name.clone()).collect(),
-                    failure_policy: policies,
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
-    });
-    Webhook {
-        deployment,
-        certificate,
-        configurations,
-    }
-}
-
-/// A MutatingWebhookConfiguration of this warmpool: entries named `*.warmpool.io` that call a
-/// Service in `namespace`, or (URL-based) leave `namespace` out as the chart's selector does.
-pub fn is_ours(
-    mwc: &k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
-    namespace: &str,
-) -> bool {
-    mwc.webhooks.iter().flatten().any(|h| {
-        let warmpool = h.name.ends_with(".warmpool.io");
-        let service = h
-            .client_config
-            .service
-            .as_ref()
-            .is_some_and(|s| s.namespace == namespace);
-        let excludes = h
-            .namespace_selector
-            .as_ref()
-            .and_then(|s| s.match_expressions.as_ref())
-            .is_some_and(|e| {
-                e.iter().any(|e| {
-                    e.key == "kubernetes.io/metadata.name"
-                        && e.operator == "NotIn"
-                        && e.values.iter().flatten().any(|v| v == namespace)
-                })
-            });
-        warmpool && (service || (h.client_config.service.is_none() && excludes))
-    })
 }
 
 fn last_seen(e: &Event) -> Option<Timestamp> {
