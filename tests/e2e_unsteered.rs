@@ -1,8 +1,9 @@
 //! Tenant pods that escaped the webhook, on the real local control plane: pods created while
 //! no webhook is registered (as when it is unreachable and the chart fails open) are found by
 //! the real reconciler, counted in `warmpool_tenant_pods_unsteered`, each given a Warning Event
-//! `Unsteered`; with `tenants.repair: evict` the one a Deployment owns is evicted and comes back
-//! through the (now registered) webhook, steered; the bare pod stays, reported, not evicted.
+//! `Unsteered`. With `tenants.repair: evict` nothing is evicted while the webhook is still away
+//! (a replacement would escape too); once it steers a newer pod, the escaped pod a Deployment
+//! owns is evicted and comes back through it, steered; the bare pod stays, reported.
 
 mod support;
 
@@ -77,8 +78,11 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
     run.set_tenant_keys("  repair: evict\n");
     let ns = run.tenant("escaped");
     run.create_namespace(&ns, &[(RUN_LABEL, &run.id)]).await;
+    // warmpool is installed (its reconciler leads); its webhook is not reachable (registered).
+    let mut reconciler = run.spawn("unsteered", &[], &[]);
+    reconciler.wait_ready(WAIT).await;
 
-    // No webhook yet: both are admitted as they are.
+    // Admitted as they are.
     create_deployment(&client, &ns, "web").await;
     let bare: Pod = serde_json::from_value(json!({
         "metadata": {"name": "bare", "labels": {"app": "bare"}},
@@ -97,17 +101,6 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
         !first.annotations().contains_key(INJECTED),
         "no webhook ran"
     );
-
-    // The webhook is back; the reconciler finds what slipped past.
-    let yaml = std::fs::read_to_string(&run.config).expect("run config");
-    let mut webhook = Webhook::start(BIN.as_ref(), Some(&yaml)).await;
-    let pattern = format!("{}*", run.tenant_prefix);
-    webhook
-        .register(&client, &run.id, &[&pattern], &run.namespace)
-        .await;
-    let mut reconciler = run.spawn("unsteered", &[], &[]);
-    reconciler.wait_ready(WAIT).await;
-
     let note = eventually("the Unsteered event of the bare pod", WAIT, || async {
         unsteered_events(&client, &ns, "bare")
             .await
@@ -128,6 +121,40 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
     )
     .await;
     assert!(note.contains("it is evicted"), "{note}");
+    eventually("warmpool_tenant_pods_unsteered 2", WAIT, || async {
+        (reconciler.metric("warmpool_tenant_pods_unsteered").await? == 2.0).then_some(())
+    })
+    .await;
+    // The webhook still away: the reconciler has no evidence it would be steered now.
+    assert_eq!(
+        reconciler
+            .metric("warmpool_tenant_pods_evicted_total")
+            .await,
+        Some(0.0),
+        "evicted while the webhook was away"
+    );
+    assert!(
+        pods(&client, &ns, "app=web")
+            .await
+            .iter()
+            .any(|p| p.name_any() == first.name_any())
+    );
+
+    // The webhook is back, and steers the next pod a tenant creates.
+    let yaml = std::fs::read_to_string(&run.config).expect("run config");
+    let mut webhook = Webhook::start(BIN.as_ref(), Some(&yaml)).await;
+    let pattern = format!("{}*", run.tenant_prefix);
+    webhook
+        .register(&client, &run.id, &[&pattern], &run.namespace)
+        .await;
+    create_deployment(&client, &ns, "api").await;
+    eventually("a steered pod of the new Deployment", WAIT, || async {
+        pods(&client, &ns, "app=api")
+            .await
+            .into_iter()
+            .find(|p| p.annotations().contains_key(INJECTED))
+    })
+    .await;
 
     // Evicted and re-created by its ReplicaSet, through the webhook this time.
     let replacement = eventually(

@@ -201,11 +201,18 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-fn pod_spec(image: &str, cpu: &str) -> Value {
+/// A tenant pod as the webhook leaves it (the scale test runs none): with the pool's required
+/// affinity and toleration, so that the reconciler counts it steered, as in a cluster whose
+/// webhook is up (an unsteered pod would cost an Event of its own).
+fn pod_spec(image: &str, cpu: &str, pool: &str) -> Value {
     json!({
         // Never scheduled: no node carries this label, so the pods stay Pending and no other
         // test's fake node is filled with them.
         "nodeSelector": {"warmpool-scale": "none"},
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "workload-type", "operator": "In", "values": [pool]}]}]}}},
+        "tolerations": [{"key": "workload-type", "operator": "Equal", "value": pool, "effect": "NoSchedule"}],
         "containers": [{"name": "c", "image": image,
                         "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}],
     })
@@ -416,7 +423,7 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
                 let ns = run.tenant(&format!("{i:05}"));
                 run.create_namespace(&ns, &[]).await;
                 for (p, image) in images.iter().enumerate().take(PODS_PER_TENANT) {
-                    run.create_pod(&ns, &format!("p{p}"), pod_spec(image, "100m"))
+                    run.create_pod(&ns, &format!("p{p}"), pod_spec(image, "100m", &run.pool))
                         .await;
                 }
             }
@@ -525,14 +532,18 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
             .await
         };
         let workloads = async {
-            run.create_pod(&ns, "p0", pod_spec(&image, &format!("{first_cpu}m")))
-                .await;
+            run.create_pod(
+                &ns,
+                "p0",
+                pod_spec(&image, &format!("{first_cpu}m"), &run.pool),
+            )
+            .await;
             let pod_created = Instant::now();
             for p in 1..PODS_PER_TENANT {
                 run.create_pod(
                     &ns,
                     &format!("p{p}"),
-                    pod_spec(&images[p % images.len()], "100m"),
+                    pod_spec(&images[p % images.len()], "100m", &run.pool),
                 )
                 .await;
             }

@@ -201,6 +201,7 @@ pub fn is_unsteered(pod: &SlimPod, rules: &Rules) -> bool {
 /// A pod the webhook never steered, as the index keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsteered {
+    pub created: Option<jiff::Timestamp>,
     pub node: Option<String>,
     /// Owned by a controller (not a DaemonSet): evicting it lets the controller re-create it
     /// through the webhook.
@@ -219,6 +220,7 @@ struct Entry {
 impl Entry {
     fn of(pod: &SlimPod, rules: Option<&Rules>) -> Entry {
         let unsteered = rules.filter(|r| is_unsteered(pod, r)).map(|_| Unsteered {
+            created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
             node: pod.spec.node_name.clone(),
             controlled: pod
                 .metadata
@@ -245,6 +247,9 @@ pub struct PodIndex {
     synced: bool,
     /// The webhook's rules, to tell unsteered pods (`None`: not judged).
     rules: Option<Rules>,
+    /// The creation of the newest pod the webhook steered (`warmpool.io/injected`): the webhook
+    /// has been reachable since.
+    last_steered: Option<jiff::Timestamp>,
 }
 
 impl PodIndex {
@@ -264,6 +269,7 @@ impl PodIndex {
                 let Some((ns, name)) = key(&pod) else {
                     return false;
                 };
+                self.note_steered(&pod);
                 let entry = Entry::of(&pod, self.rules.as_ref());
                 let summary = entry.summary.clone();
                 let pods = self.by_namespace.entry(ns).or_default();
@@ -287,6 +293,7 @@ impl PodIndex {
                 false
             }
             watcher::Event::InitApply(pod) => {
+                self.note_steered(&pod);
                 let entry = Entry::of(&pod, self.rules.as_ref());
                 if let (Some(buffer), Some((ns, name))) = (self.relisting.as_mut(), key(&pod)) {
                     buffer.entry(ns).or_default().insert(name, entry);
@@ -313,6 +320,22 @@ impl PodIndex {
             .get(namespace)
             .into_iter()
             .flat_map(|pods| pods.values().map(|e| &e.summary))
+    }
+
+    fn note_steered(&mut self, pod: &SlimPod) {
+        let steered = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(crate::mutation::INJECTED_ANNOTATION));
+        if let (true, Some(created)) = (steered, pod.metadata.creation_timestamp.as_ref()) {
+            self.last_steered = self.last_steered.max(Some(created.0));
+        }
+    }
+
+    /// The creation of the newest pod the webhook steered: evidence it was reachable then.
+    pub fn last_steered(&self) -> Option<jiff::Timestamp> {
+        self.last_steered
     }
 
     /// The namespace's pods that the webhook never steered, by name.

@@ -3,11 +3,21 @@
 //! (`warmpool_tenant_pods_unsteered`), records a Warning Event on each once, and with
 //! `tenants.repair: evict` evicts those a controller owns through the Eviction API (so a
 //! PodDisruptionBudget is respected) — the controller re-creates them, through the webhook.
+//!
+//! A pod is evicted only once the webhook has steered a pod created after it: while the webhook
+//! is still unreachable its replacement would escape again, so evicting would only churn.
+//!
+//! Pods older than warmpool's installation (the Lease `warmpool-reconciler`'s creation) predate
+//! its webhook and are not counted: installing warmpool into a busy cluster is no storm of
+//! Events. At most [`PER_SCAN`] pods are acted on per scan (the rest at the next one, 30 s
+//! later at the latest), so a long webhook outage is repaired gently, like a rollout.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
 use kube::api::{Api, EvictParams};
 use kube::core::PartialObjectMeta;
@@ -19,8 +29,11 @@ use super::context::{Context, lock};
 use super::observed::{PodIndex, Unsteered};
 use crate::config::Repair;
 
-/// How long a refused eviction (a PodDisruptionBudget) waits before it is tried again.
+/// How long a refused eviction (a PodDisruptionBudget) waits before it is tried again, and
+/// the longest pause before the pods over [`PER_SCAN`] are acted on.
 const RETRY: Duration = Duration::from_secs(30);
+/// Unsteered pods given an Event (and evicted) per scan.
+pub const PER_SCAN: usize = 20;
 
 /// `(namespace, pod)`.
 type Key = (String, String);
@@ -28,8 +41,19 @@ type Key = (String, String);
 /// The unsteered pods already acted on in this term.
 #[derive(Default)]
 pub struct Escapes {
+    /// Given their Event.
     reported: Mutex<BTreeSet<Key>>,
+    /// Evicted (with `repair: evict`).
+    evicted: Mutex<BTreeSet<Key>>,
     wake: Notify,
+}
+
+/// Whether to evict an unsteered pod now: asked for, a controller to re-create it, and the
+/// webhook back (it steered a pod created after this one). Pure.
+pub fn evict_now(repair: Repair, pod: &Unsteered, last_steered: Option<Timestamp>) -> bool {
+    repair == Repair::Evict
+        && pod.controlled
+        && matches!((pod.created, last_steered), (Some(c), Some(s)) if s > c)
 }
 
 impl Escapes {
@@ -39,8 +63,8 @@ impl Escapes {
     }
 }
 
-/// What to do now: the pods unsteered now that were not acted on yet, and what stays
-/// remembered (the ones still there). Pure.
+/// What to do now: the pods unsteered now that were not acted on yet (at most [`PER_SCAN`]),
+/// and what stays remembered (the ones still there). Pure.
 pub fn new_escapes(
     now: &[(Key, Unsteered)],
     acted: &BTreeSet<Key>,
@@ -48,6 +72,7 @@ pub fn new_escapes(
     let fresh = now
         .iter()
         .filter(|(k, _)| !acted.contains(k))
+        .take(PER_SCAN)
         .cloned()
         .collect();
     let still: BTreeSet<Key> = now
@@ -97,6 +122,7 @@ pub async fn run(
     namespaces: Store<PartialObjectMeta<Namespace>>,
 ) {
     let repair = ctx.settings.config.tenants.repair;
+    let installed = installed_at(&ctx).await;
     loop {
         tokio::select! {
             () = escapes.wake.notified() => {}
@@ -104,12 +130,13 @@ pub async fn run(
         }
         // Let a burst of pod events settle.
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let now: Vec<(Key, Unsteered)> = {
+        let (now, last_steered): (Vec<(Key, Unsteered)>, _) = {
             let index = lock(&pods);
             if !index.is_synced() {
                 continue;
             }
-            namespaces
+            let last_steered = index.last_steered();
+            let now: Vec<(Key, Unsteered)> = namespaces
                 .state()
                 .iter()
                 // A namespace being deleted takes its pods along (and refuses new Events).
@@ -126,26 +153,62 @@ pub async fn run(
                     index
                         .unsteered_in(ns)
                         .into_iter()
+                        .filter(|(_, u)| u.created.is_none_or(|c| c >= installed))
                         .map(move |(pod, u)| ((ns.to_owned(), pod.to_owned()), u.clone()))
                 })
-                .collect()
+                .collect();
+            (now, last_steered)
         };
         ctx.metrics
             .tenant_pods_unsteered
             .set(i64::try_from(now.len()).unwrap_or(i64::MAX));
-        let acted = lock(&escapes.reported).clone();
-        let (fresh, still) = new_escapes(&now, &acted);
+        let reported = lock(&escapes.reported).clone();
+        let (fresh, still) = new_escapes(&now, &reported);
         *lock(&escapes.reported) = still;
         for ((ns, name), pod) in fresh {
-            if act(&ctx, &ns, &name, &pod, repair).await {
-                lock(&escapes.reported).insert((ns, name));
+            report(&ctx, &ns, &name, &pod, repair).await;
+            lock(&escapes.reported).insert((ns, name));
+        }
+        let due: Vec<(Key, Unsteered)> = now
+            .iter()
+            .filter(|(_, u)| evict_now(repair, u, last_steered))
+            .cloned()
+            .collect();
+        let evicted = lock(&escapes.evicted).clone();
+        let (to_evict, still) = new_escapes(&due, &evicted);
+        // Kept while the pod is there (it may take a while to go): never evicted twice.
+        let kept: BTreeSet<Key> = evicted
+            .into_iter()
+            .filter(|k| now.iter().any(|(n, _)| n == k))
+            .chain(still)
+            .collect();
+        *lock(&escapes.evicted) = kept;
+        for ((ns, name), _) in to_evict {
+            if evict(&ctx, &ns, &name).await {
+                lock(&escapes.evicted).insert((ns, name));
             }
         }
     }
 }
 
-/// The Event, and the eviction if asked for; false to try again later (an eviction refused).
-async fn act(ctx: &Context, ns: &str, name: &str, pod: &Unsteered, repair: Repair) -> bool {
+/// When warmpool was installed: its Lease's creation (this term holds it, so it exists), or
+/// now when it cannot be read (then only pods from now on count).
+async fn installed_at(ctx: &Context) -> Timestamp {
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    match api.get(super::LEASE).await {
+        Ok(lease) => lease
+            .metadata
+            .creation_timestamp
+            .map_or_else(Timestamp::now, |t| t.0),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Lease's creation: only pods created from now on are judged");
+            Timestamp::now()
+        }
+    }
+}
+
+/// The Warning Event of one unsteered pod.
+async fn report(ctx: &Context, ns: &str, name: &str, pod: &Unsteered, repair: Repair) {
     tracing::warn!(namespace = %ns, pod = %name, node = ?pod.node, "a tenant pod escaped the webhook");
     let reference = ObjectReference {
         api_version: Some("v1".into()),
@@ -162,9 +225,10 @@ async fn act(ctx: &Context, ns: &str, name: &str, pod: &Unsteered, repair: Repai
     {
         tracing::warn!(namespace = %ns, pod = %name, error = %e, "cannot record the event");
     }
-    if repair != Repair::Evict || !pod.controlled {
-        return true;
-    }
+}
+
+/// Evicts one unsteered pod; false to try again later (refused: a PodDisruptionBudget).
+async fn evict(ctx: &Context, ns: &str, name: &str) -> bool {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let action = || format!("evict {ns}/{name} (unsteered)");
     match ctx
@@ -193,6 +257,7 @@ mod tests {
 
     fn pod(controlled: bool) -> Unsteered {
         Unsteered {
+            created: None,
             node: Some("cold-1".into()),
             controlled,
         }
@@ -214,6 +279,45 @@ mod tests {
     }
 
     #[test]
+    fn at_most_a_scans_worth_is_acted_on_at_once() {
+        let now: Vec<(Key, Unsteered)> = (0..PER_SCAN + 5)
+            .map(|i| (key("demo-1", &format!("p{i:02}")), pod(true)))
+            .collect();
+        let (fresh, _) = new_escapes(&now, &BTreeSet::new());
+        assert_eq!(fresh.len(), PER_SCAN);
+        let acted: BTreeSet<Key> = fresh.into_iter().map(|(k, _)| k).collect();
+        let (rest, still) = new_escapes(&now, &acted);
+        assert_eq!(rest.len(), 5, "the rest at the next scan");
+        assert_eq!(still.len(), PER_SCAN);
+    }
+
+    #[test]
+    fn a_pod_is_evicted_only_once_the_webhook_steered_a_newer_one() {
+        let t = |s: &str| -> Timestamp { s.parse().unwrap() };
+        let escaped = Unsteered {
+            created: Some(t("2026-12-02T09:00:00Z")),
+            node: None,
+            controlled: true,
+        };
+        let back = Some(t("2026-12-02T09:00:05Z"));
+        assert!(evict_now(Repair::Evict, &escaped, back));
+        assert!(
+            !evict_now(Repair::Evict, &escaped, None),
+            "the webhook not seen back"
+        );
+        assert!(
+            !evict_now(Repair::Evict, &escaped, Some(t("2026-12-02T08:59:00Z"))),
+            "steered only before it: maybe still down"
+        );
+        assert!(!evict_now(Repair::None, &escaped, back));
+        let bare = Unsteered {
+            controlled: false,
+            ..escaped
+        };
+        assert!(!evict_now(Repair::Evict, &bare, back));
+    }
+
+    #[test]
     fn the_event_says_where_it_runs_and_what_to_do() {
         let note = |p: &Unsteered, r: Repair| unsteered_event(p, r).note.unwrap();
         let n = note(&pod(true), Repair::None);
@@ -226,6 +330,7 @@ mod tests {
         let n = note(&pod(false), Repair::Evict);
         assert!(n.contains("not evicted"), "{n}");
         let unscheduled = Unsteered {
+            created: None,
             node: None,
             controlled: true,
         };
