@@ -152,6 +152,19 @@ pub struct Prewarmer {
     pub window: Option<String>,
     /// One slot's requests, as the placeholders ask for them.
     pub slot: Option<String>,
+    /// What the wanted placeholders reserve: CPU millicores and memory bytes.
+    pub reserved_cpu_millicores: u64,
+    pub reserved_memory_bytes: u64,
+    /// With `pricing` in the configuration: what that reservation costs per month.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_cost: Option<MonthlyCost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonthlyCost {
+    pub amount: f64,
+    pub currency: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
 
 use super::Part;
-use super::model::{Failure, Listed, NodeImages, Prewarmer, TenantNames, WarmNode};
+use super::model::{Failure, Listed, MonthlyCost, NodeImages, Prewarmer, TenantNames, WarmNode};
 use crate::config::{Slot, SlotResources};
 use crate::reconcile::cache_health::{self, ImageState};
 use crate::reconcile::observed::{PodSummary, SlimPodSpec};
@@ -205,10 +205,14 @@ pub(super) fn prewarmer(listed: &Listed) -> Part<Option<Prewarmer>> {
     if let Some(missing) = listed.deployments.missing() {
         return missing;
     }
-    let (_, slot) = slot(listed);
+    let (requests, slot) = slot(listed);
     Part::Read(prewarmer_deployment(listed).map(|d| {
+        let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let slots = u64::try_from(wanted).unwrap_or(0);
+        let cpu = slots.saturating_mul(requests.cpu_millis);
+        let memory = slots.saturating_mul(requests.memory_bytes);
         Prewarmer {
-            wanted: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            wanted,
             ready: d
                 .status
                 .as_ref()
@@ -221,6 +225,12 @@ pub(super) fn prewarmer(listed: &Listed) -> Part<Option<Prewarmer>> {
                 .and_then(|a| a.get(SCHEDULE_WINDOW))
                 .cloned(),
             slot: Some(slot),
+            reserved_cpu_millicores: cpu,
+            reserved_memory_bytes: memory,
+            monthly_cost: listed.config.pricing.as_ref().map(|p| MonthlyCost {
+                amount: p.monthly(cpu, memory),
+                currency: p.currency.clone(),
+            }),
         }
     }))
 }

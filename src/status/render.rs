@@ -250,6 +250,21 @@ fn prewarmer(out: &mut String, status: &Status) {
                 p.ready,
                 p.slot.as_deref().unwrap_or("?")
             );
+            let gib = p.reserved_memory_bytes as f64 / (1024.0 * 1024.0 * 1024.0);
+            let cost = p.monthly_cost.as_ref().map_or_else(
+                || " (set pricing for a monthly estimate)".to_owned(),
+                |c| {
+                    format!(
+                        " ≈ {:.0} {}/month at the configured prices",
+                        c.amount, c.currency
+                    )
+                },
+            );
+            let _ = writeln!(
+                out,
+                "  reserved: {:.2} CPU, {gib:.1} GiB{cost}",
+                p.reserved_cpu_millicores as f64 / 1000.0
+            );
             if p.ready < p.wanted {
                 let _ = writeln!(
                     out,

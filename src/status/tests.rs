@@ -234,7 +234,14 @@ pub fn listed() -> Listed {
                         "data": {"tls.crt": base64_of(certificate_pem().as_bytes())}});
     Listed {
         namespace: "warmpool-system".into(),
-        config: Config::default(),
+        config: Config {
+            pricing: Some(crate::pricing::Pricing {
+                cpu_core_hour: 0.04,
+                memory_gib_hour: 0.005,
+                currency: "USD".into(),
+            }),
+            ..Config::default()
+        },
         config_source: "ConfigMap warmpool-system/warmpool".into(),
         now: NOW.parse().expect("now"),
         namespaces: Part::Read(namespaces.into_iter().map(from).collect()),
@@ -390,7 +397,10 @@ fn json_has_every_tenant_and_the_escaped_pods() {
     );
     assert_eq!(
         json["prewarmer"],
-        json!({"wanted": 1, "ready": 1, "window": "none", "slot": "640m CPU, 2150Mi"})
+        json!({"wanted": 1, "ready": 1, "window": "none", "slot": "640m CPU, 2150Mi",
+               "reservedCpuMillicores": 640, "reservedMemoryBytes": 2_254_438_400_u64,
+               "monthlyCost": {"amount": (0.64 * 0.04 + 2150.0 / 1024.0 * 0.005) * 730.5,
+                               "currency": "USD"}})
     );
     assert_eq!(
         json["webhook"]["configurations"][0]["failurePolicy"],
