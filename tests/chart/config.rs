@@ -280,17 +280,7 @@ fn time_to_ready_reaches_the_configuration() {
         config["tenants"]["timeToReady"],
         json!({"enabled": false, "window": "30s", "timeout": "10m"})
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.yaml");
-    std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
-    let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
-    let out = harness::run(
-        binary,
-        &["render", "--config", file.to_str().unwrap(), "-o", "json"],
-        &[],
-        None,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_the_binary_renders(&config);
 }
 
 /// `pricing`: absent by default; given, it reaches the configuration as numbers and the binary
@@ -314,9 +304,14 @@ fn pricing_reaches_the_configuration() {
         config["pricing"],
         json!({"cpuCoreHour": 0.034, "memoryGiBHour": 0.0045, "currency": "USD"})
     );
+    assert_the_binary_renders(&config);
+}
+
+/// The rendered configuration is taken by `warmpool render --config` (the strict loader).
+fn assert_the_binary_renders(config: &serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
-    std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
+    std::fs::write(&file, serde_norway::to_string(config).unwrap()).unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
     let out = harness::run(
         binary,
