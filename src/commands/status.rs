@@ -10,7 +10,8 @@ use crate::status::{collect, model, render};
 /// Show on one screen what warmpool is doing in a cluster (read-only; KUBECONFIG or in-cluster).
 ///
 /// TENANTS      every tenant namespace: pods Ready, how it started (warm: every pod on a warm
-///              node with its images present; cold; not-ready; measuring: not recorded yet),
+///              node with its images present; cold; not-ready; measuring: not recorded yet;
+///              unmeasured: never will be, time to Ready off or past its timeout),
 ///              its time to Ready, and escaped pods (admitted while the webhook did not see
 ///              them, so not steered to the warm nodes). Many tenants: counts, then the ten
 ///              that need attention, the slowest and the newest (--tenants: all).

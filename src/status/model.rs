@@ -63,6 +63,9 @@ pub enum Start {
     NotReady,
     /// Not recorded yet: the reconciler writes it once its pods are Ready after the window.
     Measuring,
+    /// Never to be recorded: `tenants.timeToReady` is off, or the tenant was past its timeout
+    /// with no figure (made before warmpool ran, or while no reconciler led).
+    NotMeasured,
 }
 
 impl Start {
@@ -72,6 +75,7 @@ impl Start {
             Start::Cold => "cold",
             Start::NotReady => "not-ready",
             Start::Measuring => "measuring",
+            Start::NotMeasured => "unmeasured",
         }
     }
 }
@@ -80,7 +84,7 @@ impl Start {
 #[serde(rename_all = "camelCase")]
 pub struct Tenants {
     pub total: usize,
-    /// Tenants by start: warm, cold, not-ready, measuring.
+    /// Tenants by start: warm, cold, not-ready, measuring, unmeasured.
     pub by_start: BTreeMap<Start, usize>,
     pub pods_ready: usize,
     pub pods_total: usize,
@@ -324,16 +328,16 @@ fn tenants(listed: &Listed, names: &BTreeMap<String, Namespace>) -> Part<Tenants
         .map(|(name, ns)| {
             let annotations = ns.metadata.annotations.as_ref();
             let get = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
-            let start = match get(START_ANNOTATION) {
-                Some("warm") => Start::Warm,
-                Some("cold") => Start::Cold,
-                Some("not-ready") => Start::NotReady,
-                _ => Start::Measuring,
-            };
+            let created = ns.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let age = created.map(|c| listed.now.duration_since(c));
+            let start = start_of(
+                get(START_ANNOTATION),
+                age,
+                &listed.config.tenants.time_to_ready,
+            );
             let ready_seconds = get(READY_SECONDS_ANNOTATION)
                 .and_then(|s| s.trim().parse::<f64>().ok())
                 .filter(|s| s.is_finite() && *s >= 0.0);
-            let created = ns.metadata.creation_timestamp.as_ref().map(|t| t.0);
             let (ready, total, escaped) = counts.get(name.as_str()).copied().unwrap_or_default();
             Tenant {
                 name: name.clone(),
@@ -375,6 +379,30 @@ fn tenants(listed: &Listed, names: &BTreeMap<String, Namespace>) -> Part<Tenants
         escaped,
         list,
     })
+}
+
+/// A tenant's start from its `warmpool.io/start` annotation and, with none, whether the
+/// reconciler is still to write one: it measures only with `timeToReady` on and gives up at the
+/// timeout (then writes `not-ready`), so a tenant older than that with no annotation never gets
+/// one.
+fn start_of(
+    annotation: Option<&str>,
+    age: Option<jiff::SignedDuration>,
+    time_to_ready: &crate::config::TimeToReady,
+) -> Start {
+    match annotation {
+        Some("warm") => Start::Warm,
+        Some("cold") => Start::Cold,
+        Some("not-ready") => Start::NotReady,
+        _ if !time_to_ready.enabled => Start::NotMeasured,
+        // The reconciler's own deadline check runs at most a resync late: a minute's grace.
+        _ if age
+            .is_some_and(|a| a > time_to_ready.timeout() + jiff::SignedDuration::from_mins(1)) =>
+        {
+            Start::NotMeasured
+        }
+        _ => Start::Measuring,
+    }
 }
 
 /// The names of tenant namespaces, for the other parts.

@@ -58,9 +58,14 @@ fn tenants(out: &mut String, part: &Part<Tenants>, all: bool) {
         }
     };
     let count = |s: Start| t.by_start.get(&s).copied().unwrap_or(0);
+    // Only where some are: with time to Ready on (the default) every tenant is measured.
+    let unmeasured = match count(Start::NotMeasured) {
+        0 => String::new(),
+        n => format!(", unmeasured {n}"),
+    };
     let _ = writeln!(
         out,
-        "\nTENANTS  {} (warm {}, cold {}, not-ready {}, measuring {})   pods Ready {}/{}   \
+        "\nTENANTS  {} (warm {}, cold {}, not-ready {}, measuring {}{unmeasured})   pods Ready {}/{}   \
          escaped pods {}",
         t.total,
         count(Start::Warm),
@@ -99,7 +104,7 @@ fn tenants(out: &mut String, part: &Part<Tenants>, all: bool) {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     let _ = writeln!(
         out,
-        "  {:width$}  {:9}  {:>8}  {:>7}  {:>7}  {:>5}",
+        "  {:width$}  {:10}  {:>8}  {:>7}  {:>7}  {:>5}",
         "NAME", "START", "READY IN", "PODS", "ESCAPED", "AGE"
     );
     for r in &rows {
@@ -108,7 +113,7 @@ fn tenants(out: &mut String, part: &Part<Tenants>, all: bool) {
             .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}s"));
         let _ = writeln!(
             out,
-            "  {:width$}  {:9}  {:>8}  {:>7}  {:>7}  {:>5}",
+            "  {:width$}  {:10}  {:>8}  {:>7}  {:>7}  {:>5}",
             r.name,
             r.start.label(),
             ready_in,

@@ -347,6 +347,43 @@ fn what_the_model_says_of_each_part() {
 }
 
 #[test]
+fn a_tenant_with_no_figure_is_measuring_only_while_the_reconciler_may_still_write_one() {
+    let start_of = |listed: &Listed| {
+        let status = build(listed);
+        let tenants = status.tenants.ok().expect("tenants");
+        let demo3 = tenants
+            .list
+            .iter()
+            .find(|t| t.name == "demo-3")
+            .expect("demo-3");
+        (demo3.start, render::text(&status, false))
+    };
+    let (start, screen) = start_of(&listed());
+    assert_eq!(start, Start::Measuring, "40 s old, within the 10 m timeout");
+    assert!(!screen.contains("unmeasured"), "{screen}");
+
+    let mut off = listed();
+    off.config.tenants.time_to_ready.enabled = false;
+    let (start, screen) = start_of(&off);
+    assert_eq!(
+        start,
+        Start::NotMeasured,
+        "timeToReady off: nothing will be written"
+    );
+    assert!(screen.contains("measuring 0, unmeasured 1)"), "{screen}");
+    assert!(screen.contains("demo-3    unmeasured"), "{screen}");
+
+    let mut later = listed();
+    later.now += jiff::SignedDuration::from_mins(30);
+    let (start, _) = start_of(&later);
+    assert_eq!(
+        start,
+        Start::NotMeasured,
+        "past the timeout with no annotation: given up"
+    );
+}
+
+#[test]
 fn a_part_that_is_refused_says_what_would_show_it_and_the_rest_stays() {
     let mut listed = listed();
     listed.pods = Part::Unreadable {
