@@ -74,6 +74,10 @@ pub struct RealImages {
     pub images: Vec<String>,
     /// `prewarmer.slot.cpu` (memory 1Gi).
     pub slot_cpu: String,
+    /// `tenants.timeToReady.window`: the reconciler times a tenant once this span after its
+    /// creation is over (counting the pods made in it), so the demo need not wait the default
+    /// minute for the figure.
+    pub time_to_ready_window: String,
 }
 
 impl Setup {
@@ -113,10 +117,13 @@ impl Warmpool {
             spare_slots,
             real,
         } = setup;
+        let time_to_ready = real.as_ref().map_or_else(String::new, |r| {
+            format!("  timeToReady: {{window: {}}}\n", r.time_to_ready_window)
+        });
         let mut config = format!(
             r#"tenants:
   namespacePatterns: ["{tenant_prefix}*"]
-pool:
+{time_to_ready}pool:
   nodeLabel: {{key: workload-type, value: {pool}}}
   tolerations:
     - {{key: workload-type, operator: Equal, value: {pool}, effect: NoSchedule}}
