@@ -24,9 +24,9 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use support::cluster::{client, eventually, eventually_explained, unique};
+use support::objects::live_pods;
 use support::real_nodes::{
     NodeSpec, REAL_TIMEOUT, RealCluster, RealNode, create_cargocats, create_workloads, is_ready,
-    live_pods,
 };
 use support::reconciler::{Reconciler, Run};
 use support::webhook::{RUN_LABEL, Webhook, unregister};

@@ -17,6 +17,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use support::cluster::{client, eventually};
+use support::objects::live_pods;
 use support::reconciler::Run;
 use support::webhook::{RUN_LABEL, Webhook, unregister};
 
@@ -42,17 +43,6 @@ async fn create_deployment(client: &Client, ns: &str, name: &str) {
         .create(&PostParams::default(), &d)
         .await
         .expect("create deployment");
-}
-
-async fn pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
 }
 
 /// The notes of the `Unsteered` Events about `pod`.
@@ -94,7 +84,7 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
         .await
         .expect("create bare pod");
     let first = eventually("the Deployment's pod", WAIT, || async {
-        pods(&client, &ns, "app=web").await.into_iter().next()
+        live_pods(&client, &ns, "app=web").await.into_iter().next()
     })
     .await;
     assert!(
@@ -134,7 +124,7 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
         "evicted while the webhook was away"
     );
     assert!(
-        pods(&client, &ns, "app=web")
+        live_pods(&client, &ns, "app=web")
             .await
             .iter()
             .any(|p| p.name_any() == first.name_any())
@@ -149,7 +139,7 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
         .await;
     create_deployment(&client, &ns, "api").await;
     eventually("a steered pod of the new Deployment", WAIT, || async {
-        pods(&client, &ns, "app=api")
+        live_pods(&client, &ns, "app=api")
             .await
             .into_iter()
             .find(|p| p.annotations().contains_key(INJECTED))
@@ -161,9 +151,12 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
         "a steered replacement of the Deployment's pod",
         WAIT,
         || async {
-            pods(&client, &ns, "app=web").await.into_iter().find(|p| {
-                p.name_any() != first.name_any() && p.annotations().contains_key(INJECTED)
-            })
+            live_pods(&client, &ns, "app=web")
+                .await
+                .into_iter()
+                .find(|p| {
+                    p.name_any() != first.name_any() && p.annotations().contains_key(INJECTED)
+                })
         },
     )
     .await;
@@ -174,7 +167,7 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
         replacement.annotations()[INJECTED]
     );
     assert!(
-        pods(&client, &ns, "app=bare").await.len() == 1,
+        live_pods(&client, &ns, "app=bare").await.len() == 1,
         "the bare pod is reported, never evicted"
     );
     eventually("warmpool_tenant_pods_unsteered 1", WAIT, || async {

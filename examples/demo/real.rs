@@ -17,9 +17,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::support::cluster::eventually;
-use crate::support::real_nodes::{
-    NodeSpec, RealCluster, RealNode, create_cargocats, is_ready, live_pods,
-};
+use crate::support::objects::live_pods;
+use crate::support::real_nodes::{NodeSpec, RealCluster, RealNode, create_cargocats, is_ready};
 use crate::support::scenario::{RealImages, Setup, Warmpool};
 use crate::support::webhook::run_labels;
 use crate::{SYSTEM_NAMESPACE, say};

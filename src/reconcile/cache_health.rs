@@ -308,11 +308,13 @@ async fn record_moved(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(
+    /// A cache pod on `node` with these containers and container statuses (also the fixture of
+    /// [`crate::reconcile::moved_tags`]'s tests).
+    pub(in crate::reconcile) fn pod(
         node: Option<&str>,
         containers: serde_json::Value,
         statuses: serde_json::Value,

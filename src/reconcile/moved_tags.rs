@@ -154,18 +154,7 @@ mod tests {
                        "restartCount": 0})
             })
             .collect();
-        let mut spec = json!({"containers": containers});
-        if let Some(node) = node {
-            spec["nodeName"] = json!(node);
-        }
-        Arc::new(
-            serde_json::from_value(json!({
-                "metadata": {"name": "p"},
-                "spec": spec,
-                "status": {"containerStatuses": statuses},
-            }))
-            .unwrap(),
-        )
+        crate::reconcile::cache_health::tests::pod(node, containers, json!(statuses))
     }
 
     fn nodes(names: &[&str]) -> BTreeSet<String> {

@@ -195,19 +195,10 @@ pub async fn collect(
 
 /// The ConfigMap mounted as the webhook Deployment's volume `config`.
 fn config_map_name(deployment: &Deployment) -> Option<String> {
-    deployment
-        .spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .volumes
-        .as_ref()?
-        .iter()
-        .find(|v| v.name == "config")?
+    let config_map = super::webhook::volume(deployment, "config")?
         .config_map
-        .as_ref()
-        .map(|c| c.name.clone())
+        .as_ref()?;
+    Some(config_map.name.clone())
 }
 
 /// The chart's configuration from its ConfigMap, else the defaults, saying which.

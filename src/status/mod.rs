@@ -63,14 +63,14 @@ impl<T> Part<T> {
         }
     }
 
-    /// The first part that was not read, as a part of another type.
-    fn missing<U>(&self) -> Option<Part<U>> {
+    /// What was read, or why not as a part of another type (to return it early).
+    fn read<U>(&self) -> Result<&T, Part<U>> {
         match self {
-            Part::Read(_) => None,
-            Part::Unreadable { needs } => Some(Part::Unreadable {
+            Part::Read(t) => Ok(t),
+            Part::Unreadable { needs } => Err(Part::Unreadable {
                 needs: needs.clone(),
             }),
-            Part::Failed { error } => Some(Part::Failed {
+            Part::Failed { error } => Err(Part::Failed {
                 error: error.clone(),
             }),
         }

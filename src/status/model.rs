@@ -256,10 +256,7 @@ fn unreachable_tenants() -> Tenants {
 
 /// The tenant namespaces (with the namespace objects), or why they are not known.
 fn tenant_namespaces(listed: &Listed) -> Result<BTreeMap<String, Namespace>, Part<()>> {
-    let namespaces = match &listed.namespaces {
-        Part::Read(n) => n,
-        other => return Err(other.missing().unwrap_or(Part::Read(()))),
-    };
+    let namespaces = listed.namespaces.read()?;
     let selector = TenantSelector::new(
         &listed.config.tenants.namespace_patterns,
         Some(&listed.namespace),
@@ -290,9 +287,9 @@ pub(super) fn is_ready(pod: &Pod) -> bool {
 }
 
 fn tenants(listed: &Listed, names: &BTreeMap<String, Namespace>) -> Part<Tenants> {
-    let pods = match &listed.pods {
-        Part::Read(p) => p,
-        other => return other.missing().unwrap_or(Part::Read(unreachable_tenants())),
+    let pods = match listed.pods.read() {
+        Ok(pods) => pods,
+        Err(missing) => return missing,
     };
     let rules = Rules::from_config(&listed.config);
     // namespace -> (ready, total, escaped)

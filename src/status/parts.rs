@@ -96,18 +96,9 @@ pub fn slots_in(free: Requests, slot: Requests) -> u64 {
 }
 
 pub(super) fn warm_nodes(listed: &Listed, tenants: Option<&TenantNames>) -> Part<Vec<WarmNode>> {
-    let nodes = match &listed.nodes {
-        Part::Read(n) => n,
-        Part::Unreadable { needs } => {
-            return Part::Unreadable {
-                needs: needs.clone(),
-            };
-        }
-        Part::Failed { error } => {
-            return Part::Failed {
-                error: error.clone(),
-            };
-        }
+    let nodes = match listed.nodes.read() {
+        Ok(nodes) => nodes,
+        Err(missing) => return missing,
     };
     let (slot, _) = slot(listed);
     let pods = listed.pods.ok();
@@ -202,7 +193,7 @@ pub(super) fn warm_nodes(listed: &Listed, tenants: Option<&TenantNames>) -> Part
 }
 
 pub(super) fn prewarmer(listed: &Listed) -> Part<Option<Prewarmer>> {
-    if let Some(missing) = listed.deployments.missing() {
+    if let Err(missing) = listed.deployments.read::<Option<Prewarmer>>() {
         return missing;
     }
     let (requests, slot) = slot(listed);
@@ -275,18 +266,9 @@ pub fn remedy(reason: &str, namespace: &str, object: &str) -> String {
 const FAILURE_WINDOW: SignedDuration = SignedDuration::from_hours(1);
 
 pub(super) fn failures(listed: &Listed, tenants: Option<&TenantNames>) -> Part<Vec<Failure>> {
-    let events = match &listed.events {
-        Part::Read(e) => e,
-        Part::Unreadable { needs } => {
-            return Part::Unreadable {
-                needs: needs.clone(),
-            };
-        }
-        Part::Failed { error } => {
-            return Part::Failed {
-                error: error.clone(),
-            };
-        }
+    let events = match listed.events.read() {
+        Ok(events) => events,
+        Err(missing) => return missing,
     };
     let since = listed.now - FAILURE_WINDOW;
     let mut merged: BTreeMap<(String, String, String), Failure> = BTreeMap::new();

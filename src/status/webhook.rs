@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Volume;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
@@ -30,6 +31,15 @@ pub fn webhook_deployment(deployments: &[Deployment]) -> Option<&Deployment> {
 
 /// The Secret the webhook serves from: its volume `tls`.
 pub fn tls_secret_name(deployment: &Deployment) -> Option<String> {
+    volume(deployment, "tls")?
+        .secret
+        .as_ref()?
+        .secret_name
+        .clone()
+}
+
+/// The pod template's volume `name`: where the chart mounts the certificate and the config.
+pub fn volume<'a>(deployment: &'a Deployment, name: &str) -> Option<&'a Volume> {
     deployment
         .spec
         .as_ref()?
@@ -39,11 +49,7 @@ pub fn tls_secret_name(deployment: &Deployment) -> Option<String> {
         .volumes
         .as_ref()?
         .iter()
-        .find(|v| v.name == "tls")?
-        .secret
-        .as_ref()?
-        .secret_name
-        .clone()
+        .find(|v| v.name == name)
 }
 
 /// notAfter of the first certificate in a PEM bundle, Unix seconds.

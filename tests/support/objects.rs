@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
 use super::cluster::eventually;
@@ -85,4 +85,16 @@ pub async fn wait_until_mutating(api: &Api<Pod>, mutated: fn(&Pod) -> bool) {
         },
     )
     .await;
+}
+
+/// The pods of `ns` that match `selector` and are not being deleted (none on an API error).
+pub async fn live_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use super::cluster::{kubeconfig, repo_root};
@@ -546,18 +546,6 @@ pub async fn create_workloads(client: &Client, ns: &str, port: u16, workloads: &
             .await
             .unwrap_or_else(|e| panic!("create deployment {ns}/{name}: {e}"));
     }
-}
-
-/// The pods of `ns` that match `selector` and are not being deleted (none on an API error).
-pub async fn live_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
 }
 
 /// The pod's Ready condition is True (every container ready, readiness probes passing).
