@@ -173,6 +173,19 @@ impl TenantSelector {
         }
     }
 
+    /// Whether `namespace` is a tenant: [`Self::decide`]`.is_tenant()` without building the
+    /// membership (the reconciler asks it of every namespace at each observation).
+    pub fn is_tenant(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        if self.is_excluded(namespace).is_some() {
+            return false;
+        }
+        match labels.get(TENANT_LABEL).map(String::as_str) {
+            Some(DISABLED) => false,
+            Some(ENABLED) => true,
+            _ => self.globs.is_match(namespace),
+        }
+    }
+
     /// The first pattern that matches the name, if any.
     pub fn matching_pattern(&self, namespace: &str) -> Option<&str> {
         self.globs
@@ -247,6 +260,33 @@ mod tests {
         }
         assert_eq!(s.decide("warmpool", &on), Membership::OwnNamespace);
         assert!(s.decide("default", &labels(&[])).is_tenant());
+    }
+
+    #[test]
+    fn is_tenant_agrees_with_the_full_rule() {
+        let patterned = selector();
+        let everything = TenantSelector::new(&["*".into()], Some("warmpool")).unwrap();
+        let values = [None, Some(ENABLED), Some(DISABLED), Some("yes")];
+        let names = [
+            "demo-1", "demo-", "team-a", "team-ab", "payments", "warmpool",
+        ];
+        for s in [&patterned, &everything] {
+            for ns in names.iter().chain(SYSTEM_NAMESPACES.iter()) {
+                for value in values {
+                    let l = labels(
+                        &value
+                            .map(|v| (TENANT_LABEL, v))
+                            .into_iter()
+                            .collect::<Vec<_>>(),
+                    );
+                    assert_eq!(
+                        s.is_tenant(ns, &l),
+                        s.decide(ns, &l).is_tenant(),
+                        "{ns} labelled {value:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

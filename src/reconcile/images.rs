@@ -59,6 +59,18 @@ impl ImageUsage {
         }
     }
 
+    /// Counts one pod's images, already canonical and distinct ([`super::observed::PodSummary`]).
+    pub fn add_canonical(&mut self, images: &[String]) {
+        for image in images {
+            match self.0.get_mut(image) {
+                Some(n) => *n += 1,
+                None => {
+                    self.0.insert(image.clone(), 1);
+                }
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

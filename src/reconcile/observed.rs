@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher;
 use serde::Deserialize;
 
-use super::images::{ImageUsage, select_images};
+use super::images::{ImageUsage, canonical, select_images};
 use super::nodes::NodeIndex;
 use super::slot::{self, ContainerRequests, Requests};
 use super::tenant_ready::PodStart;
@@ -116,7 +116,9 @@ impl kube::Resource for SlimPod {
 /// One pod, as far as the warm pool cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodSummary {
-    /// The images of its containers and init containers, de-duplicated, in spec order.
+    /// The images of its containers and init containers in canonical form
+    /// ([`super::images::canonical`], once per pod event rather than at every observation),
+    /// de-duplicated, in spec order.
     pub images: Vec<String>,
     /// What the scheduler reserves for it.
     pub requests: Requests,
@@ -128,9 +130,11 @@ impl PodSummary {
         for c in spec.init_containers.iter().chain(&spec.containers) {
             if let Some(image) = c.image.as_deref().map(str::trim)
                 && !image.is_empty()
-                && !images.iter().any(|i| i == image)
             {
-                images.push(image.to_owned());
+                let image = canonical(image);
+                if !images.contains(&image) {
+                    images.push(image);
+                }
             }
         }
         let requests_of = |c: &SlimContainer| {
@@ -408,7 +412,7 @@ pub fn observe<'a>(
 ) -> Observed {
     let tenants: BTreeSet<String> = namespaces
         .into_iter()
-        .filter(|(name, labels)| selector.decide(name, labels).is_tenant())
+        .filter(|(name, labels)| selector.is_tenant(name, labels))
         .map(|(name, _)| name.to_owned())
         .collect();
 
@@ -416,7 +420,7 @@ pub fn observe<'a>(
     if config.image_cache.discover {
         for ns in &tenants {
             for pod in pods.pods_in(ns) {
-                usage.add_pod(pod.images.iter().map(String::as_str));
+                usage.add_canonical(&pod.images);
             }
         }
     }
@@ -531,7 +535,15 @@ mod tests {
             }),
         );
         let summary = PodSummary::of(&p.spec);
-        assert_eq!(summary.images, vec!["agent:1", "web:1", "sidecar:2"]);
+        assert_eq!(
+            summary.images,
+            vec![
+                "docker.io/library/agent:1",
+                "docker.io/library/web:1",
+                "docker.io/library/sidecar:2"
+            ],
+            "canonical, and `web:1` twice is one image"
+        );
         assert_eq!(
             summary.requests,
             Requests {

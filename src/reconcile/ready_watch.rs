@@ -9,7 +9,8 @@
 //! may have passed them before it was tracked. The annotation marks a tenant measured, so no
 //! term measures it twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -36,12 +37,20 @@ struct Tracked {
     progress: Progress,
     uid: Option<String>,
     first_seen: Timestamp,
+    /// When its outcome may change with no pod changing ([`Progress::next_check`]).
+    due: Timestamp,
 }
 
 /// The tenants being measured in this leadership term.
 #[derive(Default)]
 pub struct Tracker {
     tenants: Mutex<BTreeMap<String, Tracked>>,
+    /// The tracked tenants whose pods changed since the last pass: only these, and those past
+    /// their `due`, are looked at again, so a pod event costs the same with 10 or 10,000
+    /// tenants being measured.
+    touched: Mutex<BTreeSet<String>>,
+    /// Every tracked tenant is to be looked at (the pod watch re-listed).
+    everything: AtomicBool,
     /// Measured (or given up) in this term, never tracked again, with the instant past which
     /// [`Tracker::consider`] turns them down anyway (then forgotten, so this stays small).
     done: Mutex<BTreeMap<String, Timestamp>>,
@@ -80,6 +89,7 @@ impl Tracker {
                 progress: Progress::new(created, now, config.window(), config.timeout()),
                 uid: ns.uid(),
                 first_seen: now,
+                due: now,
             },
         );
         self.wake.notify_one();
@@ -93,12 +103,14 @@ impl Tracker {
     /// A pod of `namespace` changed.
     pub fn touched(&self, namespace: &str) {
         if lock(&self.tenants).contains_key(namespace) {
+            lock(&self.touched).insert(namespace.to_owned());
             self.wake.notify_one();
         }
     }
 
     /// Every pod may have changed (the pod watch re-listed).
     pub fn touched_all(&self) {
+        self.everything.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
@@ -179,8 +191,14 @@ fn settle(
     lock(&tracker.done).retain(|_, too_old| *too_old > now);
     let mut tenants = lock(&tracker.tenants);
     let mut settled = Vec::new();
-    let mut next: Option<Timestamp> = None;
-    let names: Vec<String> = tenants.keys().cloned().collect();
+    let everything = tracker.everything.swap(false, Ordering::AcqRel);
+    let touched = std::mem::take(&mut *lock(&tracker.touched));
+    let names = to_look_at(
+        everything,
+        touched,
+        tenants.iter().map(|(n, t)| (n.as_str(), t.due)),
+        now,
+    );
     for name in names {
         let Some(tracked) = tenants.get_mut(&name) else {
             continue;
@@ -194,13 +212,28 @@ fn settle(
                     settled.push((name, tracked, outcome));
                 }
             }
-            None => {
-                let at = tracked.progress.next_check(now);
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
+            None => tracked.due = tracked.progress.next_check(now),
         }
     }
+    let next = tenants.values().map(|t| t.due).min();
     (settled, next)
+}
+
+/// Which tracked tenants a pass looks at: all of them after a re-list, else those whose pods
+/// changed and those whose outcome may have changed by the clock alone (`due` passed). Pure.
+fn to_look_at<'a>(
+    everything: bool,
+    touched: BTreeSet<String>,
+    tracked: impl Iterator<Item = (&'a str, Timestamp)>,
+    now: Timestamp,
+) -> Vec<String> {
+    let mut names = touched;
+    for (name, due) in tracked {
+        if everything || due <= now {
+            names.insert(name.to_owned());
+        }
+    }
+    names.into_iter().collect()
 }
 
 /// Records one settled tenant: the metric, the Event, the annotations.
@@ -291,5 +324,34 @@ async fn list_pulls(ctx: &Context, name: &str, tracked: &mut Tracked) {
         Err(e) => {
             tracing::warn!(namespace = %name, error = %e, "cannot list the kubelet's Pulled events; the start is judged without them");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn a_pass_looks_at_the_touched_the_due_and_after_a_relist_at_all() {
+        let tracked = [("demo-1", at(10)), ("demo-2", at(30)), ("demo-3", at(60))];
+        let touched = BTreeSet::from(["demo-3".to_owned(), "gone".to_owned()]);
+        assert_eq!(
+            to_look_at(false, touched.clone(), tracked.iter().copied(), at(20)),
+            vec!["demo-1", "demo-3", "gone"],
+            "demo-1 is due, demo-3 touched; demo-2 neither (a name no longer tracked is skipped later)"
+        );
+        assert_eq!(
+            to_look_at(false, BTreeSet::new(), tracked.iter().copied(), at(5)),
+            Vec::<String>::new(),
+            "nothing changed and nothing is due: the pass costs nothing per tenant"
+        );
+        assert_eq!(
+            to_look_at(true, BTreeSet::new(), tracked.iter().copied(), at(5)),
+            vec!["demo-1", "demo-2", "demo-3"]
+        );
     }
 }

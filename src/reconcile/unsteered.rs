@@ -12,7 +12,7 @@
 //! Events. At most [`PER_SCAN`] pods are acted on per scan (the rest at the next one, 30 s
 //! later at the latest), so a long webhook outage is repaired gently, like a rollout.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ use crate::config::Repair;
 /// How long a refused eviction (a PodDisruptionBudget) waits before it is tried again, and
 /// the longest pause before the pods over [`PER_SCAN`] are acted on.
 const RETRY: Duration = Duration::from_secs(30);
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 /// Unsteered pods given an Event (and evicted) per scan.
 pub const PER_SCAN: usize = 20;
 
@@ -143,11 +145,8 @@ pub async fn run(
                 .filter(|ns| ns.metadata.deletion_timestamp.is_none())
                 .filter_map(|ns| {
                     let name = ns.metadata.name.as_deref()?;
-                    let labels = ns.metadata.labels.clone().unwrap_or_default();
-                    ctx.selector
-                        .decide(name, &labels)
-                        .is_tenant()
-                        .then_some(name)
+                    let labels = ns.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+                    ctx.selector.is_tenant(name, labels).then_some(name)
                 })
                 .flat_map(|ns| {
                     index

@@ -18,6 +18,21 @@ use serde_json::json;
 
 use super::cluster::{ChildGuard, eventually, free_port, kubeconfig, unique};
 
+/// The command that starts `binary`: under `WARMPOOL_TEST_RECONCILER_WRAPPER` when it is set (a
+/// profiler, say `heaptrack -o /tmp/rec`; its process is then the one the tests see).
+fn wrapped(binary: &Path) -> Command {
+    let wrapper = std::env::var("WARMPOOL_TEST_RECONCILER_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(binary);
+            cmd
+        }
+        None => Command::new(binary),
+    }
+}
+
 /// One isolated run of the reconciler.
 pub struct Run {
     pub id: String,
@@ -138,7 +153,7 @@ impl Run {
         let file = std::fs::File::create(&log).expect("log file");
         let err = file.try_clone().expect("log file");
         let kubeconfig = kubeconfig().expect("kubeconfig");
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = wrapped(&self.binary);
         cmd.args([
             "reconcile",
             "--namespace",
