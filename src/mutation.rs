@@ -8,11 +8,19 @@ use std::collections::BTreeMap;
 
 use json_patch::{AddOperation, Patch, PatchOperation};
 use jsonptr::PointerBuf;
-use k8s_openapi::api::core::v1::{NodeAffinity, NodeSelectorTerm, Toleration};
+use k8s_openapi::api::core::v1::{
+    NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm, PreferredSchedulingTerm, Toleration,
+};
 use serde_json::{Map, Value, json};
 
 use crate::config::{AffinityMode, Config};
-use crate::scheduling::{self, Placement};
+use crate::scheduling;
+
+mod view;
+
+pub use view::PodView;
+pub(crate) use view::Str;
+use view::{Facts, Placement};
 
 /// Annotation listing what warmpool injected into a pod.
 pub const INJECTED_ANNOTATION: &str = "warmpool.io/injected";
@@ -153,18 +161,29 @@ impl Mutation {
 
 /// Decides what `pod` needs. Never fails: anything unexpected becomes a `Skip`.
 pub fn mutate(pod: &Value, rules: &Rules) -> Mutation {
+    match Facts::from_value(pod) {
+        Ok(facts) => decide(&facts, rules),
+        Err(reason) => Mutation::Skip(reason),
+    }
+}
+
+/// Decides what the pod of a typed view needs: the same decision as [`mutate`] on the same
+/// pod's JSON. The webhook's path; a pod whose view does not deserialize goes to [`mutate`].
+pub fn mutate_view(pod: PodView<'_>, rules: &Rules) -> Mutation {
+    decide(&Facts::from_view(pod), rules)
+}
+
+fn decide(pod: &Facts, rules: &Rules) -> Mutation {
     match plan(pod, rules) {
         Ok(ops) => {
             let mut injected: Vec<Injected> = ops.iter().map(|(what, _)| *what).collect();
             injected.sort();
             injected.dedup();
             let mut patch: Vec<PatchOperation> = ops.into_iter().map(|(_, op)| op).collect();
-            if !injected.is_empty() {
-                match annotation_op(pod, &injected) {
-                    Ok(Some(op)) => patch.push(op),
-                    Ok(None) => {}
-                    Err(reason) => return Mutation::Skip(reason),
-                }
+            if !injected.is_empty()
+                && let Some(op) = annotation_op(pod, &injected)
+            {
+                patch.push(op);
             }
             Mutation::Patch {
                 patch: Patch(patch),
@@ -177,31 +196,23 @@ pub fn mutate(pod: &Value, rules: &Rules) -> Mutation {
 
 type PlannedOp = (Injected, PatchOperation);
 
-fn plan(pod: &Value, rules: &Rules) -> Result<Vec<PlannedOp>, SkipReason> {
-    let pod = pod
-        .as_object()
-        .ok_or(SkipReason::UnexpectedShape("the pod"))?;
-    let annotations = optional_object(pod.get("metadata"), "/metadata")?
-        .map(|m| optional_object(m.get("annotations"), "/metadata/annotations"))
-        .transpose()?
-        .flatten();
-    if let Some(a) = annotations {
-        if a.get(SKIP_ANNOTATION).and_then(Value::as_str) == Some("true") {
+fn plan(pod: &Facts, rules: &Rules) -> Result<Vec<PlannedOp>, SkipReason> {
+    if let Some(a) = &pod.annotations {
+        if a.opted_out {
             return Err(SkipReason::OptedOut);
         }
-        if a.contains_key(MIRROR_ANNOTATION) {
+        if a.mirror {
             return Err(SkipReason::MirrorPod);
         }
     }
-    let spec =
-        optional_object(pod.get("spec"), "/spec")?.ok_or(SkipReason::UnexpectedShape("/spec"))?;
-    if let Some(node) = spec.get("nodeName").and_then(Value::as_str)
+    let spec = pod.spec.as_ref().map_err(Clone::clone)?;
+    if let Some(node) = spec.node_name.as_deref()
         && !node.is_empty()
     {
         return Err(SkipReason::AlreadyBound(node.to_owned()));
     }
-    let placement = OwnedPlacement::read(spec)?;
-    if let Some(pin) = node_pin(pod, &placement) {
+    let placement = spec.placement.as_ref().map_err(Clone::clone)?;
+    if let Some(pin) = node_pin(pod.daemon_set.as_deref(), placement) {
         return Err(SkipReason::NodePinned(pin));
     }
     // With neither a nodeSelector nor required node affinity any node may carry the pool's
@@ -219,34 +230,11 @@ fn plan(pod: &Value, rules: &Rules) -> Result<Vec<PlannedOp>, SkipReason> {
     }
     let mut ops = Vec::new();
     match rules.mode {
-        AffinityMode::Required => required_affinity_ops(spec, rules, &mut ops)?,
-        AffinityMode::Preferred => preferred_affinity_ops(spec, rules, &mut ops)?,
+        AffinityMode::Required => required_affinity_ops(placement, rules, &mut ops),
+        AffinityMode::Preferred => preferred_affinity_ops(placement, rules, &mut ops),
     }
-    toleration_ops(spec, &placement.tolerations, rules, &mut ops)?;
+    toleration_ops(placement, rules, &mut ops);
     Ok(ops)
-}
-
-/// `None` when absent or null, the object when it is one, a skip when it is anything else.
-fn optional_object<'a>(
-    v: Option<&'a Value>,
-    at: &'static str,
-) -> Result<Option<&'a Map<String, Value>>, SkipReason> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(SkipReason::UnexpectedShape(at)),
-    }
-}
-
-fn optional_array<'a>(
-    v: Option<&'a Value>,
-    at: &'static str,
-) -> Result<Option<&'a Vec<Value>>, SkipReason> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a)),
-        Some(_) => Err(SkipReason::UnexpectedShape(at)),
-    }
 }
 
 // `json!` would copy each interpolated `Value` once more (through `to_value`); these build the
@@ -270,69 +258,11 @@ fn pointer<'t>(tokens: impl IntoIterator<Item = &'t str>) -> PointerBuf {
     PointerBuf::from_tokens(tokens)
 }
 
-fn node_affinity(spec: &Map<String, Value>) -> Result<Option<&Map<String, Value>>, SkipReason> {
-    optional_object(spec.get("affinity"), "/spec/affinity")?
-        .map(|a| optional_object(a.get("nodeAffinity"), "/spec/affinity/nodeAffinity"))
-        .transpose()
-        .map(Option::flatten)
-}
-
-/// The scheduling-relevant parts of the spec, typed: what [`scheduling`] decides on. A shape
-/// that does not deserialize would be refused by the API server too; we leave it alone.
-struct OwnedPlacement {
-    node_selector: Option<BTreeMap<String, String>>,
-    node_affinity: Option<NodeAffinity>,
-    tolerations: Vec<Toleration>,
-}
-
-impl OwnedPlacement {
-    fn read(spec: &Map<String, Value>) -> Result<OwnedPlacement, SkipReason> {
-        fn typed<T: serde::de::DeserializeOwned>(
-            v: Option<&Value>,
-            at: &'static str,
-        ) -> Result<Option<T>, SkipReason> {
-            match v {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => T::deserialize(v)
-                    .map(Some)
-                    .map_err(|_| SkipReason::UnexpectedShape(at)),
-            }
-        }
-        // Shape-checked first, so a non-object says where.
-        node_affinity(spec)?;
-        let node_affinity = typed(
-            spec.get("affinity").and_then(|a| a.get("nodeAffinity")),
-            "/spec/affinity/nodeAffinity",
-        )?;
-        Ok(OwnedPlacement {
-            node_selector: typed(spec.get("nodeSelector"), "/spec/nodeSelector")?,
-            node_affinity,
-            tolerations: typed(spec.get("tolerations"), "/spec/tolerations")?.unwrap_or_default(),
-        })
-    }
-
-    fn view(&self) -> Placement<'_> {
-        Placement {
-            node_selector: self.node_selector.as_ref(),
-            node_affinity: self.node_affinity.as_ref(),
-            tolerations: &self.tolerations,
-        }
-    }
-}
-
 /// Why the pod can run on one node only, if it can: a DaemonSet's pod (its controller pins
 /// each pod to its node), or required affinity whose every term names one node. The pool
 /// expression would make such a pod unschedulable wherever that node is not warm.
-fn node_pin(pod: &Map<String, Value>, placement: &OwnedPlacement) -> Option<String> {
-    let owners = pod
-        .get("metadata")
-        .and_then(|m| m.get("ownerReferences"))
-        .and_then(Value::as_array);
-    if let Some(ds) = owners.into_iter().flatten().find(|o| {
-        o.get("kind").and_then(Value::as_str) == Some("DaemonSet")
-            && o.get("controller").and_then(Value::as_bool) == Some(true)
-    }) {
-        let name = ds.get("name").and_then(Value::as_str).unwrap_or_default();
+fn node_pin(daemon_set: Option<&str>, placement: &Placement) -> Option<String> {
+    if let Some(name) = daemon_set {
         return Some(format!("owned by DaemonSet `{name}`"));
     }
     let terms = placement
@@ -359,64 +289,55 @@ fn node_pin(pod: &Map<String, Value>, placement: &OwnedPlacement) -> Option<Stri
     ))
 }
 
-fn is_empty_term(term: &Map<String, Value>) -> bool {
-    let empty = |f: &str| {
-        term.get(f)
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty)
-    };
-    empty("matchExpressions") && empty("matchFields")
+fn is_empty_term(term: &NodeSelectorTerm) -> bool {
+    term.match_expressions.as_ref().is_none_or(Vec::is_empty)
+        && term.match_fields.as_ref().is_none_or(Vec::is_empty)
 }
 
-fn is_pool_expression(expr: &Value, rules: &Rules) -> bool {
-    expr.get("key").and_then(Value::as_str) == Some(rules.label_key.as_str())
-        && expr.get("operator").and_then(Value::as_str) == Some("In")
+fn is_pool_expression(expr: &NodeSelectorRequirement, rules: &Rules) -> bool {
+    expr.key == rules.label_key
+        && expr.operator == "In"
         && expr
-            .get("values")
-            .and_then(Value::as_array)
-            .is_some_and(|vs| vs.len() == 1 && vs[0].as_str() == Some(rules.label_value.as_str()))
+            .values
+            .as_deref()
+            .is_some_and(|vs| vs.len() == 1 && vs[0] == rules.label_value)
 }
 
 /// The pod's `nodeAffinity`, or, when it (or `affinity`) is missing, an op that adds it holding
 /// `{field: value}`; `None` then means "done".
 fn node_affinity_or_add<'a>(
-    spec: &'a Map<String, Value>,
+    placement: &'a Placement,
     field: &str,
     value: impl FnOnce() -> Value,
     ops: &mut Vec<PlannedOp>,
-) -> Result<Option<&'a Map<String, Value>>, SkipReason> {
+) -> Option<&'a NodeAffinity> {
     let node_affinity = || object(field, value());
-    let Some(affinity) = optional_object(spec.get("affinity"), "/spec/affinity")? else {
+    if !placement.affinity {
         let value = object("nodeAffinity", node_affinity());
         ops.push((
             Injected::NodeAffinity,
             add(pointer(["spec", "affinity"]), value),
         ));
-        return Ok(None);
-    };
-    let na = optional_object(affinity.get("nodeAffinity"), "/spec/affinity/nodeAffinity")?;
+        return None;
+    }
+    let na = placement.node_affinity.as_ref();
     if na.is_none() {
         let path = pointer(["spec", "affinity", "nodeAffinity"]);
         ops.push((Injected::NodeAffinity, add(path, node_affinity())));
     }
-    Ok(na)
+    na
 }
 
-fn required_affinity_ops(
-    spec: &Map<String, Value>,
-    rules: &Rules,
-    ops: &mut Vec<PlannedOp>,
-) -> Result<(), SkipReason> {
+fn required_affinity_ops(placement: &Placement, rules: &Rules, ops: &mut Vec<PlannedOp>) {
     let expr = &rules.expression;
     let one_term = || rules.required_term.clone();
-    let Some(na) = node_affinity_or_add(spec, REQUIRED, one_term, ops)? else {
-        return Ok(());
+    let Some(na) = node_affinity_or_add(placement, REQUIRED, one_term, ops) else {
+        return;
     };
-    const AT: &str = "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution";
-    let Some(required) = optional_object(na.get(REQUIRED), AT)? else {
+    let Some(required) = &na.required_during_scheduling_ignored_during_execution else {
         let path = pointer(["spec", "affinity", "nodeAffinity", REQUIRED]);
         ops.push((Injected::NodeAffinity, add(path, one_term())));
-        return Ok(());
+        return;
     };
     let base = [
         "spec",
@@ -426,16 +347,14 @@ fn required_affinity_ops(
         "nodeSelectorTerms",
     ];
     // No terms at all matches no node: such a pod has been skipped as excluding the pool.
-    let terms = optional_array(required.get("nodeSelectorTerms"), AT)?.map_or(&[][..], |t| t);
-    for (i, term) in terms.iter().enumerate() {
-        let term = term.as_object().ok_or(SkipReason::UnexpectedShape(AT))?;
+    for (i, term) in required.node_selector_terms.iter().enumerate() {
         // An empty term matches no node; with the pool expression it would match pool nodes.
         if is_empty_term(term) {
             continue;
         }
         let index = i.to_string();
         let term_path = base.iter().copied().chain([index.as_str()]);
-        match optional_array(term.get("matchExpressions"), AT)? {
+        match &term.match_expressions {
             Some(exprs) if exprs.iter().any(|e| is_pool_expression(e, rules)) => {}
             Some(_) => {
                 let path = pointer(term_path.chain(["matchExpressions", "-"]));
@@ -447,21 +366,16 @@ fn required_affinity_ops(
             }
         }
     }
-    Ok(())
 }
 
-fn preferred_affinity_ops(
-    spec: &Map<String, Value>,
-    rules: &Rules,
-    ops: &mut Vec<PlannedOp>,
-) -> Result<(), SkipReason> {
+fn preferred_affinity_ops(placement: &Placement, rules: &Rules, ops: &mut Vec<PlannedOp>) {
     let preference = &rules.preference;
-    let Some(na) = node_affinity_or_add(spec, PREFERRED, || one(preference.clone()), ops)? else {
-        return Ok(());
+    let Some(na) = node_affinity_or_add(placement, PREFERRED, || one(preference.clone()), ops)
+    else {
+        return;
     };
-    const AT: &str = "/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution";
     let base = ["spec", "affinity", "nodeAffinity", PREFERRED];
-    match optional_array(na.get(PREFERRED), AT)? {
+    match &na.preferred_during_scheduling_ignored_during_execution {
         None => {
             let path = pointer(base);
             ops.push((Injected::NodeAffinity, add(path, one(preference.clone()))));
@@ -474,36 +388,27 @@ fn preferred_affinity_ops(
             }
         }
     }
-    Ok(())
 }
 
 /// A preference that steers to the pool and to nothing else, and counts (weight above 0).
-fn is_pool_preference(p: &Value, rules: &Rules) -> bool {
-    let weight = p.get("weight").and_then(Value::as_i64).unwrap_or(0);
-    let fields = p
-        .pointer("/preference/matchFields")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
-    let exprs = p
-        .pointer("/preference/matchExpressions")
-        .and_then(Value::as_array);
-    weight > 0
+fn is_pool_preference(p: &PreferredSchedulingTerm, rules: &Rules) -> bool {
+    let term = &p.preference;
+    let fields = term.match_fields.as_ref().is_some_and(|f| !f.is_empty());
+    p.weight > 0
         && !fields
-        && exprs.is_some_and(|es| es.len() == 1 && is_pool_expression(&es[0], rules))
+        && term
+            .match_expressions
+            .as_ref()
+            .is_some_and(|es| es.len() == 1 && is_pool_expression(&es[0], rules))
 }
 
 /// Adds each of the pool's tolerations that the pod's own do not already cover
 /// ([`scheduling::covered`]: same key or a wildcard, a compatible operator and value, the
 /// effect or all effects, no shorter `tolerationSeconds`).
-fn toleration_ops(
-    spec: &Map<String, Value>,
-    existing: &[Toleration],
-    rules: &Rules,
-    ops: &mut Vec<PlannedOp>,
-) -> Result<(), SkipReason> {
-    let present = optional_array(spec.get("tolerations"), "/spec/tolerations")?;
+fn toleration_ops(placement: &Placement, rules: &Rules, ops: &mut Vec<PlannedOp>) {
+    let present = placement.tolerations.as_deref();
     // The pod's own, borrowed; copied only when a later rule must also see an added one.
-    let mut have = std::borrow::Cow::Borrowed(existing);
+    let mut have = std::borrow::Cow::Borrowed(present.unwrap_or_default());
     let mut missing: Vec<&Value> = Vec::new();
     let wanted = rules.tolerations.iter().zip(&rules.typed_tolerations);
     let count = rules.typed_tolerations.len();
@@ -515,11 +420,10 @@ fn toleration_ops(
             missing.push(value);
         }
     }
-    let existing = present;
     if missing.is_empty() {
-        return Ok(());
+        return;
     }
-    match existing {
+    match present {
         None => {
             let value = Value::Array(missing.into_iter().cloned().collect());
             ops.push((
@@ -534,19 +438,11 @@ fn toleration_ops(
             }
         }
     }
-    Ok(())
 }
 
 /// Records what was injected, merged with what an earlier pass recorded.
-fn annotation_op(pod: &Value, injected: &[Injected]) -> Result<Option<PatchOperation>, SkipReason> {
-    let metadata = optional_object(pod.get("metadata"), "/metadata")?;
-    let annotations = metadata
-        .map(|m| optional_object(m.get("annotations"), "/metadata/annotations"))
-        .transpose()?
-        .flatten();
-    let previous = annotations
-        .and_then(|a| a.get(INJECTED_ANNOTATION))
-        .and_then(Value::as_str);
+fn annotation_op(pod: &Facts, injected: &[Injected]) -> Option<PatchOperation> {
+    let previous = pod.annotations.as_ref().and_then(|a| a.injected.as_deref());
     let mut items: Vec<&str> = previous
         .map(|p| p.split(',').filter(|s| !s.is_empty()).collect())
         .unwrap_or_default();
@@ -555,24 +451,24 @@ fn annotation_op(pod: &Value, injected: &[Injected]) -> Result<Option<PatchOpera
     items.dedup();
     let value = items.join(",");
     if previous == Some(value.as_str()) {
-        return Ok(None);
+        return None;
     }
-    let op = match (metadata, annotations) {
-        (None, _) => add(
+    let op = match (pod.metadata, &pod.annotations) {
+        (false, _) => add(
             pointer(["metadata"]),
             object(
                 "annotations",
                 object(INJECTED_ANNOTATION, Value::String(value)),
             ),
         ),
-        (Some(_), None) => add(
+        (true, None) => add(
             pointer(["metadata", "annotations"]),
             object(INJECTED_ANNOTATION, Value::String(value)),
         ),
-        (Some(_), Some(_)) => add(
+        (true, Some(_)) => add(
             pointer(["metadata", "annotations", INJECTED_ANNOTATION]),
             Value::String(value),
         ),
     };
-    Ok(Some(op))
+    Some(op)
 }

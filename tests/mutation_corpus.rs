@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 use warmpool::config::Config;
-use warmpool::mutation::{Mutation, Rules, mutate};
+use warmpool::mutation::{Mutation, PodView, Rules, mutate, mutate_view};
 
 fn corpus_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
@@ -166,4 +166,50 @@ fn peer_expectations_hold_but_for_the_node_pinned_pod() {
         checked += 1;
     }
     assert!(checked >= 6, "only {checked} expectations found");
+}
+
+/// The webhook reads a pod as a typed view borrowed from the request's bytes and decides as the
+/// pod's JSON does (the same patch, the same injections or skip reason), in both modes and under
+/// each pool toleration. A pod it cannot read (a field of a type the API server would refuse) is
+/// decided from its JSON instead; in the corpus that is only such a pod, which is skipped.
+#[test]
+fn the_typed_view_of_every_corpus_pod_decides_as_its_json() {
+    let pods = corpus();
+    let mut compared = 0;
+    let mut unread = std::collections::BTreeSet::new();
+    for mode in ["required", "preferred"] {
+        for tolerations in TOLERATIONS {
+            let rules = rules(mode, tolerations);
+            for (name, pod) in &pods {
+                let bytes = serde_json::to_vec(pod).unwrap();
+                let expected = mutate(pod, &rules);
+                match serde_json::from_slice::<PodView>(&bytes) {
+                    Ok(view) => {
+                        assert_eq!(
+                            mutate_view(view, &rules),
+                            expected,
+                            "{name} ({mode}, {tolerations})"
+                        );
+                        compared += 1;
+                    }
+                    Err(e) => {
+                        assert!(
+                            matches!(
+                                expected,
+                                Mutation::Skip(warmpool::mutation::SkipReason::UnexpectedShape(_))
+                            ),
+                            "{name}: no typed view ({e}) but {expected:?}"
+                        );
+                        unread.insert(name.clone());
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("decided from JSON (no typed view): {unread:?}");
+    assert!(unread.len() <= 2, "{unread:?}");
+    assert!(
+        pods.is_empty() || compared >= 135 * 6,
+        "only {compared} compared"
+    );
 }

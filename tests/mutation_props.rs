@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Taint;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use warmpool::config::{AffinityMode, Config};
-use warmpool::mutation::Rules;
+use warmpool::mutation::{PodView, Rules, mutate, mutate_view};
 use warmpool::scheduling::Node;
 
 fn label_key() -> impl Strategy<Value = String> {
@@ -284,6 +284,32 @@ proptest! {
     #[test]
     fn preferred_mode_keeps_the_nodes_and_adds_one_preference(pod in pod(), nodes in prop::collection::vec(node(), 1..6), variant in 0u8..3) {
         check(pod, nodes, AffinityMode::Preferred, variant)?;
+    }
+}
+
+/// The webhook's typed view of a pod decides as the pod's JSON does: the same patch and the
+/// same injections or skip reason. Every generated pod is well typed, so the view must read it.
+fn same_as_json(pod: &Value, mode: AffinityMode, variant: u8) -> Result<(), TestCaseError> {
+    let rules = rules(mode, variant);
+    let bytes = serde_json::to_vec(pod).unwrap();
+    let view: PodView = serde_json::from_slice(&bytes)
+        .map_err(|e| TestCaseError::fail(format!("no typed view: {e}\npod: {pod}")))?;
+    prop_assert_eq!(
+        mutate_view(view, &rules),
+        mutate(pod, &rules),
+        "pod: {}",
+        pod
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_typed_view_decides_as_the_json(pod in pod(), variant in 0u8..3) {
+        same_as_json(&pod, AffinityMode::Required, variant)?;
+        same_as_json(&pod, AffinityMode::Preferred, variant)?;
     }
 }
 

@@ -3,10 +3,12 @@
 //!
 //! Only the fields the decision needs are read; the rest of the review (oldObject, userInfo,
 //! managedFields…) is skipped by the parser rather than built into objects. kube-core's
-//! `AdmissionReview<DynamicObject>` would build all of it for every pod created. Of the pod
-//! itself only what [`mutation::mutate`] reads is kept (see [`POD_VIEW`]): containers, volumes,
-//! managedFields and the like are checked for JSON syntax and dropped, so a large pod costs
-//! little more than a small one.
+//! `AdmissionReview<DynamicObject>` would build all of it for every pod created. The pod is read
+//! as a typed view ([`PodView`]: the fields the decision reads, strings borrowed from the body,
+//! no maps), so a large pod costs little more than a small one. A pod the view cannot hold (a
+//! field of an unexpected type, which the API server never sends) is read again as JSON, of it
+//! only what [`mutation::mutate`] reads ([`POD_VIEW`]), and decided by it: the same decision as
+//! before the typed view, by construction.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,7 +18,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use crate::mutation::{self, Injected, Mutation, Rules, SkipReason};
+use crate::mutation::{self, Injected, Mutation, PodView, Rules, SkipReason, Str};
 use crate::tenant::TenantSelector;
 
 const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
@@ -46,34 +48,73 @@ impl ReviewError {
     }
 }
 
+/// The review as read: `P` is the pod, as a typed view first ([`PodView`]) and, when that does
+/// not deserialize, as JSON ([`ValueView`]).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "P: Deserialize<'de>"))]
+struct ReviewIn<'a, P> {
     #[serde(borrow, default)]
-    api_version: Option<Cow<'a, str>>,
+    api_version: Option<Str<'a>>,
     #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Str<'a>>,
     #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
+    request: Option<RequestIn<'a, P>>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "P: Deserialize<'de>"))]
+struct RequestIn<'a, P> {
     #[serde(borrow)]
     uid: Cow<'a, str>,
     #[serde(borrow)]
     kind: Gvk<'a>,
     #[serde(borrow, default)]
-    sub_resource: Option<Cow<'a, str>>,
+    sub_resource: Option<Str<'a>>,
     #[serde(borrow, default)]
-    namespace: Option<Cow<'a, str>>,
+    namespace: Option<Str<'a>>,
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Str<'a>>,
     #[serde(borrow)]
     operation: Cow<'a, str>,
-    #[serde(default, deserialize_with = "pod_view")]
-    object: Option<Value>,
+    /// JSON `null` is no object.
+    #[serde(default)]
+    object: Option<P>,
+}
+
+/// What the decision needs of the pod, however it was read.
+trait Pod {
+    fn generate_name(&self) -> Option<&str>;
+    fn mutate(self, rules: &Rules) -> Mutation;
+}
+
+impl Pod for PodView<'_> {
+    fn generate_name(&self) -> Option<&str> {
+        PodView::generate_name(self)
+    }
+    fn mutate(self, rules: &Rules) -> Mutation {
+        mutation::mutate_view(self, rules)
+    }
+}
+
+/// The pod as JSON, of it only what the decision reads ([`POD_VIEW`]): where its typed view
+/// does not deserialize.
+struct ValueView(Value);
+
+impl<'de> Deserialize<'de> for ValueView {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        (&POD_VIEW).deserialize(deserializer).map(ValueView)
+    }
+}
+
+impl Pod for ValueView {
+    fn generate_name(&self) -> Option<&str> {
+        self.0
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+    }
+    fn mutate(self, rules: &Rules) -> Mutation {
+        mutation::mutate(&self.0, rules)
+    }
 }
 
 /// Which members of a JSON object are kept: all of a value, or of an object only the named
@@ -126,14 +167,6 @@ static POD_VIEW: Keep = Keep::Only(&[
     ),
 ]);
 
-/// `request.object` as the part of it that the decision reads; JSON `null` is no object.
-fn pod_view<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    match (&POD_VIEW).deserialize(deserializer)? {
-        Value::Null => Ok(None),
-        pod => Ok(Some(pod)),
-    }
-}
-
 impl<'de> DeserializeSeed<'de> for &'static Keep {
     type Value = Value;
 
@@ -158,7 +191,7 @@ impl<'de> Visitor<'de> for &'static Keep {
             return Value::deserialize(de::value::MapAccessDeserializer::new(map));
         };
         let mut kept = Map::new();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
+        while let Some(key) = map.next_key::<Str<'de>>()? {
             match members.iter().find(|(name, _)| *name == &*key.0) {
                 Some((_, keep)) => {
                     let value = map.next_value_seed(keep)?;
@@ -220,31 +253,6 @@ impl<'de> Visitor<'de> for &'static Keep {
     }
 }
 
-/// An object key, borrowed from the input unless it holds escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
 #[derive(Deserialize)]
 struct Gvk<'a> {
     #[serde(borrow, default)]
@@ -296,31 +304,49 @@ pub fn review(
     rules: &Rules,
     excluded: &TenantSelector,
 ) -> Result<Reviewed, ReviewError> {
-    let input: ReviewIn =
+    match serde_json::from_slice::<ReviewIn<PodView>>(body) {
+        Ok(input) => respond(input, rules, excluded),
+        // A pod the typed view cannot hold (a field of an unexpected type), or no JSON at all:
+        // read as JSON, which decides such a pod (or names the error) as it always has.
+        Err(_) => review_as_json(body, rules, excluded),
+    }
+}
+
+/// [`review`] with the pod read as JSON: its path for a pod whose typed view does not
+/// deserialize, public for the tests that compare the two.
+#[doc(hidden)]
+pub fn review_as_json(
+    body: &[u8],
+    rules: &Rules,
+    excluded: &TenantSelector,
+) -> Result<Reviewed, ReviewError> {
+    let input: ReviewIn<ValueView> =
         serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
-    let kind = input.kind.as_deref().unwrap_or_default();
+    respond(input, rules, excluded)
+}
+
+fn respond<P: Pod>(
+    input: ReviewIn<P>,
+    rules: &Rules,
+    excluded: &TenantSelector,
+) -> Result<Reviewed, ReviewError> {
+    let kind = input.kind.as_ref().map_or("", |k| &k.0);
     if kind != "AdmissionReview" {
         return Err(ReviewError::WrongKind(kind.to_owned()));
     }
-    let api_version = input.api_version.as_deref().unwrap_or_default();
+    let api_version = input.api_version.as_ref().map_or("", |v| &v.0);
     let Some(api_version) = API_VERSIONS.iter().find(|v| **v == api_version) else {
         return Err(ReviewError::WrongVersion(api_version.to_owned()));
     };
-    let request = input.request.ok_or(ReviewError::NoRequest)?;
-    let namespace = request.namespace.as_deref().unwrap_or_default();
-    let name = request
-        .name
-        .as_deref()
-        .or_else(|| {
-            request
-                .object
-                .as_ref()
-                .and_then(|o| o.pointer("/metadata/generateName"))
-                .and_then(Value::as_str)
-        })
-        .unwrap_or_default();
+    let mut request = input.request.ok_or(ReviewError::NoRequest)?;
+    let namespace = request.namespace.take().map_or(Cow::Borrowed(""), |n| n.0);
+    let name = match (&request.name, &request.object) {
+        (Some(name), _) => name.0.to_string(),
+        (None, Some(object)) => object.generate_name().unwrap_or_default().to_owned(),
+        (None, None) => String::new(),
+    };
 
-    let decision = decide(&request, namespace, rules, excluded);
+    let decision = decide(&mut request, &namespace, rules, excluded);
     let (patch, warnings, decision) = match decision {
         Err(ignored) => (None, Vec::new(), Decision::Ignored(ignored)),
         Ok(Mutation::Skip(reason)) => (
@@ -345,8 +371,8 @@ pub fn review(
         body,
         decision,
         uid: request.uid.into_owned(),
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
+        namespace: namespace.into_owned(),
+        name,
     })
 }
 
@@ -391,8 +417,8 @@ fn write_json<T: Serialize + ?Sized>(body: &mut Vec<u8>, value: &T) -> Result<()
 }
 
 /// The mutation for a request we act on, or why we do not act on it.
-fn decide(
-    request: &RequestIn,
+fn decide<P: Pod>(
+    request: &mut RequestIn<P>,
     namespace: &str,
     rules: &Rules,
     excluded: &TenantSelector,
@@ -403,8 +429,8 @@ fn decide(
     }
     if request
         .sub_resource
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
+        .as_ref()
+        .is_some_and(|s| !s.0.is_empty())
     {
         return Err("a subresource");
     }
@@ -414,10 +440,10 @@ fn decide(
     if excluded.is_excluded(namespace).is_some() {
         return Err("namespace is never a tenant");
     }
-    let Some(pod) = request.object.as_ref() else {
+    let Some(pod) = request.object.take() else {
         return Err("no object in the request");
     };
-    Ok(mutation::mutate(pod, rules))
+    Ok(pod.mutate(rules))
 }
 
 #[cfg(test)]
@@ -440,35 +466,57 @@ mod tests {
         Rules::from_config(&config)
     }
 
-    /// The pod as `review` reads it, and the whole pod.
+    /// The pod as the JSON path reads it, and the whole pod.
     fn view_and_full(review: &[u8]) -> (Option<Value>, Option<Value>) {
-        let input: ReviewIn = serde_json::from_slice(review).unwrap();
+        let input: ReviewIn<ValueView> = serde_json::from_slice(review).unwrap();
         let full: Value = serde_json::from_slice(review).unwrap();
         let full = full["request"]
             .get("object")
             .cloned()
             .filter(|o| !o.is_null());
-        (input.request.unwrap().object, full)
+        (input.request.unwrap().object.map(|v| v.0), full)
     }
 
-    fn assert_same_decision(review: &[u8]) {
+    /// The JSON view, the whole pod and (where it deserializes) the typed view decide alike,
+    /// and the review answers alike on both paths. Returns whether the typed view was used.
+    fn assert_same_decision(review: &[u8]) -> bool {
         let (view, full) = view_and_full(review);
         assert_eq!(view.is_some(), full.is_some());
-        let (Some(view), Some(full)) = (view, full) else {
-            return;
-        };
+        let typed = serde_json::from_slice::<ReviewIn<PodView>>(review).ok();
+        let config = Config::default();
+        let selector = TenantSelector::new(&config.tenants.namespace_patterns, None).unwrap();
         for mode in [AffinityMode::Required, AffinityMode::Preferred] {
             let rules = rules(mode);
+            let fast = super::review(review, &rules, &selector);
+            let slow = review_as_json(review, &rules, &selector);
+            match (fast, slow) {
+                (Ok(fast), Ok(slow)) => {
+                    assert_eq!(fast.body, slow.body);
+                    assert_eq!(fast.decision, slow.decision);
+                    assert_eq!(
+                        (fast.uid, fast.namespace, fast.name),
+                        (slow.uid, slow.namespace, slow.name)
+                    );
+                }
+                (fast, slow) => assert_eq!(fast.unwrap_err(), slow.unwrap_err()),
+            }
+            let (Some(view), Some(full)) = (&view, &full) else {
+                continue;
+            };
+            let expected = mutation::mutate(full, &rules);
+            assert_eq!(mutation::mutate(view, &rules), expected, "{full}");
+            let typed = serde_json::from_slice::<ReviewIn<PodView>>(review).ok();
+            if let Some(pod) = typed.and_then(|t| t.request).and_then(|r| r.object) {
+                assert_eq!(mutation::mutate_view(pod, &rules), expected, "{full}");
+            }
+        }
+        if let (Some(view), Some(full)) = (&view, &full) {
             assert_eq!(
-                mutation::mutate(&view, &rules),
-                mutation::mutate(&full, &rules),
-                "{full}"
+                view.pointer("/metadata/generateName"),
+                full.pointer("/metadata/generateName")
             );
         }
-        assert_eq!(
-            view.pointer("/metadata/generateName"),
-            full.pointer("/metadata/generateName")
-        );
+        typed.is_some()
     }
 
     fn wrapped(pod: Value) -> Vec<u8> {
@@ -488,10 +536,12 @@ mod tests {
             "pod-create-large.json",
             "pod-create-skip.json",
             "pod-create-kube-system.json",
+            "pod-create-dry-run.json",
             "pod-update.json",
             "configmap-create.json",
         ] {
-            assert_same_decision(&fixture(name));
+            // Every fixture is what an API server sends: the typed view reads it.
+            assert!(assert_same_decision(&fixture(name)), "{name}");
         }
     }
 
@@ -540,7 +590,7 @@ mod tests {
             json!({"spec": {"tolerations": {"a": 1}}}),
             json!({"spec": {"tolerations": [{"key": "workload-type", "value": "cargocats", "effect": "NoSchedule"}]}}),
         ] {
-            assert_same_decision(&wrapped(pod));
+            let _ = assert_same_decision(&wrapped(pod));
         }
     }
 
@@ -550,7 +600,8 @@ mod tests {
             "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "operation": "CREATE", "object": {"sp\u0065c": {"nodeName": "a"},
             "spec": {"nodeName": "b", "nodeName": "c"}, "metadata": {"x": 1}, "metadata": {}}}}"#;
-        assert_same_decision(body);
+        // Repeated known keys: the typed view refuses them, the JSON reading keeps the last.
+        assert!(!assert_same_decision(body));
     }
 
     /// The reference for [`answer`]: the response as serde derives it.
