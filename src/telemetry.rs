@@ -12,6 +12,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -38,12 +44,157 @@ pub fn init_logging(format: LogFormat) {
     // A second call (tests start several servers in one process) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+        LogFormat::Json => builder.json().event_format(JsonLines::default()).try_init(),
     };
+}
+
+/// tracing-subscriber's JSON lines (`flatten_event`, the current span and the span list), byte
+/// for byte, with warmpool's own events written straight from the fields each span stored as
+/// JSON when it was made. The stock formatter parses every span's stored fields back into a
+/// `serde_json::Value` to write them, twice a line (`span` and `spans`): a third of a review's
+/// instructions with `--log-format json` (BENCHMARKS.md). Events from other crates (the `log`
+/// records of rustls among them) still go through the stock formatter.
+pub struct JsonLines {
+    stock: Format<Json, SystemTime>,
+}
+
+impl Default for JsonLines {
+    fn default() -> Self {
+        JsonLines {
+            stock: tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true),
+        }
+    }
+}
+
+impl<S> FormatEvent<S, JsonFields> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, JsonFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        if !meta.target().starts_with("warmpool") {
+            return self.stock.format_event(ctx, writer, event);
+        }
+        let mut line = Vec::with_capacity(512);
+        line.extend_from_slice(br#"{"timestamp":""#);
+        SystemTime.format_time(&mut Writer::new(&mut Utf8(&mut line)))?;
+        line.extend_from_slice(br#"","level":""#);
+        line.extend_from_slice(meta.level().as_str().as_bytes());
+        line.push(b'"');
+        let mut fields = JsonEventFields {
+            line: &mut line,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        line.extend_from_slice(br#","target":"#);
+        push_json(&mut line, meta.target())?;
+        let current = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        if let Some(span) = &current {
+            line.extend_from_slice(br#","span":"#);
+            push_span(&mut line, span)?;
+            line.extend_from_slice(br#","spans":["#);
+            if let Some(leaf) = ctx.lookup_current() {
+                for (i, span) in leaf.scope().from_root().enumerate() {
+                    if i > 0 {
+                        line.push(b',');
+                    }
+                    push_span(&mut line, &span)?;
+                }
+            }
+            line.push(b']');
+        }
+        line.extend_from_slice(b"}\n");
+        writer.write_str(std::str::from_utf8(&line).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+/// A span as the stock formatter writes it: its stored fields (a JSON object, keys sorted),
+/// then its `name`.
+fn push_span<S>(line: &mut Vec<u8>, span: &SpanRef<'_, S>) -> std::fmt::Result
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    let extensions = span.extensions();
+    let stored = extensions
+        .get::<FormattedFields<JsonFields>>()
+        .map_or("", |f| f.fields.as_str());
+    match stored.strip_suffix('}') {
+        Some(fields) if fields.starts_with('{') && fields.len() > 1 => {
+            line.extend_from_slice(fields.as_bytes());
+            line.push(b',');
+        }
+        _ => line.push(b'{'),
+    }
+    line.extend_from_slice(br#""name":"#);
+    push_json(line, span.metadata().name())?;
+    line.push(b'}');
+    Ok(())
+}
+
+fn push_json<T: serde::Serialize + ?Sized>(line: &mut Vec<u8>, value: &T) -> std::fmt::Result {
+    serde_json::to_writer(line, value).map_err(|_| std::fmt::Error)
+}
+
+/// `fmt::Write` into a byte buffer (what is written is UTF-8 by construction).
+struct Utf8<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Utf8<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// An event's fields as `,"name":value` each, as tracing-serde's map visitor writes them.
+struct JsonEventFields<'a> {
+    line: &'a mut Vec<u8>,
+    result: std::fmt::Result,
+}
+
+impl JsonEventFields<'_> {
+    fn entry<T: serde::Serialize + ?Sized>(&mut self, field: &Field, value: &T) {
+        if self.result.is_err() {
+            return;
+        }
+        self.line.push(b',');
+        self.result = push_json(self.line, field.name()).and_then(|()| {
+            self.line.push(b':');
+            push_json(self.line, value)
+        });
+    }
+}
+
+impl Visit for JsonEventFields<'_> {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.entry(field, &value);
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.entry(field, &format_args!("{value:?}"));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.entry(field, &value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.entry(field, &value);
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.entry(field, &value);
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.entry(field, value);
+    }
 }
 
 /// A process-wide "ready" flag: false until start-up is done, false again on shutdown.
@@ -191,6 +342,86 @@ mod tests {
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// Lines written by a JSON subscriber with `format` for the events of `emit`, timestamps
+    /// blanked.
+    fn json_lines<E>(format: E, emit: &dyn Fn()) -> Vec<String>
+    where
+        E: for<'w> FormatEvent<tracing_subscriber::Registry, JsonFields> + Send + Sync + 'static,
+    {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .json()
+            .event_format(format)
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| {
+                let (_, rest) = line.split_once(r#"","level""#).expect(line);
+                format!("{{\"timestamp\":\"…{rest}")
+            })
+            .collect()
+    }
+
+    /// Our JSON lines are the stock formatter's (`flatten_event`, current span, span list)
+    /// byte for byte, for the webhook's own events and every kind of field.
+    #[test]
+    fn json_lines_are_the_stock_formatters() {
+        let emit = || {
+            tracing::info!("no span at all");
+            let review = tracing::info_span!(
+                "review",
+                uid = "q\"u\\o\ntë\u{1}",
+                namespace = "demo-1",
+                pod = "web-",
+                decision = "patched",
+                duration_us = 12u64,
+            );
+            {
+                let _entered = review.enter();
+                tracing::info!(injected = "node-affinity,tolerations", "pod patched");
+                let reason = std::io::Error::other("a \"reason\"");
+                tracing::info!(reason = %reason, skip = "bound", "pod skipped");
+                tracing::warn!(error = ?reason, limit = 3u64, "warned");
+                tracing::debug!(reason = "not a Pod", "request ignored");
+                let inner = tracing::info_span!("inner", flag = true, n = -4i64, x = 1.5f64);
+                let _inner = inner.enter();
+                tracing::info!(nan = f64::NAN, big = u64::MAX, "nested");
+                let empty = tracing::info_span!("empty");
+                let _empty = empty.enter();
+                tracing::info!("in an empty span");
+            }
+            let recorded = tracing::info_span!("recorded", a = tracing::field::Empty, b = 1u64);
+            recorded.record("a", "later");
+            tracing::info!(parent: &recorded, "explicit parent, no current span");
+            let _entered = recorded.enter();
+            tracing::error!(target: "elsewhere", other = 1u64, "another crate's event");
+            tracing::trace!(v = ?vec![1, 2], "debug field");
+        };
+        let stock = tracing_subscriber::fmt::format()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true);
+        let expected = json_lines(stock, &emit);
+        assert_eq!(expected.len(), 10, "{expected:#?}");
+        assert_eq!(json_lines(JsonLines::default(), &emit), expected);
     }
 
     #[tokio::test]
