@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
 
 use super::backoff::Backoff;
 use super::error::Error;
@@ -55,7 +55,11 @@ pub struct Context {
     /// warmpool's own Deployment, when running in its pod.
     pub owner: Option<OwnerReference>,
     pub metrics: Metrics,
+    /// For Events that may repeat (kube's recorder turns a repeat into a series, and so keeps
+    /// every Event it sent for 6 minutes).
     pub recorder: Recorder,
+    /// Who reports warmpool's Events ([`Context::recorder_once`]).
+    pub reporter: Reporter,
     /// Every write checks it first.
     pub gate: LeaderGate,
     /// Every write is cut off after this ([`super::lease::LeaseSettings::write_timeout`]).
@@ -72,6 +76,13 @@ pub struct Context {
 }
 
 impl Context {
+    /// A recorder for an Event that is sent once per object (a tenant's enrolment, its time to
+    /// Ready): nothing to make a series of, so nothing kept once it is sent. Through the shared
+    /// [`Context::recorder`], 10,000 enrolments would keep 10,000 Events in memory.
+    pub fn recorder_once(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
+    }
+
     /// One write to the API server, made only while this replica leads and abandoned after
     /// [`Context::write_timeout`], so that it lands (or not at all) before another replica can
     /// take the Lease over. `action` names it in errors.

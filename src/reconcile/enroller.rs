@@ -196,7 +196,7 @@ async fn publish(ctx: &Context, ns: &PartialObjectMeta<Namespace>, name: &str, e
     };
     let action = || format!("record the {} event in {name}", event.reason);
     if let Err(e) = ctx
-        .write(action, ctx.recorder.publish(event, &reference))
+        .write(action, ctx.recorder_once().publish(event, &reference))
         .await
     {
         tracing::warn!(namespace = %name, reason = %event.reason, error = %e, "cannot record the event");

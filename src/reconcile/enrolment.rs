@@ -89,6 +89,17 @@ pub fn trim_to_label_owners(
     (!kept.is_empty()).then_some(kept)
 }
 
+/// Of a namespace's labels, the tenant label alone: all the reconciler reads of them, so all
+/// that the namespace cache keeps (the API server's `kubernetes.io/metadata.name` and a
+/// team's own labels would be held for every namespace of the cluster).
+pub fn tenant_label_only(
+    labels: Option<BTreeMap<String, String>>,
+) -> Option<BTreeMap<String, String>> {
+    labels?
+        .remove_entry(TENANT_LABEL)
+        .map(|(k, v)| BTreeMap::from([(k, v)]))
+}
+
 /// What the reconciler does to one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enrolment {
@@ -164,6 +175,25 @@ pub fn release_patch(name: &str, resource_version: Option<&str>) -> serde_json::
 mod tests {
     use super::*;
     use crate::tenant::{DISABLED, labels};
+
+    #[test]
+    fn the_cache_keeps_the_tenant_label_alone() {
+        let all = labels(&[
+            ("kubernetes.io/metadata.name", "demo-1"),
+            (TENANT_LABEL, DISABLED),
+            ("team", "a"),
+        ]);
+        assert_eq!(
+            tenant_label_only(Some(all)),
+            Some(labels(&[(TENANT_LABEL, DISABLED)]))
+        );
+        assert_eq!(
+            tenant_label_only(Some(labels(&[("team", "a")]))),
+            None,
+            "no tenant label: no map at all"
+        );
+        assert_eq!(tenant_label_only(None), None);
+    }
 
     const OURS: &str = "warmpool@warmpool-system";
 

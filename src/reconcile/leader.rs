@@ -55,13 +55,11 @@ pub async fn run(
         let _ = stop_rx.wait_for(|stop| *stop).await;
     }));
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "warmpool".into(),
-            instance: Some(settings.identity.clone()),
-        },
-    );
+    let reporter = Reporter {
+        controller: "warmpool".into(),
+        instance: Some(settings.identity.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter.clone());
     let ctx = Arc::new(Context {
         client,
         selector,
@@ -69,6 +67,7 @@ pub async fn run(
         owner,
         metrics,
         recorder,
+        reporter,
         gate: gate.clone(),
         write_timeout,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(120)),

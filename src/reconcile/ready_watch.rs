@@ -285,7 +285,7 @@ async fn record(
     };
     let action = || format!("record the {} event in {name}", event.reason);
     if let Err(e) = ctx
-        .write(action, ctx.recorder.publish(&event, &reference))
+        .write(action, ctx.recorder_once().publish(&event, &reference))
         .await
     {
         tracing::warn!(namespace = %name, error = %e, "cannot record the event");

@@ -1,8 +1,8 @@
 //! One leadership term: the watches, wired to the queues that write.
 //!
 //! - a metadata watch of namespaces (on `Api<PartialObjectMeta<_>>` kube 5 asks the API server
-//!   for metadata only, as the deprecated `metadata_watcher` did; annotations dropped,
-//!   managedFields cut down to who owns the tenant label) feeding a reflector store and the
+//!   for metadata only, as the deprecated `metadata_watcher` did; of the labels only the tenant
+//!   label kept, annotations dropped, managedFields cut down to who owns the tenant label) feeding a reflector store and the
 //!   [`super::enroller`] (bounded concurrency);
 //! - only when `imageCache.discover`, `prewarmer.slot: auto` or `tenants.timeToReady` needs
 //!   them, a pod watch read into
@@ -194,6 +194,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     )
     .default_backoff()
     .modify(|ns| {
+        ns.metadata.labels = enrolment::tenant_label_only(ns.metadata.labels.take());
         ns.metadata.managed_fields =
             enrolment::trim_to_label_owners(ns.metadata.managed_fields.take());
         // Only whether its time to Ready was measured: a new term does not measure it again.
