@@ -213,3 +213,36 @@ fn the_typed_view_of_every_corpus_pod_decides_as_its_json() {
         "only {compared} compared"
     );
 }
+
+/// Every container and init container image of the corpus, in canonical form by warmpool's
+/// grammar and by `oci-spec`'s port of the same library (the grammar's oracle; they differ only
+/// on non-ASCII tags, which the corpus has none of).
+#[test]
+fn every_corpus_image_is_canonical_as_oci_spec_makes_it() {
+    let pods = corpus();
+    let mut images = std::collections::BTreeSet::new();
+    for (_, pod) in &pods {
+        for list in ["containers", "initContainers"] {
+            for c in pod["spec"][list].as_array().into_iter().flatten() {
+                if let Some(image) = c["image"].as_str() {
+                    images.insert(image.to_owned());
+                }
+            }
+        }
+    }
+    for image in &images {
+        let oracle = oci_spec::distribution::Reference::try_from(image.trim()).map(|r| r.whole());
+        let ours = warmpool::reconcile::images::normalize(image);
+        match (&ours, &oracle) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{image}"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("{image}: warmpool {ours:?}, oci-spec {oracle:?}"),
+        }
+    }
+    eprintln!("{} distinct images compared", images.len());
+    assert!(
+        pods.is_empty() || images.len() >= 60,
+        "only {} images",
+        images.len()
+    );
+}

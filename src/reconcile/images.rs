@@ -3,30 +3,30 @@
 //! Every reference is first put in its canonical form, the one the kubelet and containerd pull
 //! and store: `nginx`, `nginx:latest` and `docker.io/library/nginx:latest` are one image
 //! (`docker.io/library/nginx:latest`), so they take one slot, and a tenant pod asking for
-//! `nginx` finds the cached image present. The parsing is `oci-spec`'s, a port of the
-//! distribution library Docker and containerd use; a reference it cannot parse is kept as given
-//! (the kubelet will report it; configured ones are rejected by `Config::validate`).
+//! `nginx` finds the cached image present. The grammar is the distribution library's, which
+//! Docker and containerd use ([`reference`]); a reference it cannot parse is kept as given (the
+//! kubelet will report it; configured ones are rejected by `Config::validate`).
 //!
 //! The configured list comes first (it is what the operator asked for, in the order given);
 //! discovered images fill the remaining room, most used first; the result is capped at
 //! `imageCache.maxImages` and then sorted, so that the same set always yields the same DaemonSet
 //! and an unchanged set never rolls it.
 
-use std::collections::{BTreeSet, HashMap};
+mod reference;
 
-use oci_spec::distribution::Reference;
+use std::collections::{BTreeSet, HashMap};
 
 /// `image` in its canonical form (`registry/repository[:tag][@digest]`, `docker.io` and
 /// `library/` filled in for Docker Hub, `:latest` when there is neither tag nor digest), or why
 /// it is not an image reference. Surrounding whitespace is ignored.
 pub fn normalize(image: &str) -> Result<String, String> {
     let trimmed = image.trim();
-    match Reference::try_from(trimmed) {
-        Ok(reference) => Ok(reference.whole()),
+    match reference::canonical(trimmed) {
+        Ok(canonical) => Ok(canonical),
         Err(e) => {
-            // The parser reports an upper-case repository only as a bad format; say what it is.
+            // The grammar reports an upper-case repository only as a bad format; say what it is.
             let lower = trimmed.to_ascii_lowercase();
-            let reason = if lower != trimmed && Reference::try_from(lower.as_str()).is_ok() {
+            let reason = if lower != trimmed && reference::canonical(&lower).is_ok() {
                 "repository name must be lowercase".to_owned()
             } else {
                 e.to_string()

@@ -118,8 +118,8 @@ impl kube::Resource for SlimPod {
 pub struct PodSummary {
     /// The images of its containers and init containers in canonical form
     /// ([`super::images::canonical`], once per pod event rather than at every observation),
-    /// de-duplicated, in spec order.
-    pub images: Vec<String>,
+    /// de-duplicated, in spec order. A boxed slice, exactly as long as it is: one is kept per pod.
+    pub images: Box<[String]>,
     /// What the scheduler reserves for it.
     pub requests: Requests,
 }
@@ -160,7 +160,10 @@ impl PodSummary {
             pod_level,
             Requests::from_list(spec.overhead.as_ref()),
         );
-        PodSummary { images, requests }
+        PodSummary {
+            images: images.into_boxed_slice(),
+            requests,
+        }
     }
 }
 
@@ -218,20 +221,23 @@ pub struct Unsteered {
 struct Entry {
     summary: PodSummary,
     start: PodStart,
-    unsteered: Option<Unsteered>,
+    /// Boxed: most pods were steered, and the index keeps an entry per pod.
+    unsteered: Option<Box<Unsteered>>,
 }
 
 impl Entry {
     fn of(pod: &SlimPod, rules: Option<&Rules>) -> Entry {
-        let unsteered = rules.filter(|r| is_unsteered(pod, r)).map(|_| Unsteered {
-            created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            node: pod.spec.node_name.clone(),
-            controlled: pod
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && o.kind != "DaemonSet"),
+        let unsteered = rules.filter(|r| is_unsteered(pod, r)).map(|_| {
+            Box::new(Unsteered {
+                created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                node: pod.spec.node_name.clone(),
+                controlled: pod
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.controller == Some(true) && o.kind != "DaemonSet"),
+            })
         });
         Entry {
             summary: PodSummary::of(&pod.spec),
@@ -349,7 +355,7 @@ impl PodIndex {
             .into_iter()
             .flat_map(|pods| {
                 pods.iter()
-                    .filter_map(|(n, e)| Some((n.as_str(), e.unsteered.as_ref()?)))
+                    .filter_map(|(n, e)| Some((n.as_str(), e.unsteered.as_deref()?)))
             })
             .collect()
     }
@@ -536,8 +542,8 @@ mod tests {
         );
         let summary = PodSummary::of(&p.spec);
         assert_eq!(
-            summary.images,
-            vec![
+            &*summary.images,
+            [
                 "docker.io/library/agent:1",
                 "docker.io/library/web:1",
                 "docker.io/library/sidecar:2"

@@ -2,7 +2,7 @@
 //!
 //! - a metadata watch of namespaces (on `Api<PartialObjectMeta<_>>` kube 5 asks the API server
 //!   for metadata only, as the deprecated `metadata_watcher` did; of the labels only the tenant
-//!   label kept, annotations dropped, managedFields cut down to who owns the tenant label) feeding a reflector store and the
+//!   label kept, annotations dropped, of managedFields only who owns the tenant label, by manager and operation) feeding a reflector store and the
 //!   [`super::enroller`] (bounded concurrency);
 //! - only when `imageCache.discover`, `prewarmer.slot: auto` or `tenants.timeToReady` needs
 //!   them, a pod watch read into
@@ -196,7 +196,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     .modify(|ns| {
         ns.metadata.labels = enrolment::tenant_label_only(ns.metadata.labels.take());
         ns.metadata.managed_fields =
-            enrolment::trim_to_label_owners(ns.metadata.managed_fields.take());
+            enrolment::tenant_label_owners(ns.metadata.managed_fields.take());
         // Only whether its time to Ready was measured: a new term does not measure it again.
         ns.metadata.annotations = ns
             .metadata
