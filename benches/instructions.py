@@ -11,6 +11,8 @@ calls.
     python3 benches/instructions.py --server target/release/warmpool
     python3 benches/instructions.py --server PATH --requests 4000 --connections 8,32 \
         --targets healthz,small,large --keep /tmp/cg   # keep the callgrind files
+    python3 benches/instructions.py --server PATH --targets healthz,transport,small
+        # transport: a body of the small review's size refused at its first byte (400)
 
 Each measured window is bounded by two `GET /metrics` on the admin port: callgrind dumps its
 counters on entry of the Prometheus text encoder (`--dump-before`), which nothing else calls.
@@ -90,6 +92,10 @@ async def admin_get(port, path):
 
 
 def check(target, status, body):
+    if target == "transport":
+        if status != 400:
+            raise RuntimeError(f"{target}: status {status}, not 400: {body[:200]!r}")
+        return
     if status != 200:
         raise RuntimeError(f"{target}: status {status}: {body[:200]!r}")
     if target != "healthz" and b'"patchType":"JSONPatch"' not in body:
@@ -207,6 +213,9 @@ def main():
         "healthz": ("GET", "/healthz", b""),
         "small": ("POST", "/mutate", read("pod-create.json")),
         "large": ("POST", "/mutate", read("pod-create-large.json")),
+        # The transport of a small review without the review: a body of its size that is not
+        # JSON from its first byte (400): TLS, HTTP, reading the body, an answer and its log line.
+        "transport": ("POST", "/mutate", b"x" * len(read("pod-create.json"))),
     }
 
     work = tempfile.mkdtemp(prefix="warmpool-cg-")

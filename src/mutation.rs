@@ -40,16 +40,38 @@ pub struct Rules {
     label_value: String,
     mode: AffinityMode,
     /// The tolerations as Kubernetes JSON, in configuration order.
-    tolerations: Vec<Value>,
+    tolerations: Vec<Piece>,
     /// The same, typed, for [`scheduling::covered`].
     typed_tolerations: Vec<Toleration>,
-    /// What every review adds or compares, built once here rather than per pod: the pool
-    /// expression `<key> In [<value>]`, the required term and the preference holding it, and
-    /// the pool's label as the node [`scheduling::witness`] must carry.
-    expression: Value,
-    required_term: Value,
-    preference: Value,
+    /// Every value a patch may add but the annotation, built (and written as JSON) once here
+    /// rather than per pod: the pool expression `<key> In [<value>]`, in a list, the required
+    /// term holding it and the preference, each also as the `nodeAffinity` and `affinity` that
+    /// hold only it.
+    expression: Piece,
+    expressions: Piece,
+    required_term: Piece,
+    required_node_affinity: Piece,
+    required_affinity: Piece,
+    preference: Piece,
+    preferences: Piece,
+    preferred_node_affinity: Piece,
+    preferred_affinity: Piece,
+    /// The pool's label as the node [`scheduling::witness`] must carry.
     pool: BTreeMap<String, String>,
+}
+
+/// A value of the rules, and the same as compact JSON (what serde_json writes for it).
+#[derive(Debug, Clone, PartialEq)]
+struct Piece {
+    value: Value,
+    json: Box<str>,
+}
+
+impl Piece {
+    fn new(value: Value) -> Piece {
+        let json = value.to_string().into_boxed_str();
+        Piece { value, json }
+    }
 }
 
 impl Rules {
@@ -58,18 +80,29 @@ impl Rules {
             config.pool.tolerations.iter().map(|t| t.to_k8s()).collect();
         let (key, value) = (&config.pool.node_label.key, &config.pool.node_label.value);
         let expression = json!({"key": key, "operator": "In", "values": [value]});
+        let required_term = json!({"nodeSelectorTerms": [{"matchExpressions": [expression]}]});
+        let preference = json!({
+            "weight": PREFERRED_WEIGHT,
+            "preference": {"matchExpressions": [expression]},
+        });
         Rules {
             label_key: key.clone(),
             label_value: value.clone(),
             mode: config.pool.affinity,
             tolerations: typed_tolerations
                 .iter()
-                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+                .map(|t| Piece::new(serde_json::to_value(t).unwrap_or(Value::Null)))
                 .collect(),
             typed_tolerations,
-            required_term: json!({"nodeSelectorTerms": [{"matchExpressions": [expression.clone()]}]}),
-            preference: json!({"weight": PREFERRED_WEIGHT, "preference": {"matchExpressions": [expression.clone()]}}),
-            expression,
+            expressions: Piece::new(json!([expression])),
+            expression: Piece::new(expression),
+            required_node_affinity: Piece::new(json!({REQUIRED: required_term})),
+            required_affinity: Piece::new(json!({"nodeAffinity": {REQUIRED: required_term}})),
+            required_term: Piece::new(required_term),
+            preferences: Piece::new(json!([preference])),
+            preferred_node_affinity: Piece::new(json!({PREFERRED: [preference]})),
+            preferred_affinity: Piece::new(json!({"nodeAffinity": {PREFERRED: [preference]}})),
+            preference: Piece::new(preference),
             pool: BTreeMap::from([(key.clone(), value.clone())]),
         }
     }
@@ -168,35 +201,222 @@ pub fn mutate(pod: &Value, rules: &Rules) -> Mutation {
 }
 
 /// Decides what the pod of a typed view needs: the same decision as [`mutate`] on the same
-/// pod's JSON. The webhook's path; a pod whose view does not deserialize goes to [`mutate`].
+/// pod's JSON.
 pub fn mutate_view(pod: PodView<'_>, rules: &Rules) -> Mutation {
     decide(&Facts::from_view(pod), rules)
 }
 
-fn decide(pod: &Facts, rules: &Rules) -> Mutation {
-    match plan(pod, rules) {
-        Ok(ops) => {
-            let mut injected: Vec<Injected> = ops.iter().map(|(what, _)| *what).collect();
-            injected.sort();
-            injected.dedup();
-            let mut patch: Vec<PatchOperation> = ops.into_iter().map(|(_, op)| op).collect();
-            if !injected.is_empty()
-                && let Some(op) = annotation_op(pod, &injected)
-            {
-                patch.push(op);
-            }
-            Mutation::Patch {
-                patch: Patch(patch),
-                injected,
-            }
+/// [`mutate_view`] with the patch written as JSON into `patch` (nothing written when there is
+/// nothing to add), byte for byte what serde_json writes for [`Mutation::patch`], without
+/// building the patch's values: the webhook's path. What was injected, or why the pod is left
+/// alone.
+pub fn mutate_view_json(
+    pod: PodView<'_>,
+    rules: &Rules,
+    patch: &mut Vec<u8>,
+) -> Result<Vec<Injected>, SkipReason> {
+    let (adds, injected) = planned(&Facts::from_view(pod), rules)?;
+    if let Some((first, rest)) = adds.split_first() {
+        // The usual patch is ≈ 0.5 KiB: written without regrowing.
+        patch.reserve(1024);
+        patch.push(b'[');
+        first.write_json(patch);
+        for add in rest {
+            patch.push(b',');
+            add.write_json(patch);
         }
+        patch.push(b']');
+    }
+    Ok(injected)
+}
+
+fn decide(pod: &Facts, rules: &Rules) -> Mutation {
+    match planned(pod, rules) {
+        Ok((adds, injected)) => Mutation::Patch {
+            patch: Patch(adds.iter().map(Add::operation).collect()),
+            injected,
+        },
         Err(reason) => Mutation::Skip(reason),
     }
 }
 
-type PlannedOp = (Injected, PatchOperation);
+/// The patch's operations, the annotation's last, and what they inject (sorted, distinct):
+/// empty exactly when the patch is.
+fn planned<'r>(pod: &Facts, rules: &'r Rules) -> Result<(Vec<Add<'r>>, Vec<Injected>), SkipReason> {
+    let planned = plan(pod, rules)?;
+    let mut injected: Vec<Injected> = planned.iter().map(|(what, _)| *what).collect();
+    injected.sort();
+    injected.dedup();
+    let mut adds: Vec<Add<'r>> = planned.into_iter().map(|(_, add)| add).collect();
+    if !injected.is_empty()
+        && let Some(add) = annotation_add(pod, &injected)
+    {
+        adds.push(add);
+    }
+    Ok((adds, injected))
+}
 
-fn plan(pod: &Facts, rules: &Rules) -> Result<Vec<PlannedOp>, SkipReason> {
+/// One `add` of the patch, as planned: where, and a value borrowed from the rules.
+#[derive(Debug)]
+struct Add<'r> {
+    path: Path,
+    value: Added<'r>,
+}
+
+/// An add of the pool's affinity or tolerations, and which of the two it injects.
+type Planned<'r> = (Injected, Add<'r>);
+
+/// A JSON pointer from the few the patch uses: `head`, an array index, `tail`.
+#[derive(Debug, Clone, Copy)]
+struct Path {
+    head: &'static [&'static str],
+    index: Option<usize>,
+    tail: &'static [&'static str],
+}
+
+impl Path {
+    const fn to(tokens: &'static [&'static str]) -> Path {
+        Path {
+            head: tokens,
+            index: None,
+            tail: &[],
+        }
+    }
+
+    fn pointer(&self) -> PointerBuf {
+        let index = self.index.map(|i| i.to_string());
+        PointerBuf::from_tokens(
+            self.head
+                .iter()
+                .copied()
+                .chain(index.as_deref())
+                .chain(self.tail.iter().copied()),
+        )
+    }
+
+    /// The pointer as a JSON string, as jsonptr escapes it and serde_json quotes it (no token
+    /// holds a character JSON must escape).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        fn token(out: &mut Vec<u8>, t: &str) {
+            out.push(b'/');
+            for b in t.bytes() {
+                match b {
+                    b'~' => out.extend_from_slice(b"~0"),
+                    b'/' => out.extend_from_slice(b"~1"),
+                    b => out.push(b),
+                }
+            }
+        }
+        out.push(b'"');
+        for t in self.head {
+            token(out, t);
+        }
+        if let Some(i) = self.index {
+            token(out, itoa::Buffer::new().format(i));
+        }
+        for t in self.tail {
+            token(out, t);
+        }
+        out.push(b'"');
+    }
+}
+
+/// What an `add` puts in.
+#[derive(Debug)]
+enum Added<'r> {
+    Piece(&'r Piece),
+    /// Some of the pool's tolerations, as a list.
+    Tolerations(Vec<&'r Piece>),
+    /// The `warmpool.io/injected` annotation's value, inside objects of these keys (outermost
+    /// first).
+    Annotation {
+        within: &'static [&'static str],
+        value: String,
+    },
+}
+
+impl Add<'_> {
+    fn operation(&self) -> PatchOperation {
+        let value = match &self.value {
+            Added::Piece(piece) => piece.value.clone(),
+            Added::Tolerations(list) => {
+                Value::Array(list.iter().map(|p| p.value.clone()).collect())
+            }
+            Added::Annotation { within, value } => within
+                .iter()
+                .rev()
+                .fold(Value::String(value.clone()), |inner, key| {
+                    object(key, inner)
+                }),
+        };
+        PatchOperation::Add(AddOperation {
+            path: self.path.pointer(),
+            value,
+        })
+    }
+
+    /// `{"op":"add","path":…,"value":…}`, as serde_json writes [`Add::operation`].
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"op":"add","path":"#);
+        self.path.write_json(out);
+        out.extend_from_slice(br#","value":"#);
+        match &self.value {
+            Added::Piece(piece) => out.extend_from_slice(piece.json.as_bytes()),
+            Added::Tolerations(list) => {
+                out.push(b'[');
+                for (i, piece) in list.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(piece.json.as_bytes());
+                }
+                out.push(b']');
+            }
+            Added::Annotation { within, value } => {
+                for key in *within {
+                    out.push(b'{');
+                    write_string(out, key);
+                    out.push(b':');
+                }
+                write_string(out, value);
+                out.extend(within.iter().map(|_| b'}'));
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
+
+/// `{key: value}`.
+fn object(key: &str, value: Value) -> Value {
+    Value::Object(Map::from_iter([(key.to_owned(), value)]))
+}
+
+fn add(what: Injected, path: Path, value: Added<'_>) -> Planned<'_> {
+    (what, Add { path, value })
+}
+
+const SPEC_AFFINITY: &[&str] = &["spec", "affinity"];
+const NODE_AFFINITY: &[&str] = &["spec", "affinity", "nodeAffinity"];
+const REQUIRED_PATH: &[&str] = &["spec", "affinity", "nodeAffinity", REQUIRED];
+const TERMS: &[&str] = &[
+    "spec",
+    "affinity",
+    "nodeAffinity",
+    REQUIRED,
+    "nodeSelectorTerms",
+];
+const PREFERRED_PATH: &[&str] = &["spec", "affinity", "nodeAffinity", PREFERRED];
+const PREFERRED_END: &[&str] = &["spec", "affinity", "nodeAffinity", PREFERRED, "-"];
+const TOLERATIONS: &[&str] = &["spec", "tolerations"];
+const TOLERATIONS_END: &[&str] = &["spec", "tolerations", "-"];
+
+fn plan<'r>(pod: &Facts, rules: &'r Rules) -> Result<Vec<Planned<'r>>, SkipReason> {
     if let Some(a) = &pod.annotations {
         if a.opted_out {
             return Err(SkipReason::OptedOut);
@@ -228,34 +448,13 @@ fn plan(pod: &Facts, rules: &Rules) -> Result<Vec<PlannedOp>, SkipReason> {
             rules.label_key, rules.label_value
         )));
     }
-    let mut ops = Vec::new();
+    let mut adds = Vec::new();
     match rules.mode {
-        AffinityMode::Required => required_affinity_ops(placement, rules, &mut ops),
-        AffinityMode::Preferred => preferred_affinity_ops(placement, rules, &mut ops),
+        AffinityMode::Required => required_affinity_adds(placement, rules, &mut adds),
+        AffinityMode::Preferred => preferred_affinity_adds(placement, rules, &mut adds),
     }
-    toleration_ops(placement, rules, &mut ops);
-    Ok(ops)
-}
-
-// `json!` would copy each interpolated `Value` once more (through `to_value`); these build the
-// patch's values from parts already owned.
-
-/// `[item]`.
-fn one(item: Value) -> Value {
-    Value::Array(vec![item])
-}
-
-/// `{key: value}`.
-fn object(key: &str, value: Value) -> Value {
-    Value::Object(Map::from_iter([(key.to_owned(), value)]))
-}
-
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
-}
-
-fn pointer<'t>(tokens: impl IntoIterator<Item = &'t str>) -> PointerBuf {
-    PointerBuf::from_tokens(tokens)
+    toleration_adds(placement, rules, &mut adds);
+    Ok(adds)
 }
 
 /// Why the pod can run on one node only, if it can: a DaemonSet's pod (its controller pins
@@ -303,88 +502,97 @@ fn is_pool_expression(expr: &NodeSelectorRequirement, rules: &Rules) -> bool {
             .is_some_and(|vs| vs.len() == 1 && vs[0] == rules.label_value)
 }
 
-/// The pod's `nodeAffinity`, or, when it (or `affinity`) is missing, an op that adds it holding
-/// `{field: value}`; `None` then means "done".
-fn node_affinity_or_add<'a>(
+/// The pod's `nodeAffinity`, or, when it (or `affinity`) is missing, an add of the affinity
+/// or the `nodeAffinity` that holds only the pool's (`whole`, `node_affinity`); `None` then
+/// means "done".
+fn node_affinity_or_add<'a, 'r>(
     placement: &'a Placement,
-    field: &str,
-    value: impl FnOnce() -> Value,
-    ops: &mut Vec<PlannedOp>,
+    whole: &'r Piece,
+    node_affinity: &'r Piece,
+    adds: &mut Vec<Planned<'r>>,
 ) -> Option<&'a NodeAffinity> {
-    let node_affinity = || object(field, value());
     if !placement.affinity {
-        let value = object("nodeAffinity", node_affinity());
-        ops.push((
+        adds.push(add(
             Injected::NodeAffinity,
-            add(pointer(["spec", "affinity"]), value),
+            Path::to(SPEC_AFFINITY),
+            Added::Piece(whole),
         ));
         return None;
     }
     let na = placement.node_affinity.as_ref();
     if na.is_none() {
-        let path = pointer(["spec", "affinity", "nodeAffinity"]);
-        ops.push((Injected::NodeAffinity, add(path, node_affinity())));
+        let value = Added::Piece(node_affinity);
+        adds.push(add(Injected::NodeAffinity, Path::to(NODE_AFFINITY), value));
     }
     na
 }
 
-fn required_affinity_ops(placement: &Placement, rules: &Rules, ops: &mut Vec<PlannedOp>) {
-    let expr = &rules.expression;
-    let one_term = || rules.required_term.clone();
-    let Some(na) = node_affinity_or_add(placement, REQUIRED, one_term, ops) else {
+fn required_affinity_adds<'r>(
+    placement: &Placement,
+    rules: &'r Rules,
+    adds: &mut Vec<Planned<'r>>,
+) {
+    let (whole, node_affinity) = (&rules.required_affinity, &rules.required_node_affinity);
+    let Some(na) = node_affinity_or_add(placement, whole, node_affinity, adds) else {
         return;
     };
     let Some(required) = &na.required_during_scheduling_ignored_during_execution else {
-        let path = pointer(["spec", "affinity", "nodeAffinity", REQUIRED]);
-        ops.push((Injected::NodeAffinity, add(path, one_term())));
+        let value = Added::Piece(&rules.required_term);
+        adds.push(add(Injected::NodeAffinity, Path::to(REQUIRED_PATH), value));
         return;
     };
-    let base = [
-        "spec",
-        "affinity",
-        "nodeAffinity",
-        REQUIRED,
-        "nodeSelectorTerms",
-    ];
     // No terms at all matches no node: such a pod has been skipped as excluding the pool.
     for (i, term) in required.node_selector_terms.iter().enumerate() {
         // An empty term matches no node; with the pool expression it would match pool nodes.
         if is_empty_term(term) {
             continue;
         }
-        let index = i.to_string();
-        let term_path = base.iter().copied().chain([index.as_str()]);
+        let at = |tail| Path {
+            head: TERMS,
+            index: Some(i),
+            tail,
+        };
         match &term.match_expressions {
             Some(exprs) if exprs.iter().any(|e| is_pool_expression(e, rules)) => {}
             Some(_) => {
-                let path = pointer(term_path.chain(["matchExpressions", "-"]));
-                ops.push((Injected::NodeAffinity, add(path, expr.clone())));
+                let path = at(&["matchExpressions", "-"]);
+                adds.push(add(
+                    Injected::NodeAffinity,
+                    path,
+                    Added::Piece(&rules.expression),
+                ));
             }
             None => {
-                let path = pointer(term_path.chain(["matchExpressions"]));
-                ops.push((Injected::NodeAffinity, add(path, one(expr.clone()))));
+                let path = at(&["matchExpressions"]);
+                adds.push(add(
+                    Injected::NodeAffinity,
+                    path,
+                    Added::Piece(&rules.expressions),
+                ));
             }
         }
     }
 }
 
-fn preferred_affinity_ops(placement: &Placement, rules: &Rules, ops: &mut Vec<PlannedOp>) {
-    let preference = &rules.preference;
-    let Some(na) = node_affinity_or_add(placement, PREFERRED, || one(preference.clone()), ops)
-    else {
+fn preferred_affinity_adds<'r>(
+    placement: &Placement,
+    rules: &'r Rules,
+    adds: &mut Vec<Planned<'r>>,
+) {
+    let (whole, node_affinity) = (&rules.preferred_affinity, &rules.preferred_node_affinity);
+    let Some(na) = node_affinity_or_add(placement, whole, node_affinity, adds) else {
         return;
     };
-    let base = ["spec", "affinity", "nodeAffinity", PREFERRED];
     match &na.preferred_during_scheduling_ignored_during_execution {
         None => {
-            let path = pointer(base);
-            ops.push((Injected::NodeAffinity, add(path, one(preference.clone()))));
+            let value = Added::Piece(&rules.preferences);
+            adds.push(add(Injected::NodeAffinity, Path::to(PREFERRED_PATH), value));
         }
         Some(prefs) => {
             let present = prefs.iter().any(|p| is_pool_preference(p, rules));
             if !present {
-                let path = pointer(base.into_iter().chain(["-"]));
-                ops.push((Injected::NodeAffinity, add(path, preference.clone())));
+                let value = Added::Piece(&rules.preference);
+                adds.push(add(Injected::NodeAffinity, Path::to(PREFERRED_END), value));
             }
         }
     }
@@ -405,19 +613,19 @@ fn is_pool_preference(p: &PreferredSchedulingTerm, rules: &Rules) -> bool {
 /// Adds each of the pool's tolerations that the pod's own do not already cover
 /// ([`scheduling::covered`]: same key or a wildcard, a compatible operator and value, the
 /// effect or all effects, no shorter `tolerationSeconds`).
-fn toleration_ops(placement: &Placement, rules: &Rules, ops: &mut Vec<PlannedOp>) {
+fn toleration_adds<'r>(placement: &Placement, rules: &'r Rules, adds: &mut Vec<Planned<'r>>) {
     let present = placement.tolerations.as_deref();
     // The pod's own, borrowed; copied only when a later rule must also see an added one.
     let mut have = std::borrow::Cow::Borrowed(present.unwrap_or_default());
-    let mut missing: Vec<&Value> = Vec::new();
+    let mut missing: Vec<&Piece> = Vec::new();
     let wanted = rules.tolerations.iter().zip(&rules.typed_tolerations);
     let count = rules.typed_tolerations.len();
-    for (i, (value, typed)) in wanted.enumerate() {
+    for (i, (piece, typed)) in wanted.enumerate() {
         if !scheduling::covered(&have, typed) {
             if i + 1 < count {
                 have.to_mut().push(typed.clone());
             }
-            missing.push(value);
+            missing.push(piece);
         }
     }
     if missing.is_empty() {
@@ -425,23 +633,20 @@ fn toleration_ops(placement: &Placement, rules: &Rules, ops: &mut Vec<PlannedOp>
     }
     match present {
         None => {
-            let value = Value::Array(missing.into_iter().cloned().collect());
-            ops.push((
-                Injected::Tolerations,
-                add(pointer(["spec", "tolerations"]), value),
-            ));
+            let value = Added::Tolerations(missing);
+            adds.push(add(Injected::Tolerations, Path::to(TOLERATIONS), value));
         }
         Some(_) => {
-            for t in missing {
-                let path = pointer(["spec", "tolerations", "-"]);
-                ops.push((Injected::Tolerations, add(path, t.clone())));
+            for piece in missing {
+                let value = Added::Piece(piece);
+                adds.push(add(Injected::Tolerations, Path::to(TOLERATIONS_END), value));
             }
         }
     }
 }
 
 /// Records what was injected, merged with what an earlier pass recorded.
-fn annotation_op(pod: &Facts, injected: &[Injected]) -> Option<PatchOperation> {
+fn annotation_add<'r>(pod: &Facts, injected: &[Injected]) -> Option<Add<'r>> {
     let previous = pod.annotations.as_ref().and_then(|a| a.injected.as_deref());
     let mut items: Vec<&str> = previous
         .map(|p| p.split(',').filter(|s| !s.is_empty()).collect())
@@ -453,22 +658,16 @@ fn annotation_op(pod: &Facts, injected: &[Injected]) -> Option<PatchOperation> {
     if previous == Some(value.as_str()) {
         return None;
     }
-    let op = match (pod.metadata, &pod.annotations) {
-        (false, _) => add(
-            pointer(["metadata"]),
-            object(
-                "annotations",
-                object(INJECTED_ANNOTATION, Value::String(value)),
-            ),
-        ),
-        (true, None) => add(
-            pointer(["metadata", "annotations"]),
-            object(INJECTED_ANNOTATION, Value::String(value)),
-        ),
-        (true, Some(_)) => add(
-            pointer(["metadata", "annotations", INJECTED_ANNOTATION]),
-            Value::String(value),
-        ),
+    const METADATA: &[&str] = &["metadata"];
+    const ANNOTATIONS: &[&str] = &["metadata", "annotations"];
+    const ANNOTATION: &[&str] = &["metadata", "annotations", INJECTED_ANNOTATION];
+    let (path, within): (_, &'static [&'static str]) = match (pod.metadata, &pod.annotations) {
+        (false, _) => (METADATA, &["annotations", INJECTED_ANNOTATION]),
+        (true, None) => (ANNOTATIONS, &[INJECTED_ANNOTATION]),
+        (true, Some(_)) => (ANNOTATION, &[]),
     };
-    Some(op)
+    Some(Add {
+        path: Path::to(path),
+        value: Added::Annotation { within, value },
+    })
 }

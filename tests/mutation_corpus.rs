@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 use warmpool::config::Config;
-use warmpool::mutation::{Mutation, PodView, Rules, mutate, mutate_view};
+use warmpool::mutation::{Mutation, PodView, Rules, mutate, mutate_view, mutate_view_json};
 
 fn corpus_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
@@ -190,6 +190,29 @@ fn the_typed_view_of_every_corpus_pod_decides_as_its_json() {
                             expected,
                             "{name} ({mode}, {tolerations})"
                         );
+                        // The webhook's path writes the patch itself: serde_json's bytes.
+                        let view: PodView = serde_json::from_slice(&bytes).unwrap();
+                        let mut written = Vec::new();
+                        let decided = mutate_view_json(view, &rules, &mut written);
+                        let serde = match &expected {
+                            Mutation::Patch { patch, .. } if !patch.0.is_empty() => {
+                                serde_json::to_vec(patch).unwrap()
+                            }
+                            _ => Vec::new(),
+                        };
+                        assert_eq!(
+                            String::from_utf8(written).unwrap(),
+                            String::from_utf8(serde).unwrap(),
+                            "{name} ({mode}, {tolerations})"
+                        );
+                        match &expected {
+                            Mutation::Patch { injected, .. } => {
+                                assert_eq!(decided.as_ref(), Ok(injected), "{name}")
+                            }
+                            Mutation::Skip(reason) => {
+                                assert_eq!(decided.as_ref(), Err(reason), "{name}")
+                            }
+                        }
                         compared += 1;
                     }
                     Err(e) => {

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Taint;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use warmpool::config::{AffinityMode, Config};
-use warmpool::mutation::{PodView, Rules, mutate, mutate_view};
+use warmpool::mutation::{Mutation, PodView, Rules, mutate, mutate_view, mutate_view_json};
 use warmpool::scheduling::Node;
 
 fn label_key() -> impl Strategy<Value = String> {
@@ -288,18 +288,41 @@ proptest! {
 }
 
 /// The webhook's typed view of a pod decides as the pod's JSON does: the same patch and the
-/// same injections or skip reason. Every generated pod is well typed, so the view must read it.
+/// same injections or skip reason, and the patch it writes is the bytes serde_json writes for
+/// that patch. Every generated pod is well typed, so the view must read it.
 fn same_as_json(pod: &Value, mode: AffinityMode, variant: u8) -> Result<(), TestCaseError> {
     let rules = rules(mode, variant);
     let bytes = serde_json::to_vec(pod).unwrap();
-    let view: PodView = serde_json::from_slice(&bytes)
-        .map_err(|e| TestCaseError::fail(format!("no typed view: {e}\npod: {pod}")))?;
+    let read = || -> Result<PodView, TestCaseError> {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| TestCaseError::fail(format!("no typed view: {e}\npod: {pod}")))
+    };
+    let expected = mutate(pod, &rules);
     prop_assert_eq!(
-        mutate_view(view, &rules),
-        mutate(pod, &rules),
+        mutate_view(read()?, &rules),
+        expected.clone(),
         "pod: {}",
         pod
     );
+    let mut written = Vec::new();
+    let decided = mutate_view_json(read()?, &rules, &mut written);
+    match expected {
+        Mutation::Skip(reason) => prop_assert_eq!(decided, Err(reason)),
+        Mutation::Patch { patch, injected } => {
+            prop_assert_eq!(decided, Ok(injected));
+            let serde = if patch.0.is_empty() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&patch).unwrap()
+            };
+            prop_assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(serde).unwrap(),
+                "pod: {}",
+                pod
+            );
+        }
+    }
     Ok(())
 }
 

@@ -84,15 +84,17 @@ struct RequestIn<'a, P> {
 /// What the decision needs of the pod, however it was read.
 trait Pod {
     fn generate_name(&self) -> Option<&str>;
-    fn mutate(self, rules: &Rules) -> Mutation;
+    /// The decision: what was injected, its patch written as JSON into `patch` (nothing when
+    /// there is nothing to add), or why the pod is left alone.
+    fn mutate_into(self, rules: &Rules, patch: &mut Vec<u8>) -> Result<Vec<Injected>, SkipReason>;
 }
 
 impl Pod for PodView<'_> {
     fn generate_name(&self) -> Option<&str> {
         PodView::generate_name(self)
     }
-    fn mutate(self, rules: &Rules) -> Mutation {
-        mutation::mutate_view(self, rules)
+    fn mutate_into(self, rules: &Rules, patch: &mut Vec<u8>) -> Result<Vec<Injected>, SkipReason> {
+        mutation::mutate_view_json(self, rules, patch)
     }
 }
 
@@ -112,8 +114,20 @@ impl Pod for ValueView {
             .pointer("/metadata/generateName")
             .and_then(Value::as_str)
     }
-    fn mutate(self, rules: &Rules) -> Mutation {
-        mutation::mutate(&self.0, rules)
+    fn mutate_into(self, rules: &Rules, patch: &mut Vec<u8>) -> Result<Vec<Injected>, SkipReason> {
+        match mutation::mutate(&self.0, rules) {
+            Mutation::Skip(reason) => Err(reason),
+            Mutation::Patch {
+                patch: ops,
+                injected,
+            } => {
+                if !ops.0.is_empty() {
+                    // Writing JSON values into a Vec cannot fail.
+                    let _ = serde_json::to_writer(patch, &ops);
+                }
+                Ok(injected)
+            }
+        }
     }
 }
 
@@ -346,25 +360,17 @@ fn respond<P: Pod>(
         (None, None) => String::new(),
     };
 
-    let decision = decide(&mut request, &namespace, rules, excluded);
+    let mut json = Vec::new();
+    let decision = decide(&mut request, &namespace, rules, excluded, &mut json);
     let (patch, warnings, decision) = match decision {
         Err(ignored) => (None, Vec::new(), Decision::Ignored(ignored)),
-        Ok(Mutation::Skip(reason)) => (
+        Ok(Err(reason)) => (
             None,
             vec![format!("warmpool: {reason}")],
             Decision::Skipped(reason),
         ),
-        Ok(Mutation::Patch { patch, injected }) if patch.0.is_empty() => {
-            let _ = injected;
-            (None, Vec::new(), Decision::Unchanged)
-        }
-        Ok(Mutation::Patch { patch, injected }) => {
-            // Sized for the usual patch (≈ 0.5 KiB) so that it is written without regrowing.
-            let mut json = Vec::with_capacity(1024);
-            serde_json::to_writer(&mut json, &patch)
-                .map_err(|e| ReviewError::Malformed(e.to_string()))?;
-            (Some(json), Vec::new(), Decision::Patched(injected))
-        }
+        Ok(Ok(_)) if json.is_empty() => (None, Vec::new(), Decision::Unchanged),
+        Ok(Ok(injected)) => (Some(json), Vec::new(), Decision::Patched(injected)),
     };
     let body = answer(api_version, &request.uid, patch.as_deref(), &warnings)?;
     Ok(Reviewed {
@@ -416,13 +422,15 @@ fn write_json<T: Serialize + ?Sized>(body: &mut Vec<u8>, value: &T) -> Result<()
     serde_json::to_writer(body, value).map_err(|e| ReviewError::Malformed(e.to_string()))
 }
 
-/// The mutation for a request we act on, or why we do not act on it.
+/// The mutation for a request we act on (its patch written into `patch`), or why we do not act
+/// on it.
 fn decide<P: Pod>(
     request: &mut RequestIn<P>,
     namespace: &str,
     rules: &Rules,
     excluded: &TenantSelector,
-) -> Result<Mutation, &'static str> {
+    patch: &mut Vec<u8>,
+) -> Result<Result<Vec<Injected>, SkipReason>, &'static str> {
     let gvk = &request.kind;
     if !gvk.group.is_empty() || gvk.version != "v1" || gvk.kind != "Pod" {
         return Err("not a Pod");
@@ -443,7 +451,7 @@ fn decide<P: Pod>(
     let Some(pod) = request.object.take() else {
         return Err("no object in the request");
     };
-    Ok(pod.mutate(rules))
+    Ok(pod.mutate_into(rules, patch))
 }
 
 #[cfg(test)]
