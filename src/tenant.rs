@@ -159,10 +159,15 @@ impl TenantSelector {
 
     /// The full rule: exclusions first, then the opt-out label, the opt-in label, the patterns.
     pub fn decide(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Membership {
+        self.decide_by_label(namespace, labels.get(TENANT_LABEL).map(String::as_str))
+    }
+
+    /// [`Self::decide`] from the value of the tenant label alone (all of the labels it reads).
+    pub fn decide_by_label(&self, namespace: &str, tenant_label: Option<&str>) -> Membership {
         if let Some(excluded) = self.is_excluded(namespace) {
             return excluded;
         }
-        match labels.get(TENANT_LABEL).map(String::as_str) {
+        match tenant_label {
             Some(DISABLED) => return Membership::OptedOut,
             Some(ENABLED) => return Membership::OptedIn,
             _ => {}
@@ -176,10 +181,15 @@ impl TenantSelector {
     /// Whether `namespace` is a tenant: [`Self::decide`]`.is_tenant()` without building the
     /// membership (the reconciler asks it of every namespace at each observation).
     pub fn is_tenant(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.is_tenant_by_label(namespace, labels.get(TENANT_LABEL).map(String::as_str))
+    }
+
+    /// [`Self::is_tenant`] from the value of the tenant label alone.
+    pub fn is_tenant_by_label(&self, namespace: &str, tenant_label: Option<&str>) -> bool {
         if self.is_excluded(namespace).is_some() {
             return false;
         }
-        match labels.get(TENANT_LABEL).map(String::as_str) {
+        match tenant_label {
             Some(DISABLED) => false,
             Some(ENABLED) => true,
             _ => self.globs.is_match(namespace),

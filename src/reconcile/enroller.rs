@@ -2,33 +2,31 @@
 //! (pure) what to do, writes or releases the label by server-side apply, and records an Event
 //! (`Enrolled`, `Unenrolled`) in the namespace itself. Failures back off per namespace.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 use tokio::time::Instant;
 
 use super::context::Context;
 use super::enrolment::{
-    Enrolment, LEGACY_FIELD_MANAGER, enrolment, enrolment_patch, label_owners, release_patch,
+    Enrolment, LEGACY_FIELD_MANAGER, enrolment, enrolment_patch, release_patch,
 };
 use super::error::Error;
+use super::namespace_cache::CachedNamespace;
 use super::session::Session;
 use crate::tenant::{ENABLED, TENANT_LABEL};
 
 /// The `target` label of the metrics of this queue.
 const NAMESPACE_TARGET: &str = "namespace";
-static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
 fn backoff_key(name: &str) -> String {
     format!("namespace/{name}")
@@ -37,25 +35,20 @@ fn backoff_key(name: &str) -> String {
 /// Labels one namespace, or takes warmpool's label back, if it should (and records an Event);
 /// everything else is a no-op.
 pub async fn reconcile_namespace(
-    ns: Arc<PartialObjectMeta<Namespace>>,
+    ns: Arc<CachedNamespace>,
     session: Arc<Session>,
 ) -> Result<Action, Error> {
     let ctx = &session.ctx;
     let name = ns.name_any();
-    if ns.metadata.deletion_timestamp.is_some() {
+    if ns.terminating() {
         // Nothing to measure any more (and a terminating namespace refuses new Events).
         session.readiness.forget(&name);
         return Ok(Action::await_change());
     }
-    let labels = ns.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
-    if ctx.selector.decide(&name, labels).is_tenant() {
+    if ctx.selector.is_tenant_by_label(&name, ns.tenant_label()) {
         session.readiness.consider(ctx, &ns);
     }
-    let owners = label_owners(
-        ns.metadata.managed_fields.as_deref().unwrap_or_default(),
-        &ctx.enrolment_manager,
-    );
-    let decision = enrolment(&ctx.selector, &name, labels, owners);
+    let decision = enrolment(&ctx.selector, &name, ns.tenant_label(), ns.label_owners());
     if let Enrolment::Leave(_) = decision {
         return Ok(Action::await_change());
     }
@@ -64,7 +57,7 @@ pub async fn reconcile_namespace(
         return Ok(Action::requeue(wait));
     }
     let started = Instant::now();
-    let rv = ns.metadata.resource_version.as_deref();
+    let rv = ns.meta().resource_version.as_deref();
     let result = match &decision {
         Enrolment::Enrol { .. } => {
             let body = enrolment_patch(&name, rv);
@@ -183,7 +176,7 @@ fn unenrolled_event(patterns: &str) -> Event {
     }
 }
 
-async fn publish(ctx: &Context, ns: &PartialObjectMeta<Namespace>, name: &str, event: &Event) {
+async fn publish(ctx: &Context, ns: &CachedNamespace, name: &str, event: &Event) {
     // Recorded inside the namespace itself, so that `kubectl get events -n <tenant>` shows it
     // and it goes away with the namespace.
     let reference = ObjectReference {
@@ -191,7 +184,7 @@ async fn publish(ctx: &Context, ns: &PartialObjectMeta<Namespace>, name: &str, e
         kind: Some("Namespace".into()),
         name: Some(name.to_owned()),
         namespace: Some(name.to_owned()),
-        uid: ns.metadata.uid.clone(),
+        uid: ns.meta().uid.clone(),
         ..ObjectReference::default()
     };
     let action = || format!("record the {} event in {name}", event.reason);
@@ -203,11 +196,7 @@ async fn publish(ctx: &Context, ns: &PartialObjectMeta<Namespace>, name: &str, e
     }
 }
 
-pub fn error_policy(
-    ns: Arc<PartialObjectMeta<Namespace>>,
-    _error: &Error,
-    session: Arc<Session>,
-) -> Action {
+pub fn error_policy(ns: Arc<CachedNamespace>, _error: &Error, session: Arc<Session>) -> Action {
     let wait = session
         .ctx
         .backoff
@@ -219,11 +208,10 @@ pub fn error_policy(
 /// namespaces that are gone are dropped then too.
 pub fn resync_namespaces(
     ctx: &Arc<Context>,
-    store: &Store<PartialObjectMeta<Namespace>>,
+    store: &Store<CachedNamespace>,
     resync: Duration,
-) -> impl futures::Stream<Item = Result<ObjectRef<PartialObjectMeta<Namespace>>, watcher::Error>>
-+ Send
-+ 'static {
+) -> impl futures::Stream<Item = Result<ObjectRef<CachedNamespace>, watcher::Error>> + Send + 'static
+{
     let ctx = ctx.clone();
     let store = store.clone();
     let ticks = tokio::time::interval_at(Instant::now() + resync, resync);

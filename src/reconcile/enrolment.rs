@@ -14,8 +14,6 @@
 //! warmpool 0.1.0 enrolled with the field manager `warmpool` ([`LEGACY_FIELD_MANAGER`]); such a
 //! label counts as warmpool's and is released the same way.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
 use crate::tenant::{ENABLED, Membership, TENANT_LABEL, TenantSelector};
@@ -39,39 +37,27 @@ pub struct LabelOwners {
     pub others: bool,
 }
 
+/// The field of the tenant label in a `FieldsV1` set.
+const TENANT_LABEL_FIELD: &str = "f:warmpool.io/tenant";
+
 /// Whether a managedFields entry owns `metadata.labels["warmpool.io/tenant"]`.
 fn owns_tenant_label(entry: &ManagedFieldsEntry) -> bool {
-    let key = format!("f:{TENANT_LABEL}");
     entry
         .fields_v1
         .as_ref()
-        .and_then(|f| f.0.get("f:metadata")?.get("f:labels")?.get(&key))
+        .and_then(|f| {
+            f.0.get("f:metadata")?
+                .get("f:labels")?
+                .get(TENANT_LABEL_FIELD)
+        })
         .is_some()
 }
 
-/// Of a namespace's managedFields, the entries that own the tenant label, each cut down to its
-/// manager and operation: what the namespace cache keeps (a field set kept per namespace costs
-/// ~0.6 KiB each, for every namespace of the cluster), and what [`label_owners`] reads.
-pub fn tenant_label_owners(
-    entries: Option<Vec<ManagedFieldsEntry>>,
-) -> Option<Vec<ManagedFieldsEntry>> {
-    let kept: Vec<ManagedFieldsEntry> = entries?
-        .into_iter()
-        .filter(owns_tenant_label)
-        .map(|e| ManagedFieldsEntry {
-            manager: e.manager,
-            operation: e.operation,
-            ..ManagedFieldsEntry::default()
-        })
-        .collect();
-    (!kept.is_empty()).then_some(kept)
-}
-
-/// Who the owners of the tenant label are ([`tenant_label_owners`]' entries), as seen by the
-/// installation whose field manager is `ours`.
-pub fn label_owners(owners: &[ManagedFieldsEntry], ours: &str) -> LabelOwners {
+/// Who owns the tenant label of a namespace, by its `managedFields`, as seen by the installation
+/// whose field manager is `ours`. Entries that do not own the label are not counted.
+pub fn label_owners(entries: &[ManagedFieldsEntry], ours: &str) -> LabelOwners {
     let mut who = LabelOwners::default();
-    for entry in owners {
+    for entry in entries.iter().filter(|e| owns_tenant_label(e)) {
         let manager = entry.manager.as_deref().unwrap_or_default();
         let applied = entry.operation.as_deref() == Some("Apply");
         if applied && manager == ours {
@@ -83,17 +69,6 @@ pub fn label_owners(owners: &[ManagedFieldsEntry], ours: &str) -> LabelOwners {
         }
     }
     who
-}
-
-/// Of a namespace's labels, the tenant label alone: all the reconciler reads of them, so all
-/// that the namespace cache keeps (the API server's `kubernetes.io/metadata.name` and a
-/// team's own labels would be held for every namespace of the cluster).
-pub fn tenant_label_only(
-    labels: Option<BTreeMap<String, String>>,
-) -> Option<BTreeMap<String, String>> {
-    labels?
-        .remove_entry(TENANT_LABEL)
-        .map(|(k, v)| BTreeMap::from([(k, v)]))
 }
 
 /// What the reconciler does to one namespace.
@@ -114,7 +89,7 @@ pub enum Enrolment {
     Leave(Membership),
 }
 
-/// The label decision for a namespace, from its name, its labels and who owns the label.
+/// The label decision for a namespace, from its name, its tenant label and who owns the label.
 ///
 /// A `disabled` label is never overwritten, system namespaces and warmpool's own are never
 /// labelled (both come from [`TenantSelector::decide`]); a namespace labelled `enabled` already
@@ -123,10 +98,10 @@ pub enum Enrolment {
 pub fn enrolment(
     selector: &TenantSelector,
     name: &str,
-    labels: &BTreeMap<String, String>,
+    tenant_label: Option<&str>,
     owners: LabelOwners,
 ) -> Enrolment {
-    match selector.decide(name, labels) {
+    match selector.decide_by_label(name, tenant_label) {
         Membership::MatchesPattern(pattern) => Enrolment::Enrol { pattern },
         Membership::OptedIn
             if selector.matching_pattern(name).is_none()
@@ -170,26 +145,7 @@ pub fn release_patch(name: &str, resource_version: Option<&str>) -> serde_json::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenant::{DISABLED, labels};
-
-    #[test]
-    fn the_cache_keeps_the_tenant_label_alone() {
-        let all = labels(&[
-            ("kubernetes.io/metadata.name", "demo-1"),
-            (TENANT_LABEL, DISABLED),
-            ("team", "a"),
-        ]);
-        assert_eq!(
-            tenant_label_only(Some(all)),
-            Some(labels(&[(TENANT_LABEL, DISABLED)]))
-        );
-        assert_eq!(
-            tenant_label_only(Some(labels(&[("team", "a")]))),
-            None,
-            "no tenant label: no map at all"
-        );
-        assert_eq!(tenant_label_only(None), None);
-    }
+    use crate::tenant::DISABLED;
 
     const OURS: &str = "warmpool@warmpool-system";
 
@@ -208,18 +164,13 @@ mod tests {
         }
     }
 
-    fn enabled() -> BTreeMap<String, String> {
-        labels(&[(TENANT_LABEL, ENABLED)])
+    fn enabled() -> Option<&'static str> {
+        Some(ENABLED)
     }
 
     /// managedFields as the API server writes them (`kubectl get ns -o json --show-managed-fields`).
     fn entries(json: serde_json::Value) -> Vec<ManagedFieldsEntry> {
         serde_json::from_value(json).unwrap()
-    }
-
-    /// The owners of the tenant label among full managedFields, as the cache keeps them.
-    fn owners(json: serde_json::Value) -> Vec<ManagedFieldsEntry> {
-        tenant_label_owners(Some(entries(json))).unwrap_or_default()
     }
 
     #[test]
@@ -230,7 +181,7 @@ mod tests {
 
     #[test]
     fn label_ownership_is_read_from_managed_fields() {
-        let fields = owners(serde_json::json!([
+        let fields = entries(serde_json::json!([
             {"manager": "kubectl-create", "operation": "Update", "fieldsType": "FieldsV1",
              "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:kubernetes.io/metadata.name": {}}}}},
             {"manager": "warmpool@warmpool-system", "operation": "Apply", "fieldsType": "FieldsV1",
@@ -245,7 +196,7 @@ mod tests {
                 ..LabelOwners::default()
             }
         );
-        let person = owners(serde_json::json!([
+        let person = entries(serde_json::json!([
             {"manager": "kubectl-label", "operation": "Update", "fieldsType": "FieldsV1",
              "fieldsV1": {"f:metadata": {"f:labels": {"f:warmpool.io/tenant": {}}}}},
             {"manager": "warmpool", "operation": "Apply", "fieldsType": "FieldsV1",
@@ -260,7 +211,7 @@ mod tests {
             }
         );
         // An update by a manager that happens to be called `warmpool` is not 0.1.0's apply.
-        let update = owners(serde_json::json!([
+        let update = entries(serde_json::json!([
             {"manager": "warmpool", "operation": "Update", "fieldsType": "FieldsV1",
              "fieldsV1": {"f:metadata": {"f:labels": {"f:warmpool.io/tenant": {}}}}},
         ]));
@@ -269,47 +220,32 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_keeps_only_the_label_owners_by_manager_and_operation() {
+    fn the_label_field_is_the_tenant_label() {
+        assert_eq!(TENANT_LABEL_FIELD, format!("f:{TENANT_LABEL}"));
+    }
+
+    #[test]
+    fn only_the_owners_of_the_label_count() {
         let fields = entries(serde_json::json!([
             {"manager": "kubectl-create", "operation": "Update", "fieldsType": "FieldsV1",
-             "time": "2026-01-01T00:00:00Z",
              "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:team": {}}}}},
-            {"manager": "kubectl-label", "operation": "Update", "fieldsType": "FieldsV1",
-             "time": "2026-01-01T00:00:00Z",
-             "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}, "f:warmpool.io/tenant": {}}}}},
+            {"manager": "helm", "operation": "Update", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:annotations": {"f:warmpool.io/tenant": {}}}}},
         ]));
-        let kept = tenant_label_owners(Some(fields.clone())).unwrap();
-        assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0].manager.as_deref(), Some("kubectl-label"));
-        assert_eq!(kept[0].operation.as_deref(), Some("Update"));
-        assert!(kept[0].time.is_none() && kept[0].fields_v1.is_none());
-        assert_eq!(
-            label_owners(&kept, OURS),
-            LabelOwners {
-                others: true,
-                ..LabelOwners::default()
-            }
-        );
-        assert_eq!(tenant_label_owners(Some(fields[..1].to_vec())), None);
-        assert_eq!(tenant_label_owners(None), None);
+        assert_eq!(label_owners(&fields, OURS), nobody());
     }
 
     #[test]
     fn matching_namespaces_without_the_label_are_labelled() {
         assert_eq!(
-            enrolment(&selector(), "demo-1", &labels(&[("team", "a")]), nobody()),
+            enrolment(&selector(), "demo-1", None, nobody()),
             Enrolment::Enrol {
                 pattern: "demo-*".into()
             }
         );
         // A value that neither opts in nor out is replaced by `enabled`.
         assert_eq!(
-            enrolment(
-                &selector(),
-                "demo-1",
-                &labels(&[(TENANT_LABEL, "yes")]),
-                nobody()
-            ),
+            enrolment(&selector(), "demo-1", Some("yes"), nobody()),
             Enrolment::Enrol {
                 pattern: "demo-*".into()
             }
@@ -320,7 +256,7 @@ mod tests {
     fn enabled_namespaces_that_match_are_left_alone_whoever_labelled_them() {
         for owners in [nobody(), ours()] {
             assert_eq!(
-                enrolment(&selector(), "demo-1", &enabled(), owners),
+                enrolment(&selector(), "demo-1", enabled(), owners),
                 Enrolment::Leave(Membership::OptedIn)
             );
         }
@@ -329,7 +265,7 @@ mod tests {
     #[test]
     fn what_warmpool_enrolled_is_unenrolled_once_it_no_longer_matches() {
         assert_eq!(
-            enrolment(&selector(), "team-1", &enabled(), ours()),
+            enrolment(&selector(), "team-1", enabled(), ours()),
             Enrolment::Unenrol {
                 release_ours: true,
                 release_legacy: false
@@ -342,7 +278,7 @@ mod tests {
             others: false,
         };
         assert_eq!(
-            enrolment(&selector(), "team-1", &enabled(), both),
+            enrolment(&selector(), "team-1", enabled(), both),
             Enrolment::Unenrol {
                 release_ours: true,
                 release_legacy: true
@@ -351,7 +287,7 @@ mod tests {
         // Warmpool's own namespace is never a tenant, whatever once labelled it, and never
         // written to.
         assert_eq!(
-            enrolment(&selector(), "warmpool-system", &enabled(), ours()),
+            enrolment(&selector(), "warmpool-system", enabled(), ours()),
             Enrolment::Leave(Membership::OwnNamespace)
         );
     }
@@ -373,7 +309,7 @@ mod tests {
             nobody(),
         ] {
             assert_eq!(
-                enrolment(&selector(), "payments", &enabled(), owners),
+                enrolment(&selector(), "payments", enabled(), owners),
                 Enrolment::Leave(Membership::OptedIn),
                 "{owners:?}"
             );
@@ -384,12 +320,7 @@ mod tests {
     fn opt_out_is_never_overwritten() {
         for owners in [nobody(), ours()] {
             assert_eq!(
-                enrolment(
-                    &selector(),
-                    "demo-2",
-                    &labels(&[(TENANT_LABEL, DISABLED)]),
-                    owners
-                ),
+                enrolment(&selector(), "demo-2", Some(DISABLED), owners),
                 Enrolment::Leave(Membership::OptedOut)
             );
         }
@@ -400,16 +331,16 @@ mod tests {
         let all = TenantSelector::new(&["*".into()], Some("warmpool-system")).unwrap();
         for ns in ["kube-system", "kube-public", "kube-node-lease"] {
             assert_eq!(
-                enrolment(&all, ns, &labels(&[]), nobody()),
+                enrolment(&all, ns, None, nobody()),
                 Enrolment::Leave(Membership::System)
             );
         }
         assert_eq!(
-            enrolment(&all, "warmpool-system", &labels(&[]), nobody()),
+            enrolment(&all, "warmpool-system", None, nobody()),
             Enrolment::Leave(Membership::OwnNamespace)
         );
         assert_eq!(
-            enrolment(&selector(), "default", &labels(&[]), nobody()),
+            enrolment(&selector(), "default", None, nobody()),
             Enrolment::Leave(Membership::NoMatch)
         );
     }

@@ -11,7 +11,8 @@
 //! - [`desired`]: the PriorityClass, the prewarmer Deployment, the image-cache DaemonSet.
 //! - [`tenant_ready`]: which pods count for a new tenant, when they were all Ready, warm or cold.
 //! - [`observed`]: the narrow watch caches and their reduction to [`observed::Observed`];
-//!   [`nodes`]: the warm nodes' allocatable.
+//!   [`nodes`]: the warm nodes' allocatable; [`namespace_cache`]: a namespace cut down to what
+//!   the reconciler reads of it.
 //!
 //! The I/O shells, by job:
 //! - [`leader`]: the leader loop (election, one [`session`] per leadership term, shutdown).
@@ -51,6 +52,7 @@ pub mod leader;
 pub mod lease;
 pub mod metrics;
 pub mod moved_tags;
+pub mod namespace_cache;
 pub mod nodes;
 pub mod observed;
 pub mod owner;

@@ -406,19 +406,19 @@ pub struct Observed {
     pub slot_capped: bool,
 }
 
-/// Reduces namespaces (name, labels), the pod index and the warm nodes to [`Observed`];
+/// Reduces namespaces (name, tenant label), the pod index and the warm nodes to [`Observed`];
 /// `previous` (the last observation) holds `slot: auto` steady within its hysteresis.
 pub fn observe<'a>(
     config: &Config,
     selector: &TenantSelector,
-    namespaces: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
+    namespaces: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
     pods: &PodIndex,
     nodes: &NodeIndex,
     previous: Option<&Observed>,
 ) -> Observed {
     let tenants: BTreeSet<String> = namespaces
         .into_iter()
-        .filter(|(name, labels)| selector.is_tenant(name, labels))
+        .filter(|&(name, label)| selector.is_tenant_by_label(name, label))
         .map(|(name, _)| name.to_owned())
         .collect();
 
@@ -506,7 +506,7 @@ pub fn offline(config: &Config, discovered: &[String]) -> Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenant::{DISABLED, ENABLED, TENANT_LABEL, labels};
+    use crate::tenant::{DISABLED, ENABLED};
     use serde_json::json;
 
     fn pod(ns: &str, name: &str, spec: serde_json::Value) -> SlimPod {
@@ -643,16 +643,13 @@ mod tests {
                 json!({"containers": [app("other:1", "64", "64Gi")]}),
             ),
         ]);
-        let none = labels(&[]);
-        let optout = labels(&[(TENANT_LABEL, DISABLED)]);
-        let optin = labels(&[(TENANT_LABEL, ENABLED)]);
         let namespaces = vec![
-            ("demo-1", &none),
-            ("demo-2", &none),
-            ("demo-3", &optout),
-            ("default", &none),
-            ("payments", &optin),
-            ("warmpool", &optin),
+            ("demo-1", None),
+            ("demo-2", None),
+            ("demo-3", Some(DISABLED)),
+            ("default", None),
+            ("payments", Some(ENABLED)),
+            ("warmpool", Some(ENABLED)),
         ];
         let nodes = NodeIndex::synced_empty();
         let got = observe(&config, &selector, namespaces.clone(), &pods, &nodes, None);
@@ -688,11 +685,10 @@ mod tests {
     fn the_auto_slot_falls_back_to_the_default_without_tenant_pods() {
         let config = Config::from_yaml("prewarmer: {slot: auto}").unwrap();
         let selector = TenantSelector::new(&config.tenants.namespace_patterns, None).unwrap();
-        let none = labels(&[]);
         let got = observe(
             &config,
             &selector,
-            vec![("demo-1", &none)],
+            vec![("demo-1", None)],
             &PodIndex::default(),
             &NodeIndex::synced_empty(),
             None,
@@ -720,7 +716,6 @@ mod tests {
     fn the_auto_slot_fits_the_largest_warm_node_and_holds_within_its_hysteresis() {
         let config = Config::from_yaml("prewarmer: {slot: auto}").unwrap();
         let selector = TenantSelector::new(&config.tenants.namespace_patterns, None).unwrap();
-        let none = labels(&[]);
         let tenant = |cpu: &str| {
             index(vec![pod(
                 "demo-1",
@@ -733,7 +728,7 @@ mod tests {
             observe(
                 &config,
                 &selector,
-                vec![("demo-1", &none)],
+                vec![("demo-1", None)],
                 pods,
                 &nodes,
                 previous,

@@ -17,15 +17,15 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, ObjectReference};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
 use super::context::{Context, lock};
+use super::namespace_cache::CachedNamespace;
 use super::nodes::NodeIndex;
 use super::observed::PodIndex;
-use super::tenant_ready::{self, Outcome, Progress, START};
+use super::tenant_ready::{self, Outcome, Progress};
 
 /// The field manager of the annotations (not the enrolment label's: its server-side applies
 /// would take them away again).
@@ -59,7 +59,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// Starts measuring `ns`, a tenant, unless it is measured already or too old.
-    pub fn consider(&self, ctx: &Context, ns: &PartialObjectMeta<Namespace>) {
+    pub fn consider(&self, ctx: &Context, ns: &CachedNamespace) {
         let config = &ctx.settings.config.tenants.time_to_ready;
         let Some(created) = ns.creation_timestamp().map(|t| t.0) else {
             return;
@@ -68,11 +68,7 @@ impl Tracker {
         let too_old = created
             .checked_add(config.timeout())
             .is_ok_and(|deadline| now >= deadline);
-        if !config.enabled
-            || too_old
-            || ns.metadata.deletion_timestamp.is_some()
-            || ns.annotations().contains_key(START)
-        {
+        if !config.enabled || too_old || ns.terminating() || ns.measured() {
             return;
         }
         let name = ns.name_any();

@@ -1,9 +1,9 @@
 //! One leadership term: the watches, wired to the queues that write.
 //!
 //! - a metadata watch of namespaces (on `Api<PartialObjectMeta<_>>` kube 5 asks the API server
-//!   for metadata only, as the deprecated `metadata_watcher` did; of the labels only the tenant
-//!   label kept, annotations dropped, of managedFields only who owns the tenant label, by manager and operation) feeding a reflector store and the
-//!   [`super::enroller`] (bounded concurrency);
+//!   for metadata only, as the deprecated `metadata_watcher` did), each namespace reduced to a
+//!   [`CachedNamespace`], feeding a reflector store and the [`super::enroller`] (bounded
+//!   concurrency);
 //! - only when `imageCache.discover`, `prewarmer.slot: auto` or `tenants.timeToReady` needs
 //!   them, a pod watch read into
 //!   [`SlimPod`] and reduced to [`super::observed::PodSummary`]s at once (terminated pods and
@@ -29,6 +29,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use kube::Resource;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
@@ -42,15 +43,14 @@ use super::context::{Context, lock};
 use super::drift::{LastApplied, Sightings};
 use super::error::Error;
 use super::metrics::Metrics;
+use super::namespace_cache::CachedNamespace;
 use super::nodes::{NodeIndex, SlimNode};
 use super::observed::{Observed, PodIndex, SlimPod, observe};
 use super::workloads::Target;
-use super::{IMAGE_CACHE, PREWARMER, PRIORITY_CLASS, drift, enroller, enrolment, workloads};
+use super::{IMAGE_CACHE, PREWARMER, PRIORITY_CLASS, drift, enroller, workloads};
 use crate::config::{Config, Slot};
 use crate::scale_down::Held;
 use crate::tenant::SYSTEM_NAMESPACES;
-
-static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
 /// What lives as long as one leadership term.
 pub struct Session {
@@ -185,26 +185,15 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         "watching namespaces and the written objects (metadata only)"
     );
 
-    // Namespaces: metadata only, without annotations, and of managedFields only who owns the
-    // tenant label.
-    let (ns_store, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    // Namespaces: metadata only, each reduced at once to what the reconciler reads of it.
+    let (ns_store, ns_writer) = reflector::store::<CachedNamespace>();
+    let field_manager = ctx.enrolment_manager.clone();
     let ns_events = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
-    .modify(|ns| {
-        ns.metadata.labels = enrolment::tenant_label_only(ns.metadata.labels.take());
-        ns.metadata.managed_fields =
-            enrolment::tenant_label_owners(ns.metadata.managed_fields.take());
-        // Only whether its time to Ready was measured: a new term does not measure it again.
-        ns.metadata.annotations = ns
-            .metadata
-            .annotations
-            .take()
-            .and_then(|mut a| a.remove_entry(super::tenant_ready::START))
-            .map(|(k, v)| BTreeMap::from([(k, v)]));
-    })
+    .map_ok(move |event| CachedNamespace::event(event, &field_manager))
     .reflect(ns_writer)
     .inspect({
         let dirty = dirty.clone();
@@ -340,12 +329,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
                     observe(
                         &ctx.settings.config,
                         &ctx.selector,
-                        namespaces.iter().map(|ns| {
-                            (
-                                ns.metadata.name.as_deref().unwrap_or_default(),
-                                ns.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
-                            )
-                        }),
+                        namespaces.iter().map(|ns| (ns.name(), ns.tenant_label())),
                         &pods,
                         &nodes,
                         previous.as_deref(),
@@ -354,8 +338,8 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
                 publish_gauges(&ctx.metrics, &observed);
                 if needed.is_some() {
                     let tenants = namespaces.iter().filter_map(|ns| {
-                        let name = ns.metadata.name.as_deref()?;
-                        let created = ns.metadata.creation_timestamp.as_ref()?.0;
+                        let name = ns.name();
+                        let created = ns.meta().creation_timestamp.as_ref()?.0;
                         observed
                             .tenants
                             .contains(name)

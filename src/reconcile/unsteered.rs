@@ -12,20 +12,20 @@
 //! Events. At most [`PER_SCAN`] pods are acted on per scan (the rest at the next one, 30 s
 //! later at the latest), so a long webhook outage is repaired gently, like a rollout.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, EvictParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
 use tokio::sync::Notify;
 
 use super::context::{Context, lock};
+use super::namespace_cache::CachedNamespace;
 use super::observed::{PodIndex, Unsteered};
 use crate::config::Repair;
 
@@ -33,7 +33,6 @@ use crate::config::Repair;
 /// the longest pause before the pods over [`PER_SCAN`] are acted on.
 const RETRY: Duration = Duration::from_secs(30);
 
-static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 /// Unsteered pods given an Event (and evicted) per scan.
 pub const PER_SCAN: usize = 20;
 
@@ -121,7 +120,7 @@ pub async fn run(
     ctx: Arc<Context>,
     escapes: Arc<Escapes>,
     pods: Arc<Mutex<PodIndex>>,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
+    namespaces: Store<CachedNamespace>,
 ) {
     let repair = ctx.settings.config.tenants.repair;
     let installed = installed_at(&ctx).await;
@@ -142,12 +141,12 @@ pub async fn run(
                 .state()
                 .iter()
                 // A namespace being deleted takes its pods along (and refuses new Events).
-                .filter(|ns| ns.metadata.deletion_timestamp.is_none())
-                .filter_map(|ns| {
-                    let name = ns.metadata.name.as_deref()?;
-                    let labels = ns.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
-                    ctx.selector.is_tenant(name, labels).then_some(name)
+                .filter(|ns| !ns.terminating())
+                .filter(|ns| {
+                    ctx.selector
+                        .is_tenant_by_label(ns.name(), ns.tenant_label())
                 })
+                .map(|ns| ns.name())
                 .flat_map(|ns| {
                     index
                         .unsteered_in(ns)
