@@ -4,7 +4,8 @@
 //! A namespace's metadata as a `PartialObjectMeta` costs ~2 KiB in the cache even cut down to
 //! the tenant label and the time-to-Ready annotation: each of the two one-entry `BTreeMap`s
 //! allocates a whole B-tree leaf (~0.5 KiB), and the owners of the label are
-//! `ManagedFieldsEntry`s of seven fields. 10,000 namespaces held ~20 MiB that way. A
+//! `ManagedFieldsEntry`s of seven fields (heaptrack: 8.9 MiB for 3,000 namespaces while the
+//! owners still kept their field sets). A
 //! [`CachedNamespace`] keeps the name, uid, resourceVersion and timestamps in its
 //! [`ObjectMeta`] (what kube's store, the Events and the conditional writes need), and the rest
 //! decided at once: the tenant label's value, who owns it, whether the time to Ready was
