@@ -131,6 +131,8 @@ pub enum Injected {
 }
 
 impl Injected {
+    pub const ALL: [Injected; 2] = [Injected::NodeAffinity, Injected::Tolerations];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Injected::NodeAffinity => "node-affinity",

@@ -19,6 +19,7 @@ pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"
 pub struct Payloads {
     small: Bytes,
     large: Bytes,
+    transport: Bytes,
 }
 
 pub fn payloads() -> Payloads {
@@ -26,8 +27,10 @@ pub fn payloads() -> Payloads {
         let path = Path::new(FIXTURES).join(name);
         Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
     };
+    let small = read("pod-create.json");
     Payloads {
-        small: read("pod-create.json"),
+        transport: Bytes::from(vec![b'x'; small.len()]),
+        small,
         large: read("pod-create-large.json"),
     }
 }
@@ -176,11 +179,15 @@ pub async fn client(
             Target::Healthz => conn.get("/healthz").await,
             Target::MutateSmall => conn.send("POST", "/mutate", payloads.small.clone()).await,
             Target::MutateLarge => conn.send("POST", "/mutate", payloads.large.clone()).await,
+            Target::Transport => {
+                conn.send("POST", "/mutate", payloads.transport.clone())
+                    .await
+            }
         };
         let latency = sent.elapsed();
         last_used = Instant::now();
         match result {
-            Ok((200, body)) if target == Target::Healthz || is_patch(&body) => {
+            Ok((status, body)) if answered_as_expected(target, status, &body) => {
                 if measured {
                     phase.requests += 1;
                     phase
@@ -211,6 +218,16 @@ pub async fn client(
 }
 
 /// Whether an answer to /mutate carries the JSONPatch the fixtures need.
+/// Whether an answer is the one `target` must get: 200 with a JSONPatch for a review, 200 for
+/// `/healthz`, the 400 of a body that is not JSON for the transport floor.
+fn answered_as_expected(target: Target, status: u16, body: &[u8]) -> bool {
+    match target {
+        Target::Healthz => status == 200,
+        Target::Transport => status == 400,
+        Target::MutateSmall | Target::MutateLarge => status == 200 && is_patch(body),
+    }
+}
+
 pub fn is_patch(body: &[u8]) -> bool {
     pub const NEEDLE: &[u8] = br#""patchType":"JSONPatch""#;
     body.windows(NEEDLE.len()).any(|w| w == NEEDLE)

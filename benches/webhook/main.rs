@@ -46,6 +46,10 @@ use crate::report::{Report, percentile, print_header};
 use crate::server::Server;
 
 fn main() -> ExitCode {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("{}", options::USAGE);
+        return ExitCode::SUCCESS;
+    }
     let options = match Options::parse() {
         Ok(options) => options,
         Err(e) => {
@@ -117,7 +121,7 @@ async fn run(options: Options) -> Result<(), String> {
                 )
                 .await;
                 eprintln!(
-                    "round {} c={clients:<3} {:<24} {:>8.0} req/s  p99 {:>7} µs  errors {}",
+                    "round {} c={clients:<3} {:<36} {:>8.0} req/s  p99 {:>7} µs  errors {}",
                     round + 1,
                     target.label(),
                     phase.requests as f64 / phase.elapsed.as_secs_f64(),

@@ -63,12 +63,15 @@ impl Report<'_> {
         );
         println!();
         println!(
-            "| clients | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/req | client CPU µs/req | peak RSS MiB | mutate/ceiling |"
+            "| clients | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/req | server CPU / ceiling's | client CPU µs/req | peak RSS MiB | mutate/ceiling |"
         );
-        println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!(
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
         for &clients in &options.concurrency {
             let ceiling = self.rate(clients, Target::Healthz).0;
-            for target in Target::ALL {
+            let ceiling_cpu = self.server_cpu_per_request(clients, Target::Healthz);
+            for target in Target::EVERY {
                 let Some(phases) = self.results.get(&(clients, target)) else {
                     continue;
                 };
@@ -79,7 +82,14 @@ impl Report<'_> {
                 let requests: u64 = phases.iter().map(|p| p.requests).sum::<u64>().max(1);
                 let per_request = |cpu: fn(&Phase) -> Duration| {
                     let total: Duration = phases.iter().map(cpu).sum();
-                    format!("{:.0}", total.as_secs_f64() * 1e6 / requests as f64)
+                    total.as_secs_f64() * 1e6 / requests as f64
+                };
+                let server_cpu = per_request(|p| p.server_cpu);
+                // Issue 15's measure of what a review costs beyond the transport and routing.
+                let cpu_ratio = match (target, ceiling_cpu) {
+                    (Target::Healthz, _) => "—".to_owned(),
+                    (_, Some(c)) if c > 0.0 => format!("{:.2}", server_cpu / c),
+                    _ => "?".to_owned(),
                 };
                 // The first round's: later rounds start with what earlier phases left behind.
                 let peak = phases.first().map_or(0, |p| p.peak_rss_kib);
@@ -99,12 +109,11 @@ impl Report<'_> {
                     String::new()
                 };
                 println!(
-                    "| {clients} | {} | {rate:.0}{spread} | {} | {} | {} | {errors}{reconnects} | {} | {} | {} | {ratio} |",
+                    "| {clients} | {} | {rate:.0}{spread} | {} | {} | {} | {errors}{reconnects} | {server_cpu:.1} | {cpu_ratio} | {:.1} | {} | {ratio} |",
                     target.label(),
                     ms(percentile(&latencies, 0.50)),
                     ms(percentile(&latencies, 0.99)),
                     ms(percentile(&latencies, 0.999)),
-                    per_request(|p| p.server_cpu),
                     per_request(|p| p.client_cpu),
                     mib(peak),
                 );
@@ -190,6 +199,14 @@ impl Report<'_> {
     }
 
     /// Requests/s over all rounds, and the slowest and fastest round.
+    /// The server's CPU time (user + system) per request over every round of a phase.
+    pub fn server_cpu_per_request(&self, clients: usize, target: Target) -> Option<f64> {
+        let phases = self.results.get(&(clients, target))?;
+        let requests: u64 = phases.iter().map(|p| p.requests).sum();
+        let cpu: Duration = phases.iter().map(|p| p.server_cpu).sum();
+        (requests > 0).then(|| cpu.as_secs_f64() * 1e6 / requests as f64)
+    }
+
     pub fn rate(&self, clients: usize, target: Target) -> (f64, f64, f64) {
         let Some(phases) = self.results.get(&(clients, target)) else {
             return (0.0, 0.0, 0.0);

@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::mutation::Injected;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     outcome: &'static str,
@@ -23,10 +25,18 @@ struct ReloadResult {
     result: &'static str,
 }
 
+/// The outcomes of a review that was read: every review but a failed one counts one of them.
+const DECISIONS: [&str; 4] = ["patched", "unchanged", "skipped", "ignored"];
+
 /// Handles to the webhook's metrics; cheap to share (each is an `Arc` inside).
 #[derive(Debug, Clone)]
 pub struct WebhookMetrics {
     reviews: Family<Outcome, Counter>,
+    // The series that every answered review counts, taken from the families once: a
+    // `get_or_create` hashes its labels and takes the family's lock, three times a patched
+    // review. Made at start, they are also there at 0 before the first review.
+    decisions: [Counter; DECISIONS.len()],
+    injected: [(Injected, Counter); Injected::ALL.len()],
     duration: Histogram,
     injections: Family<What, Counter>,
     reloads: Family<ReloadResult, Counter>,
@@ -40,12 +50,19 @@ impl WebhookMetrics {
     /// `warmpool_webhook_certificate_reloads_total{result}`,
     /// `warmpool_webhook_certificate_expiry_timestamp_seconds`.
     pub fn register(registry: &mut Registry) -> Self {
+        let reviews = Family::<Outcome, Counter>::default();
+        let injections = Family::<What, Counter>::default();
         let metrics = WebhookMetrics {
-            reviews: Family::default(),
+            decisions: DECISIONS.map(|outcome| reviews.get_or_create(&Outcome { outcome }).clone()),
+            injected: Injected::ALL.map(|i| {
+                let counter = injections.get_or_create(&What { what: i.as_str() });
+                (i, counter.clone())
+            }),
+            reviews,
             // 50µs … ~1.6s: a review takes well under a millisecond; the top buckets show
             // slow clients and overload.
             duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
-            injections: Family::default(),
+            injections,
             reloads: Family::default(),
             certificate_expiry: Gauge::default(),
         };
@@ -85,13 +102,18 @@ impl WebhookMetrics {
 
     /// Counts one answered review and its duration.
     pub fn review(&self, outcome: &'static str, seconds: f64) {
-        self.reviews.get_or_create(&Outcome { outcome }).inc();
+        match DECISIONS.iter().position(|d| *d == outcome) {
+            Some(i) => self.decisions[i].inc(),
+            None => self.reviews.get_or_create(&Outcome { outcome }).inc(),
+        };
         self.duration.observe(seconds);
     }
 
     /// Counts one injection into a patched pod.
-    pub fn injected(&self, what: &'static str) {
-        self.injections.get_or_create(&What { what }).inc();
+    pub fn injected(&self, what: Injected) {
+        if let Some((_, counter)) = self.injected.iter().find(|(i, _)| *i == what) {
+            counter.inc();
+        }
     }
 
     /// Counts one certificate reload attempt.
