@@ -138,7 +138,7 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
         .register(&client, &run.id, &[&pattern], &run.namespace)
         .await;
     create_deployment(&client, &ns, "api").await;
-    eventually("a steered pod of the new Deployment", WAIT, || async {
+    let steered = eventually("a steered pod of the new Deployment", WAIT, || async {
         live_pods(&client, &ns, "app=api")
             .await
             .into_iter()
@@ -160,9 +160,14 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
         },
     )
     .await;
+    // Creation times are whole seconds: the two are often in the same one here.
+    let created = |p: &Pod| p.creation_timestamp().map(|t| t.0.to_string());
     eprintln!(
-        "{} evicted, replaced by {} ({INJECTED}: {})",
+        "{} (created {:?}) evicted once {} was steered (created {:?}), replaced by {} ({INJECTED}: {})",
         first.name_any(),
+        created(&first),
+        steered.name_any(),
+        created(&steered),
         replacement.name_any(),
         replacement.annotations()[INJECTED]
     );

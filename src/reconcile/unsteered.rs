@@ -4,8 +4,11 @@
 //! `tenants.repair: evict` evicts those a controller owns through the Eviction API (so a
 //! PodDisruptionBudget is respected) — the controller re-creates them, through the webhook.
 //!
-//! A pod is evicted only once the webhook has steered a pod created after it: while the webhook
-//! is still unreachable its replacement would escape again, so evicting would only churn.
+//! A pod is evicted only once the webhook has steered a pod created after it, or in the same
+//! second (creation times have a resolution of one second: a steered pod of that second shows
+//! the webhook answering then, and waiting for a later one could leave a quiet tenant's escape
+//! unrepaired for good). While the webhook is still unreachable its replacement would escape
+//! again, so evicting would only churn.
 //!
 //! Pods older than warmpool's installation (the Lease `warmpool-reconciler`'s creation) predate
 //! its webhook and are not counted: installing warmpool into a busy cluster is no storm of
@@ -50,11 +53,11 @@ pub struct Escapes {
 }
 
 /// Whether to evict an unsteered pod now: asked for, a controller to re-create it, and the
-/// webhook back (it steered a pod created after this one). Pure.
+/// webhook back (it steered a pod created after this one, or in the same second). Pure.
 pub fn evict_now(repair: Repair, pod: &Unsteered, last_steered: Option<Timestamp>) -> bool {
     repair == Repair::Evict
         && pod.controlled
-        && matches!((pod.created, last_steered), (Some(c), Some(s)) if s > c)
+        && matches!((pod.created, last_steered), (Some(c), Some(s)) if s >= c)
 }
 
 impl Escapes {
@@ -290,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_is_evicted_only_once_the_webhook_steered_a_newer_one() {
+    fn a_pod_is_evicted_only_once_the_webhook_steered_one_as_new() {
         let t = |s: &str| -> Timestamp { s.parse().unwrap() };
         let escaped = Unsteered {
             created: Some(t("2026-12-02T09:00:00Z")),
@@ -299,6 +302,13 @@ mod tests {
         };
         let back = Some(t("2026-12-02T09:00:05Z"));
         assert!(evict_now(Repair::Evict, &escaped, back));
+        // What the API server records is whole seconds: a steered pod of the same second is
+        // evidence too (the end-to-end test made both within a second on a fast machine, and
+        // the strict comparison never evicted).
+        assert!(
+            evict_now(Repair::Evict, &escaped, escaped.created),
+            "steered in the same second"
+        );
         assert!(
             !evict_now(Repair::Evict, &escaped, None),
             "the webhook not seen back"
