@@ -1027,7 +1027,39 @@ async fn each_new_tenant_is_timed_to_ready_and_told_warm_or_cold() {
     create_workloads(&client, &cold, registry.http_port, &workloads).await;
     let (start, cold_seconds, note) = wait_measured(&client, &cold, &[node]).await;
     eprintln!("{cold}: {start} start, Ready in {cold_seconds} s: {note}");
-    assert_eq!(start, "cold", "{note}");
+    if start != "cold" {
+        // What the kubelet and the reconciler saw, so that a wrong verdict can be traced.
+        let pulls: Vec<String> = Api::<Event>::namespaced(client.clone(), &cold)
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.reason.as_deref(),
+                    Some("Pulled" | "Pulling" | "Scheduled" | "Preempted" | "Killing")
+                )
+            })
+            .map(|e| {
+                format!(
+                    "{:?} {} {}: {}",
+                    e.last_timestamp.map(|t| t.0.to_string()),
+                    e.involved_object.name.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                )
+            })
+            .collect();
+        let logs = warmpool.reconciler.logs();
+        let about: Vec<&str> = logs.lines().filter(|l| l.contains(cold.as_str())).collect();
+        panic!(
+            "{cold} judged {start}: {note}\npods: {}\nevents:\n{}\nreconciler about it:\n{}",
+            explain(&client, &[&cold], &[node]).await,
+            pulls.join("\n"),
+            about.join("\n")
+        );
+    }
     assert!(
         note.contains(&format!("1 image(s) pulled: {uncached}")),
         "{note}"

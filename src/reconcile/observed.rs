@@ -184,6 +184,7 @@ pub fn pod_start(pod: &SlimPod) -> PodStart {
         node: pod.spec.node_name.clone(),
         ready_since,
         deleting: pod.metadata.deletion_timestamp.is_some(),
+        containers: pod.spec.init_containers.len() + pod.spec.containers.len(),
     }
 }
 

@@ -119,8 +119,16 @@ impl Tracker {
         ) else {
             return;
         };
-        if let Some(t) = lock(&self.tenants).get_mut(ns) {
-            t.progress.pulled(pod, message);
+        let tracked = match lock(&self.tenants).get_mut(ns) {
+            Some(t) => {
+                t.progress.pulled(pod, message);
+                true
+            }
+            None => false,
+        };
+        // A verdict may be waiting for this Event.
+        if tracked {
+            self.touched(ns);
         }
     }
 }

@@ -8,12 +8,19 @@
 //! Ready when it watched it happen, else the latest Ready condition's transition time.
 //!
 //! A tenant started *warm* when every such pod runs on a warm node and the kubelet found every
-//! image already present (no `Successfully pulled` Event); anything else is *cold*.
+//! image already present (no `Successfully pulled` Event); anything else is *cold*. The kubelet
+//! sends its `Pulled` Event (either kind) for each container it starts, but asynchronously: a
+//! pod can be seen Ready before its Event arrives. So once every pod is Ready the verdict waits
+//! for one `Pulled` Event per container, at most [`PULLED_GRACE`]; without them it would take a
+//! pull still on its way for no pull, and call a cold start warm.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 use kube::runtime::events::{Event, EventType};
+
+/// How long after every pod is Ready the verdict waits for the kubelet's `Pulled` Events.
+pub const PULLED_GRACE: SignedDuration = SignedDuration::from_secs(10);
 
 /// The annotation with the figure (`"11.2"`, seconds) once every counted pod is Ready.
 pub const READY_SECONDS: &str = "warmpool.io/ready-seconds";
@@ -29,6 +36,8 @@ pub struct PodStart {
     /// When its Ready condition turned True, while it is True.
     pub ready_since: Option<Timestamp>,
     pub deleting: bool,
+    /// Init and regular containers: the kubelet sends a `Pulled` Event for each it starts.
+    pub containers: usize,
 }
 
 /// How a measurement ends.
@@ -80,6 +89,8 @@ pub struct Progress {
     /// The counted pods when they were all Ready, and the instant that was seen (`None`: found
     /// so, not seen happening).
     all_ready: Option<(BTreeSet<String>, Option<Timestamp>)>,
+    /// Until when the verdict waits for the `Pulled` Events of those pods.
+    pulls_by: Option<Timestamp>,
     /// The kubelet's `Pulled` messages, by pod.
     pulls: BTreeMap<String, Vec<String>>,
 }
@@ -102,6 +113,7 @@ impl Progress {
             timeout,
             live: false,
             all_ready: None,
+            pulls_by: None,
             pulls: BTreeMap::new(),
         }
     }
@@ -156,6 +168,7 @@ impl Progress {
         if all {
             if !known {
                 self.all_ready = Some((names, self.live.then_some(now)));
+                self.pulls_by = now.checked_add(PULLED_GRACE).ok();
             }
         } else {
             self.live = true;
@@ -180,8 +193,17 @@ impl Progress {
         if now < self.window_end() {
             self.window_end()
         } else {
-            self.deadline()
+            match self.pulls_by {
+                Some(by) if self.all_ready.is_some() && now < by => by,
+                _ => self.deadline(),
+            }
         }
+    }
+
+    /// Whether the kubelet's `Pulled` Events of every container of `pods` have arrived.
+    fn pulls_known(&self, pods: &[&(&str, &PodStart)]) -> bool {
+        pods.iter()
+            .all(|(n, p)| self.pulls.get(*n).map_or(0, Vec::len) >= p.containers)
     }
 
     /// The outcome at `now` from the namespace's `pods` (`None`: not settled yet); `warm_nodes`
@@ -202,6 +224,9 @@ impl Progress {
         if let Some((names, seen_at)) = &self.all_ready {
             let finished: Vec<&(&str, &PodStart)> =
                 counted.iter().filter(|(n, _)| names.contains(*n)).collect();
+            if !self.pulls_known(&finished) && self.pulls_by.is_some_and(|by| now < by) {
+                return None;
+            }
             let end = seen_at.unwrap_or_else(|| {
                 finished
                     .iter()
@@ -322,6 +347,7 @@ mod tests {
             node: Some(node.to_owned()),
             ready_since: ready.map(at),
             deleting: false,
+            containers: 0,
         }
     }
 
@@ -369,6 +395,47 @@ mod tests {
         };
         assert!((m.seconds - 4.1).abs() < 1e-9, "{}", m.seconds);
         assert_eq!((m.pods, m.on_warm, m.start()), (2, 2, "warm"));
+    }
+
+    /// The kubelet's Event of a pull can arrive after its pod is seen Ready (a cold start was
+    /// once called warm so): the verdict waits for it, a while.
+    #[test]
+    fn the_verdict_waits_a_while_for_the_kubelets_pulled_events() {
+        let window = SignedDuration::from_secs(3);
+        let one = |ready| PodStart {
+            containers: 1,
+            ..pod(0.5, "w1", ready)
+        };
+        let mut p = Progress::new(at(0.0), at(0.2), window, TEN);
+        let mut pods = vec![("a", one(None))];
+        p.observe(view(&pods), at(1.0));
+        pods[0].1.ready_since = Some(at(5.0));
+        p.observe(view(&pods), at(5.1));
+        assert_eq!(
+            p.outcome(view(&pods), &warm(), at(5.1)),
+            None,
+            "no Pulled Event yet"
+        );
+        assert_eq!(p.next_check(at(5.1)), at(15.1));
+        p.pulled(
+            "a",
+            "Successfully pulled image \"r/a:1\" in 40ms (40ms including waiting)",
+        );
+        let Some(Outcome::Ready(m)) = p.outcome(view(&pods), &warm(), at(5.3)) else {
+            panic!("not settled once the Event came");
+        };
+        assert_eq!(m.start(), "cold");
+        assert!((m.seconds - 4.9).abs() < 1e-9, "{}", m.seconds);
+
+        // Events that never come: judged on what is known once the grace has passed.
+        let mut q = Progress::new(at(0.0), at(0.2), window, TEN);
+        q.observe(view(&pods), at(5.1));
+        assert_eq!(q.outcome(view(&pods), &warm(), at(6.0)), None);
+        let Some(Outcome::Ready(m)) = q.outcome(view(&pods), &warm(), at(15.2)) else {
+            panic!("not settled after the grace");
+        };
+        assert_eq!(m.start(), "warm");
+        assert!((m.seconds - 4.8).abs() < 1e-9, "{}", m.seconds);
     }
 
     #[test]
