@@ -1073,3 +1073,83 @@ async fn each_new_tenant_is_timed_to_ready_and_told_warm_or_cold() {
     warmpool.stop().await;
     drop(nodes);
 }
+
+/// A checkout deep in the file system once put the kubelet's pod-resources socket past the Unix
+/// socket path limit (108 bytes: `bind: invalid argument`). Every socket and runtime path of a
+/// node now lives under a short root of its own, whatever the cluster dir's path: here the
+/// cluster dir is reached through a path of about 200 bytes.
+#[tokio::test]
+async fn a_node_runs_from_a_cluster_dir_deep_in_the_file_system() {
+    let _one = exclusive().await;
+    let Some((client, cluster)) = prerequisites().await else {
+        return;
+    };
+    let base = tempfile::tempdir().expect("temp dir");
+    let mut deep = base.path().to_owned();
+    while deep.as_os_str().len() < 190 {
+        deep.push("a-folder-of-a-deep-checkout");
+    }
+    std::fs::create_dir_all(&deep).expect("deep folders");
+    let dir = deep.join("cluster");
+    std::os::unix::fs::symlink(&cluster.dir, &dir).expect("link to the cluster dir");
+    let name = unique("rn-deep");
+    let spec = NodeSpec {
+        name: name.clone(),
+        reserve: Some("cpu=1,memory=12Gi".into()),
+        ..NodeSpec::default()
+    };
+    let node = tokio::task::spawn_blocking(move || cluster.node_in(&spec, &dir))
+        .await
+        .expect("node up task");
+    let Some(node) = node else { return };
+    let socket = node.socket();
+    assert!(
+        socket.as_os_str().len() < 60,
+        "containerd's socket is not under a short root: {}",
+        socket.display()
+    );
+
+    // A pod runs there: sandbox, network, the kubelet's own sockets.
+    let ns = unique("rn-deep");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": ns, "labels": {RUN_LABEL: ns}}
+    }))
+    .unwrap();
+    namespaces
+        .create(&Default::default(), &namespace)
+        .await
+        .expect("namespace");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sleeper"},
+        "spec": {"nodeName": node.name, "terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "pause", "image": cluster.registry.pause}]}
+    }))
+    .unwrap();
+    eventually(
+        "the default ServiceAccount",
+        Duration::from_secs(30),
+        || async { pods.create(&Default::default(), &pod).await.ok() },
+    )
+    .await;
+    eventually_explained(
+        "the pod Running on the node started from the deep path",
+        REAL_TIMEOUT,
+        || async {
+            let p = pods.get("sleeper").await.ok()?;
+            (p.status?.phase.as_deref() == Some("Running")).then_some(())
+        },
+        || async { explain(&client, &[&ns], &[&node]).await },
+    )
+    .await;
+    eprintln!(
+        "deep path: node {name} from a cluster dir of {} bytes, containerd socket {} ({} bytes), a \
+         pod Running",
+        deep.as_os_str().len() + "/cluster".len(),
+        socket.display(),
+        socket.as_os_str().len()
+    );
+    let _ = namespaces.delete(&ns, &Default::default()).await;
+    drop(node);
+}

@@ -1,23 +1,25 @@
-//! Warm capacity that follows demand, on the real control plane with fake nodes (issue 14,
-//! item 5). The reconciler's clock is set just before a scheduled window (`WARMPOOL_TEST_NOW`,
-//! test-only), so that it opens within seconds:
+//! Warm capacity that follows demand, on the real control plane with the real Karpenter (its
+//! kwok provider: `tests/cluster/cluster.sh karpenter up`) reading the chart's own NodePool. The
+//! reconciler's clock is set just before a scheduled window (`WARMPOOL_TEST_NOW`, test-only), so
+//! that it opens within seconds:
 //!
 //! - the window's `leadTime` ahead of its opening, the prewarmer is scaled to the window's
-//!   slots, and a stand-in for Karpenter ([`support::provisioner`]) adds one warm node per
-//!   placeholder it cannot place;
+//!   slots, and Karpenter launches warm nodes for the placeholders (bin-packed, as it chooses);
 //! - 10 CargoCATs tenants created in a burst inside the window all land on warm nodes that were
-//!   there before the burst, by preempting placeholders: no node is needed;
+//!   there before the burst, by preempting placeholders: no tenant pod waits for a node;
 //! - when the window closes, the prewarmer steps down `scaleDown.step` at a time, never in one
-//!   jump;
-//! - the same burst with no window (one spare slot, one warm node) leaves tenants Pending for
-//!   want of room.
+//!   jump, and Karpenter removes the warm nodes that emptied (`WhenEmpty`), never one that still
+//!   holds a placeholder;
+//! - the same burst with no window (one spare slot) makes tenant pods wait for NodeClaims.
 //!
-//! Figures (time to all scheduled, how many scheduled, the steps) are printed with `eprintln`
-//! to be quoted; nothing is asserted on time.
+//! Instance boot is emulated (the KWOKNodeClass's `nodeRegistrationDelay`). Figures (time to all
+//! scheduled, the pods that waited for a node and how long, the steps, the nodes removed) are
+//! printed with `eprintln` to be quoted; nothing is asserted on time.
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -27,14 +29,17 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
 use support::cluster::{client, eventually, eventually_explained, unique};
-use support::fakelet::{delete_nodes, spawn_fakelet};
-use support::provisioner::{Provisioner, unschedulable};
+use support::karpenter::{self, NodePool};
+use support::objects::live_pods;
 use support::scenario::{CARGOCATS, Setup, Warmpool, create_tenant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 const TENANTS: usize = 10;
-/// One tenant slot (640m, 2150Mi) and the image cache's pod, not two slots.
-const NODE: (&str, &str) = ("1", "2560Mi");
+/// The emulated instance boot (Karpenter and EKS Auto Mode take 40-90 s; shorter here so the
+/// test stays short, long enough to be seen).
+const BOOT: &str = "10s";
+/// The chart's NodePool, consolidating emptied nodes sooner than its 10m default.
+const NODE_POOL_VALUES: &[&str] = &["nodePool.disruption.consolidateAfter=5s"];
 /// The window: opens at OPEN (09:00 UTC every day), for DURATION, warm LEAD ahead.
 const OPEN: &str = "2026-11-30T09:00:00Z";
 const LEAD_SECS: i64 = 40;
@@ -99,7 +104,7 @@ async fn replicas(warmpool: &Warmpool) -> Option<i32> {
     warmpool.prewarmer().await?.spec?.replicas
 }
 
-/// Removes a run's fake nodes, namespaces and webhook configuration when dropped, also when the
+/// Removes a run's namespaces and webhook configuration when dropped, also when the
 /// test fails half-way (kubectl: a kube client cannot be used from a destructor).
 struct Leftovers(String);
 
@@ -122,7 +127,7 @@ impl Drop for Leftovers {
                 .map(str::to_owned)
                 .collect()
         };
-        for kind in ["nodes", "namespaces", "mutatingwebhookconfigurations"] {
+        for kind in ["namespaces", "mutatingwebhookconfigurations"] {
             let found = names(kind);
             if found.is_empty() {
                 continue;
@@ -139,13 +144,88 @@ impl Drop for Leftovers {
     }
 }
 
+/// Karpenter and the run's NodePool (the chart's, with [`NODE_POOL_VALUES`]); `None` to skip.
+async fn karpenter_pool(client: &Client, run: &str) -> Option<NodePool> {
+    karpenter::ensure()?;
+    let pool = Setup::isolated(run, 0).pool;
+    Some(NodePool::install(client, run, &pool, BOOT, NODE_POOL_VALUES).await)
+}
+
+/// Live placeholders on nodes Karpenter is taking away (being deleted, or tainted
+/// `karpenter.sh/disrupted` while it drains them): with `WhenEmpty`, there must never be one.
+async fn placeholders_on_disrupted_nodes(
+    client: &Client,
+    namespace: &str,
+    pool: &str,
+) -> Vec<String> {
+    let disrupted: BTreeSet<String> = karpenter::pool_nodes(client, pool)
+        .await
+        .into_iter()
+        .filter(|n| {
+            n.metadata.deletion_timestamp.is_some()
+                || n.spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
+        })
+        .map(|n| n.name_any())
+        .collect();
+    if disrupted.is_empty() {
+        return Vec::new();
+    }
+    live_pods(
+        client,
+        namespace,
+        "app.kubernetes.io/name=warmpool-prewarmer",
+    )
+    .await
+    .into_iter()
+    .filter_map(|p| {
+        let node = node_of(&p)?;
+        disrupted
+            .contains(&node)
+            .then(|| format!("{} on {node}", p.name_any()))
+    })
+    .collect()
+}
+
+/// Nodes of the pool that hold a pod other than a DaemonSet's (a placeholder, a tenant's).
+async fn busy_nodes(client: &Client, node_pool: &NodePool) -> BTreeSet<String> {
+    let nodes = karpenter_names(node_pool).await;
+    let pods: Api<Pod> = Api::all(client.clone());
+    let all = pods
+        .list(&ListParams::default().fields("spec.nodeName!="))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    all.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| !p.owner_references().iter().any(|o| o.kind == "DaemonSet"))
+        .filter_map(node_of)
+        .filter(|n| nodes.contains(n))
+        .collect()
+}
+
+/// The pool's nodes that are not being deleted.
+async fn karpenter_names(node_pool: &NodePool) -> BTreeSet<String> {
+    node_pool
+        .nodes()
+        .await
+        .into_iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_none())
+        .map(|n| n.name_any())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently() {
     let Some(client) = client().await else { return };
     let _serial = SERIAL.lock().await;
-    let fakelet = spawn_fakelet(client.clone());
     let run = unique("window");
     let _leftovers = Leftovers(run.clone());
+    let Some(node_pool) = karpenter_pool(&client, &run).await else {
+        return;
+    };
     let open: Timestamp = OPEN.parse().unwrap();
     let start = open
         .checked_sub(SignedDuration::from_secs(LEAD_SECS + BEFORE_SECS))
@@ -169,11 +249,10 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
         start,
         since: spawned,
     };
-    let provisioner = Provisioner::start(&client, &warmpool, NODE.0, NODE.1);
 
-    // Before the lead time: the base value, one placeholder, one node.
+    // Before the lead time: the base value, one placeholder, on a node Karpenter launched.
     warmpool
-        .wait_placeholders_bound(1, Duration::from_secs(60))
+        .wait_placeholders_bound(1, Duration::from_secs(120))
         .await;
     // The lead time begins: 10 slots, and the window named.
     let raised_at = eventually_explained(
@@ -206,9 +285,9 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
         },
         || async {
             format!(
-                "placeholders {:?}\nnodes added {:?}\n{}",
+                "placeholders {:?}\nnodes {:?}\n{}",
                 warmpool.placeholders().await,
-                provisioner.nodes(),
+                karpenter_names(&node_pool).await,
                 support::reconciler::kubectl(&[
                     "get",
                     "pods",
@@ -222,11 +301,10 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
     )
     .await;
     let warm_ahead = clock.now();
-    provisioner.stop();
-    let warm_nodes: BTreeSet<String> = provisioner.nodes().into_iter().collect();
+    let warm_nodes = karpenter_names(&node_pool).await;
     eprintln!(
         "window: scaled to {TENANTS} slots at {raised_at} (test clock), {:.0} s before it opens \
-         at {open}; {} placeholders on {} warm nodes by {warm_ahead}",
+         at {open}; {} placeholders on {} warm nodes Karpenter launched by {warm_ahead}",
         open.duration_since(raised_at).as_secs_f64(),
         bound.len(),
         warm_nodes.len()
@@ -269,13 +347,27 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
     let preempted = before.difference(&now).count();
     eprintln!(
         "window: {TENANTS} tenants ({} pods) created in a burst at {} (test clock): all scheduled \
-         on warm nodes in {:.1} s, {preempted} placeholders preempted, no node added",
+         on warm nodes from before the burst in {:.1} s, {preempted} placeholders preempted, no \
+         tenant pod waited for a node",
         pods.len(),
         burst_at,
         took.as_secs_f64()
     );
 
-    // The window closes: down by 3 every 10 s, 10 -> 7 -> 4 -> 1.
+    // The window closes: down by 3 every 10 s, 10 -> 7 -> 4 -> 1. Meanwhile and after, Karpenter
+    // must never take away a node that holds a placeholder.
+    let violations = Arc::new(Mutex::new(Vec::<String>::new()));
+    let watchdog = {
+        let (client, violations) = (client.clone(), violations.clone());
+        let (namespace, pool) = (warmpool.namespace.clone(), node_pool.name.clone());
+        tokio::spawn(async move {
+            loop {
+                let found = placeholders_on_disrupted_nodes(&client, &namespace, &pool).await;
+                violations.lock().unwrap().extend(found);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
     let close = open
         .checked_add(SignedDuration::from_secs(DURATION_SECS))
         .unwrap();
@@ -314,67 +406,121 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
         gaps.join(", ")
     );
 
-    delete_nodes(&client, &run).await.ok();
-    warmpool.cleanup(&tenants).await;
-    fakelet.abort();
-}
-
-#[tokio::test]
-async fn without_the_window_the_same_burst_waits_for_room() {
-    let Some(client) = client().await else { return };
-    let _serial = SERIAL.lock().await;
-    let fakelet = spawn_fakelet(client.clone());
-    let run = unique("nowindow");
-    let _leftovers = Leftovers(run.clone());
-    let warmpool = Warmpool::start(&client, BIN.as_ref(), Setup::isolated(&run, 1)).await;
-    let provisioner = Provisioner::start(&client, &warmpool, NODE.0, NODE.1);
-    warmpool
-        .wait_placeholders_bound(1, Duration::from_secs(60))
-        .await;
-    provisioner.stop();
-    let warm_nodes = provisioner.nodes();
-
-    let (tenants, started) = burst(&client, &warmpool).await;
-    // Settled: each pod bound, or found no room (not merely waiting for a preemption).
-    let pods = eventually(
-        "every tenant pod scheduled or unschedulable",
-        Duration::from_secs(180),
+    // Karpenter removes the nodes the scale-down emptied (WhenEmpty), one per round under the
+    // chart's default budget, and keeps every node that holds a placeholder or a tenant.
+    let at_one = Instant::now();
+    let nodes_at_one = karpenter_names(&node_pool).await;
+    let removed_at: Mutex<BTreeMap<String, f64>> = Mutex::new(BTreeMap::new());
+    let kept = eventually_explained(
+        "every emptied warm node removed by Karpenter",
+        Duration::from_secs(300),
         || async {
-            let pods = tenant_pods(&client, &tenants).await;
-            (pods.len() == TENANTS * CARGOCATS.len()
-                && pods
-                    .iter()
-                    .all(|(_, p)| node_of(p).is_some() || unschedulable(p)))
-            .then_some(pods)
+            let now = karpenter_names(&node_pool).await;
+            for gone in nodes_at_one.difference(&now) {
+                removed_at
+                    .lock()
+                    .unwrap()
+                    .entry(gone.clone())
+                    .or_insert(at_one.elapsed().as_secs_f64());
+            }
+            let busy = busy_nodes(&client, &node_pool).await;
+            (now == busy && now.len() < nodes_at_one.len()).then_some(now)
+        },
+        || async {
+            format!(
+                "nodes {:?}, busy {:?}\n{}",
+                karpenter_names(&node_pool).await,
+                busy_nodes(&client, &node_pool).await,
+                support::reconciler::kubectl(&["get", "pods", "-A", "-o", "wide"])
+            )
         },
     )
     .await;
-    let took = started.elapsed();
-    let scheduled = pods.iter().filter(|(_, p)| node_of(p).is_some()).count();
-    let complete = tenants
-        .iter()
-        .filter(|t| {
-            pods.iter()
-                .filter(|(pt, p)| pt == *t && node_of(p).is_some())
-                .count()
-                == CARGOCATS.len()
-        })
-        .count();
-    eprintln!(
-        "no window: {TENANTS} tenants ({} pods) created in a burst with 1 spare slot on {} warm \
-         node: after {:.1} s {scheduled} pods scheduled, {complete} of {TENANTS} tenants complete, \
-         {} pods Pending (Unschedulable: no room until a node is provisioned)",
-        pods.len(),
-        warm_nodes.len(),
-        took.as_secs_f64(),
-        pods.len() - scheduled
-    );
+    watchdog.abort();
+    let violations = violations.lock().unwrap().clone();
     assert!(
-        complete < TENANTS && scheduled < pods.len(),
-        "with one spare slot every tenant found room: {scheduled} pods scheduled"
+        violations.is_empty(),
+        "Karpenter took away nodes that held placeholders: {violations:?}"
+    );
+    let removed = removed_at.into_inner().unwrap();
+    eprintln!(
+        "consolidation: {} warm nodes when the prewarmer reached 1 slot, {} removed by Karpenter \
+         (seconds after that: {:?}), {} kept (each holds a placeholder or a tenant's pod); no \
+         node holding a placeholder was disrupted",
+        nodes_at_one.len(),
+        removed.len(),
+        removed
+            .values()
+            .map(|s| format!("{s:.0}"))
+            .collect::<Vec<_>>(),
+        kept.len()
     );
 
-    delete_nodes(&client, &run).await.ok();
     warmpool.cleanup(&tenants).await;
-    fakelet.abort();
+    drop(node_pool);
+}
+
+#[tokio::test]
+async fn without_the_window_the_same_burst_waits_for_karpenter() {
+    let Some(client) = client().await else { return };
+    let _serial = SERIAL.lock().await;
+    let run = unique("nowindow");
+    let _leftovers = Leftovers(run.clone());
+    let Some(node_pool) = karpenter_pool(&client, &run).await else {
+        return;
+    };
+    let warmpool = Warmpool::start(&client, BIN.as_ref(), Setup::isolated(&run, 1)).await;
+    warmpool
+        .wait_placeholders_bound(1, Duration::from_secs(120))
+        .await;
+    let warm_nodes = karpenter_names(&node_pool).await;
+
+    let (tenants, started) = burst(&client, &warmpool).await;
+    // Each pod's wait: when it was first seen bound, from the burst's start.
+    let mut bound_after: BTreeMap<String, (String, f64)> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let pods = tenant_pods(&client, &tenants).await;
+        for (t, p) in &pods {
+            if let Some(node) = node_of(p) {
+                bound_after
+                    .entry(format!("{t}/{}", p.name_any()))
+                    .or_insert((node, started.elapsed().as_secs_f64()));
+            }
+        }
+        if bound_after.len() == TENANTS * CARGOCATS.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every tenant pod got a node: {} of {} bound\n{}",
+            bound_after.len(),
+            TENANTS * CARGOCATS.len(),
+            support::reconciler::kubectl(&["get", "pods", "-A", "-o", "wide"])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waited: Vec<f64> = bound_after
+        .values()
+        .filter(|(node, _)| !warm_nodes.contains(node))
+        .map(|(_, after)| *after)
+        .collect();
+    let warm = bound_after.len() - waited.len();
+    let longest = waited.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "no window: {TENANTS} tenants ({} pods) created in a burst with 1 spare slot on {} warm \
+         node(s): {warm} pods on warm nodes at once, {} waited for nodes Karpenter launched \
+         (emulated boot {BOOT}), the longest {longest:.1} s; NodeClaims: {}",
+        bound_after.len(),
+        warm_nodes.len(),
+        waited.len(),
+        node_pool.claims().await.len()
+    );
+    assert!(
+        !waited.is_empty(),
+        "with one spare slot every tenant pod found warm room at once"
+    );
+
+    warmpool.cleanup(&tenants).await;
+    drop(node_pool);
 }

@@ -40,6 +40,19 @@ pub struct StartLabels {
     pub start: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FindingLabels {
+    /// A [`super::node_pools::Finding::label`].
+    pub finding: String,
+}
+
+/// From a placeholder's preemption to a placeholder Running again: a node's boot and more.
+fn headroom_histogram() -> Histogram {
+    Histogram::new([
+        1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+    ])
+}
+
 fn tenant_ready_histogram() -> Histogram {
     Histogram::new([
         0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
@@ -73,6 +86,10 @@ pub struct Metrics {
     reserved_cpu_millicores: Gauge,
     reserved_memory_bytes: Gauge,
     pub leader: Gauge,
+    /// `warmpool_prewarmer_*` ([`super::placeholders`]).
+    pub headroom_restore: Histogram,
+    pub placeholders_pending: Gauge,
+    node_pool_findings: Family<FindingLabels, Gauge>,
     /// `warmpool_tenant_ready_seconds{start}` ([`super::ready_watch`]).
     tenant_ready: Family<StartLabels, Histogram>,
     pub tenant_not_ready: Counter,
@@ -111,6 +128,9 @@ impl Default for Metrics {
             reserved_cpu_millicores: Gauge::default(),
             reserved_memory_bytes: Gauge::default(),
             leader: Gauge::default(),
+            headroom_restore: headroom_histogram(),
+            placeholders_pending: Gauge::default(),
+            node_pool_findings: Family::default(),
             tenant_ready: Family::new_with_constructor(tenant_ready_histogram),
             tenant_not_ready: Counter::default(),
             tenant_pods_unsteered: Gauge::default(),
@@ -163,6 +183,28 @@ impl Metrics {
         );
         for start in ["warm", "cold"] {
             m.tenant_ready(start);
+        }
+        let prewarmer = registry.sub_registry_with_prefix("warmpool_prewarmer");
+        prewarmer.register(
+            "headroom_restore_seconds",
+            "From a placeholder's preemption by a tenant to a placeholder Running again: how long \
+             the next tenant waits for warm room (Karpenter's provisioning of the replacement \
+             node included)",
+            m.headroom_restore.clone(),
+        );
+        prewarmer.register(
+            "placeholders_pending",
+            "Placeholder pods with no node now (the headroom they should hold is missing)",
+            m.placeholders_pending.clone(),
+        );
+        prewarmer.register(
+            "node_pool_findings",
+            "Karpenter NodePools that make warm nodes, by finding: replaces_warm_nodes \
+             (consolidationPolicy WhenEmptyOrUnderutilized), at_limits (no more warm nodes)",
+            m.node_pool_findings.clone(),
+        );
+        for finding in super::node_pools::FINDINGS {
+            m.node_pool_findings(finding);
         }
         let cache = registry.sub_registry_with_prefix("warmpool_image_cache");
         cache.register(
@@ -280,6 +322,14 @@ impl Metrics {
             m.duration.clone(),
         );
         m
+    }
+
+    pub fn node_pool_findings(&self, finding: &str) -> Gauge {
+        self.node_pool_findings
+            .get_or_create(&FindingLabels {
+                finding: finding.to_owned(),
+            })
+            .clone()
     }
 
     pub fn tenant_ready(&self, start: &str) -> Histogram {

@@ -9,6 +9,8 @@
 //! - [`slot`]: a pod's requests as the scheduler counts them; `prewarmer.slot: auto`.
 //! - [`images`]: which images the cache holds, capped and sorted.
 //! - [`desired`]: the PriorityClass, the prewarmer Deployment, the image-cache DaemonSet.
+//! - [`headroom`]: a placeholder's preemption until one is Running again, and placeholders
+//!   with no node; [`node_pools`]: what the warm Karpenter NodePools' settings mean for them.
 //! - [`tenant_ready`]: which pods count for a new tenant, when they were all Ready, warm or cold.
 //! - [`observed`]: the narrow watch caches and their reduction to [`observed::Observed`];
 //!   [`nodes`]: the warm nodes' allocatable; [`namespace_cache`]: a namespace cut down to what
@@ -30,6 +32,8 @@
 //!   different images on different nodes ([`moved_tags`], pure).
 //! - [`ready_watch`]: each new tenant's pods watched until Ready; the histogram, Event and
 //!   annotations of its time to Ready.
+//! - [`placeholders`]: the placeholder pods watched for the headroom (histogram, Events), the
+//!   ones with no node (gauge, Karpenter's reason) and the warm NodePools' findings.
 //! - [`unsteered`]: tenant pods that escaped the webhook (decided by [`crate::escape`]):
 //!   gauge, an Event each, evicted with `tenants.repair: evict`.
 //! - [`apply`]: server-side apply, and delete-and-re-create on an immutable field.
@@ -47,15 +51,18 @@ pub mod drift;
 pub mod enroller;
 pub mod enrolment;
 pub mod error;
+pub mod headroom;
 pub mod images;
 pub mod leader;
 pub mod lease;
 pub mod metrics;
 pub mod moved_tags;
 pub mod namespace_cache;
+pub mod node_pools;
 pub mod nodes;
 pub mod observed;
 pub mod owner;
+pub mod placeholders;
 pub mod ready_watch;
 pub mod schedule;
 pub mod session;

@@ -11,7 +11,8 @@
 //! - only for `prewarmer.slot: auto`, a watch of the warm nodes (by the pool label) read into
 //!   [`SlimNode`]: their allocatable caps the slot;
 //! - a small task that turns these into [`Observed`] (debounced) and publishes it;
-//! - the image-cache pods of warmpool's own namespace, for [`super::cache_health`];
+//! - the image-cache pods of warmpool's own namespace, for [`super::cache_health`], and its
+//!   placeholder pods, for [`super::placeholders`];
 //! - the [`super::workloads`] controller, keyed on warmpool's own namespace, re-triggered by a
 //!   changed [`Observed`], by the [`super::drift`] watches of the three objects (metadata only),
 //!   by the [`super::schedule`] timer at each change of the spare slots in force, and by the
@@ -420,6 +421,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     });
 
     let cache_health = super::cache_health::watch(ctx.clone());
+    let placeholders = super::placeholders::run(ctx.clone());
     let record = super::arrivals::flush(ctx.clone(), book);
     let unsteered = super::unsteered::run(
         ctx.clone(),
@@ -441,6 +443,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         observation,
         workloads,
         cache_health,
+        placeholders,
         record,
         time_to_ready,
         unsteered

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
@@ -17,6 +17,7 @@ use super::Part;
 use super::model::Listed;
 use super::webhook::{tls_secret_name, webhook_deployment};
 use crate::config::{Config, ConfigError};
+use crate::reconcile::node_pools;
 use crate::reconcile::session::{node_label_selector, pod_field_selector};
 
 /// Why the screen cannot be shown.
@@ -175,7 +176,15 @@ pub async fn collect(
         ),
         secret,
     );
-    let calls = 2 + usize::from(given_config.is_none()) + 5 + usize::from(secret_name.is_some());
+    let (headroom_events, node_pools) = tokio::join!(
+        list(
+            Api::<Event>::namespaced(client.clone(), ns),
+            ListParams::default().fields("reason=HeadroomRestored"),
+            format!("list events in {ns}")
+        ),
+        list_node_pools(client),
+    );
+    let calls = 2 + usize::from(given_config.is_none()) + 7 + usize::from(secret_name.is_some());
     Ok(Listed {
         namespace: ns.to_owned(),
         config,
@@ -186,11 +195,32 @@ pub async fn collect(
         nodes,
         deployments,
         events,
+        headroom_events,
+        node_pools,
         webhook_configurations,
         tls_secret,
         calls,
         elapsed: started.elapsed(),
     })
+}
+
+/// Karpenter's NodePools as JSON; `None` when the cluster has no NodePool API.
+async fn list_node_pools(client: &Client) -> Part<Option<Vec<serde_json::Value>>> {
+    let gvk = GroupVersionKind::gvk(node_pools::GROUP, node_pools::VERSION, node_pools::KIND);
+    let resource = ApiResource::from_gvk_with_plural(&gvk, node_pools::PLURAL);
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+    let result = tokio::time::timeout(CALL_TIMEOUT, api.list(&ListParams::default())).await;
+    let result = result.map(|r| match r {
+        Ok(list) => Ok(Some(
+            list.items
+                .iter()
+                .filter_map(|np| serde_json::to_value(np).ok())
+                .collect(),
+        )),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    });
+    part_of(result, "list nodepools.karpenter.sh")
 }
 
 /// The ConfigMap mounted as the webhook Deployment's volume `config`.

@@ -32,6 +32,10 @@ pub struct Listed {
     pub deployments: Part<Vec<Deployment>>,
     /// Warning Events, all namespaces.
     pub events: Part<Vec<Event>>,
+    /// warmpool's `HeadroomRestored` Events (its namespace).
+    pub headroom_events: Part<Vec<Event>>,
+    /// Karpenter's NodePools, as JSON; `None`: no NodePool API (no Karpenter).
+    pub node_pools: Part<Option<Vec<serde_json::Value>>>,
     pub webhook_configurations: Part<Vec<MutatingWebhookConfiguration>>,
     /// The webhook's serving Secret: its name (from the Deployment) and what reading it gave.
     pub tls_secret: Option<(String, Part<Option<Secret>>)>,
@@ -162,6 +166,25 @@ pub struct Prewarmer {
     /// With `pricing` in the configuration: what that reservation costs per month.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monthly_cost: Option<MonthlyCost>,
+    /// The headroom got back after tenants took it (the reconciler's `HeadroomRestored`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<HeadroomRestores>,
+    /// Placeholders with no node now (`None`: pods not readable).
+    pub pending: Option<Vec<String>>,
+    /// What the warm Karpenter NodePools' settings mean for the placeholders, one line each
+    /// (`None`: no Karpenter, or not readable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_pool_findings: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeadroomRestores {
+    /// Restores in the last hour.
+    pub last_hour: usize,
+    /// The latest: seconds from the preemption to a placeholder Running again, and when.
+    pub latest_seconds: Option<f64>,
+    pub latest_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -9,9 +9,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
 
 use super::Part;
-use super::model::{Failure, Listed, MonthlyCost, NodeImages, Prewarmer, TenantNames, WarmNode};
+use super::model::{
+    Failure, HeadroomRestores, Listed, MonthlyCost, NodeImages, Prewarmer, TenantNames, WarmNode,
+};
 use crate::config::{Slot, SlotResources};
 use crate::reconcile::cache_health::{self, ImageState};
+use crate::reconcile::node_pools;
 use crate::reconcile::observed::{PodSummary, SlimPodSpec};
 use crate::reconcile::slot::{Requests, slot_requests};
 use crate::reconcile::{IMAGE_CACHE, PREWARMER, SCHEDULE_WINDOW};
@@ -222,8 +225,66 @@ pub(super) fn prewarmer(listed: &Listed) -> Part<Option<Prewarmer>> {
                 amount: p.monthly(cpu, memory),
                 currency: p.currency.clone(),
             }),
+            headroom: headroom(listed),
+            pending: listed
+                .pods
+                .ok()
+                .map(|pods| pending_placeholders(listed, pods)),
+            node_pool_findings: node_pool_findings(listed),
         }
     }))
+}
+
+/// The reconciler's `HeadroomRestored` Events: how many in the last hour, the latest figure.
+fn headroom(listed: &Listed) -> Option<HeadroomRestores> {
+    let events = listed.headroom_events.ok()?;
+    let since = listed.now - FAILURE_WINDOW;
+    let mut seen: Vec<(Timestamp, &Event)> = events
+        .iter()
+        .filter_map(|e| Some((last_seen(e)?, e)))
+        .collect();
+    seen.sort_by_key(|(t, _)| *t);
+    let (at, latest) = *seen.last()?;
+    let latest_seconds = latest
+        .message
+        .as_deref()
+        .and_then(|m| m.strip_prefix("headroom back "))
+        .and_then(|m| m.split(' ').next())
+        .and_then(|s| s.parse().ok());
+    Some(HeadroomRestores {
+        last_hour: seen.iter().filter(|(t, _)| *t >= since).count(),
+        latest_seconds,
+        latest_at: Timestamp::from_second(at.as_second())
+            .unwrap_or(at)
+            .to_string(),
+    })
+}
+
+/// Placeholders of this warmpool with no node (the reconciler's rule).
+fn pending_placeholders(listed: &Listed, pods: &[Pod]) -> Vec<String> {
+    let own: Vec<crate::reconcile::headroom::Placeholder> = pods
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(listed.namespace.as_str()))
+        .filter(|p| label(&p.metadata, NAME_LABEL) == Some(PREWARMER))
+        .filter_map(crate::reconcile::headroom::Placeholder::read)
+        .collect();
+    crate::reconcile::headroom::pending(&own).names
+}
+
+/// The warm NodePools' findings, as the reconciler reports them.
+fn node_pool_findings(listed: &Listed) -> Option<Vec<String>> {
+    let pools = listed.node_pools.ok()?.as_ref()?;
+    let label = &listed.config.pool.node_label;
+    let warm: Vec<_> = pools
+        .iter()
+        .filter_map(|np| node_pools::read(np, &label.key, &label.value))
+        .collect();
+    Some(
+        node_pools::findings(&warm)
+            .iter()
+            .map(node_pools::Finding::message)
+            .collect(),
+    )
 }
 
 fn last_seen(e: &Event) -> Option<Timestamp> {

@@ -270,14 +270,42 @@ fn prewarmer(out: &mut String, status: &Status) {
                 "  reserved: {:.2} CPU, {gib:.1} GiB{cost}",
                 p.reserved_cpu_millicores as f64 / 1000.0
             );
-            if p.ready < p.wanted {
+            if let Some(h) = &p.headroom {
+                let latest = h
+                    .latest_seconds
+                    .map_or_else(|| "?".to_owned(), |s| format!("{s:.1} s"));
                 let _ = writeln!(
                     out,
-                    "  {} placeholder(s) not ready: kubectl -n {} get pods -l \
-                     app.kubernetes.io/name=warmpool-prewarmer (Pending: no room on warm nodes)",
-                    p.wanted - p.ready,
-                    status.namespace
+                    "  headroom: back {latest} after the latest preemption (at {}); {} restore(s) \
+                     in the last hour",
+                    h.latest_at, h.last_hour
                 );
+            }
+            match p.pending.as_deref() {
+                Some(pending) if !pending.is_empty() => {
+                    let _ = writeln!(
+                        out,
+                        "  {} placeholder(s) have no node: kubectl -n {} describe pod {} \
+                         (Karpenter's FailedScheduling says why; warmpool's PlaceholdersPending \
+                         Event too)",
+                        pending.len(),
+                        status.namespace,
+                        pending[0]
+                    );
+                }
+                _ if p.ready < p.wanted => {
+                    let _ = writeln!(
+                        out,
+                        "  {} placeholder(s) not ready: kubectl -n {} get pods -l \
+                         app.kubernetes.io/name=warmpool-prewarmer",
+                        p.wanted - p.ready,
+                        status.namespace
+                    );
+                }
+                _ => {}
+            }
+            for finding in p.node_pool_findings.iter().flatten() {
+                let _ = writeln!(out, "  ! {finding}");
             }
         }
         Part::Read(None) => {

@@ -252,6 +252,8 @@ pub fn listed() -> Listed {
         ]),
         deployments: Part::Read(deployments.into_iter().map(from).collect()),
         events: Part::Read(events.into_iter().map(from).collect()),
+        headroom_events: Part::Read(vec![]),
+        node_pools: Part::Read(None),
         webhook_configurations: Part::Read(mwcs.into_iter().map(from).collect()),
         tls_secret: Some(("warmpool-tls".into(), Part::Read(Some(from(secret))))),
         calls: 9,
@@ -423,6 +425,76 @@ fn a_part_that_is_refused_says_what_would_show_it_and_the_rest_stays() {
 }
 
 #[test]
+fn the_prewarmer_says_the_headroom_the_pending_placeholders_and_the_node_pools() {
+    let mut listed = listed();
+    let Part::Read(pods) = &mut listed.pods else {
+        panic!("pods read")
+    };
+    let mut pending = pod(
+        "warmpool-system",
+        "warmpool-prewarmer-abc",
+        None,
+        false,
+        json!({"metadata": {"uid": "u-1", "labels": {"app.kubernetes.io/name": "warmpool-prewarmer"}}}),
+    );
+    pending["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False",
+        "reason": "Unschedulable", "lastTransitionTime": "2026-12-02T07:59:00Z"}]);
+    pods.push(from(pending));
+    listed.headroom_events = Part::Read(vec![
+        from(
+            json!({"metadata": {"name": "e1", "namespace": "warmpool-system",
+                                 "creationTimestamp": "2026-12-02T07:30:00Z"},
+                    "involvedObject": {}, "reason": "HeadroomRestored",
+                    "message": "headroom back 21.4 s after demo-1/mysql preempted placeholder a: …"}),
+        ),
+        from(
+            json!({"metadata": {"name": "e2", "namespace": "warmpool-system",
+                                 "creationTimestamp": "2026-12-02T06:30:00Z"},
+                    "involvedObject": {}, "reason": "HeadroomRestored",
+                    "message": "headroom back 40.0 s after demo-0/x preempted placeholder b: …"}),
+        ),
+    ]);
+    listed.node_pools = Part::Read(Some(vec![json!({
+        "metadata": {"name": "warm"},
+        "spec": {"template": {"metadata": {"labels": {"workload-type": "cargocats"}}},
+                 "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized"}}
+    })]));
+    let status = build(&listed);
+    let Part::Read(Some(p)) = &status.prewarmer else {
+        panic!("a prewarmer")
+    };
+    let headroom = p.headroom.as_ref().expect("the headroom");
+    assert_eq!(
+        (headroom.last_hour, headroom.latest_seconds),
+        (1, Some(21.4))
+    );
+    assert_eq!(headroom.latest_at, "2026-12-02T07:30:00Z");
+    assert_eq!(
+        p.pending.as_deref(),
+        Some(&["warmpool-prewarmer-abc".to_owned()][..])
+    );
+    let text = render::text(&status, false);
+    assert!(
+        text.contains("  headroom: back 21.4 s after the latest preemption (at 2026-12-02T07:30:00Z); 1 restore(s) in the last hour"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  1 placeholder(s) have no node: kubectl -n warmpool-system describe pod warmpool-prewarmer-abc"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  ! NodePool warm has consolidationPolicy WhenEmptyOrUnderutilized"),
+        "{text}"
+    );
+    // No Karpenter in the cluster: nothing said about NodePools.
+    listed.node_pools = Part::Read(None);
+    let Part::Read(Some(p)) = build(&listed).prewarmer else {
+        panic!("a prewarmer")
+    };
+    assert_eq!(p.node_pool_findings, None);
+}
+
+#[test]
 fn json_has_every_tenant_and_the_escaped_pods() {
     let json: Value = serde_json::from_str(&render::json(&build(&listed()))).expect("json");
     assert_eq!(json["tenants"]["list"].as_array().map(Vec::len), Some(4));
@@ -437,7 +509,8 @@ fn json_has_every_tenant_and_the_escaped_pods() {
         json!({"wanted": 1, "ready": 1, "window": "none", "slot": "640m CPU, 2150Mi",
                "reservedCpuMillicores": 640, "reservedMemoryBytes": 2_254_438_400_u64,
                "monthlyCost": {"amount": (0.64 * 0.04 + 2150.0 / 1024.0 * 0.005) * 730.5,
-                               "currency": "USD"}})
+                               "currency": "USD"},
+               "pending": []})
     );
     assert_eq!(
         json["webhook"]["configurations"][0]["failurePolicy"],

@@ -167,3 +167,51 @@ nodePool:
         );
     }
 }
+
+#[test]
+fn node_class_ref_overrides_the_flavour() {
+    let Some(helm) = helm() else { return };
+    // A NodeClass of the user's own name, or another provider's class (the tests' KWOK one).
+    for flavor in ["autoMode", "karpenter"] {
+        let docs = render(
+            &helm,
+            "wp",
+            "ns",
+            &[
+                "--set",
+                "nodePool.enabled=true",
+                "--set",
+                &format!("nodePool.flavor={flavor}"),
+                "--set",
+                "nodePool.nodeClassRef.group=karpenter.kwok.sh",
+                "--set",
+                "nodePool.nodeClassRef.kind=KWOKNodeClass",
+                "--set",
+                "nodePool.nodeClassRef.name=warm",
+            ],
+        );
+        let np = find(&docs, "NodePool", None);
+        assert_eq!(
+            np["spec"]["template"]["spec"]["nodeClassRef"],
+            json!({"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "warm"}),
+            "{flavor}"
+        );
+    }
+    // All three are needed: Karpenter refuses a reference without its group or kind.
+    let err = try_render(
+        &helm,
+        "wp",
+        "ns",
+        &[
+            "--set",
+            "nodePool.enabled=true",
+            "--set",
+            "nodePool.nodeClassRef.name=warm",
+        ],
+    )
+    .expect_err("a nodeClassRef without group and kind is refused");
+    assert!(
+        err.contains("nodeClassRef") && err.contains("group"),
+        "{err}"
+    );
+}

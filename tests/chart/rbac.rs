@@ -47,7 +47,8 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
     let cluster_role = find(&docs, "ClusterRole", Some("wp-warmpool"));
     // What src/reconcile uses: namespaces (metadata watch, get of its own, label by SSA), pods
     // (watch; its own pod listed by name), warm nodes (watch, for slot auto and the time to
-    // Ready), the kubelet's Pulled Events (watch), Events (kube-runtime Recorder: create, patch), and the
+    // Ready), the kubelet's Pulled Events (watch), Karpenter's NodePools (list: the warm ones'
+    // consolidation policy and limits), Events (kube-runtime Recorder: create, patch), and the
     // objects it server-side applies, by name (SSA = patch, + create when absent, + get/delete to
     // re-create on an immutable change, + list/watch by metadata.name for drift).
     let own = &["get", "list", "watch", "create", "patch", "delete"][..];
@@ -59,6 +60,7 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
             ("", "nodes", "", &["list", "watch"]),
             ("", "events", "", &["list", "watch"]),
             ("events.k8s.io", "events", "", &["create", "patch"]),
+            ("karpenter.sh", "nodepools", "", &["list"]),
             (
                 "scheduling.k8s.io",
                 "priorityclasses",
@@ -165,8 +167,8 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
 fn the_status_role_is_exactly_what_warmpool_status_reads() {
     let Some(helm) = helm() else { return };
     let docs = render(&helm, "wp", "warmpool-system", &[]);
-    // src/status/collect.rs: cluster-wide lists of namespaces, pods, nodes, Warning Events and
-    // MutatingWebhookConfigurations; in the release namespace a list of Deployments and the
+    // src/status/collect.rs: cluster-wide lists of namespaces, pods, nodes, Events (Warnings;
+    // warmpool's HeadroomRestored), MutatingWebhookConfigurations and Karpenter's NodePools; in the release namespace a list of Deployments and the
     // chart's ConfigMap by name. Never the serving Secret (it holds the key).
     let cluster_role = find(&docs, "ClusterRole", Some("wp-warmpool-status"));
     assert_eq!(
@@ -182,6 +184,7 @@ fn the_status_role_is_exactly_what_warmpool_status_reads() {
                 "",
                 &["list"]
             ),
+            ("karpenter.sh", "nodepools", "", &["list"]),
         ])
     );
     let role = find(&docs, "Role", Some("wp-warmpool-status"));

@@ -14,6 +14,8 @@
 #   tests/cluster/cluster.sh node up NAME [--warm] [...]   a real node (kubelet + containerd), see
 #   tests/cluster/cluster.sh node down NAME                node.sh for its options
 #   tests/cluster/cluster.sh registry up|down|address|env  the local registry and its images
+#   tests/cluster/cluster.sh karpenter up|down|build|status   the real Karpenter (kwok provider)
+#                                                   and KWOK beside it, see karpenter.sh
 #
 # Usage from a shell or a test harness:  KUBECONFIG=$(tests/cluster/cluster.sh up)
 #
@@ -560,8 +562,12 @@ stop_all() {
 }
 
 do_down() {
-    # Real nodes and the registry first: a node's down deletes its Node through the API
+    # Karpenter first, while the API server still answers: its Nodes and NodeClaims carry its
+    # finalizer. Then real nodes and the registry: a node's down deletes its Node through the API
     # server and must put the host back as it found it (see node.sh).
+    if [[ -e $CLUSTER_DIR/karpenter.env ]]; then
+        WARMPOOL_CLUSTER_DIR=$CLUSTER_DIR "$SCRIPT_DIR/karpenter.sh" down || log "karpenter down failed (continuing)"
+    fi
     if [[ -d $CLUSTER_DIR/nodes ]]; then
         WARMPOOL_CLUSTER_DIR=$CLUSTER_DIR "$SCRIPT_DIR/node.sh" down-all || log "node down-all failed (continuing)"
     fi
@@ -605,7 +611,7 @@ cmd_kubectl_path() {
 }
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -613,6 +619,7 @@ case ${1:-} in
 build) shift; cmd_build "$@" ;;
 node) shift; WARMPOOL_CLUSTER_DIR=$CLUSTER_DIR exec "$SCRIPT_DIR/node.sh" "$@" ;;
 registry) shift; WARMPOOL_CLUSTER_DIR=$CLUSTER_DIR exec "$SCRIPT_DIR/registry.sh" "$@" ;;
+karpenter) shift; WARMPOOL_CLUSTER_DIR=$CLUSTER_DIR exec "$SCRIPT_DIR/karpenter.sh" "$@" ;;
 up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;

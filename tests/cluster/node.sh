@@ -27,7 +27,8 @@
 # Exit code 3 with one "SKIP:" line on stderr: real nodes cannot run here (not root, no package
 # source); under CI=true that is a failure (exit 1) instead. Progress goes to stderr.
 #
-# Per node, under <cluster dir>/nodes/NAME/ (removed by `down`; logs kept in
+# Per node, under a short root of its own (/var/tmp/wpn/HASH, linked as <cluster dir>/nodes/NAME;
+# removed by `down`; logs kept in
 # <cluster dir>/logs/nodes/NAME/ until `cluster.sh down`): containerd's root, state and socket,
 # the kubelet's root, cert and log dirs, the node's client certificate (CN=system:node:NAME,
 # O=system:nodes, from the cluster's CA), its CNI config. On the host: bridge wpbrN holding
@@ -152,10 +153,24 @@ allocate_index() {
 
 # ---- up -------------------------------------------------------------------------------------
 
+# A node's files live under a short root of its own, whatever the checkout's path: the kubelet
+# and containerd bind Unix sockets under them (the kubelet's pod-resources socket is
+# <root-dir>/pod-resources/<n>), and a socket path longer than 107 bytes fails to bind ("bind:
+# invalid argument"): a checkout a few directories deep used to reach 108. The root is named
+# after a hash of the cluster dir and the node name, so two clones never share one;
+# <cluster dir>/nodes/NAME is a symlink to it.
+SHORT_ROOT=${WARMPOOL_NODE_ROOT:-/var/tmp/wpn}
+
+short_dir() {
+    local hash
+    hash=$(printf '%s' "$CLUSTER_DIR/$1" | sha256sum | cut -c1-12)
+    echo "$SHORT_ROOT/$hash"
+}
+
 node_vars() {
     NAME=$1
     valid_name "$NAME" || die "invalid node name '$NAME' (a DNS label of at most 40 characters)"
-    NODE_DIR=$NODES_DIR/$NAME
+    NODE_DIR=$(short_dir "$NAME")
     NODE_LOGS=$CLUSTER_DIR/logs/nodes/$NAME
     SOCK=$NODE_DIR/containerd.sock
     CGROUP=warmpool-$NAME
@@ -517,6 +532,7 @@ do_up() {
         die "cgroup /$CGROUP exists already: a node named $NAME runs from another cluster dir?"
     fi
     mkdir -p "$NODE_DIR/pids" "$NODE_LOGS"
+    ln -sfn "$NODE_DIR" "$NODES_DIR/$NAME"
     host_lock
     [[ -n $(host_nodes) ]] || snapshot_host
     INDEX=$(allocate_index)
@@ -689,6 +705,7 @@ do_down() {
     remove_cgroups
     remove_node_leftovers
     rm -rf "$NODE_DIR"
+    rm -f "$NODES_DIR/$NAME"
     host_lock
     if [[ -n ${INDEX:-} ]]; then rm -f "$HOST_DIR/index-$INDEX"; fi
     # Entries of nodes whose dir is gone (a crashed run) do not keep the host state held.
@@ -716,6 +733,10 @@ cmd_down_all() {
     for d in "$NODES_DIR"/*/; do
         [[ -d $d ]] || continue
         (cmd_down "$(basename "$d")") || log "node down $(basename "$d") failed"
+    done
+    # Links whose node root is gone already (a crashed run).
+    for d in "$NODES_DIR"/*; do
+        if [[ -L $d && ! -e $d ]]; then rm -f "$d"; fi
     done
     rmdir "$NODES_DIR" 2>/dev/null || true
 }

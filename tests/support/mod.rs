@@ -5,9 +5,9 @@
 pub mod cluster;
 pub mod fakelet;
 pub mod helm;
+pub mod karpenter;
 pub mod loopback;
 pub mod objects;
-pub mod provisioner;
 pub mod real_nodes;
 pub mod reconciler;
 pub mod scenario;

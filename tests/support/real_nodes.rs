@@ -191,6 +191,12 @@ impl RealCluster {
 
     /// Starts a node and waits until it is Ready (`cluster.sh node up`). `None` = SKIP.
     pub fn node(&'static self, spec: &NodeSpec) -> Option<RealNode> {
+        self.node_in(spec, &self.dir)
+    }
+
+    /// [`RealCluster::node`], with the cluster dir reached through `dir` (another path to the
+    /// same folder: a checkout elsewhere, deeper).
+    pub fn node_in(&'static self, spec: &NodeSpec, dir: &Path) -> Option<RealNode> {
         let mut args: Vec<String> = vec!["node".into(), "up".into(), spec.name.clone()];
         if let Some(pool) = &spec.warm_pool {
             args.extend(["--warm".into(), "--pool".into(), pool.clone()]);
@@ -213,9 +219,10 @@ impl RealCluster {
         let mut node = RealNode {
             name: spec.name.clone(),
             cluster: self,
+            dir: dir.to_owned(),
             up: true,
         };
-        match run_script(&self.dir, &args) {
+        match run_script(dir, &args) {
             Ok(_) => {
                 eprintln!(
                     "real nodes: {} Ready in {:.1} s",
@@ -290,6 +297,8 @@ impl NodeSpec {
 pub struct RealNode {
     pub name: String,
     cluster: &'static RealCluster,
+    /// The cluster dir as the node was started with it.
+    dir: PathBuf,
     up: bool,
 }
 
@@ -297,24 +306,23 @@ impl RealNode {
     /// Stops the node, deletes its Node and its pods, and puts the host back.
     pub fn down(&mut self) {
         if std::mem::take(&mut self.up) {
-            let _ = run_script(&self.cluster.dir, &["node", "down", &self.name]);
+            let _ = run_script(&self.dir, &["node", "down", &self.name]);
         }
     }
 
     /// Stops the kubelet and starts it again (containerd and the pods keep running); returns
     /// when the Node is Ready again.
     pub fn restart_kubelet(&self) {
-        run_script(&self.cluster.dir, &["node", "restart-kubelet", &self.name])
+        run_script(&self.dir, &["node", "restart-kubelet", &self.name])
             .unwrap_or_else(|e| panic!("restart the kubelet of {}: {e:?}", self.name));
     }
 
-    /// The node's containerd socket.
+    /// The node's containerd socket (under the node's short root, whatever the checkout's
+    /// path: `cluster.sh node socket`).
     pub fn socket(&self) -> PathBuf {
-        self.cluster
-            .dir
-            .join("nodes")
-            .join(&self.name)
-            .join("containerd.sock")
+        let out = run_script(&self.dir, &["node", "socket", &self.name])
+            .unwrap_or_else(|e| panic!("the containerd socket of {}: {e:?}", self.name));
+        PathBuf::from(out.trim())
     }
 
     /// The images in the node's containerd (namespace k8s.io, as the kubelet sees them), by

@@ -347,7 +347,7 @@ impl Reconciler {
     }
 }
 
-async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
         .await

@@ -49,6 +49,8 @@ pub struct Warmpool {
     pub webhook: Webhook,
     pub reconciler: Option<ChildGuard>,
     pub reconciler_log: PathBuf,
+    /// The reconciler's metrics address (`host:port`, plain HTTP).
+    pub metrics: String,
     client: Client,
 }
 
@@ -181,6 +183,7 @@ prewarmer:
             webhook,
             reconciler: Some(reconciler),
             reconciler_log,
+            metrics,
             client: client.clone(),
         }
     }
@@ -263,6 +266,33 @@ prewarmer:
             .await
             .ok()
             .flatten()
+    }
+
+    /// One sample of the reconciler's metric `series` (its name and labels as exposed, e.g.
+    /// `warmpool_prewarmer_headroom_restore_seconds_count`), if it answers.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = super::reconciler::http_get(&self.metrics, "/metrics").await?;
+        body.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+    }
+
+    /// The messages of the Events of `reason` in warmpool's namespace, oldest first.
+    pub async fn events(&self, reason: &str) -> Vec<String> {
+        let api: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let mut events = api
+            .list(&ListParams::default().fields(&format!("reason={reason}")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        events.sort_by_key(|e| e.metadata.creation_timestamp.clone());
+        events.into_iter().filter_map(|e| e.message).collect()
     }
 
     pub fn reconciler_logs(&self) -> String {
