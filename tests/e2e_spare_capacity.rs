@@ -442,7 +442,8 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
         violations.is_empty(),
         "Karpenter took away nodes that held placeholders: {violations:?}"
     );
-    let removed = removed_at.into_inner().unwrap();
+    let mut removed: Vec<f64> = removed_at.into_inner().unwrap().into_values().collect();
+    removed.sort_by(f64::total_cmp);
     eprintln!(
         "consolidation: {} warm nodes when the prewarmer reached 1 slot, {} removed by Karpenter \
          (seconds after that: {:?}), {} kept (each holds a placeholder or a tenant's pod); no \
@@ -450,7 +451,7 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
         nodes_at_one.len(),
         removed.len(),
         removed
-            .values()
+            .iter()
             .map(|s| format!("{s:.0}"))
             .collect::<Vec<_>>(),
         kept.len()

@@ -260,7 +260,7 @@ async fn status_shows_a_warm_and_a_cold_tenant_an_escaped_pod_and_the_warm_node(
         "{text}"
     );
     // --config given: no ConfigMap read; no webhook Deployment: no Secret read.
-    assert!(stderr.contains("read with 7 API calls in "), "{stderr}");
+    assert!(stderr.contains("read with 9 API calls in "), "{stderr}");
 
     // The same as JSON, every tenant included.
     let (code, out, stderr) = status(&run, &["-o", "json"]);
@@ -515,7 +515,7 @@ async fn status_reads_with_the_charts_status_role_alone() {
         )),
         "{text}"
     );
-    assert!(stderr.contains("read with 9 API calls in "), "{stderr}");
+    assert!(stderr.contains("read with 11 API calls in "), "{stderr}");
 
     for name in [&fullname] {
         let _ = Api::<ClusterRoleBinding>::all(client.clone())

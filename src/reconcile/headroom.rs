@@ -28,8 +28,8 @@ pub struct Placeholder {
     pub node: Option<String>,
     pub running: bool,
     pub deleting: bool,
-    /// The scheduler's `DisruptionTarget` message when it preempted this pod ("ns/pod:
-    /// preempting to accommodate a higher priority pod").
+    /// The scheduler's `DisruptionTarget` message when it preempted this pod
+    /// ("default-scheduler: preempting to accommodate a higher priority pod").
     pub preempted: Option<String>,
     /// The scheduler found no node for it (`PodScheduled=False`, `Unschedulable`), since then.
     pub unschedulable_since: Option<Timestamp>,
@@ -81,8 +81,6 @@ impl Placeholder {
 pub struct Preemption {
     pub at: Timestamp,
     pub placeholder: String,
-    /// The scheduler's message: which pod took the room.
-    pub by: String,
 }
 
 /// The headroom got back: `after` the preemption, by `placeholder` Running.
@@ -145,14 +143,13 @@ impl Headroom {
     }
 
     fn note_preemption(&mut self, pod: &Placeholder, now: Timestamp) -> bool {
-        let Some(by) = &pod.preempted else {
+        if pod.preempted.is_none() {
             return false;
-        };
+        }
         if self.preempted.insert(pod.uid.clone()) && self.waiting.len() < MAX_WAITING {
             self.waiting.push_back(Preemption {
                 at: now,
                 placeholder: pod.name.clone(),
-                by: by.clone(),
             });
         }
         true
@@ -192,15 +189,8 @@ pub fn pending<'a>(pods: impl IntoIterator<Item = &'a Placeholder>) -> Pending {
 
 /// The Event's note when the headroom is back.
 pub fn restored_note(r: &Restored) -> String {
-    let by = r
-        .preemption
-        .by
-        .split(':')
-        .next()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("a tenant pod");
     format!(
-        "headroom back {:.1} s after {by} preempted placeholder {}: placeholder {} Running on \
+        "headroom back {:.1} s after placeholder {} was preempted: placeholder {} Running on \
          node {} (provisioning of the replacement node included)",
         r.after.as_secs_f64(),
         r.preemption.placeholder,
@@ -233,7 +223,7 @@ mod tests {
     fn preempted(uid: &str) -> Placeholder {
         Placeholder {
             preempted: Some(
-                "demo-1/mysql-0: preempting to accommodate a higher priority pod".into(),
+                "default-scheduler: preempting to accommodate a higher priority pod".into(),
             ),
             deleting: true,
             ..placeholder(uid, Some("warm-1"), true)
@@ -263,9 +253,9 @@ mod tests {
         assert_eq!(r.node, "warm-2");
         assert_eq!(
             restored_note(&r),
-            "headroom back 17.0 s after demo-1/mysql-0 preempted placeholder \
-             warmpool-prewarmer-a: placeholder warmpool-prewarmer-b Running on node warm-2 \
-             (provisioning of the replacement node included)"
+            "headroom back 17.0 s after placeholder warmpool-prewarmer-a was preempted: \
+             placeholder warmpool-prewarmer-b Running on node warm-2 (provisioning of the \
+             replacement node included)"
         );
         assert_eq!(h.waiting(), 0);
         // Seen Running again: nothing more.
@@ -336,7 +326,7 @@ mod tests {
             "spec": {"containers": [], "nodeName": "warm-1"},
             "status": {"phase": "Running", "conditions": [
                 {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
-                 "message": "demo-1/x: preempting to accommodate a higher priority pod"}
+                 "message": "default-scheduler: preempting to accommodate a higher priority pod"}
             ]}
         }))
         .unwrap();
@@ -344,7 +334,7 @@ mod tests {
         assert!(p.running && p.deleting);
         assert_eq!(
             p.preempted.as_deref(),
-            Some("demo-1/x: preempting to accommodate a higher priority pod")
+            Some("default-scheduler: preempting to accommodate a higher priority pod")
         );
         let pending: Pod = serde_json::from_value(json!({
             "metadata": {"name": "q", "uid": "v"},

@@ -445,13 +445,13 @@ fn the_prewarmer_says_the_headroom_the_pending_placeholders_and_the_node_pools()
             json!({"metadata": {"name": "e1", "namespace": "warmpool-system",
                                  "creationTimestamp": "2026-12-02T07:30:00Z"},
                     "involvedObject": {}, "reason": "HeadroomRestored",
-                    "message": "headroom back 21.4 s after demo-1/mysql preempted placeholder a: …"}),
+                    "message": "headroom back 21.4 s after placeholder a was preempted: …"}),
         ),
         from(
             json!({"metadata": {"name": "e2", "namespace": "warmpool-system",
                                  "creationTimestamp": "2026-12-02T06:30:00Z"},
                     "involvedObject": {}, "reason": "HeadroomRestored",
-                    "message": "headroom back 40.0 s after demo-0/x preempted placeholder b: …"}),
+                    "message": "headroom back 40.0 s after placeholder b was preempted: …"}),
         ),
     ]);
     listed.node_pools = Part::Read(Some(vec![json!({
