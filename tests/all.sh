@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of warmpool, on a fresh machine or a warm one: builds what is missing (the local
-# Kubernetes control plane from the Go module proxy, Helm, promtool), starts the control plane,
+# Kubernetes control plane from the Go module proxy, Helm, promtool, Karpenter and KWOK), starts
+# the control plane and Karpenter beside it,
 # runs the lint gates, the unit, integration and end-to-end tests, and stops the control plane again.
 # In CI (CI=true) a missing prerequisite is a failure, never a skip.
 set -euo pipefail
@@ -27,6 +28,9 @@ if [ -x tests/tools/promtool.sh ]; then
   WARMPOOL_TEST_PROMTOOL=$(tests/tools/promtool.sh)
   export WARMPOOL_TEST_PROMTOOL
 fi
+
+step "Karpenter and KWOK beside the control plane (built from the Go module proxy once, then cached)"
+tests/cluster/cluster.sh karpenter up >/dev/null
 
 step "formatting and lints"
 cargo fmt --all -- --check
