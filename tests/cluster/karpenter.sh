@@ -5,13 +5,20 @@
 # on is provider-independent core (batching, bin-packing, registration, taint and label sync,
 # drift, do-not-disrupt, budgets, consolidation); the cloud (instance boot) is what is emulated.
 #
-#   tests/cluster/cluster.sh karpenter build     build both once (cached outside the repo)
-#   tests/cluster/cluster.sh karpenter up [--boot-delay DURATION]
+# Karpenter's main is built with a provider of ours around the KWOK one
+# (tests/cluster/karpenter-local): a NodePool whose KWOKNodeClass is labelled
+# warmpool.io/real-nodes=true gets REAL nodes (a kubelet and a containerd each, node.sh, as root:
+# they pull images and run probes); every other NodeClaim goes to the KWOK provider unchanged.
+#
+#   tests/cluster/cluster.sh karpenter build     build once (cached outside the repo)
+#   tests/cluster/cluster.sh karpenter up [--boot-delay DURATION] [--max-nodes N]
 #                                               build if needed, apply Karpenter's CRDs, start
-#                                               both, create the KWOKNodeClass `warmpool-kwok`
-#                                               (its nodeRegistrationDelay is the emulated
-#                                               instance boot time, default 0s), wait until ready;
-#                                               the LAST stdout line is that NodeClass's name
+#                                               both, apply the KWOKNodeClasses `warmpool-kwok`
+#                                               (KWOK nodes) and `warmpool-real` (real nodes, at
+#                                               most N at once, default 3), whose
+#                                               nodeRegistrationDelay is the emulated instance boot
+#                                               (default 0s); wait until ready; the LAST stdout
+#                                               line is the KWOK class's name
 #   tests/cluster/cluster.sh karpenter down      remove Karpenter's nodes, stop both (idempotent;
 #                                               `cluster.sh down` does it too)
 #   tests/cluster/cluster.sh karpenter status    exit 0 if both run
@@ -19,7 +26,8 @@
 #
 # Instance types: the AWS catalogue of Karpenter's kwok examples (`aws_instance_types.json`:
 # m5.large, m6i.xlarge, ... with on-demand and spot offerings in four zones; its Linux entries),
-# so that the chart's NodePool requirements (instance types, capacity type, arch) work unchanged.
+# so that the chart's NodePool requirements (instance types, capacity type, arch) work unchanged;
+# real nodes are of the one type `local-half` (what is left of this machine for one node).
 # Run-time state: pids and logs beside the control plane's, in <cluster dir>/{pids,logs}/.
 #
 # Environment overrides (all optional): WARMPOOL_CACHE, WARMPOOL_CLUSTER_DIR (as cluster.sh),
@@ -59,7 +67,37 @@ cannot_build() {
 # build
 # =============================================================================================
 
-built() { [[ -x $BIN_DIR/karpenter && -x $BIN_DIR/kwok && -s $DATA_DIR/stages.yaml ]]; }
+built() { [[ -x $BIN_DIR/kwok && -s $DATA_DIR/stages.yaml ]] && local_built; }
+
+# The real-node provider's sources, and the stamp of the ones its binary was built from.
+LOCAL_SRC=$SCRIPT_DIR/karpenter-local
+local_sources_sum() { cat "$LOCAL_SRC"/*.go | sha256sum | cut -c1-16; }
+local_built() {
+    [[ -x $BIN_DIR/karpenter && $(cat "$BIN_DIR/.karpenter.sum" 2>/dev/null) == "$(local_sources_sum)" ]]
+}
+
+# Karpenter's main with the real-node provider around its KWOK one (tests/cluster/karpenter-local),
+# rebuilt when those sources change; the module graph is Karpenter's own (its go.mod decides
+# every version).
+build_karpenter() {
+    local_built && return 0
+    local src=$VERSION_DIR/src/karpenter start=$SECONDS sum
+    sum=$(local_sources_sum)
+    rm -rf "$src"
+    mkdir -p "$src" "$BIN_DIR"
+    cp "$LOCAL_SRC"/*.go "$src/"
+    printf 'module warmpool.local/karpenter-local\n\ngo 1.26.6\n\nrequire sigs.k8s.io/karpenter %s\n' "$KARPENTER_VERSION" >"$src/go.mod"
+    log "building Karpenter $KARPENTER_VERSION (KWOK provider + real nodes, tests/cluster/karpenter-local; first time: a few minutes on 2 cores)…"
+    (cd "$src" && go_env go mod tidy) || cannot_build "go mod tidy failed for tests/cluster/karpenter-local"
+    local tmp=$BIN_DIR/.karpenter.tmp.$$
+    if ! (cd "$src" && go_env go build -trimpath -ldflags=-s -o "$tmp" .); then
+        rm -f "$tmp"
+        cannot_build "go build of tests/cluster/karpenter-local failed"
+    fi
+    mv -f "$tmp" "$BIN_DIR/karpenter"
+    echo "$sum" >"$BIN_DIR/.karpenter.sum"
+    log "built karpenter in $((SECONDS - start))s"
+}
 
 # module_dir MODULE@VERSION — where the Go module cache holds it (downloading it if needed).
 module_dir() {
@@ -136,7 +174,7 @@ do_build() {
     local start=$SECONDS
     mkdir -p "$VERSION_DIR"
     log "building Karpenter $KARPENTER_VERSION (kwok provider) and KWOK $KWOK_VERSION into $BIN_DIR"
-    build_one karpenter sigs.k8s.io/karpenter "$KARPENTER_VERSION" sigs.k8s.io/karpenter/kwok
+    build_karpenter
     build_one kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
     copy_data
     built || die "build finished but $BIN_DIR or $DATA_DIR is incomplete"
@@ -153,7 +191,7 @@ PIDS=$CLUSTER_DIR/pids
 LOGS=$CLUSTER_DIR/logs
 
 running() {
-    pid_of "$PIDS/karpenter.pid" karpenter >/dev/null && pid_of "$PIDS/kwok.pid" kwok >/dev/null
+    pid_of "$PIDS/karpenter.pid" "karpenter*" >/dev/null && pid_of "$PIDS/kwok.pid" kwok >/dev/null
 }
 
 karpenter_ready() {
@@ -187,6 +225,14 @@ metadata:
   name: $NODE_CLASS
 spec:
   nodeRegistrationDelay: $BOOT_DELAY
+---
+apiVersion: karpenter.kwok.sh/v1alpha1
+kind: KWOKNodeClass
+metadata:
+  name: warmpool-real
+  labels: {warmpool.io/real-nodes: "true"}
+spec:
+  nodeRegistrationDelay: $BOOT_DELAY
 EOF
 }
 
@@ -194,7 +240,7 @@ do_up() {
     local start=$SECONDS
     [[ -s $CLUSTER_DIR/admin.kubeconfig ]] && "$SCRIPT_DIR/cluster.sh" status >/dev/null ||
         die "the control plane is not up: run tests/cluster/cluster.sh up first"
-    if running && karpenter_ready 2>/dev/null; then
+    if running && karpenter_ready 2>/dev/null && [[ $(sed -n 's/^MAX_NODES=//p' "$CLUSTER_DIR/karpenter.env") == "$MAX_NODES" ]]; then
         apply_node_class
         log "already up (KWOKNodeClass $NODE_CLASS, boot delay $BOOT_DELAY)"
         return 0
@@ -213,6 +259,7 @@ do_up() {
 KARPENTER_METRICS_PORT=$KARPENTER_METRICS_PORT
 KARPENTER_HEALTH_PORT=$KARPENTER_HEALTH_PORT
 KWOK_PORT=$KWOK_PORT
+MAX_NODES=$MAX_NODES
 EOF
     # KWOK fakes only the Nodes Karpenter's kwok provider launches (it annotates them so): the
     # project's fake nodes and real kubelets are left alone.
@@ -232,14 +279,17 @@ EOF
         HEALTH_PROBE_PORT="$KARPENTER_HEALTH_PORT" \
         LOG_LEVEL="${WARMPOOL_KARPENTER_LOG_LEVEL:-info}" \
         INSTANCE_TYPES_FILE_PATH="$DATA_DIR/instance-types.json" \
+        WARMPOOL_NODE_SCRIPT="$SCRIPT_DIR/cluster.sh" \
+        WARMPOOL_CLUSTER_DIR="$CLUSTER_DIR" \
+        WARMPOOL_MAX_NODES="$MAX_NODES" \
         "$BIN_DIR/karpenter"
     wait_until "Karpenter /readyz and KWOK /healthz" 120 karpenter_ready
     apply_node_class
-    log "up in $((SECONDS - start))s (KWOKNodeClass $NODE_CLASS, boot delay $BOOT_DELAY; logs in $LOGS)"
+    log "up in $((SECONDS - start))s (KWOKNodeClasses $NODE_CLASS and warmpool-real, boot delay $BOOT_DELAY; at most $MAX_NODES real nodes; logs in $LOGS)"
 }
 
 stop_both() {
-    stop_daemon "$PIDS/karpenter.pid" karpenter Karpenter
+    stop_daemon "$PIDS/karpenter.pid" "karpenter*" Karpenter
     stop_daemon "$PIDS/kwok.pid" kwok KWOK
 }
 
@@ -270,9 +320,11 @@ cmd_up() {
     while (($#)); do
         case $1 in
         --boot-delay) BOOT_DELAY=${2:?--boot-delay needs a duration, e.g. 15s}; shift 2 ;;
-        *) die "karpenter up: unknown argument '$1' (expected --boot-delay DURATION)" ;;
+        --max-nodes) MAX_NODES=${2:?--max-nodes needs a number}; shift 2 ;;
+        *) die "karpenter up: unknown argument '$1' (expected --boot-delay DURATION, --max-nodes N)" ;;
         esac
     done
+    [[ $MAX_NODES =~ ^[1-9][0-9]*$ ]] || die "--max-nodes '$MAX_NODES' is not a positive number"
     [[ $BOOT_DELAY =~ ^[0-9]+(ms|s|m)$ ]] || die "--boot-delay '$BOOT_DELAY' is not a duration like 0s, 500ms or 15s"
     cmd_build
     with_lock "$CLUSTER_DIR.karpenter.lock" do_up
@@ -294,10 +346,11 @@ cmd_status() {
 }
 
 usage() {
-    sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
+MAX_NODES=3
 case ${1:-} in
 build) cmd_build ;;
 up) shift; cmd_up "$@" ;;

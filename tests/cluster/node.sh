@@ -4,7 +4,7 @@
 #
 #   tests/cluster/cluster.sh node up NAME [--warm] [--pool [KEY=]VALUE] [--label K=V]...
 #                                    [--taint K=V:EFFECT]... [--reserve cpu=C,memory=M]
-#                                    [--rate RATE] [--timeout SECONDS]
+#                                    [--rate RATE] [--provider-id ID] [--timeout SECONDS]
 #       start node NAME and wait until its Node is Ready; the LAST stdout line is NAME.
 #       --warm      the pool's label and taint: workload-type=cargocats and
 #                   workload-type=cargocats:NoSchedule, or --pool's (a bare VALUE keeps the key
@@ -14,6 +14,8 @@
 #                   so two nodes count it twice; reserve to make allocatable match a share
 #       --rate      bandwidth from the registry to this node (default $WARMPOOL_REGISTRY_RATE or
 #                   25MB, bytes/s; 0 = unlimited): the node's own rate-limiting proxy
+#       --provider-id  the Node's spec.providerID (a Karpenter NodeClaim's, karpenter.sh up
+#                   --real-nodes)
 #   tests/cluster/cluster.sh node down NAME         stop it, delete its Node, undo what it did to
 #                                                   the host (idempotent)
 #   tests/cluster/cluster.sh node down-all          every node of this cluster dir
@@ -418,6 +420,11 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 3%, imagefs.available:
 imageGCHighThresholdPercent: 97
 imageGCLowThresholdPercent: 95
 EOF
+        # A cloud provider's instance (Karpenter's tests/cluster/karpenter-local) registers
+        # with the provider ID Karpenter knows its NodeClaim by.
+        if [[ -n $PROVIDER_ID ]]; then
+            echo "providerID: \"$PROVIDER_ID\""
+        fi
         if ((${#TAINTS[@]})); then
             echo "registerWithTaints:"
             yaml_taints
@@ -490,7 +497,7 @@ control_plane_ok() {
 }
 
 parse_up_args() {
-    WARM=0 POOL=${WARMPOOL_POOL:-cargocats} RESERVE="" RATE=${WARMPOOL_REGISTRY_RATE:-25MB}
+    WARM=0 POOL=${WARMPOOL_POOL:-cargocats} RESERVE="" RATE=${WARMPOOL_REGISTRY_RATE:-25MB} PROVIDER_ID=""
     LABELS=("$NODE_LABEL=true") TAINTS=()
     while (($#)); do
         case $1 in
@@ -500,6 +507,7 @@ parse_up_args() {
         --taint) TAINTS+=("${2:?--taint needs K=V:EFFECT}"); shift ;;
         --reserve) RESERVE=${2:?--reserve needs cpu=C,memory=M}; shift ;;
         --rate) RATE=${2:?--rate needs a value}; shift ;;
+        --provider-id) PROVIDER_ID=${2:?--provider-id needs a value}; shift ;;
         --timeout) NODE_TIMEOUT=${2:?--timeout needs seconds}; shift ;;
         *) die "unknown option for node up: $1" ;;
         esac
