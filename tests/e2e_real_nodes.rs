@@ -14,7 +14,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -1152,4 +1152,132 @@ async fn a_node_runs_from_a_cluster_dir_deep_in_the_file_system() {
     );
     let _ = namespaces.delete(&ns, &Default::default()).await;
     drop(node);
+}
+
+/// Real nodes that Karpenter launches (`tests/cluster/karpenter-local`: a node started the
+/// KWOKNodeClass's boot delay after Karpenter's NodeClaim, registered with its provider ID): the
+/// placeholder makes Karpenter launch a warm node from the chart's NodePool, the cache fills it,
+/// a tenant starts there from images already present, and the evicted placeholder makes
+/// Karpenter launch the replacement, which the cache fills too.
+#[tokio::test]
+async fn karpenter_launches_the_warm_node_and_its_replacement_on_real_kubelets() {
+    let _one = exclusive().await;
+    let Some((client, cluster)) = prerequisites().await else {
+        return;
+    };
+    if support::karpenter::ensure().is_none() {
+        return;
+    }
+    let warmpool = Warmpool::start(&client, cluster, "700m", &[]).await;
+    let ns = warmpool.run.namespace.clone();
+    let name = unique("rk");
+    let started = Instant::now();
+    let node_pool =
+        support::karpenter::NodePool::install_real(&client, &name, &warmpool.run.pool, "3s").await;
+    let on_pool_node = |pods: Vec<Pod>, nodes: &BTreeSet<String>| -> Vec<Pod> {
+        pods.into_iter()
+            .filter(|p| node_of(p).is_some_and(|n| nodes.contains(n)) && is_ready(p))
+            .collect()
+    };
+    let pool_nodes = || async {
+        node_pool
+            .nodes()
+            .await
+            .into_iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+            .map(|n| n.name_any())
+            .collect::<BTreeSet<String>>()
+    };
+    let cache_on = |node: String| {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move {
+            eventually(
+                &format!("the image cache complete on {node}"),
+                REAL_TIMEOUT,
+                || async {
+                    live_pods(&client, &ns, CACHE_SELECTOR)
+                        .await
+                        .into_iter()
+                        .find(|p| node_of(p) == Some(node.as_str()) && cache_complete(p))
+                },
+            )
+            .await
+        }
+    };
+    let first = eventually_explained(
+        "the placeholder Ready on a node Karpenter launched",
+        REAL_TIMEOUT,
+        || async {
+            let nodes = pool_nodes().await;
+            let p = on_pool_node(live_pods(&client, &ns, PREWARMER_SELECTOR).await, &nodes);
+            p.first()
+                .map(|p| (p.name_any(), node_of(p).unwrap().to_owned()))
+        },
+        || async { explain(&client, &[&ns], &[]).await },
+    )
+    .await;
+    let placeholder_ready = started.elapsed();
+    cache_on(first.1.clone()).await;
+    let cached = started.elapsed();
+
+    let tenant = warmpool.tenant("1").await;
+    let tenant_started = Instant::now();
+    create_tenant(&client, &tenant, cluster).await;
+    let pods = wait_tenant_ready(&client, &tenant, &[]).await;
+    let tenant_ready = tenant_started.elapsed();
+    for pod in &pods {
+        assert_eq!(node_of(pod), Some(first.1.as_str()), "{}", pod.name_any());
+        let events = pod_events(&client, &tenant, &pod.name_any()).await;
+        assert!(
+            events
+                .iter()
+                .any(|(r, m)| r == "Pulled" && m.contains("already present")),
+            "{} pulled its image on the warm node: {events:?}",
+            pod.name_any()
+        );
+    }
+
+    // The evicted placeholder: Karpenter launches its node, warmpool sees the headroom back.
+    let note = eventually_explained(
+        "warmpool's HeadroomRestored Event",
+        REAL_TIMEOUT,
+        || async {
+            Api::<Event>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default().fields("reason=HeadroomRestored"))
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find_map(|e| e.message)
+        },
+        || async { explain(&client, &[&ns], &[]).await },
+    )
+    .await;
+    let second = eventually(
+        "the replacement placeholder on a second node Karpenter launched",
+        REAL_TIMEOUT,
+        || async {
+            let nodes = pool_nodes().await;
+            let p = on_pool_node(live_pods(&client, &ns, PREWARMER_SELECTOR).await, &nodes);
+            p.first()
+                .and_then(|p| node_of(p).map(str::to_owned))
+                .filter(|n| *n != first.1)
+        },
+    )
+    .await;
+    cache_on(second.clone()).await;
+    let replaced = tenant_started.elapsed();
+    eprintln!(
+        "karpenter, real nodes: placeholder Ready on {} {:.1} s after the NodePool was made \
+         (3 s emulated boot), cache complete at {:.1} s; tenant {tenant} Ready in {:.1} s from \
+         images already present; warmpool: {note}; the replacement {second} cached {:.1} s after \
+         the tenant came",
+        first.1,
+        placeholder_ready.as_secs_f64(),
+        cached.as_secs_f64(),
+        tenant_ready.as_secs_f64(),
+        replaced.as_secs_f64()
+    );
+    warmpool.stop().await;
+    drop(node_pool);
 }

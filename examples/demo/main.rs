@@ -5,10 +5,11 @@
 //! local registry and its images, containerd from Debian on first use), starts etcd,
 //! kube-apiserver, the scheduler and the controller manager on 127.0.0.1, and then:
 //!
-//! - on real nodes ([`real`], as root with Debian's packages at hand): the CargoCATs tenant
-//!   started cold (no warmpool: a node provisioned, every image pulled) and warm (warmpool's
-//!   placeholder and image cache on a warm node), both timed to every pod Ready, ending with
-//!   `cold start: X s, warm start: Y s (Zx faster)`;
+//! - on real nodes that Karpenter launches ([`real`], as root with Debian's packages at hand):
+//!   the CargoCATs tenant started cold (no warmpool: Karpenter launches a node, every image
+//!   pulled) and warm (warmpool's placeholder and image cache on a warm node Karpenter launched
+//!   for it), both timed to every pod Ready, ending with `cold start: X s, warm start: Y s (Zx
+//!   faster)`;
 //! - where real nodes cannot run (it says why), or with `--fake-nodes`: the fake-node demo
 //!   ([`fake`]), tenants timed to scheduled.
 
@@ -123,6 +124,12 @@ async fn clean_previous_run(client: &Client) {
         }
     }
     let _ = delete_nodes(client, "demo-").await;
+    // A `--keep` run's NodePools: Karpenter removes their nodes with them.
+    for pool in ["demo-general", "demo-warm"] {
+        let _ = support::karpenter::node_pools(client)
+            .delete(pool, &DeleteParams::default())
+            .await;
+    }
     if found {
         say("removing the objects of a previous demo run");
         eventually(

@@ -1,12 +1,18 @@
-//! The demo on real nodes (a kubelet and a containerd each, on this host): the CargoCATs tenant
+//! The demo on real nodes (a kubelet and a containerd each, on this host) that **Karpenter**
+//! launches (`tests/cluster/cluster.sh karpenter up`: its real-node provider starts a node the
+//! stated boot delay after Karpenter's decision, the one emulated part): the CargoCATs tenant
 //! started twice and timed from namespace creation to every pod Ready (readiness probes
 //! passing):
 //!
-//! - *cold*: no warm capacity and no cache, as on a cluster without warmpool: the pods wait for a
-//!   node to be provisioned (emulated: a stated delay, then a real node starts) and pull every
-//!   image through the rate-limited registry path;
-//! - *warm*: warmpool's placeholder holds room on a warm real node whose images warmpool's cache
-//!   has pulled: the tenant preempts the placeholder and starts from images already present.
+//! - *cold*: no warm capacity and no cache, as on a cluster without warmpool: the pods are
+//!   Pending until Karpenter has launched a node for them from a general-purpose NodePool, then
+//!   pull every image through the rate-limited registry path;
+//! - *warm*: warmpool's placeholder made Karpenter launch a warm node from the chart's NodePool,
+//!   and warmpool's cache pulled the images there, before the tenant came: the tenant preempts
+//!   the placeholder and starts from images already present; Karpenter launches the replacement
+//!   warm node for the evicted placeholder and the cache fills it before the next tenant.
+//!
+//! Everything is built and started before a clock starts.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,18 +22,22 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::support::cluster::eventually;
+use crate::support::cluster::{eventually, repo_root};
+use crate::support::karpenter::NodePool;
 use crate::support::objects::live_pods;
-use crate::support::real_nodes::{NodeSpec, RealCluster, RealNode, create_cargocats, is_ready};
+use crate::support::real_nodes::{RealCluster, create_cargocats, is_ready};
 use crate::support::scenario::{RealImages, Setup, Warmpool};
 use crate::support::webhook::run_labels;
 use crate::{SYSTEM_NAMESPACE, say};
 
-/// What a node takes to be provisioned in the emulated cold start. Karpenter and EKS Auto Mode
-/// take 40–90 s (published figures) from a pending pod to a Ready node; the demo scales that
-/// down as it scales the images (~300 MB instead of a few GB).
-const PROVISIONING: Duration = Duration::from_secs(15);
+/// The emulated instance boot: from Karpenter's NodeClaim to the node starting. EC2 instances
+/// under Karpenter and EKS Auto Mode take 40–90 s (published figures) from a pending pod to a
+/// Ready node; the demo scales that down as it scales the images (~300 MB instead of a few GB).
+const BOOT: &str = "15s";
 const PUBLISHED_PROVISIONING: &str = "40-90 s";
+/// The NodePools: a general-purpose one (what the cold tenant gets) and the chart's warm one.
+const GENERAL_POOL: &str = "demo-general";
+const WARM_POOL: &str = "demo-warm";
 
 const COLD_TENANT: &str = "demo-cold";
 const WARM_TENANT: &str = "demo-1";
@@ -59,39 +69,45 @@ pub async fn run(
         registry.address
     ));
 
-    // Cold.
+    say("the kubelet (built once from the Go module proxy)");
+    script(&["build", "kubelet"]).await?;
     say(format!(
-        "COLD: tenant {COLD_TENANT}, no warm capacity, no image cache (a cluster without warmpool)"
+        "Karpenter (built once): real nodes from its NodeClaims, each started {BOOT} after \
+         Karpenter's decision (the emulated instance boot)"
+    ));
+    script(&["karpenter", "up", "--boot-delay", BOOT]).await?;
+
+    // Cold.
+    let general = NodePool::install_general_real(client, GENERAL_POOL, BOOT).await;
+    say(format!(
+        "COLD: tenant {COLD_TENANT}, no warm capacity, no image cache (a cluster without \
+         warmpool); NodePool {GENERAL_POOL} (no taint) for whatever is Pending"
     ));
     let started = create_namespace(client, COLD_TENANT).await?;
+    let cold_nodes = follow_nodes(client, GENERAL_POOL, started, 1);
     create_cargocats(client, COLD_TENANT, registry).await;
     say(format!(
-        "  its pods are Pending: no node has room. Provisioning one: emulated, {} s here \
-         (Karpenter / EKS Auto Mode: {PUBLISHED_PROVISIONING}; scaled down like the images)",
-        PROVISIONING.as_secs()
+        "  its pods are Pending: no node has room. Karpenter launches one (boot emulated: {BOOT}; \
+         EC2 under Karpenter / EKS Auto Mode: {PUBLISHED_PROVISIONING})"
     ));
-    // The emulated provisioning itself: the one part of the cold start that cannot be real here.
-    tokio::time::sleep(PROVISIONING).await;
-    let cold_node = start_node(
-        cluster,
-        NodeSpec {
-            name: "demo-cold-1".into(),
-            reserve: Some("cpu=1,memory=12Gi".into()),
-            ..NodeSpec::default()
-        },
-    )
-    .await?;
-    say("  demo-cold-1 is Ready; the pods pull their images and start");
     let cold = measure(client, COLD_TENANT, started).await;
     say(format!(
         "  all pods Ready {:.1} s after the namespace was created",
         cold.took.as_secs_f64()
     ));
+    let cold_nodes = cold_nodes.await?;
     delete_namespace(client, COLD_TENANT).await;
-    drop(cold_node);
+    drop(general);
 
     // Warm.
-    say("WARM: warmpool (webhook + reconciler) and one warm real node, demo-warm-1");
+    say(format!(
+        "WARM: warmpool (webhook + reconciler) and the chart's NodePool {WARM_POOL}: the \
+         placeholder makes Karpenter launch a warm node, the cache pulls the images there"
+    ));
+    let prepared = Instant::now();
+    // Two: the warm node for the placeholder, then the replacement after the tenant took it.
+    let warm_nodes = follow_nodes(client, WARM_POOL, prepared, 2);
+    let warm_pool = NodePool::install_real(client, WARM_POOL, POOL, BOOT).await;
     let warmpool = Warmpool::start(
         client,
         binary,
@@ -116,10 +132,8 @@ pub async fn run(
         },
     )
     .await;
-    let warm_node = start_node(cluster, NodeSpec::warm_half("demo-warm-1", POOL)).await?;
-    let ready = Instant::now();
     let placeholder = eventually(
-        "the image cache complete and a placeholder Ready on demo-warm-1",
+        "the image cache complete and a placeholder Ready on a warm node",
         TIMEOUT,
         || async {
             let cache = ready_pods(
@@ -139,11 +153,12 @@ pub async fn run(
         },
     )
     .await;
+    let first_warm = node_of(&placeholder);
     say(format!(
-        "  before any tenant: 3 images cached and placeholder {} holding 700m on demo-warm-1 \
-         ({:.1} s after the node was Ready)",
+        "  before any tenant: 3 images cached and placeholder {} holding 700m on {first_warm} \
+         ({:.1} s after warmpool started)",
         placeholder.name_any(),
-        ready.elapsed().as_secs_f64()
+        prepared.elapsed().as_secs_f64()
     ));
     say(format!("  tenant {WARM_TENANT} created"));
     let started = create_namespace(client, WARM_TENANT).await?;
@@ -157,13 +172,37 @@ pub async fn run(
         .ok()
         .flatten()
         .is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+    say("  the headroom the tenant took: Karpenter launches a node for the evicted placeholder");
+    let restored = eventually(
+        "the placeholder Ready again and the cache complete on its node",
+        TIMEOUT,
+        || async {
+            let note = warmpool.events("HeadroomRestored").await.pop()?;
+            let placeholders = ready_pods(
+                client,
+                SYSTEM_NAMESPACE,
+                "app.kubernetes.io/name=warmpool-prewarmer",
+            )
+            .await;
+            let node = node_of(placeholders.first()?);
+            let cache = ready_pods(
+                client,
+                SYSTEM_NAMESPACE,
+                "app.kubernetes.io/name=warmpool-image-cache",
+            )
+            .await;
+            cache
+                .iter()
+                .any(|c| node_of(c) == node)
+                .then(|| (note, node, started.elapsed()))
+        },
+    )
+    .await;
+    let warm_nodes = warm_nodes.await?;
 
     println!();
     report("cold", COLD_TENANT, &cold);
-    println!(
-        "  (a node provisioned: {} s emulated, then every image pulled at 25 MB/s)",
-        PROVISIONING.as_secs()
-    );
+    nodes_report(&cold_nodes);
     report("warm", WARM_TENANT, &warm);
     println!(
         "  (placeholder {} {}; no node to wait for, no image to pull)",
@@ -175,11 +214,17 @@ pub async fn run(
         }
     );
     println!("  warmpool's own figure (Event TenantReady on namespace {WARM_TENANT}): {own}");
+    println!(
+        "  warmpool: {}; the cache complete there {:.1} s after the tenant came",
+        restored.0,
+        restored.2.as_secs_f64()
+    );
+    nodes_report(&warm_nodes);
     let pulls: Vec<f64> = cold.images.iter().filter_map(|i| pull_seconds(i)).collect();
     println!(
-        "what made the difference: the node ({} s emulated) and the image pulls ({:.1} s the \
-         slowest, {:.1} s in all) came before the tenant did; a placeholder made room at once",
-        PROVISIONING.as_secs(),
+        "what made the difference: the node ({BOOT} emulated boot after Karpenter's decision) \
+         and the image pulls ({:.1} s the slowest, {:.1} s in all) came before the tenant did; \
+         a placeholder made room at once",
         pulls.iter().copied().fold(0.0, f64::max),
         pulls.iter().sum::<f64>()
     );
@@ -194,7 +239,112 @@ pub async fn run(
     }
     say("cleaning up");
     warmpool.cleanup(&[WARM_TENANT.to_owned()]).await;
-    drop(warm_node);
+    drop(warm_pool);
+    Ok(())
+}
+
+/// A node Karpenter launched for a NodePool, as the demo saw it come.
+struct LaunchedNode {
+    claim: String,
+    node: String,
+    instance_type: String,
+    /// From the clock's start: the NodeClaim seen (Karpenter's decision), the Node Ready.
+    decided: Duration,
+    ready: Option<Duration>,
+}
+
+/// Follows the NodeClaims of `pool` from `since` until `expect` of them have a Ready node (or 6
+/// minutes passed): what Karpenter decided and when.
+fn follow_nodes(
+    client: &Client,
+    pool: &str,
+    since: Instant,
+    expect: usize,
+) -> tokio::task::JoinHandle<Vec<LaunchedNode>> {
+    let (client, pool) = (client.clone(), pool.to_owned());
+    tokio::spawn(async move {
+        let mut seen: Vec<LaunchedNode> = Vec::new();
+        while since.elapsed() < Duration::from_secs(360) {
+            let claims = crate::support::karpenter::node_claims(&client)
+                .list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={pool}")))
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            for c in claims {
+                let name = c.name_any();
+                if !seen.iter().any(|n| n.claim == name) {
+                    let v = serde_json::to_value(&c).unwrap_or_default();
+                    seen.push(LaunchedNode {
+                        node: v["status"]["nodeName"].as_str().unwrap_or("?").to_owned(),
+                        instance_type: v["metadata"]["labels"]["node.kubernetes.io/instance-type"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_owned(),
+                        claim: name,
+                        decided: since.elapsed(),
+                        ready: None,
+                    });
+                }
+            }
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+            for n in seen.iter_mut().filter(|n| n.ready.is_none()) {
+                let ready = nodes
+                    .get_opt(&n.node)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|node| crate::support::karpenter::node_ready(&node));
+                if ready {
+                    n.ready = Some(since.elapsed());
+                }
+            }
+            if seen.iter().filter(|n| n.ready.is_some()).count() >= expect {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        seen
+    })
+}
+
+fn nodes_report(nodes: &[LaunchedNode]) {
+    for n in nodes {
+        let ready = n.ready.map_or_else(
+            || "not Ready".to_owned(),
+            |r| format!("Ready at {:.1} s", r.as_secs_f64()),
+        );
+        println!(
+            "  node {}: NodeClaim {} ({}) decided by Karpenter at {:.1} s, {BOOT} emulated boot, \
+             the real kubelet {ready}",
+            n.node,
+            n.claim,
+            n.instance_type,
+            n.decided.as_secs_f64()
+        );
+    }
+}
+
+fn node_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
+/// `tests/cluster/cluster.sh ARGS`, progress on stderr, off the async runtime.
+async fn script(args: &[&str]) -> anyhow::Result<()> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(repo_root().join("tests/cluster/cluster.sh"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .status()
+    })
+    .await??;
+    anyhow::ensure!(
+        status.success(),
+        "tests/cluster/cluster.sh failed ({status})"
+    );
     Ok(())
 }
 
@@ -214,19 +364,12 @@ fn report(kind: &str, ns: &str, start: &Start) {
             .get("warmpool.io/injected")
             .map_or("nothing", String::as_str);
         println!(
-            "  {:<36} on {:<12} image {:<22} injected: {injected}",
+            "  {:<36} on {:<20} image {:<22} injected: {injected}",
             pod.name_any(),
             node,
             image
         );
     }
-}
-
-async fn start_node(cluster: &'static RealCluster, spec: NodeSpec) -> anyhow::Result<RealNode> {
-    let name = spec.name.clone();
-    tokio::task::spawn_blocking(move || cluster.node(&spec))
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("real node {name} cannot start here (reason above)"))
 }
 
 /// Creates `ns` (scoped to the demo's webhook registration); when it was created.

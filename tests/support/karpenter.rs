@@ -22,6 +22,10 @@ use super::cluster::{eventually, kubeconfig, repo_root};
 
 /// Karpenter's label on the Nodes and NodeClaims of a NodePool.
 pub const NODE_POOL_LABEL: &str = "karpenter.sh/nodepool";
+/// A KWOKNodeClass so labelled gets real nodes (tests/cluster/karpenter-local).
+pub const REAL_NODES_LABEL: &str = "warmpool.io/real-nodes";
+/// The one instance type of real nodes (what is left of this machine for one node).
+pub const REAL_INSTANCE_TYPE: &str = "local-half";
 
 /// Karpenter and KWOK running (started once per test process). `None` means skip (outside CI
 /// only: `karpenter.sh` exits 3 when it cannot be built here).
@@ -101,18 +105,62 @@ impl NodePool {
         boot: &str,
         sets: &[&str],
     ) -> NodePool {
+        let node_pool = NodePool::class(client, name, boot, false).await;
+        node_pool.apply_values(pool, sets).await;
+        node_pool
+    }
+
+    /// [`NodePool::install`] for **real nodes** (`tests/cluster/karpenter-local`: a kubelet and
+    /// a containerd each, started `boot` after Karpenter's decision): the KWOKNodeClass is
+    /// labelled `warmpool.io/real-nodes=true` and the pool offers the one real instance type.
+    pub async fn install_real(client: &Client, name: &str, pool: &str, boot: &str) -> NodePool {
+        let node_pool = NodePool::class(client, name, boot, true).await;
+        node_pool
+            .apply_values(
+                pool,
+                &[&format!("nodePool.instanceTypes={{{REAL_INSTANCE_TYPE}}}")],
+            )
+            .await;
+        node_pool
+    }
+
+    /// A general-purpose pool of real nodes (no label, no taint: what a cluster without warm
+    /// capacity provisions for any pod), as a platform would have next to the warm one.
+    pub async fn install_general_real(client: &Client, name: &str, boot: &str) -> NodePool {
+        let node_pool = NodePool::class(client, name, boot, true).await;
+        let np = json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+            "metadata": {"name": name, "labels": {"warmpool.test/run": name}},
+            "spec": {
+                "template": {"spec": {
+                    "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": name},
+                    "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
+                                      "values": [REAL_INSTANCE_TYPE]}],
+                    "expireAfter": "Never"
+                }},
+                "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "10s"}
+            }
+        });
+        apply(&node_pools(client), name, &np).await;
+        node_pool
+    }
+
+    /// The run's KWOKNodeClass (named like the pool), launching real nodes or KWOK ones.
+    async fn class(client: &Client, name: &str, boot: &str, real: bool) -> NodePool {
+        let mut labels = json!({"warmpool.test/run": name});
+        if real {
+            labels[REAL_NODES_LABEL] = json!("true");
+        }
         let class = json!({
             "apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass",
-            "metadata": {"name": name, "labels": {"warmpool.test/run": name}},
+            "metadata": {"name": name, "labels": labels},
             "spec": {"nodeRegistrationDelay": boot}
         });
         apply(&node_classes(client), name, &class).await;
-        let node_pool = NodePool {
+        NodePool {
             name: name.to_owned(),
             client: client.clone(),
-        };
-        node_pool.apply_values(pool, sets).await;
-        node_pool
+        }
     }
 
     /// Renders and applies the chart's NodePool again with other values (a template change

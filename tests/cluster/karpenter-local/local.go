@@ -187,6 +187,9 @@ func nodeName(claim string) string {
 }
 
 func (l *Local) Create(ctx context.Context, nodeClaim *v1.NodeClaim) (*v1.NodeClaim, error) {
+	if nodeClaim.Spec.NodeClassRef == nil {
+		return l.kwok.Create(ctx, nodeClaim)
+	}
 	class, real := l.class(ctx, nodeClaim.Spec.NodeClassRef.Name)
 	if !real {
 		return l.kwok.Create(ctx, nodeClaim)
