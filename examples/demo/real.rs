@@ -273,21 +273,32 @@ fn follow_nodes(
             for c in claims {
                 let name = c.name_any();
                 if !seen.iter().any(|n| n.claim == name) {
-                    let v = serde_json::to_value(&c).unwrap_or_default();
                     seen.push(LaunchedNode {
-                        node: v["status"]["nodeName"].as_str().unwrap_or("?").to_owned(),
-                        instance_type: v["metadata"]["labels"]["node.kubernetes.io/instance-type"]
-                            .as_str()
-                            .unwrap_or("?")
-                            .to_owned(),
-                        claim: name,
+                        claim: name.clone(),
+                        node: String::new(),
+                        instance_type: String::new(),
                         decided: since.elapsed(),
                         ready: None,
                     });
                 }
+                // The node's name and the instance type come once Karpenter has launched it.
+                let v = serde_json::to_value(&c).unwrap_or_default();
+                if let Some(n) = seen.iter_mut().find(|n| n.claim == name) {
+                    if let Some(node) = v["status"]["nodeName"].as_str() {
+                        n.node = node.to_owned();
+                    }
+                    if let Some(t) =
+                        v["metadata"]["labels"]["node.kubernetes.io/instance-type"].as_str()
+                    {
+                        n.instance_type = t.to_owned();
+                    }
+                }
             }
             let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-            for n in seen.iter_mut().filter(|n| n.ready.is_none()) {
+            for n in seen
+                .iter_mut()
+                .filter(|n| n.ready.is_none() && !n.node.is_empty())
+            {
                 let ready = nodes
                     .get_opt(&n.node)
                     .await
