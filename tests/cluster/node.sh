@@ -173,6 +173,8 @@ node_vars() {
     NAME=$1
     valid_name "$NAME" || die "invalid node name '$NAME' (a DNS label of at most 40 characters)"
     NODE_DIR=$(short_dir "$NAME")
+    # Beside the link, in the cluster dir (`cluster.sh down` removes it), not in the short root.
+    NODE_LOCK=$NODES_DIR/.$NAME.lock
     NODE_LOGS=$CLUSTER_DIR/logs/nodes/$NAME
     SOCK=$NODE_DIR/containerd.sock
     CGROUP=warmpool-$NAME
@@ -587,7 +589,7 @@ cmd_up() {
     done < <("$SCRIPT_DIR/registry.sh" up)
     [[ -n ${WARMPOOL_REGISTRY:-} ]] || die "registry up printed no address"
     mkdir -p "$NODES_DIR"
-    with_lock "$NODE_DIR.lock" do_up
+    with_lock "$NODE_LOCK" do_up
     echo "$NAME" >&3
 }
 
@@ -732,7 +734,7 @@ cmd_down() {
     node_vars "$1"
     exec 1>&2
     mkdir -p "$NODES_DIR"
-    with_lock "$NODE_DIR.lock" do_down
+    with_lock "$NODE_LOCK" do_down
 }
 
 cmd_down_all() {
@@ -771,7 +773,7 @@ cmd_restart_kubelet() {
     (($#)) || die "usage: node restart-kubelet NAME"
     node_vars "$1"
     exec 1>&2
-    with_lock "$NODE_DIR.lock" do_restart_kubelet
+    with_lock "$NODE_LOCK" do_restart_kubelet
 }
 
 cmd_list() {
