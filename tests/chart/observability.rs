@@ -236,6 +236,7 @@ fn every_alert_says_what_to_do_and_the_values_shape_the_rule() {
         BTreeSet::from([
             "warmpool-webhook",
             "warmpool-reconciler",
+            "warmpool-warm-capacity",
             "warmpool-image-cache",
             "warmpool-tenants"
         ])
@@ -354,6 +355,7 @@ fn every_alert_says_what_to_do_and_the_values_shape_the_rule() {
         s(&alert(&some, "WarmpoolWebhookCertificateExpiringSoon")["expr"]).contains("< 30 * 86400")
     );
     assert_eq!(alert(&some, "WarmpoolNoSpareSlotReady")["for"], "5m");
+    assert_eq!(alert(&some, "WarmpoolPlaceholdersPending")["for"], "5m");
 
     // The certificate alerts say how to renew in each certificate mode.
     for (mode, extra, says) in [

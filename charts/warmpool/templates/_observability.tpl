@@ -13,7 +13,7 @@ standby, or a replica that just lost the Lease, keeps the values it last wrote.
 */}}
 
 {{- define "warmpool.alertGroups" -}}
-{{- list "webhook" "reconciler" "image-cache" "tenants" | toJson }}
+{{- list "webhook" "reconciler" "warm-capacity" "image-cache" "tenants" | toJson }}
 {{- end }}
 
 {{/* The label matchers of every series scraped from this release. */}}
@@ -210,6 +210,44 @@ with failurePolicy Ignore, tenant pods are admitted unmutated meanwhile: they st
       at all means the Deployment cannot create them (its ReplicaSet's events: a quota, the
       PriorityClass warmpool-placeholder missing).
 {{- end }}
+{{- end }}
+
+{{- define "warmpool.alerts.warm-capacity" -}}
+{{- $sel := include "warmpool.alertSelector" . }}
+{{- $ns := .Release.Namespace }}
+{{- $rule := .Values.observability.prometheusRule }}
+{{- $leader := printf "and on (namespace, pod) (warmpool_reconcile_leader{%s} == 1)" $sel }}
+- alert: WarmpoolPlaceholdersPending
+  # The leader's count of placeholders with no node (no kube-state-metrics needed).
+  expr: |-
+    max(warmpool_prewarmer_placeholders_pending{ {{- $sel }}} {{ $leader }}) > 0
+  for: {{ $rule.noSpareSlotFor }}
+  labels:
+    severity: warning
+  annotations:
+    summary: >-
+      {{`{{ $value }}`}} warmpool placeholder(s) have had no node for {{ $rule.noSpareSlotFor }} in {{ $ns }}.
+    description: >-
+      Placeholders are Pending: the warm room they should hold is missing, and the next tenants
+      wait for a new node and pull their images cold. `kubectl -n {{ $ns }} get events
+      --field-selector reason=PlaceholdersPending` quotes Karpenter's reason (a NodePool at its
+      limits, instance types or capacity unavailable, no NodePool with the pool's label and taint);
+      `kubectl get nodeclaims` and Karpenter's logs say more.
+- alert: WarmpoolNodePoolReplacesWarmNodes
+  expr: |-
+    max(warmpool_prewarmer_node_pool_findings{ {{- $sel }}, finding="replaces_warm_nodes"} {{ $leader }}) > 0
+  for: 10m
+  labels:
+    severity: warning
+  annotations:
+    summary: >-
+      A Karpenter NodePool of the warm nodes consolidates underutilized nodes.
+    description: >-
+      A NodePool that makes warm nodes has consolidationPolicy WhenEmptyOrUnderutilized
+      (Karpenter's default when unset): Karpenter replaces warm nodes that hold only placeholders
+      with cheaper ones, evicting them, and the headroom is gone for a node's boot each time.
+      `kubectl -n {{ $ns }} get events --field-selector reason=NodePoolReplacesWarmNodes` names
+      it; set spec.disruption.consolidationPolicy: WhenEmpty (the chart's nodePool default).
 {{- end }}
 
 {{- define "warmpool.alerts.image-cache" -}}
