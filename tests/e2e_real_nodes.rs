@@ -1179,15 +1179,6 @@ async fn karpenter_launches_the_warm_node_and_its_replacement_on_real_kubelets()
             .filter(|p| node_of(p).is_some_and(|n| nodes.contains(n)) && is_ready(p))
             .collect()
     };
-    let pool_nodes = || async {
-        node_pool
-            .nodes()
-            .await
-            .into_iter()
-            .filter(|n| n.metadata.deletion_timestamp.is_none())
-            .map(|n| n.name_any())
-            .collect::<BTreeSet<String>>()
-    };
     let cache_on = |node: String| {
         let (client, ns) = (client.clone(), ns.clone());
         async move {
@@ -1208,7 +1199,7 @@ async fn karpenter_launches_the_warm_node_and_its_replacement_on_real_kubelets()
         "the placeholder Ready on a node Karpenter launched",
         REAL_TIMEOUT,
         || async {
-            let nodes = pool_nodes().await;
+            let nodes = node_pool.live_node_names().await;
             let p = on_pool_node(live_pods(&client, &ns, PREWARMER_SELECTOR).await, &nodes);
             p.first()
                 .map(|p| (p.name_any(), node_of(p).unwrap().to_owned()))
@@ -1257,7 +1248,7 @@ async fn karpenter_launches_the_warm_node_and_its_replacement_on_real_kubelets()
         "the replacement placeholder on a second node Karpenter launched",
         REAL_TIMEOUT,
         || async {
-            let nodes = pool_nodes().await;
+            let nodes = node_pool.live_node_names().await;
             let p = on_pool_node(live_pods(&client, &ns, PREWARMER_SELECTOR).await, &nodes);
             p.first()
                 .and_then(|p| node_of(p).map(str::to_owned))

@@ -191,7 +191,7 @@ async fn placeholders_on_disrupted_nodes(
 
 /// Nodes of the pool that hold a pod other than a DaemonSet's (a placeholder, a tenant's).
 async fn busy_nodes(client: &Client, node_pool: &NodePool) -> BTreeSet<String> {
-    let nodes = karpenter_names(node_pool).await;
+    let nodes = node_pool.live_node_names().await;
     let pods: Api<Pod> = Api::all(client.clone());
     let all = pods
         .list(&ListParams::default().fields("spec.nodeName!="))
@@ -203,17 +203,6 @@ async fn busy_nodes(client: &Client, node_pool: &NodePool) -> BTreeSet<String> {
         .filter(|p| !p.owner_references().iter().any(|o| o.kind == "DaemonSet"))
         .filter_map(node_of)
         .filter(|n| nodes.contains(n))
-        .collect()
-}
-
-/// The pool's nodes that are not being deleted.
-async fn karpenter_names(node_pool: &NodePool) -> BTreeSet<String> {
-    node_pool
-        .nodes()
-        .await
-        .into_iter()
-        .filter(|n| n.metadata.deletion_timestamp.is_none())
-        .map(|n| n.name_any())
         .collect()
 }
 
@@ -287,7 +276,7 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
             format!(
                 "placeholders {:?}\nnodes {:?}\n{}",
                 warmpool.placeholders().await,
-                karpenter_names(&node_pool).await,
+                node_pool.live_node_names().await,
                 support::reconciler::kubectl(&[
                     "get",
                     "pods",
@@ -301,7 +290,7 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
     )
     .await;
     let warm_ahead = clock.now();
-    let warm_nodes = karpenter_names(&node_pool).await;
+    let warm_nodes = node_pool.live_node_names().await;
     eprintln!(
         "window: scaled to {TENANTS} slots at {raised_at} (test clock), {:.0} s before it opens \
          at {open}; {} placeholders on {} warm nodes Karpenter launched by {warm_ahead}",
@@ -409,13 +398,13 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
     // Karpenter removes the nodes the scale-down emptied (WhenEmpty), one per round under the
     // chart's default budget, and keeps every node that holds a placeholder or a tenant.
     let at_one = Instant::now();
-    let nodes_at_one = karpenter_names(&node_pool).await;
+    let nodes_at_one = node_pool.live_node_names().await;
     let removed_at: Mutex<BTreeMap<String, f64>> = Mutex::new(BTreeMap::new());
     let kept = eventually_explained(
         "every emptied warm node removed by Karpenter",
         Duration::from_secs(300),
         || async {
-            let now = karpenter_names(&node_pool).await;
+            let now = node_pool.live_node_names().await;
             for gone in nodes_at_one.difference(&now) {
                 removed_at
                     .lock()
@@ -429,7 +418,7 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
         || async {
             format!(
                 "nodes {:?}, busy {:?}\n{}",
-                karpenter_names(&node_pool).await,
+                node_pool.live_node_names().await,
                 busy_nodes(&client, &node_pool).await,
                 support::reconciler::kubectl(&["get", "pods", "-A", "-o", "wide"])
             )
@@ -474,7 +463,7 @@ async fn without_the_window_the_same_burst_waits_for_karpenter() {
     warmpool
         .wait_placeholders_bound(1, Duration::from_secs(120))
         .await;
-    let warm_nodes = karpenter_names(&node_pool).await;
+    let warm_nodes = node_pool.live_node_names().await;
 
     let (tenants, started) = burst(&client, &warmpool).await;
     // Each pod's wait: when it was first seen bound, from the burst's start.

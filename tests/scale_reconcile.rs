@@ -47,11 +47,12 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::DynamicObject;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use support::cluster::{eventually, kubeconfig};
+use support::objects::dynamic_api;
 use support::reconciler::{Run, cached_images};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
@@ -132,18 +133,6 @@ fn flow_schema(run_id: &str, class: &str, precedence: u32, sa: &str, ns: &str) -
             "rules": [rules],
         },
     })
-}
-
-fn dynamic(
-    client: &Client,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-) -> Api<DynamicObject> {
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::all_with(client.clone(), &resource)
 }
 
 /// The reconciler's requests so far, by class, from the API server's metrics.
@@ -233,7 +222,7 @@ async fn service_account_kubeconfig(run: &Run, client: &Client, sa: &str) -> std
         )
         .await
         .expect("create the ServiceAccount");
-    let bindings = dynamic(
+    let bindings = dynamic_api(
         client,
         "rbac.authorization.k8s.io",
         "v1",
@@ -355,7 +344,7 @@ async fn reconciler_at_scale() {
         .catch_unwind()
         .await;
     // Clean up, whatever happened (the reconciler has stopped with `measure`).
-    let schemas = dynamic(
+    let schemas = dynamic_api(
         &client,
         "flowcontrol.apiserver.k8s.io",
         "v1",
@@ -367,7 +356,7 @@ async fn reconciler_at_scale() {
             .delete(&format!("{id}-{class}"), &DeleteParams::default())
             .await;
     }
-    let bindings = dynamic(
+    let bindings = dynamic_api(
         &client,
         "rbac.authorization.k8s.io",
         "v1",
@@ -405,7 +394,7 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
     // The reconciler's own identity, and FlowSchemas that count its requests.
     let sa = "warmpool-scale";
     let sa_kubeconfig = service_account_kubeconfig(run, &client, sa).await;
-    let schemas = dynamic(
+    let schemas = dynamic_api(
         &client,
         "flowcontrol.apiserver.k8s.io",
         "v1",

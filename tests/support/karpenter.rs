@@ -13,12 +13,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::cluster::{eventually, kubeconfig, repo_root};
+use super::objects::dynamic_api;
 
 /// Karpenter's label on the Nodes and NodeClaims of a NodePool.
 pub const NODE_POOL_LABEL: &str = "karpenter.sh/nodepool";
@@ -54,30 +53,16 @@ pub fn ensure() -> Option<()> {
     }
 }
 
-fn api(
-    client: &Client,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    Api::all_with(
-        client.clone(),
-        &ApiResource::from_gvk_with_plural(&gvk, plural),
-    )
-}
-
 pub fn node_pools(client: &Client) -> Api<DynamicObject> {
-    api(client, "karpenter.sh", "v1", "NodePool", "nodepools")
+    dynamic_api(client, "karpenter.sh", "v1", "NodePool", "nodepools")
 }
 
 pub fn node_claims(client: &Client) -> Api<DynamicObject> {
-    api(client, "karpenter.sh", "v1", "NodeClaim", "nodeclaims")
+    dynamic_api(client, "karpenter.sh", "v1", "NodeClaim", "nodeclaims")
 }
 
 fn node_classes(client: &Client) -> Api<DynamicObject> {
-    api(
+    dynamic_api(
         client,
         "karpenter.kwok.sh",
         "v1alpha1",
@@ -200,6 +185,16 @@ impl NodePool {
     /// Its Nodes (Karpenter's label), those being deleted included.
     pub async fn nodes(&self) -> Vec<Node> {
         pool_nodes(&self.client, &self.name).await
+    }
+
+    /// The names of its Nodes that are not being deleted.
+    pub async fn live_node_names(&self) -> std::collections::BTreeSet<String> {
+        self.nodes()
+            .await
+            .into_iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+            .filter_map(|n| n.metadata.name)
+            .collect()
     }
 
     /// Its NodeClaims, as JSON.

@@ -98,3 +98,18 @@ pub async fn live_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect()
 }
+
+/// A cluster-wide API of any kind the API server serves (a CRD's, say) as `DynamicObject`s.
+pub fn dynamic_api(
+    client: &Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> kube::Api<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    kube::Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
