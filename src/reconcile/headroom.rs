@@ -199,6 +199,15 @@ pub fn restored_note(r: &Restored) -> String {
     )
 }
 
+/// The seconds a [`restored_note`] states (what `warmpool status` reads back from the Event).
+pub fn seconds_of_note(note: &str) -> Option<f64> {
+    note.strip_prefix("headroom back ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +266,8 @@ mod tests {
              placeholder warmpool-prewarmer-b Running on node warm-2 (provisioning of the \
              replacement node included)"
         );
+        assert_eq!(seconds_of_note(&restored_note(&r)), Some(17.0));
+        assert_eq!(seconds_of_note("something else"), None);
         assert_eq!(h.waiting(), 0);
         // Seen Running again: nothing more.
         assert_eq!(

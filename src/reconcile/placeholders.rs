@@ -35,8 +35,8 @@ pub const PENDING_REPORT_AFTER: Duration = Duration::from_secs(300);
 /// How often the warm NodePools are read.
 pub const NODE_POOL_EVERY: Duration = Duration::from_secs(60);
 
-/// The prewarmer Deployment, which the Events are about.
-fn prewarmer_reference(namespace: &str) -> ObjectReference {
+/// The prewarmer Deployment, which its Events are about (here and [`super::schedule`]'s).
+pub fn prewarmer_reference(namespace: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some("apps/v1".into()),
         kind: Some("Deployment".into()),
@@ -84,8 +84,11 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
     });
-    let pending = report_pending(ctx.clone(), store.clone());
-    let node_pools = check_node_pools(ctx.clone());
+    // The warm NodePools as last read: the pending report quotes their limits without a read
+    // of its own.
+    let pools = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pending = report_pending(ctx.clone(), store.clone(), pools.clone());
+    let node_pools = check_node_pools(ctx.clone(), pools);
     tokio::join!(pods, pending, node_pools);
 }
 
@@ -148,7 +151,11 @@ async fn report_restored(ctx: &Context, r: &Restored) {
 }
 
 /// Every 10 s while placeholders have no node: whether to say so, with Karpenter's reason.
-async fn report_pending(ctx: Arc<Context>, store: Store<Pod>) {
+async fn report_pending(
+    ctx: Arc<Context>,
+    store: Store<Pod>,
+    pools: Arc<std::sync::Mutex<Vec<node_pools::WarmPool>>>,
+) {
     let mut reported: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -169,8 +176,7 @@ async fn report_pending(ctx: Arc<Context>, store: Store<Pod>) {
         if karpenter.is_empty() && waited < PENDING_REPORT_AFTER {
             continue;
         }
-        let pools = read_node_pools(&ctx).await.unwrap_or_default();
-        let limits: Vec<String> = node_pools::findings(&pools)
+        let limits: Vec<String> = node_pools::findings(&lock(&pools))
             .iter()
             .filter(|f| matches!(f, Finding::AtLimits { .. }))
             .map(Finding::message)
@@ -276,7 +282,10 @@ async fn read_node_pools(ctx: &Context) -> Option<Vec<node_pools::WarmPool>> {
 
 /// The warm NodePools' findings, at the start of the term and every [`NODE_POOL_EVERY`]: gauges,
 /// and a Warning Event each time a finding appears (or its message changes).
-async fn check_node_pools(ctx: Arc<Context>) {
+async fn check_node_pools(
+    ctx: Arc<Context>,
+    latest: Arc<std::sync::Mutex<Vec<node_pools::WarmPool>>>,
+) {
     let mut said: BTreeSet<String> = BTreeSet::new();
     let mut tick = tokio::time::interval(NODE_POOL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -286,6 +295,7 @@ async fn check_node_pools(ctx: Arc<Context>) {
             continue;
         };
         let found = node_pools::findings(&pools);
+        *lock(&latest) = pools;
         for label in node_pools::FINDINGS {
             let n = found.iter().filter(|f| f.label() == label).count();
             ctx.metrics

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures::{Stream, stream};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
 use tokio::sync::watch;
 
@@ -93,13 +92,7 @@ pub async fn kept(ctx: &Context, decision: &Decision) {
     };
     let Some(event) = event else { return };
     tracing::info!(slots = spare.slots, target = decision.target, window = ?spare.window, why = ?decision.why, "spare slots kept changed");
-    let reference = ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("Deployment".into()),
-        name: Some(PREWARMER.into()),
-        namespace: Some(ctx.settings.namespace.clone()),
-        ..ObjectReference::default()
-    };
+    let reference = super::placeholders::prewarmer_reference(&ctx.settings.namespace);
     let action = || format!("record the {} event on {PREWARMER}", event.reason);
     if let Err(e) = ctx
         .write(action, ctx.recorder.publish(&event, &reference))

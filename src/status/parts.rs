@@ -248,9 +248,7 @@ fn headroom(listed: &Listed) -> Option<HeadroomRestores> {
     let latest_seconds = latest
         .message
         .as_deref()
-        .and_then(|m| m.strip_prefix("headroom back "))
-        .and_then(|m| m.split(' ').next())
-        .and_then(|s| s.parse().ok());
+        .and_then(crate::reconcile::headroom::seconds_of_note);
     Some(HeadroomRestores {
         last_hour: seen.iter().filter(|(t, _)| *t >= since).count(),
         latest_seconds,

@@ -342,9 +342,21 @@ impl Reconciler {
     /// One sample of a metric without labels (`warmpool_reconcile_leader`), if exposed.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics").await?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        sample(&body, name)
     }
+}
+
+/// The value of `series` (a metric's name, with its labels as exposed) in a Prometheus text
+/// body.
+pub fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {

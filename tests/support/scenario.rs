@@ -272,14 +272,7 @@ prewarmer:
     /// `warmpool_prewarmer_headroom_restore_seconds_count`), if it answers.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let (_, body) = super::reconciler::http_get(&self.metrics, "/metrics").await?;
-        body.lines().find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
+        super::reconciler::sample(&body, series)
     }
 
     /// The messages of the Events of `reason` in warmpool's namespace, oldest first.
