@@ -202,10 +202,21 @@ karpenter_ready() {
 }
 
 # wait_until WHAT SECONDS CHECK...
+# Both processes exist. Not `running`: start_daemon writes the pid of the shell that then execs
+# (through `env`, for Karpenter) into the program, so right after a start the name check can see
+# bash or env and take a live Karpenter for a dead one.
+started() {
+    local f pid
+    for f in "$PIDS/karpenter.pid" "$PIDS/kwok.pid"; do
+        pid=$(cat "$f" 2>/dev/null) || return 1
+        [[ $pid =~ ^[0-9]+$ && -d /proc/$pid && $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
+    done
+}
+
 wait_until() {
     local what=$1 deadline=$((SECONDS + $2)); shift 2
     until "$@"; do
-        if ! running; then
+        if ! started; then
             tail -n 30 "$LOGS/karpenter.log" "$LOGS/kwok.log" >&2 2>/dev/null || true
             die "Karpenter or KWOK exited while waiting for $what (logs: $LOGS/karpenter.log, kwok.log)"
         fi
