@@ -116,6 +116,25 @@ fn build_warmpool() -> anyhow::Result<PathBuf> {
 
 /// A previous `--keep` run may have left its objects: remove them before starting again.
 async fn clean_previous_run(client: &Client) {
+    // The chart's release first: its cluster-wide objects would block the next install.
+    let _ = tokio::task::spawn_blocking(|| {
+        let helm = support::helm::find().ok()?;
+        Command::new(helm)
+            .arg("--kubeconfig")
+            .arg(kubeconfig()?)
+            .args([
+                "uninstall",
+                "warmpool",
+                "--namespace",
+                SYSTEM_NAMESPACE,
+                "--wait",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()
+    })
+    .await;
     let api: Api<Namespace> = Api::all(client.clone());
     let mut found = false;
     for ns in NAMESPACES {

@@ -7,10 +7,13 @@
 //! - *cold*: no warm capacity and no cache, as on a cluster without warmpool: the pods are
 //!   Pending until Karpenter has launched a node for them from a general-purpose NodePool, then
 //!   pull every image through the rate-limited registry path;
-//! - *warm*: warmpool's placeholder made Karpenter launch a warm node from the chart's NodePool,
-//!   and warmpool's cache pulled the images there, before the tenant came: the tenant preempts
+//! - *warm*: warmpool installed with `helm install` of its chart (printed, to copy): its own pods
+//!   (webhook + reconciler, the image of the static release binary in the local registry) on a
+//!   system node, the chart's NodePool for Karpenter. The placeholder made Karpenter launch a
+//!   warm node and the cache pulled the images there before the tenant came: the tenant preempts
 //!   the placeholder and starts from images already present; Karpenter launches the replacement
-//!   warm node for the evicted placeholder and the cache fills it before the next tenant.
+//!   warm node for the evicted placeholder and the cache fills it before the next tenant. It
+//!   ends with `warmpool status`.
 //!
 //! Everything is built and started before a clock starts.
 
@@ -25,9 +28,8 @@ use serde_json::json;
 use crate::support::cluster::{eventually, repo_root};
 use crate::support::karpenter::NodePool;
 use crate::support::objects::live_pods;
-use crate::support::real_nodes::{RealCluster, create_cargocats, is_ready};
-use crate::support::scenario::{RealImages, Setup, Warmpool};
-use crate::support::webhook::run_labels;
+use crate::support::real_nodes::{NodeSpec, RealCluster, create_cargocats, is_ready};
+use crate::support::release::{ChartRelease, command_line, local_image_values};
 use crate::{SYSTEM_NAMESPACE, say};
 
 /// The emulated instance boot: from Karpenter's NodeClaim to the node starting. EC2 instances
@@ -39,10 +41,12 @@ const PUBLISHED_PROVISIONING: &str = "40-90 s";
 const GENERAL_POOL: &str = "demo-general";
 const WARM_POOL: &str = "demo-warm";
 
+/// The release, as the chart's README installs it, and the node its pods run on.
+const RELEASE: &str = "warmpool";
+const SYSTEM_NODE: &str = "demo-system";
+
 const COLD_TENANT: &str = "demo-cold";
 const WARM_TENANT: &str = "demo-1";
-const RUN: &str = "demo";
-const POOL: &str = "cargocats";
 const SELECTOR: &str = "app.kubernetes.io/part-of=cargocats";
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -60,8 +64,12 @@ pub async fn run(
     cluster: &'static RealCluster,
     keep: bool,
 ) -> anyhow::Result<()> {
-    say("the image cache's tool image: a static release build of warmpool (first run: minutes)");
-    let tool = tokio::task::spawn_blocking(|| cluster.tool_image().to_owned()).await?;
+    say(
+        "warmpool's image: a static release build, pushed into the local registry (first run: \
+         minutes)",
+    );
+    let image = tokio::task::spawn_blocking(|| cluster.tool_image().to_owned()).await?;
+    say(format!("  {image}"));
     let registry = &cluster.registry;
     say(format!(
         "registry {}: dataservice, frontgateservice, mysql look-alikes (~310 MB in all), \
@@ -101,37 +109,54 @@ pub async fn run(
 
     // Warm.
     say(format!(
-        "WARM: warmpool (webhook + reconciler) and the chart's NodePool {WARM_POOL}: the \
-         placeholder makes Karpenter launch a warm node, the cache pulls the images there"
+        "WARM: warmpool installed with its Helm chart: its pods on the cluster's system node, \
+         its NodePool {WARM_POOL} for Karpenter; the placeholder makes Karpenter launch a warm \
+         node, the cache pulls the images there"
     ));
+    let system = tokio::task::spawn_blocking(move || {
+        cluster.node(&NodeSpec {
+            name: SYSTEM_NODE.into(),
+            reserve: Some("cpu=1,memory=12Gi".into()),
+            ..NodeSpec::default()
+        })
+    })
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("the system node cannot run here (reason above)"))?;
+    say(format!(
+        "  system node {SYSTEM_NODE} Ready (no taint: where warmpool's own pods go, as on an EKS \
+         cluster's system nodes)"
+    ));
+    let warm_pool = NodePool::real_class(client, WARM_POOL, BOOT).await;
+    let mut values = local_image_values(cluster);
+    values.extend(NodePool::chart_values(WARM_POOL));
+    values.extend(
+        [
+            // With the tenant's 500m, more than the 1-CPU node holds: the tenant preempts it.
+            "prewarmer.slot.cpu=700m",
+            "tenants.timeToReady.window=10s",
+        ]
+        .into_iter()
+        .flat_map(|v| ["--set".to_owned(), v.to_owned()]),
+    );
+    values.push("--create-namespace".into());
+    let args = ChartRelease::install_args(RELEASE, SYSTEM_NAMESPACE, &values);
+    say(format!("  {}", command_line(&args)));
     let prepared = Instant::now();
     // Two: the warm node for the placeholder, then the replacement after the tenant took it.
     let warm_nodes = follow_nodes(client, WARM_POOL, prepared, 2);
-    let warm_pool = NodePool::install_real(client, WARM_POOL, POOL, BOOT).await;
-    let warmpool = Warmpool::start(
-        client,
-        binary,
-        Setup {
-            run: RUN.into(),
-            namespace: SYSTEM_NAMESPACE.into(),
-            tenant_prefix: "demo-".into(),
-            pool: POOL.into(),
-            spare_slots: 1,
-            real: Some(RealImages {
-                pause: registry.pause.clone(),
-                tool,
-                images: registry
-                    .cargocats()
-                    .iter()
-                    .map(|(_, i)| i.to_string())
-                    .collect(),
-                // With the tenant's 500m, more than the 1-CPU node holds: the tenant preempts it.
-                slot_cpu: "700m".into(),
-                time_to_ready_window: "10s".into(),
-            }),
-        },
-    )
-    .await;
+    let install_args = args.clone();
+    let mut release = tokio::task::spawn_blocking(move || {
+        ChartRelease::install(RELEASE, SYSTEM_NAMESPACE, &install_args)
+    })
+    .await?;
+    let pods = release
+        .wait_ready(client, 2, TIMEOUT, || async { String::new() })
+        .await;
+    say(format!(
+        "  release {RELEASE}: {} pods (webhook + reconciler) Ready {:.1} s after helm install",
+        pods.len(),
+        prepared.elapsed().as_secs_f64()
+    ));
     let placeholder = eventually(
         "the image cache complete and a placeholder Ready on a warm node",
         TIMEOUT,
@@ -177,7 +202,9 @@ pub async fn run(
         "the placeholder Ready again and the cache complete on its node",
         TIMEOUT,
         || async {
-            let note = warmpool.events("HeadroomRestored").await.pop()?;
+            let note = reasons(client, SYSTEM_NAMESPACE, "HeadroomRestored")
+                .await
+                .pop()?;
             let placeholders = ready_pods(
                 client,
                 SYSTEM_NAMESPACE,
@@ -234,13 +261,52 @@ pub async fn run(
         c / w
     );
 
+    println!("{}", status(binary).await?);
+
     if keep {
         crate::keep_running().await;
     }
     say("cleaning up");
-    warmpool.cleanup(&[WARM_TENANT.to_owned()]).await;
+    delete_namespace(client, WARM_TENANT).await;
+    let uninstalled = tokio::task::spawn_blocking(move || release.uninstall()).await?;
+    say(format!("  {}", uninstalled.trim()));
     drop(warm_pool);
+    drop(system);
     Ok(())
+}
+
+/// `warmpool status` of the release, as a platform engineer would run it.
+async fn status(binary: &Path) -> anyhow::Result<String> {
+    let kubeconfig = crate::support::cluster::kubeconfig()
+        .ok_or_else(|| anyhow::anyhow!("no kubeconfig for warmpool status"))?;
+    let binary = binary.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary)
+            .args(["status", "--namespace", SYSTEM_NAMESPACE])
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+    })
+    .await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "warmpool status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(format!(
+        "$ warmpool status --namespace {SYSTEM_NAMESPACE}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    ))
+}
+
+/// The notes of the Events of `reason` in `ns`, oldest first.
+async fn reasons(client: &Client, ns: &str, reason: &str) -> Vec<String> {
+    let mut events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields(&format!("reason={reason}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    events.sort_by_key(|e| e.last_timestamp.clone());
+    events.into_iter().filter_map(|e| e.message).collect()
 }
 
 /// A node Karpenter launched for a NodePool, as the demo saw it come.
@@ -385,8 +451,7 @@ fn report(kind: &str, ns: &str, start: &Start) {
 
 /// Creates `ns` (scoped to the demo's webhook registration); when it was created.
 async fn create_namespace(client: &Client, ns: &str) -> anyhow::Result<Instant> {
-    let namespace: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": ns, "labels": run_labels(RUN)}}))?;
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
     let started = Instant::now();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)

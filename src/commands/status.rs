@@ -23,7 +23,7 @@ use crate::status::{collect, model, render};
 /// RECENT FAILURES  Warning Events of the last hour in warmpool's and the tenants'
 ///              namespaces, each with what to do next.
 ///
-/// It reads with a fixed number of calls whatever the number of tenants (9 at most, most of
+/// It reads with a fixed number of calls whatever the number of tenants (12 at most, most of
 /// them at once). A part it may not read says which permission would show it; the chart's
 /// ClusterRole and Role `<release>-status` (statusRole.create) grant exactly these. The
 /// configuration is --config, else the chart's ConfigMap in --namespace, else the defaults;

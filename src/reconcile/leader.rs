@@ -38,8 +38,9 @@ pub async fn run(
         Some(&settings.namespace),
     )
     .map_err(|e| Error::Settings(format!("tenants.namespacePatterns: {e}")))?;
-    let lease = LeaseSettings::new(LEASE, &settings.identity, settings.lease_duration)?;
     let owner = find_owner(&client, settings.pod.as_ref()).await?;
+    let lease = LeaseSettings::new(LEASE, &settings.identity, settings.lease_duration)?
+        .owned_by(owner.clone());
     check_namespace(&client, &settings.namespace).await;
     let windows = settings.config.prewarmer.windows();
 

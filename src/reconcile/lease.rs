@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
@@ -48,6 +48,9 @@ pub struct LeaseSettings {
     pub renew_every: Duration,
     /// How often a non-holder looks again.
     pub retry_every: Duration,
+    /// Set on the Lease when this replica creates it (warmpool's Deployment, in a pod), so that
+    /// `helm uninstall` takes the Lease with it.
+    pub owner: Option<OwnerReference>,
 }
 
 impl LeaseSettings {
@@ -74,7 +77,13 @@ impl LeaseSettings {
             duration,
             renew_every: duration / 3,
             retry_every: (duration / 4).min(Duration::from_secs(2)),
+            owner: None,
         })
+    }
+
+    /// The owner of the Lease this replica creates.
+    pub fn owned_by(self, owner: Option<OwnerReference>) -> LeaseSettings {
+        LeaseSettings { owner, ..self }
     }
 
     /// What the holder keeps back of each renewal: a third of the lease (client-go: 15 s lease,
@@ -353,6 +362,7 @@ impl Elector {
             metadata: ObjectMeta {
                 name: Some(self.settings.name.clone()),
                 labels: Some([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())].into()),
+                owner_references: self.settings.owner.clone().map(|o| vec![o]),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
@@ -698,5 +708,32 @@ mod tests {
         let lease = fake.lease.lock().unwrap().clone().unwrap();
         assert_eq!(lease["spec"]["holderIdentity"], "me");
         assert_eq!(lease["spec"]["leaseDurationSeconds"], 4);
+    }
+
+    #[tokio::test]
+    async fn a_lease_created_in_a_pod_is_owned_by_warmpools_deployment() {
+        let fake = FakeLeases::new(None);
+        let owner = OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "warmpool".into(),
+            uid: "uid-1".into(),
+            ..OwnerReference::default()
+        };
+        let settings = LeaseSettings::new("l", "me", Duration::from_secs(4))
+            .unwrap()
+            .owned_by(Some(owner));
+        let mut elector = Elector::with_clock(
+            Api::namespaced(fake.client(), "ns"),
+            settings,
+            LeaderGate::default(),
+            fake.clock(),
+        );
+        assert!(elector.try_once().await.unwrap());
+        let lease = fake.lease.lock().unwrap().clone().unwrap();
+        assert_eq!(
+            lease["metadata"]["ownerReferences"],
+            serde_json::json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "warmpool", "uid": "uid-1"}])
+        );
     }
 }

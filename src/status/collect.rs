@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::Part;
 use super::model::Listed;
-use super::webhook::{tls_secret_name, webhook_deployment};
+use super::webhook::{served_expiry, serving_pod, tls_secret_name, webhook_deployment};
 use crate::config::{Config, ConfigError};
 use crate::reconcile::node_pools;
 use crate::reconcile::session::{node_label_selector, pod_field_selector};
@@ -184,7 +184,23 @@ pub async fn collect(
         ),
         list_node_pools(client),
     );
-    let calls = 2 + usize::from(given_config.is_none()) + 7 + usize::from(secret_name.is_some());
+    // Round 4, only when the Secret may not be read: what a webhook pod serves.
+    let serving = match (&tls_secret, &webhook, &pods) {
+        (Some((_, Part::Unreadable { .. })), Some(d), Part::Read(pods)) => serving_pod(d, pods),
+        _ => None,
+    };
+    let served_certificate = match serving {
+        Some((pod, port)) => Some((
+            pod.clone(),
+            served_certificate(client, ns, &pod, port).await,
+        )),
+        None => None,
+    };
+    let calls = 2
+        + usize::from(given_config.is_none())
+        + 7
+        + usize::from(secret_name.is_some())
+        + usize::from(served_certificate.is_some());
     Ok(Listed {
         namespace: ns.to_owned(),
         config,
@@ -199,9 +215,23 @@ pub async fn collect(
         node_pools,
         webhook_configurations,
         tls_secret,
+        served_certificate,
         calls,
         elapsed: started.elapsed(),
     })
+}
+
+/// The certificate expiry webhook pod `pod` reports on its metrics port, through the API
+/// server's pod proxy (`get pods/proxy`: the chart's status role has it, not the Secret).
+async fn served_certificate(client: &Client, ns: &str, pod: &str, port: i32) -> Part<Option<i64>> {
+    let path = format!("/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/metrics");
+    let result = match http::Request::get(&path).body(Vec::new()) {
+        Ok(request) => tokio::time::timeout(CALL_TIMEOUT, client.request_text(request))
+            .await
+            .map(|r| r.map(|text| served_expiry(&text))),
+        Err(e) => Ok(Err(kube::Error::HttpError(e))),
+    };
+    part_of(result, &format!("get pods/proxy in {ns}"))
 }
 
 /// Karpenter's NodePools as JSON; `None` when the cluster has no NodePool API.

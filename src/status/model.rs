@@ -39,6 +39,10 @@ pub struct Listed {
     pub webhook_configurations: Part<Vec<MutatingWebhookConfiguration>>,
     /// The webhook's serving Secret: its name (from the Deployment) and what reading it gave.
     pub tls_secret: Option<(String, Part<Option<Secret>>)>,
+    /// When the Secret may not be read: the certificate expiry a Ready webhook pod reports in
+    /// its metrics (read through the API server's pod proxy), by pod name; `None` inside the
+    /// part when the pod reports none.
+    pub served_certificate: Option<(String, Part<Option<i64>>)>,
     /// How many API calls it took, and how long.
     pub calls: usize,
     pub elapsed: std::time::Duration,
@@ -214,6 +218,8 @@ pub struct WebhookDeployment {
 #[serde(rename_all = "camelCase")]
 pub struct Certificate {
     pub secret: String,
+    /// The webhook pod whose metrics gave the expiry (when the Secret was not readable).
+    pub served_by: Option<String>,
     /// RFC 3339; `None` when tls.crt is missing or not a certificate.
     pub not_after: Option<String>,
     pub days_left: Option<i64>,

@@ -345,28 +345,35 @@ fn webhook(out: &mut String, w: &Webhook) {
     };
     let _ = writeln!(out, "  {line}");
     let line = match &w.certificate {
-        Part::Read(Some(c)) => match (&c.not_after, c.days_left) {
-            (Some(at), Some(days)) if days < 0 => {
-                format!(
-                    "certificate (Secret {}) EXPIRED at {at}: renew it now",
-                    c.secret
-                )
+        Part::Read(Some(c)) => {
+            let source = match &c.served_by {
+                Some(pod) => format!("Secret {}, as pod {pod} serves it", c.secret),
+                None => format!("Secret {}", c.secret),
+            };
+            match (&c.not_after, c.days_left) {
+                (Some(at), Some(days)) if days < 0 => {
+                    format!("certificate ({source}) EXPIRED at {at}: renew it now")
+                }
+                (Some(at), Some(days)) => {
+                    let soon = if days < 14 { ": renew it soon" } else { "" };
+                    format!("certificate ({source}) expires {at} ({days} days){soon}")
+                }
+                _ => match &c.served_by {
+                    Some(pod) => format!(
+                        "certificate: pod {pod} reports no expiry (it could not read its \
+                         certificate: see its log)"
+                    ),
+                    None => format!("certificate: Secret {} holds no readable tls.crt", c.secret),
+                },
             }
-            (Some(at), Some(days)) => {
-                let soon = if days < 14 { ": renew it soon" } else { "" };
-                format!(
-                    "certificate (Secret {}) expires {at} ({days} days){soon}",
-                    c.secret
-                )
-            }
-            _ => format!("certificate: Secret {} holds no readable tls.crt", c.secret),
-        },
+        }
         Part::Read(None) => {
             "certificate: unknown (no webhook Deployment to name its Secret)".into()
         }
         other => format!(
-            "certificate: {} (the chart's status role leaves Secrets out: they hold the key; \
-             the gauge warmpool_webhook_certificate_expiry_timestamp_seconds shows it too)",
+            "certificate: {} (the chart's status role reads it from a Ready webhook pod's \
+             metrics instead of the Secret, which holds the key; the gauge \
+             warmpool_webhook_certificate_expiry_timestamp_seconds shows it too)",
             unreadable(other).unwrap_or_default()
         ),
     };

@@ -4,9 +4,10 @@ use serde_json::{Value, json};
 
 use super::model::{Listed, Start, build};
 use super::parts::slots_in;
-use super::{Part, render};
+use super::{Part, render, webhook};
 use crate::config::Config;
 use crate::reconcile::slot::Requests;
+use k8s_openapi::api::core::v1::Pod;
 
 const NOW: &str = "2026-12-02T08:00:00Z";
 
@@ -256,6 +257,7 @@ pub fn listed() -> Listed {
         node_pools: Part::Read(None),
         webhook_configurations: Part::Read(mwcs.into_iter().map(from).collect()),
         tls_secret: Some(("warmpool-tls".into(), Part::Read(Some(from(secret))))),
+        served_certificate: None,
         calls: 9,
         elapsed: std::time::Duration::from_millis(40),
     }
@@ -422,6 +424,100 @@ fn a_part_that_is_refused_says_what_would_show_it_and_the_rest_stays() {
     );
     assert_eq!(json["warmNodes"][0]["freeSlots"], Value::Null);
     assert_eq!(json["tenants"]["notReadable"], "list pods (all namespaces)");
+}
+
+#[test]
+fn without_the_secret_the_certificate_is_what_a_ready_webhook_pod_serves() {
+    let secret_refused = || {
+        Some((
+            "warmpool-tls".to_owned(),
+            Part::Unreadable {
+                needs: "get secrets warmpool-tls in warmpool-system".into(),
+            },
+        ))
+    };
+    let mut listed = listed();
+    listed.tls_secret = secret_refused();
+    // 2027-01-31T00:00:00Z, as the pod's gauge says it.
+    listed.served_certificate = Some(("warmpool-abc".into(), Part::Read(Some(1_801_353_600))));
+    let text = render::text(&build(&listed), false);
+    assert!(
+        text.contains(
+            "certificate (Secret warmpool-tls, as pod warmpool-abc serves it) expires \
+             2027-01-31T00:00:00Z (59 days)"
+        ),
+        "{text}"
+    );
+
+    listed.served_certificate = Some(("warmpool-abc".into(), Part::Read(None)));
+    let text = render::text(&build(&listed), false);
+    assert!(
+        text.contains("certificate: pod warmpool-abc reports no expiry"),
+        "{text}"
+    );
+
+    listed.served_certificate = Some((
+        "warmpool-abc".into(),
+        Part::Unreadable {
+            needs: "get pods/proxy in warmpool-system".into(),
+        },
+    ));
+    let text = render::text(&build(&listed), false);
+    assert!(
+        text.contains(
+            "certificate: not readable: needs get secrets warmpool-tls in warmpool-system, or \
+             get pods/proxy in warmpool-system"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_serving_pod_is_a_ready_one_of_the_webhook_deployment_and_its_metrics_port() {
+    let deployment: k8s_openapi::api::apps::v1::Deployment = from(json!({
+        "metadata": {"name": "warmpool", "namespace": "warmpool-system"},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "warmpool"}},
+            "template": {"spec": {"containers": [
+                {"name": "webhook", "args": ["webhook"],
+                 "ports": [{"name": "https", "containerPort": 8443},
+                           {"name": "metrics", "containerPort": 9090}]},
+                {"name": "reconciler", "args": ["reconcile"],
+                 "ports": [{"name": "rec-metrics", "containerPort": 9091}]}]}},
+        },
+    }));
+    let labelled = json!({"metadata": {"labels": {"app.kubernetes.io/name": "warmpool"}}});
+    let pods: Vec<Pod> = vec![
+        from(pod(
+            "warmpool-system",
+            "unready",
+            Some("n"),
+            false,
+            labelled.clone(),
+        )),
+        from(pod("other", "elsewhere", Some("n"), true, labelled.clone())),
+        from(pod(
+            "warmpool-system",
+            "unlabelled",
+            Some("n"),
+            true,
+            json!({}),
+        )),
+        from(pod("warmpool-system", "ready", Some("n"), true, labelled)),
+    ];
+    assert_eq!(
+        webhook::serving_pod(&deployment, &pods),
+        Some(("ready".to_owned(), 9090))
+    );
+    assert_eq!(webhook::serving_pod(&deployment, &pods[..3]), None);
+
+    let metrics = "# HELP x\nwarmpool_webhook_certificate_expiry_timestamp_seconds 1801353600\n";
+    assert_eq!(webhook::served_expiry(metrics), Some(1_801_353_600));
+    assert_eq!(
+        webhook::served_expiry("warmpool_webhook_certificate_expiry_timestamp_seconds 0\n"),
+        None
+    );
+    assert_eq!(webhook::served_expiry("other 1\n"), None);
 }
 
 #[test]

@@ -3,12 +3,14 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Volume;
+use k8s_openapi::api::core::v1::{Pod, Volume};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
 use super::Part;
-use super::model::{Certificate, Listed, Webhook, WebhookConfiguration, WebhookDeployment};
+use super::model::{
+    Certificate, Listed, Webhook, WebhookConfiguration, WebhookDeployment, is_ready,
+};
 use super::parts::{CHART_NAME, NAME_LABEL, label};
 
 /// The chart's Deployment: labelled with the chart's name, else the one running `webhook`.
@@ -36,6 +38,46 @@ pub fn tls_secret_name(deployment: &Deployment) -> Option<String> {
         .as_ref()?
         .secret_name
         .clone()
+}
+
+/// A Ready pod of the webhook Deployment (its selector's labels, in `namespace`) and the port
+/// its `webhook` container serves metrics on (the port named `metrics`).
+pub fn serving_pod(deployment: &Deployment, pods: &[Pod]) -> Option<(String, i32)> {
+    let spec = deployment.spec.as_ref()?;
+    let selector = spec.selector.match_labels.as_ref()?;
+    let port = spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.args.as_ref().and_then(|a| a.first()).map(String::as_str) == Some("webhook"))?
+        .ports
+        .as_ref()?
+        .iter()
+        .find(|p| p.name.as_deref() == Some("metrics"))?
+        .container_port;
+    let namespace = deployment.metadata.namespace.as_deref();
+    let pod = pods.iter().find(|p| {
+        p.metadata.namespace.as_deref() == namespace
+            && p.metadata.deletion_timestamp.is_none()
+            && is_ready(p)
+            && selector
+                .iter()
+                .all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+    })?;
+    Some((pod.metadata.name.clone()?, port))
+}
+
+/// The serving certificate's notAfter from the webhook's metrics (Unix seconds); `None` when the
+/// gauge is missing or 0 (the webhook could not read its certificate).
+pub fn served_expiry(metrics: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warmpool_webhook_certificate_expiry_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .map(|v| v as i64)
 }
 
 /// The pod template's volume `name`: where the chart mounts the certificate and the config.
@@ -72,20 +114,35 @@ pub(super) fn webhook(listed: &Listed) -> Webhook {
                 .unwrap_or(0),
         })
     });
-    let certificate = match &listed.tls_secret {
-        None => Part::Read(None),
-        Some((name, secret)) => secret.as_ref().map(|secret| {
+    let certificate = |secret: &str, served_by: Option<&String>, not_after: Option<i64>| {
+        let not_after = not_after.and_then(|t| Timestamp::from_second(t).ok());
+        Some(Certificate {
+            secret: secret.to_owned(),
+            served_by: served_by.cloned(),
+            not_after: not_after.map(|t| t.to_string()),
+            days_left: not_after.map(|t| (t - listed.now).get_seconds().div_euclid(86_400)),
+        })
+    };
+    let certificate = match (&listed.tls_secret, &listed.served_certificate) {
+        (None, _) => Part::Read(None),
+        // The Secret holds the key, so the chart's status role may not read it; a webhook pod
+        // says what it serves.
+        (Some((name, Part::Unreadable { needs })), Some((pod, served))) => match served {
+            Part::Read(expiry) => Part::Read(certificate(name, Some(pod), *expiry)),
+            Part::Unreadable { needs: proxy } => Part::Unreadable {
+                needs: format!("{needs}, or {proxy}"),
+            },
+            Part::Failed { .. } => Part::Unreadable {
+                needs: needs.clone(),
+            },
+        },
+        (Some((name, secret)), _) => secret.as_ref().map(|secret| {
             let not_after = secret
                 .as_ref()
                 .and_then(|s| s.data.as_ref())
                 .and_then(|d| d.get("tls.crt"))
-                .and_then(|crt| not_after(&crt.0))
-                .and_then(|t| Timestamp::from_second(t).ok());
-            Some(Certificate {
-                secret: name.clone(),
-                not_after: not_after.map(|t| t.to_string()),
-                days_left: not_after.map(|t| (t - listed.now).get_seconds().div_euclid(86_400)),
-            })
+                .and_then(|crt| not_after(&crt.0));
+            certificate(name, None, not_after)
         }),
     };
     let configurations = listed.webhook_configurations.as_ref().map(|all| {

@@ -168,8 +168,9 @@ fn the_status_role_is_exactly_what_warmpool_status_reads() {
     let Some(helm) = helm() else { return };
     let docs = render(&helm, "wp", "warmpool-system", &[]);
     // src/status/collect.rs: cluster-wide lists of namespaces, pods, nodes, Events (Warnings;
-    // warmpool's HeadroomRestored), MutatingWebhookConfigurations and Karpenter's NodePools; in the release namespace a list of Deployments and the
-    // chart's ConfigMap by name. Never the serving Secret (it holds the key).
+    // warmpool's HeadroomRestored), MutatingWebhookConfigurations and Karpenter's NodePools; in
+    // the release namespace a list of Deployments, the chart's ConfigMap by name and a webhook
+    // pod's metrics through the pod proxy. Never the serving Secret (it holds the key).
     let cluster_role = find(&docs, "ClusterRole", Some("wp-warmpool-status"));
     assert_eq!(
         rules(cluster_role),
@@ -194,6 +195,7 @@ fn the_status_role_is_exactly_what_warmpool_status_reads() {
         expected(&[
             ("apps", "deployments", "", &["list"]),
             ("", "configmaps", "wp-warmpool", &["get"]),
+            ("", "pods/proxy", "", &["get"]),
         ])
     );
     // The ConfigMap it may read is the one the webhook Deployment mounts (status follows the

@@ -437,6 +437,9 @@ EOF
     # TaintNodesByCondition is off: it adds node.kubernetes.io/not-ready:NoSchedule to every new
     # Node, and only the node lifecycle controller (off, see below) would ever remove it, so
     # fake Nodes would stay unschedulable. Taints a test puts on its Nodes are kept as given.
+    # --enable-aggregator-routing: the API server calls an admission webhook's Service (the
+    # chart's clientConfig.service) at the addresses of its EndpointSlices, the Ready pods' own IPs
+    # on their node's bridge, instead of its ClusterIP: no kube-proxy needed (and none runs).
     start_daemon kube-apiserver "$BIN_DIR/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
         --bind-address=127.0.0.1 \
@@ -456,6 +459,7 @@ EOF
         --kubelet-preferred-address-types=InternalIP \
         --disable-admission-plugins=TaintNodesByCondition \
         --endpoint-reconciler-type=none \
+        --enable-aggregator-routing=true \
         --profiling=false
     wait_for "kube-apiserver /readyz" kube-apiserver readyz_ok
 

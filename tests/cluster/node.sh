@@ -37,7 +37,11 @@
 # 10.244.N.1/24 (N = 1, 2, ... per node, IPv6 off), cgroup /warmpool-NAME in every hierarchy, a
 # rate-limiting proxy on a free 127.0.0.1 port. Network containment: pods get only their link
 # route (no default route, ip_forward stays 0, no masquerade), resolv.conf says 127.0.0.1, and a
-# pull of any image outside the local registry goes to 127.0.0.1:1 and fails at once.
+# pull of any image outside the local registry goes to 127.0.0.1:1 and fails at once. The one
+# exception is the API server, for in-cluster clients (a pod's service-account config): pods get a
+# route to the `kubernetes` Service's address (10.0.0.1) through the bridge, and the host turns
+# that address, coming in on the bridge, into the API server's 127.0.0.1 port (one DNAT rule and
+# route_localnet on this bridge alone): what kube-proxy does for that Service, for no other.
 # Host-wide state shared by all nodes (sysctls the kubelet sets, the fixed paths it cannot be told
 # to move, iptables chains) is recorded under /run/warmpool-nodes when the first node starts and
 # put back when the last one stops.
@@ -213,6 +217,35 @@ make_bridge() {
     ip link set "$br" up
 }
 
+# The `kubernetes` Service (first address of the cluster's service range, port 443) as pods see
+# it in KUBERNETES_SERVICE_HOST/PORT. Traffic to it from this bridge is delivered to the API
+# server on loopback, which needs route_localnet on the bridge (a per-interface setting that goes
+# with the bridge). Nothing is forwarded: ip_forward stays 0.
+API_SERVICE_IP=10.0.0.1
+api_server_rule() {
+    local port
+    # shellcheck disable=SC1091 # written by cluster.sh up
+    port=$(source "$CLUSTER_DIR/ports.env" && echo "$APISERVER_PORT")
+    echo "PREROUTING -i $BRIDGE -d $API_SERVICE_IP/32 -p tcp --dport 443" \
+        "-m comment --comment warmpool-node-$BRIDGE -j DNAT --to-destination 127.0.0.1:$port"
+}
+
+route_api_server() {
+    sysctl -q -w "net.ipv4.conf.$BRIDGE.route_localnet=1" >/dev/null
+    # shellcheck disable=SC2046 # a rule is a list of arguments
+    iptables -t nat -A $(api_server_rule)
+}
+
+# Every rule of this bridge (by its comment), whatever port it was made with.
+unroute_api_server() {
+    local rule
+    while read -r rule; do
+        [[ -n $rule ]] || continue
+        # shellcheck disable=SC2086 # a rule is a list of arguments
+        iptables -t nat -D ${rule#-A } 2>/dev/null || true
+    done < <(iptables-save -t nat 2>/dev/null | grep -- "--comment warmpool-node-$BRIDGE " || true)
+}
+
 gen_node_cert() {
     local d=$NODE_DIR/certs ca=$CLUSTER_DIR/certs
     mkdir -p "$d"
@@ -333,8 +366,9 @@ oom_score = 0
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$d/certs.d"
 EOF
-    # The node's own bridge and range; no gateway on the pod side, no masquerade, no routes:
-    # pods have their link route and nothing else.
+    # The node's own bridge and range; no gateway on the pod side, no masquerade, no default
+    # route: pods have their link route and one to the API server's Service address (via the
+    # bridge, where route_api_server delivers it to the API server).
     cat >"$d/cni/net.d/10-warmpool.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
@@ -350,7 +384,7 @@ EOF
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "$SUBNET", "rangeStart": "10.244.$INDEX.10", "gateway": "$NODE_IP"}]],
-        "routes": [],
+        "routes": [{"dst": "$API_SERVICE_IP/32"}],
         "dataDir": "$d/cni/ipam"
       }
     }
@@ -409,6 +443,10 @@ authentication:
   x509: {clientCAFile: $CLUSTER_DIR/certs/ca.crt}
 authorization: {mode: Webhook}
 resolvConf: $d/resolv.conf
+# No cluster DNS runs here; naming 127.0.0.1 keeps pods' resolv.conf where it is anyway and
+# spares every pod a Warning Event MissingClusterDNS (noise in \`warmpool status\` failures).
+clusterDNS: [127.0.0.1]
+clusterDomain: cluster.local
 serializeImagePulls: false
 podLogsDir: $k/pod-logs
 volumePluginDir: $k/volume-plugins
@@ -561,6 +599,7 @@ EOF
     trap 'log "node up $NAME failed; taking it down (logs kept in $NODE_LOGS)"; do_down' EXIT
     log "node $NAME: bridge $BRIDGE, pods $SUBNET, cgroup /$CGROUP, registry $WARMPOOL_REGISTRY at $RATE"
     make_bridge
+    route_api_server
     make_cgroups
     gen_node_cert
     start_proxy
@@ -712,6 +751,7 @@ do_down() {
         done < <(ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{ print $2 }' | cut -d@ -f1)
         ip link del "$BRIDGE" 2>/dev/null || true
     fi
+    if [[ -n ${BRIDGE:-} ]]; then unroute_api_server; fi
     remove_cgroups
     remove_node_leftovers
     rm -rf "$NODE_DIR"

@@ -109,6 +109,29 @@ impl NodePool {
         node_pool
     }
 
+    /// Only the KWOKNodeClass `name` of real nodes booting in `boot`, for the NodePool a `helm
+    /// install` of the chart makes (`nodePool.name` and `nodePool.nodeClassRef` naming it: see
+    /// [`NodePool::chart_values`]); the guard deletes both.
+    pub async fn real_class(client: &Client, name: &str, boot: &str) -> NodePool {
+        NodePool::class(client, name, boot, true).await
+    }
+
+    /// The chart values that make the release's own NodePool `name`, on the KWOKNodeClass of
+    /// the same name, offering the real instance type.
+    pub fn chart_values(name: &str) -> Vec<String> {
+        [
+            "nodePool.enabled=true".to_owned(),
+            format!("nodePool.name={name}"),
+            format!("nodePool.instanceTypes={{{REAL_INSTANCE_TYPE}}}"),
+            "nodePool.nodeClassRef.group=karpenter.kwok.sh".into(),
+            "nodePool.nodeClassRef.kind=KWOKNodeClass".into(),
+            format!("nodePool.nodeClassRef.name={name}"),
+        ]
+        .into_iter()
+        .flat_map(|s| ["--set".to_owned(), s])
+        .collect()
+    }
+
     /// A general-purpose pool of real nodes (no label, no taint: what a cluster without warm
     /// capacity provisions for any pod), as a platform would have next to the warm one.
     pub async fn install_general_real(client: &Client, name: &str, boot: &str) -> NodePool {

@@ -10,6 +10,7 @@ pub mod loopback;
 pub mod objects;
 pub mod real_nodes;
 pub mod reconciler;
+pub mod release;
 pub mod scenario;
 pub mod static_build;
 pub mod tls;
