@@ -58,8 +58,17 @@ pub fn command_line(args: &[String]) -> String {
             format!("'{}'", a.replace('\'', r"'\''"))
         }
     };
+    // The chart by the path a person at the repository's root would type.
+    let chart = chart();
+    let shown = |a: &String| {
+        if *a == chart {
+            "charts/warmpool".to_owned()
+        } else {
+            quote(a)
+        }
+    };
     std::iter::once("helm".to_owned())
-        .chain(args.iter().map(quote))
+        .chain(args.iter().map(shown))
         .collect::<Vec<_>>()
         .join(" ")
 }
