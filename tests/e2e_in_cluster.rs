@@ -102,9 +102,13 @@ impl Release {
             namespaces,
             nodes: vec![system, warm],
         };
-        release
+        let pods = release
             .chart
             .wait_ready(&release.client, 2, REAL_TIMEOUT, || release.explain())
+            .await;
+        release
+            .chart
+            .wait_in_rotation(&release.client, &pods, REAL_TIMEOUT)
             .await;
         eprintln!(
             "in-cluster: release {} installed, every pod Ready in {:.1} s",
@@ -483,6 +487,10 @@ async fn helm_upgrade_rolls_the_pods_and_uninstall_leaves_nothing_behind() {
     )
     .await;
     assert_eq!(rolled.len(), 2);
+    release
+        .chart
+        .wait_in_rotation(&client, &rolled, REAL_TIMEOUT)
+        .await;
 
     // The new value end to end: a tenant pod tolerates the new pool, and a placeholder is
     // Running on the relabelled node with it.

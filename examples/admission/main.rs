@@ -95,9 +95,10 @@ async fn main() -> anyhow::Result<()> {
         ChartRelease::install("adm", RELEASE_NAMESPACE, &install)
     })
     .await?;
-    release
+    let pods = release
         .wait_ready(&client, 2, REAL_TIMEOUT, || async { String::new() })
         .await;
+    release.wait_in_rotation(&client, &pods, REAL_TIMEOUT).await;
     for &rate in &args.rates {
         eprintln!(
             "==> webhook in the cluster: {rate} pods/s for {} s",

@@ -152,6 +152,7 @@ pub async fn run(
     let pods = release
         .wait_ready(client, 2, TIMEOUT, || async { String::new() })
         .await;
+    release.wait_in_rotation(client, &pods, TIMEOUT).await;
     say(format!(
         "  release {RELEASE}: {} pods (webhook + reconciler) Ready {:.1} s after helm install",
         pods.len(),

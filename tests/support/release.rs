@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::api::{Api, ListParams};
 
@@ -194,6 +195,45 @@ impl ChartRelease {
             explain,
         )
         .await
+    }
+
+    /// Waits until the webhook Service's EndpointSlices list exactly `pods` as ready: the
+    /// addresses the API server calls (`--enable-aggregator-routing`). A pod's readiness reaches
+    /// them through the EndpointSlice controller a moment after the pod's status, and a review
+    /// sent meanwhile would find no endpoint (the chart fails open: the pod unmutated).
+    pub async fn wait_in_rotation(&self, client: &Client, pods: &[Pod], timeout: Duration) {
+        let mut want: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+            .collect();
+        want.sort();
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &self.namespace);
+        let selector = format!("kubernetes.io/service-name={}", self.fullname());
+        let seen = std::sync::Mutex::new(Vec::new());
+        eventually_explained(
+            &format!("the webhook Service's ready endpoints = the pods {want:?}"),
+            timeout,
+            || async {
+                let list = slices
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .ok()?;
+                let mut ready: Vec<String> = list
+                    .items
+                    .iter()
+                    .flat_map(|s| s.endpoints.iter())
+                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                    .flat_map(|e| e.addresses.iter().cloned())
+                    .collect();
+                ready.sort();
+                ready.dedup();
+                let done = ready == want;
+                *seen.lock().unwrap() = ready;
+                done.then_some(())
+            },
+            || async { format!("ready endpoints: {:?}", seen.lock().unwrap()) },
+        )
+        .await;
     }
 }
 
