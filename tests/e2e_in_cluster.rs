@@ -28,6 +28,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use support::cluster::{client, eventually_explained, kubeconfig, unique};
+use support::objects::{live_pods, unscheduled_pod_of};
 use support::real_nodes::{
     NodeSpec, REAL_TIMEOUT, RealCluster, RealNode, create_cargocats, is_ready,
 };
@@ -35,6 +36,7 @@ use support::reconciler::{kubectl, kubectl_path};
 use support::release::{ChartRelease, command_line, local_image_values};
 
 const INJECTED: &str = "warmpool.io/injected";
+const PREWARMER_SELECTOR: &str = "app.kubernetes.io/name=warmpool-prewarmer";
 /// The chart's default pool: nothing but the images and the tenants is set.
 const POOL_KEY: &str = "workload-type";
 const POOL_VALUE: &str = "cargocats";
@@ -223,20 +225,6 @@ async fn events(client: &Client, ns: &str) -> String {
         .collect()
 }
 
-/// A pod that stays unscheduled (a scheduler that does not exist), so that admission alone is
-/// what a test looks at: nothing lands on a node.
-fn unscheduled_pod(name: &str, image: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "schedulerName": "warmpool-test-nobody",
-            "automountServiceAccountToken": false,
-            "containers": [{"name": "c", "image": image}],
-        },
-    }))
-    .expect("pod")
-}
-
 fn injected(pod: &Pod) -> bool {
     pod.annotations().contains_key(INJECTED)
 }
@@ -265,7 +253,6 @@ async fn helm_install_runs_warmpool_on_real_nodes_and_the_api_server_calls_it() 
         return;
     };
     let client = release.client.clone();
-    let pause = release.cluster.registry.pause.clone();
 
     // Every pod of the release is on the system node (the warm node's taint keeps it off).
     let system = release.nodes[0].name.clone();
@@ -280,7 +267,12 @@ async fn helm_install_runs_warmpool_on_real_nodes_and_the_api_server_calls_it() 
 
     // The API server calls the webhook through the Service: a tenant pod is mutated …
     let tenant = release.tenant("a").await;
-    let created = create_pod(&client, &tenant, &unscheduled_pod("probe", &pause)).await;
+    let created = create_pod(
+        &client,
+        &tenant,
+        &unscheduled_pod_of("probe", &release.cluster.registry.pause),
+    )
+    .await;
     assert!(
         injected(&created) && tolerates_pool(&created, POOL_VALUE),
         "a tenant pod is mutated by the in-cluster webhook: {:?}\n{}",
@@ -290,7 +282,12 @@ async fn helm_install_runs_warmpool_on_real_nodes_and_the_api_server_calls_it() 
     // … and a pod elsewhere is not.
     let other = format!("{}-plain", release.id);
     release.namespaces.create(&other, &[]).await;
-    let plain = create_pod(&client, &other, &unscheduled_pod("probe", &pause)).await;
+    let plain = create_pod(
+        &client,
+        &other,
+        &unscheduled_pod_of("probe", &release.cluster.registry.pause),
+    )
+    .await;
     assert!(!injected(&plain), "{:?}", plain.metadata.annotations);
 
     // The reconciler (in-cluster config, the chart's RBAC) enrols the tenant …
@@ -315,11 +312,8 @@ async fn helm_install_runs_warmpool_on_real_nodes_and_the_api_server_calls_it() 
         "a placeholder Running on the warm node, the image cache Ready",
         REAL_TIMEOUT,
         || async {
-            let prewarmer = Api::<Pod>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default().labels("app.kubernetes.io/name=warmpool-prewarmer"))
-                .await
-                .ok()?;
-            let placed = prewarmer.items.iter().any(|p| {
+            let prewarmer = live_pods(&client, &ns, PREWARMER_SELECTOR).await;
+            let placed = prewarmer.iter().any(|p| {
                 is_ready(p) && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&warm)
             });
             let cache = Api::<DaemonSet>::namespaced(client.clone(), &ns)
@@ -402,7 +396,7 @@ async fn a_rollout_of_the_webhook_mutates_every_pod_created_meanwhile() {
         let pod = pods
             .create(
                 &PostParams::default(),
-                &unscheduled_pod(&format!("p-{created}"), &pause),
+                &unscheduled_pod_of(&format!("p-{created}"), &pause),
             )
             .await
             .unwrap_or_else(|e| panic!("pod {created} refused during the rollout: {e}"));
@@ -455,7 +449,6 @@ async fn helm_upgrade_rolls_the_pods_and_uninstall_leaves_nothing_behind() {
         return;
     };
     let client = release.client.clone();
-    let pause = release.cluster.registry.pause.clone();
     let before: BTreeSet<String> = release.pods().await.iter().map(|p| p.name_any()).collect();
 
     // A new pool label: the warm node is relabelled (and re-tainted) the way a new NodePool's
@@ -495,7 +488,12 @@ async fn helm_upgrade_rolls_the_pods_and_uninstall_leaves_nothing_behind() {
     // The new value end to end: a tenant pod tolerates the new pool, and a placeholder is
     // Running on the relabelled node with it.
     let tenant = release.tenant("after").await;
-    let pod = create_pod(&client, &tenant, &unscheduled_pod("probe", &pause)).await;
+    let pod = create_pod(
+        &client,
+        &tenant,
+        &unscheduled_pod_of("probe", &release.cluster.registry.pause),
+    )
+    .await;
     assert!(
         tolerates_pool(&pod, &new_pool) && !tolerates_pool(&pod, POOL_VALUE),
         "{:?}",
@@ -506,12 +504,8 @@ async fn helm_upgrade_rolls_the_pods_and_uninstall_leaves_nothing_behind() {
         "a placeholder Running on the relabelled node",
         REAL_TIMEOUT,
         || async {
-            let prewarmer = Api::<Pod>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default().labels("app.kubernetes.io/name=warmpool-prewarmer"))
-                .await
-                .ok()?;
+            let prewarmer = live_pods(&client, &ns, PREWARMER_SELECTOR).await;
             prewarmer
-                .items
                 .iter()
                 .any(|p| is_ready(p) && tolerates_pool(p, &new_pool))
                 .then_some(())

@@ -23,6 +23,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use support::objects::unscheduled_pod_of;
 use support::real_nodes::{NodeSpec, REAL_TIMEOUT, RealCluster};
 use support::release::{ChartRelease, command_line, local_image_values};
 
@@ -76,8 +77,9 @@ async fn main() -> anyhow::Result<()> {
     .context("the node cannot run here (reason above)")?;
     create_namespace(&client, TENANT).await?;
     create_namespace(&client, RELEASE_NAMESPACE).await?;
-    let image = cluster.registry.pause.clone();
 
+    // The cache discovers tenant pods' images: one the local registry serves.
+    let image = cluster.registry.pause.clone();
     let mut phases = Vec::new();
     for &rate in &args.rates {
         eprintln!("==> no webhook: {rate} pods/s for {} s", args.seconds);
@@ -172,7 +174,7 @@ async fn run(
         let (pods, results, image) = (pods.clone(), results.clone(), image.to_owned());
         let name = format!("{}-{rate}-{i}", mode.replace(' ', "-"));
         tasks.push(tokio::spawn(async move {
-            let pod = unscheduled_pod(&name, &image);
+            let pod = unscheduled_pod_of(&name, &image);
             let sent = Instant::now();
             let result = pods.create(&PostParams::default(), &pod).await;
             let took = sent.elapsed();
@@ -203,18 +205,6 @@ async fn run(
         took,
         latencies: ok.iter().map(|(d, _)| *d).collect(),
     })
-}
-
-fn unscheduled_pod(name: &str, image: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "schedulerName": "warmpool-bench-nobody",
-            "automountServiceAccountToken": false,
-            "containers": [{"name": "c", "image": image}],
-        },
-    }))
-    .expect("pod")
 }
 
 async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {

@@ -44,11 +44,17 @@ pub fn pod(name: &str) -> Pod {
 /// A tenant pod that no scheduler picks up (hundreds of them must not land on the fake nodes
 /// other tests share the control plane with), for tests of admission alone.
 pub fn unscheduled_pod(name: &str) -> Pod {
+    unscheduled_pod_of(name, "registry.k8s.io/pause:3.10")
+}
+
+/// [`unscheduled_pod`] naming `image`: with real nodes, the image cache discovers tenant pods'
+/// images and pulls them, so there it must be one the local registry serves.
+pub fn unscheduled_pod_of(name: &str, image: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
             "schedulerName": "warmpool-test-unscheduled",
-            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]
+            "containers": [{"name": "app", "image": image}]
         }
     }))
     .unwrap()
