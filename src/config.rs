@@ -448,7 +448,16 @@ impl Default for SlotResources {
 pub struct ImageCache {
     /// Add the images that tenant pods run to the configured list.
     pub discover: bool,
+    /// Each tenant namespace nominates at most this many of its images (its most used).
+    pub discover_per_namespace: u32,
+    /// Discover only images from these registries (`ghcr.io`, or `host/path` prefixes such as
+    /// `ghcr.io/acme`); empty: any registry.
+    pub discover_registries: Vec<String>,
     pub max_images: u32,
+    /// At most this many bytes of cached images per warm node (sizes as the nodes report them):
+    /// past it, the largest discovered images are left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_node: Option<Quantity>,
     pub images: Vec<String>,
     /// Secrets (in warmpool's namespace) used to pull private images onto warm nodes.
     pub image_pull_secrets: Vec<String>,
@@ -475,7 +484,10 @@ impl Default for ImageCache {
         let ecr = "771960604435.dkr.ecr.eu-west-1.amazonaws.com";
         ImageCache {
             discover: true,
+            discover_per_namespace: 5,
+            discover_registries: Vec::new(),
             max_images: 20,
+            max_bytes_per_node: None,
             images: vec![
                 format!("{ecr}/workshop-images/dataservice:v1.1"),
                 format!("{ecr}/workshop-images/frontgateservice:v1"),
@@ -631,6 +643,26 @@ impl Config {
                     format!("`{image}` is not an image reference: {reason}"),
                 ));
             }
+        }
+        for (i, registry) in self.image_cache.discover_registries.iter().enumerate() {
+            let host = registry.split('/').next().unwrap_or_default();
+            if registry.trim().is_empty()
+                || registry.contains(char::is_whitespace)
+                || registry.contains("://")
+                || !host.contains(['.', ':']) && host != "localhost"
+            {
+                return Err(ConfigError::invalid(
+                    format!("imageCache.discoverRegistries[{i}]"),
+                    format!(
+                        "`{registry}` is not a registry: write its host as images name it \
+                         (`docker.io`, `ghcr.io`, `registry.local:5000`), optionally with a path \
+                         prefix (`ghcr.io/acme`), without a scheme"
+                    ),
+                ));
+            }
+        }
+        if let Some(bytes) = &self.image_cache.max_bytes_per_node {
+            check_quantity("imageCache.maxBytesPerNode", bytes)?;
         }
         if self.image_cache.tool_image.trim().is_empty() {
             return Err(ConfigError::invalid(

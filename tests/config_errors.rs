@@ -485,6 +485,31 @@ const CASES: &[Case] = &[
         "expected a boolean",
     ),
     case(
+        "imageCache: {discoverPerNamespace: many}",
+        "imageCache.discoverPerNamespace",
+        "expected u32",
+    ),
+    case(
+        "imageCache: {discoverRegistries: ['https://ghcr.io']}",
+        "imageCache.discoverRegistries[0]",
+        "without a scheme",
+    ),
+    case(
+        "imageCache: {discoverRegistries: [acme]}",
+        "imageCache.discoverRegistries[0]",
+        "is not a registry",
+    ),
+    case(
+        "imageCache: {maxBytesPerNode: lots}",
+        "imageCache.maxBytesPerNode",
+        "not a Kubernetes quantity",
+    ),
+    case(
+        "imageCache: {maxBytesPerNode: 0}",
+        "imageCache.maxBytesPerNode",
+        "greater than zero",
+    ),
+    case(
         "imageCache: {maxImages: -3}",
         "imageCache.maxImages",
         "expected u32",

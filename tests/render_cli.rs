@@ -73,7 +73,7 @@ fn prints_what_the_reconcilers_own_builders_make() {
         serde_json::to_value(desired::image_cache(
             &config,
             "warmpool-system",
-            &seen.images,
+            &desired::cache_sets(&config, &seen.images, &seen.left_out).0,
             None,
         ))
         .unwrap(),

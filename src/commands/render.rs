@@ -92,7 +92,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let ns = args.namespace.as_str();
-    let objects = [
+    let (cache, discovered) = desired::cache_sets(&config, &observed.images, &observed.left_out);
+    let mut objects = vec![
         serde_json::to_value(desired::priority_class())?,
         serde_json::to_value(desired::prewarmer(
             &config,
@@ -101,8 +102,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &spare,
             None,
         ))?,
-        serde_json::to_value(desired::image_cache(&config, ns, &observed.images, None))?,
+        serde_json::to_value(desired::image_cache(&config, ns, &cache, None))?,
     ];
+    if let Some(discovered) = &discovered {
+        objects.push(serde_json::to_value(desired::image_cache(
+            &config, ns, discovered, None,
+        ))?);
+    }
     let text = match args.output {
         Output::Yaml => yaml::to_yaml_stream(objects.iter())?,
         Output::Json => {

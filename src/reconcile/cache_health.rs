@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use super::IMAGE_CACHE;
 use super::context::Context;
-use super::desired::{CACHE_CONTAINER_PREFIX, pod_selector};
+use super::desired::{CACHE_CONTAINER_PREFIX, cache_pod_selector};
 use super::metrics::Metrics;
 use super::moved_tags::{self, Resolved};
 
@@ -71,15 +71,23 @@ impl NodeCache {
 }
 
 /// The state of every cached image on every node that runs a cache pod (pods being deleted and
-/// pods not yet scheduled left out), by node name.
+/// pods not yet scheduled left out; the pods of both cache DaemonSets on one node as one), by
+/// node name.
 pub fn report(pods: &[Arc<Pod>]) -> Vec<NodeCache> {
-    let mut nodes: Vec<NodeCache> = pods
+    let mut nodes: BTreeMap<String, NodeCache> = BTreeMap::new();
+    for cache in pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| node_cache(p))
-        .collect();
-    nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    nodes
+    {
+        match nodes.get_mut(&cache.node) {
+            Some(known) => known.images.extend(cache.images),
+            None => {
+                nodes.insert(cache.node.clone(), cache);
+            }
+        }
+    }
+    nodes.into_values().collect()
 }
 
 fn node_cache(pod: &Pod) -> Option<NodeCache> {
@@ -182,7 +190,7 @@ pub fn pull_failed_event(node: &str, image: &str, reason: &str, message: &str) -
 pub async fn watch(ctx: Arc<Context>) {
     let namespace = ctx.settings.namespace.clone();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = pod_selector(IMAGE_CACHE);
+    let selector = cache_pod_selector();
     let (store, writer) = reflector::store::<Pod>();
     let mut seen = Seen::default();
     let mut events = watcher(api, watcher::Config::default().labels(&selector))

@@ -17,9 +17,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::images::{LeftOut, canonical};
 use super::{
-    CACHE_DIR, DO_NOT_DISRUPT, IMAGE_CACHE, MANAGED_BY, MANAGED_BY_LABEL, NO_WINDOW, NOOP_BINARY,
-    PREWARMER, PRIORITY_CLASS, SCHEDULE_WINDOW,
+    CACHE_DIR, DO_NOT_DISRUPT, IMAGE_CACHE, IMAGE_CACHE_DISCOVERED, IMAGES_LEFT_OUT, MANAGED_BY,
+    MANAGED_BY_LABEL, NO_WINDOW, NOOP_BINARY, PREWARMER, PRIORITY_CLASS, SCHEDULE_WINDOW,
 };
 use crate::capacity::InForce;
 use crate::config::{Config, SlotResources};
@@ -49,6 +50,18 @@ pub fn labels(name: &str, component: &str) -> BTreeMap<String, String> {
 /// The label selector of the pods of component `name` (`app.kubernetes.io/name=NAME`).
 pub fn pod_selector(name: &str) -> String {
     format!("{NAME_LABEL}={name}")
+}
+
+/// The label selector of the image cache's pods, of both DaemonSets ([`cache_sets`]).
+pub fn cache_pod_selector() -> String {
+    format!("{NAME_LABEL} in ({IMAGE_CACHE},{IMAGE_CACHE_DISCOVERED})")
+}
+
+/// Whether a pod's `app.kubernetes.io/name` is one of the image cache's.
+pub fn is_cache_pod(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels
+        .and_then(|l| l.get(NAME_LABEL))
+        .is_some_and(|n| n == IMAGE_CACHE || n == IMAGE_CACHE_DISCOVERED)
 }
 
 fn selector(name: &str) -> LabelSelector {
@@ -161,19 +174,84 @@ pub fn prewarmer(
     }
 }
 
-/// DaemonSet `warmpool-image-cache`: on every warm node, after an init container that copies
+/// What one image-cache DaemonSet holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSet {
+    pub name: &'static str,
+    /// Canonical references, in the order the DaemonSet lists them.
+    pub images: Vec<String>,
+    /// Pulled with `imageCache.imagePullSecrets`.
+    pub with_pull_secrets: bool,
+    /// What tenants run that the cache leaves out ([`IMAGES_LEFT_OUT`]).
+    pub left_out: BTreeMap<LeftOut, u32>,
+}
+
+/// The image-cache DaemonSets: the one that always exists, and the one for discovered images
+/// when it must be apart. Pure.
+///
+/// A pod's `imagePullSecrets` serve every image in it, so a cache pod that held a tenant's
+/// image and warmpool's secrets would pull that image with warmpool's credentials: a tenant
+/// could name a private image it has no right to and have warmpool put it on every warm node
+/// (the kubelet of Kubernetes 1.34 and older then lets any pod there run it). So with pull
+/// secrets the configured images (the operator's) stay in [`IMAGE_CACHE`] with them and the
+/// discovered ones go to [`IMAGE_CACHE_DISCOVERED`], which has none. Without secrets one
+/// DaemonSet holds both.
+pub fn cache_sets(
+    config: &Config,
+    images: &[String],
+    left_out: &BTreeMap<LeftOut, u32>,
+) -> (CacheSet, Option<CacheSet>) {
+    let set = |name, images: Vec<String>, with_pull_secrets| CacheSet {
+        name,
+        images,
+        with_pull_secrets,
+        left_out: if name == IMAGE_CACHE {
+            left_out.clone()
+        } else {
+            BTreeMap::new()
+        },
+    };
+    if config.image_cache.image_pull_secrets.is_empty() {
+        return (set(IMAGE_CACHE, images.to_vec(), false), None);
+    }
+    let configured: BTreeSet<String> = config
+        .image_cache
+        .images
+        .iter()
+        .map(|i| canonical(i))
+        .collect();
+    let (theirs, discovered): (Vec<String>, Vec<String>) =
+        images.iter().cloned().partition(|i| configured.contains(i));
+    (
+        set(IMAGE_CACHE, theirs, true),
+        Some(set(IMAGE_CACHE_DISCOVERED, discovered, false)),
+    )
+}
+
+/// `max-images=3 byte-budget=1`: the [`IMAGES_LEFT_OUT`] annotation.
+fn left_out_text(left_out: &BTreeMap<LeftOut, u32>) -> String {
+    left_out
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{}={n}", reason.label()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An image-cache DaemonSet ([`cache_sets`]): on every warm node, after an init container that copies
 /// the static `warmpool` into an emptyDir, a pause container and one container per image that
 /// runs that copy's `hold` (it waits for SIGTERM, so images without a shell work too). Regular
 /// containers start independently: an image that cannot be pulled leaves its own container in
 /// `ImagePullBackOff` and every other image is still pulled, and a running container keeps its
-/// image safe from the kubelet's image garbage collection. `images` is used in the order given
-/// (see [`super::images`]).
+/// image safe from the kubelet's image garbage collection. The images are listed in the order
+/// given (see [`super::images`]).
 pub fn image_cache(
     config: &Config,
     namespace: &str,
-    images: &[String],
+    set: &CacheSet,
     owner: Option<&OwnerReference>,
 ) -> DaemonSet {
+    let images = &set.images;
     let cache_mount = |read_only: bool| VolumeMount {
         name: CACHE_VOLUME.into(),
         mount_path: CACHE_DIR.into(),
@@ -218,12 +296,18 @@ pub fn image_cache(
         .image_cache
         .image_pull_secrets
         .iter()
+        .filter(|_| set.with_pull_secrets)
         .map(|name| LocalObjectReference { name: name.clone() })
         .collect();
+    let mut metadata = meta(set.name, Some(namespace), "image-cache", owner);
+    let left_out = left_out_text(&set.left_out);
+    if !left_out.is_empty() {
+        metadata.annotations = Some(BTreeMap::from([(IMAGES_LEFT_OUT.to_owned(), left_out)]));
+    }
     DaemonSet {
-        metadata: meta(IMAGE_CACHE, Some(namespace), "image-cache", owner),
+        metadata,
         spec: Some(DaemonSetSpec {
-            selector: selector(IMAGE_CACHE),
+            selector: selector(set.name),
             update_strategy: Some(DaemonSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDaemonSet {
@@ -234,7 +318,7 @@ pub fn image_cache(
             revision_history_limit: Some(2),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(IMAGE_CACHE, "image-cache")),
+                    labels: Some(labels(set.name, "image-cache")),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -625,6 +709,83 @@ mod tests {
         );
     }
 
+    /// The set [`cache_sets`] keeps in `warmpool-image-cache`, nothing left out.
+    fn one_set(config: &Config, images: &[String]) -> CacheSet {
+        let mut config = config.clone();
+        config.image_cache.images = images.to_vec();
+        cache_sets(&config, images, &BTreeMap::new()).0
+    }
+
+    #[test]
+    fn with_pull_secrets_discovered_images_are_pulled_without_them() {
+        let mut config = Config::default();
+        config.image_cache.images = vec!["private.example.com/ours:1".into(), "mysql:9".into()];
+        let images: Vec<String> = [
+            "docker.io/library/mysql:9",
+            "docker.io/library/nginx:1",
+            "private.example.com/ours:1",
+            "private.example.com/theirs:1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let left_out = BTreeMap::from([(LeftOut::MaxImages, 2), (LeftOut::Registry, 0)]);
+        // No secrets: one DaemonSet holds everything.
+        let (one, none) = cache_sets(&config, &images, &left_out);
+        assert_eq!((one.name, &one.images, none), (IMAGE_CACHE, &images, None));
+        let ds = serde_json::to_value(image_cache(&config, "ns", &one, None)).unwrap();
+        assert!(
+            ds["spec"]["template"]["spec"]
+                .get("imagePullSecrets")
+                .is_none()
+        );
+        assert_eq!(
+            ds["metadata"]["annotations"],
+            json!({"warmpool.io/images-left-out": "max-images=2"})
+        );
+        // Secrets: the configured images keep them; the discovered ones go to a DaemonSet of
+        // their own, with none.
+        config.image_cache.image_pull_secrets = vec!["ecr".into()];
+        let (ours, theirs) = cache_sets(&config, &images, &left_out);
+        let theirs = theirs.expect("a DaemonSet for the discovered images");
+        assert_eq!(
+            ours.images,
+            ["docker.io/library/mysql:9", "private.example.com/ours:1"]
+        );
+        assert_eq!(
+            theirs.images,
+            ["docker.io/library/nginx:1", "private.example.com/theirs:1"]
+        );
+        let ours = serde_json::to_value(image_cache(&config, "ns", &ours, None)).unwrap();
+        let theirs = serde_json::to_value(image_cache(&config, "ns", &theirs, None)).unwrap();
+        assert_eq!(
+            ours["spec"]["template"]["spec"]["imagePullSecrets"],
+            json!([{"name": "ecr"}])
+        );
+        assert!(
+            theirs["spec"]["template"]["spec"]
+                .get("imagePullSecrets")
+                .is_none()
+        );
+        assert_eq!(theirs["metadata"]["name"], IMAGE_CACHE_DISCOVERED);
+        assert_eq!(
+            theirs["spec"]["selector"]["matchLabels"],
+            json!({"app.kubernetes.io/name": IMAGE_CACHE_DISCOVERED}),
+            "selectors apart: the two DaemonSets never claim each other's pods"
+        );
+        assert_eq!(
+            theirs["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"],
+            "image-cache"
+        );
+        assert!(theirs["metadata"].get("annotations").is_none());
+        for ds in [&ours, &theirs] {
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(ds["spec"]["template"]["metadata"]["labels"].clone())
+                    .unwrap();
+            assert!(is_cache_pod(Some(&labels)));
+        }
+        assert!(!is_cache_pod(Some(&labels(PREWARMER, "prewarmer"))));
+    }
+
     #[test]
     fn the_image_cache() {
         let mut config = Config::default();
@@ -634,8 +795,13 @@ mod tests {
             "a.example.com/team/dataservice:v1.1".to_string(),
             "gcr.io/distroless/static@sha256:abcd".to_string(),
         ];
-        let got =
-            serde_json::to_value(image_cache(&config, "warmpool-system", &images, None)).unwrap();
+        let got = serde_json::to_value(image_cache(
+            &config,
+            "warmpool-system",
+            &one_set(&config, &images),
+            None,
+        ))
+        .unwrap();
         let names = cache_container_names(&images);
         let tiny = json!({"requests": {"cpu": "5m", "memory": "16Mi"}});
         let cache = |name: &str, image: &str| {
@@ -716,7 +882,8 @@ mod tests {
         config.pool.node_label.key = "example.com/pool".into();
         config.pool.node_label.value = "gold".into();
         config.image_cache.architectures = vec!["arm64".into()];
-        let got = serde_json::to_value(image_cache(&config, "ns", &[], None)).unwrap();
+        let got =
+            serde_json::to_value(image_cache(&config, "ns", &one_set(&config, &[]), None)).unwrap();
         let required = &got["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
         // One term: both expressions must hold (ANDed), not either (ORed terms).
         assert_eq!(
@@ -747,7 +914,13 @@ mod tests {
 
     #[test]
     fn no_pull_secrets_and_no_images_leave_a_pause_pod_with_the_installer() {
-        let got = serde_json::to_value(image_cache(&Config::default(), "ns", &[], None)).unwrap();
+        let got = serde_json::to_value(image_cache(
+            &Config::default(),
+            "ns",
+            &one_set(&Config::default(), &[]),
+            None,
+        ))
+        .unwrap();
         let spec = &got["spec"]["template"]["spec"];
         assert!(spec.get("imagePullSecrets").is_none());
         assert_eq!(spec["initContainers"].as_array().map(Vec::len), Some(1));

@@ -25,6 +25,11 @@ pub struct FailureLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: String,
 }
@@ -109,6 +114,8 @@ pub struct Metrics {
     cache_nodes: Family<StateLabels, Gauge>,
     cache_failed_nodes: Family<ImageLabels, Gauge>,
     cache_tag_images: Family<ImageLabels, Gauge>,
+    /// `warmpool_image_cache_left_out{reason}`, set with each observation.
+    cache_left_out: Family<ReasonLabels, Gauge>,
     /// The tags that have a `tag_images` series.
     cache_tags_known: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// The images that have a `failed_nodes` series.
@@ -146,6 +153,7 @@ impl Default for Metrics {
             cache_nodes: Family::default(),
             cache_failed_nodes: Family::default(),
             cache_tag_images: Family::default(),
+            cache_left_out: Family::default(),
             cache_tags_known: Default::default(),
             cache_failed_known: Default::default(),
         }
@@ -229,6 +237,17 @@ impl Metrics {
              tag was moved in the registry between two nodes' pulls",
             m.cache_tag_images.clone(),
         );
+        cache.register(
+            "left_out",
+            "Images tenant pods run that the cache leaves out, by reason: unusable (references \
+             refused: not an image reference, over 512 bytes, past a pod's 32nd image), registry \
+             (not in imageCache.discoverRegistries), per-namespace (beyond every namespace's \
+             imageCache.discoverPerNamespace), max-images, byte-budget (imageCache.maxBytesPerNode)",
+            m.cache_left_out.clone(),
+        );
+        for reason in super::images::LeftOut::ALL {
+            m.cache_left_out(reason).set(0);
+        }
         let r = registry.sub_registry_with_prefix("warmpool_reconcile");
         r.register(
             "tenants",
@@ -360,6 +379,14 @@ impl Metrics {
         self.cache_failed_nodes
             .get_or_create(&ImageLabels {
                 image: image.to_owned(),
+            })
+            .clone()
+    }
+
+    pub fn cache_left_out(&self, reason: super::images::LeftOut) -> Gauge {
+        self.cache_left_out
+            .get_or_create(&ReasonLabels {
+                reason: reason.label().to_owned(),
             })
             .clone()
     }

@@ -84,6 +84,12 @@ pub const PRIORITY_CLASS: &str = "warmpool-placeholder";
 pub const PREWARMER: &str = "warmpool-prewarmer";
 /// The DaemonSet that pre-pulls images on warm nodes, in warmpool's namespace.
 pub const IMAGE_CACHE: &str = "warmpool-image-cache";
+/// With `imageCache.imagePullSecrets`, the DaemonSet that holds the discovered images, pulled
+/// with no credentials ([`desired::cache_sets`]).
+pub const IMAGE_CACHE_DISCOVERED: &str = "warmpool-image-cache-discovered";
+/// On the image-cache DaemonSet: what tenants run that the cache leaves out, by reason
+/// (`max-images=3 byte-budget=1`); absent when nothing is.
+pub const IMAGES_LEFT_OUT: &str = "warmpool.io/images-left-out";
 /// The Lease that elects the one replica that writes.
 pub const LEASE: &str = "warmpool-reconciler";
 /// The ConfigMap, in warmpool's namespace, recording tenants' arrivals for

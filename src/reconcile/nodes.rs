@@ -1,7 +1,8 @@
-//! The warm nodes, as far as `prewarmer.slot: auto` cares: each one's allocatable CPU and memory,
-//! so that a placeholder never asks for more than one node has. A Node is read into [`SlimNode`]
-//! (only its name and `status.allocatable` are deserialised) and indexed by name. Pure apart from
-//! the watch-event plumbing.
+//! The warm nodes, as far as the reconciler cares: each one's allocatable CPU and memory, so
+//! that a placeholder never asks for more than one node has (`prewarmer.slot: auto`), and the
+//! sizes of the images it reports, for the cache's byte budget (`imageCache.maxBytesPerNode`).
+//! A Node is read into [`SlimNode`] (only its name, `status.allocatable` and `status.images` are
+//! deserialised) and indexed by name. Pure apart from the watch-event plumbing.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -23,9 +24,55 @@ pub struct SlimNode {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SlimNodeStatus {
     #[serde(default)]
     pub allocatable: Option<BTreeMap<String, Quantity>>,
+    /// What the kubelet reports of its images (the 50 largest by default).
+    #[serde(default)]
+    pub images: Vec<SlimNodeImage>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimNodeImage {
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub size_bytes: Option<i64>,
+}
+
+/// One warm node, as the index keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct WarmNode {
+    allocatable: Requests,
+    /// Canonical image reference → size in bytes (tags and digests of one image alike).
+    images: Box<[(String, u64)]>,
+}
+
+impl WarmNode {
+    fn of(node: &SlimNode) -> WarmNode {
+        let mut images: Vec<(String, u64)> = node
+            .status
+            .images
+            .iter()
+            .flat_map(|i| {
+                let size = i
+                    .size_bytes
+                    .and_then(|b| u64::try_from(b).ok())
+                    .unwrap_or(0);
+                i.names
+                    .iter()
+                    .filter_map(move |n| Some((super::images::discoverable(n)?, size)))
+            })
+            .collect();
+        images.sort();
+        images.dedup_by(|a, b| a.0 == b.0);
+        WarmNode {
+            allocatable: Requests::from_list(node.status.allocatable.as_ref()),
+            images: images.into_boxed_slice(),
+        }
+    }
 }
 
 impl kube::Resource for SlimNode {
@@ -55,8 +102,8 @@ impl kube::Resource for SlimNode {
 /// Every warm node's allocatable, by name, from a watcher (re-lists swapped in at `InitDone`).
 #[derive(Debug, Default)]
 pub struct NodeIndex {
-    nodes: HashMap<String, Requests>,
-    relisting: Option<HashMap<String, Requests>>,
+    nodes: HashMap<String, WarmNode>,
+    relisting: Option<HashMap<String, WarmNode>>,
     synced: bool,
 }
 
@@ -71,12 +118,12 @@ impl NodeIndex {
 
     /// Applies one watch event; true when the index visibly changed.
     pub fn apply(&mut self, event: watcher::Event<SlimNode>) -> bool {
-        let of = |node: &SlimNode| Requests::from_list(node.status.allocatable.as_ref());
+        let of = WarmNode::of;
         match event {
             watcher::Event::Apply(node) => match node.metadata.name.clone() {
                 Some(name) => {
                     let now = of(&node);
-                    self.nodes.insert(name, now) != Some(now)
+                    self.nodes.insert(name, now.clone()) != Some(now)
                 }
                 None => false,
             },
@@ -118,7 +165,18 @@ impl NodeIndex {
 
     /// The warm nodes' allocatable, in no particular order.
     pub fn allocatable(&self) -> impl Iterator<Item = Requests> + '_ {
-        self.nodes.values().copied()
+        self.nodes.values().map(|n| n.allocatable)
+    }
+
+    /// The size of each image (canonical reference) on the warm nodes: the largest any of
+    /// them reports.
+    pub fn image_sizes(&self) -> HashMap<&str, u64> {
+        let mut sizes: HashMap<&str, u64> = HashMap::new();
+        for (image, size) in self.nodes.values().flat_map(|n| n.images.iter()) {
+            let known = sizes.entry(image.as_str()).or_insert(0);
+            *known = (*known).max(*size);
+        }
+        sizes
     }
 }
 
@@ -162,5 +220,38 @@ mod tests {
         assert!(index.apply(watcher::Event::Delete(node("a", "1", "1Gi"))));
         assert_eq!(index.allocatable().count(), 1);
         assert!(NodeIndex::synced_empty().is_synced());
+    }
+
+    #[test]
+    fn image_sizes_are_read_by_canonical_name_and_the_largest_report_wins() {
+        let with_images = |name: &str, images: serde_json::Value| -> SlimNode {
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"allocatable": {"cpu": "1"}, "images": images},
+            }))
+            .unwrap()
+        };
+        let mut index = NodeIndex::synced_empty();
+        index.apply(watcher::Event::Apply(with_images(
+            "a",
+            json!([
+                {"names": ["docker.io/library/nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                           "docker.io/library/nginx:1.27"], "sizeBytes": 70_000_000},
+                {"names": ["registry.local:5000/x:1"]},
+                {"names": ["Not A Reference"], "sizeBytes": 5},
+            ]),
+        )));
+        assert!(index.apply(watcher::Event::Apply(with_images(
+            "b",
+            json!([{"names": ["nginx:1.27"], "sizeBytes": 71_000_000}]),
+        ))));
+        let sizes = index.image_sizes();
+        assert_eq!(sizes.get("docker.io/library/nginx:1.27"), Some(&71_000_000));
+        assert_eq!(
+            sizes.get("registry.local:5000/x:1"),
+            Some(&0),
+            "no size reported"
+        );
+        assert_eq!(sizes.len(), 3, "{sizes:?}");
     }
 }

@@ -11,7 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher;
 use serde::Deserialize;
 
-use super::images::{ImageUsage, canonical, select_images};
+use super::images::{
+    Discovery, ImageUsage, LeftOut, Limits, MAX_IMAGES_PER_POD, Selection, discoverable,
+    select_images,
+};
 use super::nodes::NodeIndex;
 use super::slot::{self, ContainerRequests, Requests};
 use super::tenant_ready::PodStart;
@@ -31,11 +34,26 @@ pub struct SlimPod {
     pub status: SlimPodStatus,
 }
 
-/// Of a pod's status, its conditions (for the Ready one).
+/// Of a pod's status, its conditions (for the Ready one) and which containers have an image.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SlimPodStatus {
     #[serde(default)]
     pub conditions: Vec<SlimCondition>,
+    #[serde(default)]
+    pub container_statuses: Vec<SlimContainerStatus>,
+    #[serde(default)]
+    pub init_container_statuses: Vec<SlimContainerStatus>,
+}
+
+/// A container's status, as far as discovery cares: its `imageID` is set once the kubelet has
+/// the image (pulled, or found present) and created the container from it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SlimContainerStatus {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, rename = "imageID")]
+    pub image_id: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -65,6 +83,9 @@ pub struct SlimPodSpec {
     pub containers: Vec<SlimContainer>,
     #[serde(default)]
     pub init_containers: Vec<SlimContainer>,
+    /// Only whether there are any: a pod that names pull secrets may run private images.
+    #[serde(default)]
+    pub image_pull_secrets: Vec<serde::de::IgnoredAny>,
     #[serde(default)]
     pub overhead: Option<BTreeMap<String, Quantity>>,
     /// Pod-level resources (PodLevelResources).
@@ -75,6 +96,8 @@ pub struct SlimPodSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlimContainer {
+    #[serde(default)]
+    pub name: String,
     #[serde(default)]
     pub image: Option<String>,
     #[serde(default)]
@@ -116,55 +139,93 @@ impl kube::Resource for SlimPod {
 /// One pod, as far as the warm pool cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodSummary {
-    /// The images of its containers and init containers in canonical form
-    /// ([`super::images::canonical`], once per pod event rather than at every observation),
-    /// de-duplicated, in spec order. A boxed slice, exactly as long as it is: one is kept per pod.
+    /// The images discovery may take from it ([`discovered_images`]), in canonical form (once
+    /// per pod event rather than at every observation), de-duplicated, in spec order. A boxed
+    /// slice, exactly as long as it is: one is kept per pod.
     pub images: Box<[String]>,
+    /// References discovery refused to read ([`super::images::LeftOut::Unusable`]).
+    pub unusable: u16,
     /// What the scheduler reserves for it.
     pub requests: Requests,
 }
 
 impl PodSummary {
-    pub fn of(spec: &SlimPodSpec) -> PodSummary {
-        let mut images: Vec<String> = Vec::new();
-        for c in spec.init_containers.iter().chain(&spec.containers) {
-            if let Some(image) = c.image.as_deref().map(str::trim)
-                && !image.is_empty()
-            {
-                let image = canonical(image);
-                if !images.contains(&image) {
-                    images.push(image);
-                }
-            }
-        }
-        let requests_of = |c: &SlimContainer| {
-            Requests::from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()))
-        };
-        let containers: Vec<Requests> = spec.containers.iter().map(requests_of).collect();
-        let init: Vec<ContainerRequests> = spec
-            .init_containers
-            .iter()
-            .map(|c| ContainerRequests {
-                requests: requests_of(c),
-                sidecar: c.restart_policy.as_deref() == Some("Always"),
-            })
-            .collect();
-        let pod_level = spec
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .map(|list| Requests::from_list(Some(list)));
-        let requests = slot::pod_requests(
-            &containers,
-            &init,
-            pod_level,
-            Requests::from_list(spec.overhead.as_ref()),
-        );
+    pub fn of(pod: &SlimPod) -> PodSummary {
+        let (images, unusable) = discovered_images(pod);
         PodSummary {
-            images: images.into_boxed_slice(),
-            requests,
+            images,
+            unusable,
+            requests: pod_requests(&pod.spec),
         }
     }
+}
+
+/// The images the image cache may take from `pod`, and how many references it refused.
+///
+/// Only images the pod's own containers already run: a container whose status has an
+/// `imageID` (the kubelet had the image and created the container from it). So an image that
+/// no tenant could pull (a typo, a private image without credentials) is never discovered, and
+/// the cache never tries to pull it for them. Nothing is taken from a pod that names
+/// `imagePullSecrets`: its images may be private, pullable only with its credentials; the
+/// cache's pods pull discovered images with none (see [`super::desired`]). Each reference must
+/// pass [`discoverable`]; at most [`MAX_IMAGES_PER_POD`] distinct images are kept.
+pub fn discovered_images(pod: &SlimPod) -> (Box<[String]>, u16) {
+    if !pod.spec.image_pull_secrets.is_empty() {
+        return (Box::default(), 0);
+    }
+    let statuses = pod
+        .status
+        .init_container_statuses
+        .iter()
+        .chain(&pod.status.container_statuses);
+    let has_image = |name: &str| {
+        statuses
+            .clone()
+            .any(|s| s.name == name && !s.image_id.is_empty())
+    };
+    let mut images: Vec<String> = Vec::new();
+    let mut unusable: u16 = 0;
+    for c in pod.spec.init_containers.iter().chain(&pod.spec.containers) {
+        let Some(image) = c.image.as_deref().filter(|i| !i.trim().is_empty()) else {
+            continue;
+        };
+        if !has_image(&c.name) {
+            continue;
+        }
+        match discoverable(image) {
+            Some(image) if images.contains(&image) => {}
+            Some(image) if images.len() < MAX_IMAGES_PER_POD => images.push(image),
+            _ => unusable = unusable.saturating_add(1),
+        }
+    }
+    (images.into_boxed_slice(), unusable)
+}
+
+/// What the scheduler reserves for a pod of this spec ([`slot::pod_requests`]).
+pub fn pod_requests(spec: &SlimPodSpec) -> Requests {
+    let requests_of = |c: &SlimContainer| {
+        Requests::from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()))
+    };
+    let containers: Vec<Requests> = spec.containers.iter().map(requests_of).collect();
+    let init: Vec<ContainerRequests> = spec
+        .init_containers
+        .iter()
+        .map(|c| ContainerRequests {
+            requests: requests_of(c),
+            sidecar: c.restart_policy.as_deref() == Some("Always"),
+        })
+        .collect();
+    let pod_level = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .map(|list| Requests::from_list(Some(list)));
+    slot::pod_requests(
+        &containers,
+        &init,
+        pod_level,
+        Requests::from_list(spec.overhead.as_ref()),
+    )
 }
 
 /// What a tenant's time to Ready needs of a pod ([`super::tenant_ready`]).
@@ -241,7 +302,7 @@ impl Entry {
             })
         });
         Entry {
-            summary: PodSummary::of(&pod.spec),
+            summary: PodSummary::of(pod),
             start: pod_start(pod),
             unsteered,
         }
@@ -401,6 +462,8 @@ pub struct Observed {
     pub tenants: BTreeSet<String>,
     /// The images the cache should hold, in the order the DaemonSet lists them.
     pub images: Vec<String>,
+    /// Images tenants run that the cache leaves out, by reason ([`LeftOut`]).
+    pub left_out: BTreeMap<LeftOut, u32>,
     pub slot: SlotResources,
     pub slot_source: SlotSource,
     /// `slot: auto` cut down to fit on the largest warm node.
@@ -425,13 +488,15 @@ pub fn observe<'a>(
 
     let mut usage = ImageUsage::default();
     if config.image_cache.discover {
+        let discovery = discovery(config);
         for ns in &tenants {
-            for pod in pods.pods_in(ns) {
-                usage.add_canonical(&pod.images);
-            }
+            usage.add_namespace(pods.pods_in(ns).map(|p| &*p.images), &discovery);
+            usage.add_unusable(pods.pods_in(ns).map(|p| u32::from(p.unusable)).sum());
         }
     }
-    let images = cache_images(config, &usage);
+    let sizes = nodes.image_sizes();
+    let size_of = |image: &str| sizes.get(image).copied();
+    let selection = cache_images(config, &usage, &size_of);
 
     let (slot, slot_source, slot_capped) = match &config.prewarmer.slot {
         Slot::Fixed(fixed) => (fixed.clone(), SlotSource::Configured, false),
@@ -458,7 +523,8 @@ pub fn observe<'a>(
 
     Observed {
         tenants,
-        images,
+        images: selection.images,
+        left_out: selection.left_out,
         slot,
         slot_source,
         slot_capped,
@@ -470,34 +536,70 @@ fn fallback_slot() -> Requests {
     slot::slot_requests(&SlotResources::default())
 }
 
+/// What discovery may take, from `imageCache`.
+fn discovery(config: &Config) -> Discovery {
+    Discovery {
+        per_namespace: usize::try_from(config.image_cache.discover_per_namespace)
+            .unwrap_or(usize::MAX),
+        registries: config.image_cache.discover_registries.clone(),
+    }
+}
+
 /// The images the cache holds: the configured ones and (with `imageCache.discover`) the
-/// discovered ones, capped at `imageCache.maxImages` and sorted ([`select_images`]).
-pub fn cache_images(config: &Config, discovered: &ImageUsage) -> Vec<String> {
+/// discovered ones, within `imageCache.maxImages` and `imageCache.maxBytesPerNode`
+/// ([`select_images`]).
+pub fn cache_images(
+    config: &Config,
+    discovered: &ImageUsage,
+    size_of: &dyn Fn(&str) -> Option<u64>,
+) -> Selection {
     let none = ImageUsage::default();
     let usage = if config.image_cache.discover {
         discovered
     } else {
         &none
     };
-    let max = usize::try_from(config.image_cache.max_images).unwrap_or(usize::MAX);
-    select_images(&config.image_cache.images, usage, max)
+    let limits = Limits {
+        max_images: usize::try_from(config.image_cache.max_images).unwrap_or(usize::MAX),
+        bytes_per_node: config
+            .image_cache
+            .max_bytes_per_node
+            .as_ref()
+            .and_then(bytes),
+        size_of,
+    };
+    select_images(&config.image_cache.images, usage, limits)
+}
+
+/// A validated quantity in bytes (rounded down).
+fn bytes(q: &Quantity) -> Option<u64> {
+    let parsed: kube_quantity::ParsedQuantity = q.try_into().ok()?;
+    let bytes = parsed.to_bytes_f64()?;
+    // Saturating, and whole bytes.
+    Some(bytes as u64)
 }
 
 /// What the reconciler would observe with no cluster: no tenant, the configured images plus
-/// `discovered` (each counted as one pod's), and the configured slot or, for `slot: auto`, the
-/// default one (`warmpool render`).
+/// `discovered` (each as if one tenant ran it), and the configured slot or, for `slot: auto`,
+/// the default one (`warmpool render`).
 pub fn offline(config: &Config, discovered: &[String]) -> Observed {
     let mut usage = ImageUsage::default();
+    let discovery = discovery(config);
     for image in discovered {
-        usage.add_pod([image.as_str()]);
+        match discoverable(image) {
+            Some(image) => usage.add_namespace([std::slice::from_ref(&image)], &discovery),
+            None => usage.add_unusable(1),
+        }
     }
     let (slot, slot_source) = match &config.prewarmer.slot {
         Slot::Fixed(fixed) => (fixed.clone(), SlotSource::Configured),
         Slot::Auto => (fallback_slot().to_slot(), SlotSource::AutoFallback),
     };
+    let selection = cache_images(config, &usage, &|_| None);
     Observed {
         tenants: BTreeSet::new(),
-        images: cache_images(config, &usage),
+        images: selection.images,
+        left_out: selection.left_out,
         slot,
         slot_source,
         slot_capped: false,
@@ -510,13 +612,37 @@ mod tests {
     use crate::tenant::{DISABLED, ENABLED};
     use serde_json::json;
 
+    /// A running pod: every container has its image (`imageID`).
     fn pod(ns: &str, name: &str, spec: serde_json::Value) -> SlimPod {
+        let statuses = |key: &str| -> serde_json::Value {
+            spec[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": "sha256:1"}))
+                .collect()
+        };
+        let status = json!({
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "initContainerStatuses": statuses("initContainers"),
+            "containerStatuses": statuses("containers"),
+        });
+        with_status(ns, name, spec, status)
+    }
+
+    fn with_status(
+        ns: &str,
+        name: &str,
+        spec: serde_json::Value,
+        status: serde_json::Value,
+    ) -> SlimPod {
         serde_json::from_value(json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "managedFields": [{"manager": "kubectl"}]},
             "spec": spec,
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+            "status": status,
         }))
         .unwrap()
     }
@@ -541,7 +667,8 @@ mod tests {
                 "containers": [app("web:1", "100m", "128Mi"), app("sidecar:2", "50m", "64Mi")],
             }),
         );
-        let summary = PodSummary::of(&p.spec);
+        let summary = PodSummary::of(&p);
+        assert_eq!(summary.unusable, 0);
         assert_eq!(
             &*summary.images,
             [
@@ -558,6 +685,62 @@ mod tests {
                 memory_bytes: 192 * 1024 * 1024
             }
         );
+    }
+
+    fn named(name: &str, image: &str) -> serde_json::Value {
+        json!({"name": name, "image": image})
+    }
+
+    #[test]
+    fn only_images_the_pod_s_own_containers_run_are_discovered() {
+        let spec = json!({
+            "initContainers": [named("init", "agent:1")],
+            "containers": [named("web", "web:1"), named("typo", "wbe:1"), named("new", "new:1")],
+        });
+        // Pending, nothing pulled yet: nothing.
+        let pending = with_status("demo-1", "p", spec.clone(), json!({"phase": "Pending"}));
+        assert!(PodSummary::of(&pending).images.is_empty());
+        // `typo` cannot be pulled (ImagePullBackOff: no imageID), `new` is still pulling.
+        let status = json!({
+            "phase": "Pending",
+            "initContainerStatuses": [{"name": "init", "imageID": "sha256:a", "image": "agent:1"}],
+            "containerStatuses": [
+                {"name": "web", "imageID": "sha256:b", "image": "web:1"},
+                {"name": "typo", "imageID": "", "image": "wbe:1",
+                 "state": {"waiting": {"reason": "ImagePullBackOff"}}},
+                {"name": "new", "image": "new:1", "state": {"waiting": {"reason": "ContainerCreating"}}},
+            ],
+        });
+        let partial = with_status("demo-1", "p", spec.clone(), status);
+        assert_eq!(
+            &*PodSummary::of(&partial).images,
+            ["docker.io/library/agent:1", "docker.io/library/web:1"]
+        );
+        // A pod with pull secrets may run private images: nothing is taken from it.
+        let mut secret_spec = spec.clone();
+        secret_spec["imagePullSecrets"] = json!([{"name": "mine"}]);
+        let mut private = pod("demo-1", "p", secret_spec);
+        private.status = partial.status.clone();
+        assert!(PodSummary::of(&private).images.is_empty());
+    }
+
+    #[test]
+    fn what_one_pod_can_make_discovery_hold_is_bounded() {
+        let huge = format!("ghcr.io/{}:1", "a".repeat(2 << 20));
+        let mut containers = vec![
+            named("long", &huge),
+            named("bad", "Not/An:image:ref"),
+            named("dup", "web:1"),
+            named("dup-spelling", "docker.io/library/web:1"),
+        ];
+        containers.extend((0..40).map(|i| named(&format!("c{i}"), &format!("img{i}:1"))));
+        let p = pod("demo-1", "p", json!({"containers": containers}));
+        let summary = PodSummary::of(&p);
+        assert_eq!(summary.images.len(), MAX_IMAGES_PER_POD);
+        assert_eq!(summary.images[0], "docker.io/library/web:1");
+        assert!(summary.images.iter().all(|i| i.len() < 64));
+        // The huge and bad references, and the 9 images past the 32nd (web:1 once, img0..img30).
+        assert_eq!(summary.unusable, 2 + 9);
     }
 
     fn index(pods: Vec<SlimPod>) -> PodIndex {

@@ -48,7 +48,9 @@ use super::namespace_cache::CachedNamespace;
 use super::nodes::{NodeIndex, SlimNode};
 use super::observed::{Observed, PodIndex, SlimPod, observe};
 use super::workloads::Target;
-use super::{IMAGE_CACHE, PREWARMER, PRIORITY_CLASS, drift, enroller, workloads};
+use super::{
+    IMAGE_CACHE, IMAGE_CACHE_DISCOVERED, PREWARMER, PRIORITY_CLASS, drift, enroller, workloads,
+};
 use crate::config::{Config, Slot};
 use crate::scale_down::Held;
 use crate::tenant::SYSTEM_NAMESPACES;
@@ -132,7 +134,11 @@ pub fn pod_field_selector(own_namespace: &str) -> String {
 pub fn needs(config: &Config) -> (bool, bool) {
     let auto = matches!(config.prewarmer.slot, Slot::Auto);
     let ready = config.tenants.time_to_ready.enabled;
-    (config.image_cache.discover || auto || ready, auto || ready)
+    let budget = config.image_cache.discover && config.image_cache.max_bytes_per_node.is_some();
+    (
+        config.image_cache.discover || auto || ready,
+        auto || ready || budget,
+    )
 }
 
 /// The warm nodes: those that carry the pool label.
@@ -394,6 +400,12 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         sightings.clone(),
     ))
     .reconcile_all_on(drift::triggers(
+        Api::<PartialObjectMeta<DaemonSet>>::namespaced(client.clone(), ns),
+        IMAGE_CACHE_DISCOVERED,
+        Target::DiscoveredDaemonSet,
+        sightings.clone(),
+    ))
+    .reconcile_all_on(drift::triggers(
         Api::<PartialObjectMeta<PriorityClass>>::all(client.clone()),
         PRIORITY_CLASS,
         Target::PriorityClass,
@@ -455,6 +467,10 @@ fn publish_gauges(metrics: &Metrics, observed: &Observed) {
     let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     metrics.tenants.set(gauge(observed.tenants.len()));
     metrics.cached_images.set(gauge(observed.images.len()));
+    for reason in super::images::LeftOut::ALL {
+        let n = observed.left_out.get(&reason).copied().unwrap_or(0);
+        metrics.cache_left_out(reason).set(i64::from(n));
+    }
     let requests = super::slot::slot_requests(&observed.slot);
     metrics
         .slot_cpu_millicores

@@ -1,5 +1,5 @@
 //! The workloads controller's reconcile: the PriorityClass, the prewarmer Deployment and the
-//! image-cache DaemonSet built from the latest observation ([`super::desired`]) and written by
+//! image-cache DaemonSets built from the latest observation ([`super::desired`]) and written by
 //! [`super::apply`] (the prewarmer with the spare slots in force now, [`super::schedule`]), each
 //! on its own backoff — unless the object is still as last written
 //! ([`super::drift::unchanged`]): then nothing is sent. Every `resync` each object is applied
@@ -9,15 +9,17 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use super::IMAGE_CACHE_DISCOVERED;
 use super::apply::apply;
 use super::context::{Context, lock};
 use super::desired;
@@ -33,10 +35,18 @@ pub enum Target {
     PriorityClass,
     Deployment,
     DaemonSet,
+    /// The DaemonSet of discovered images, with `imageCache.imagePullSecrets` only (deleted
+    /// otherwise: [`desired::cache_sets`]).
+    DiscoveredDaemonSet,
 }
 
 impl Target {
-    pub const ALL: [Target; 3] = [Target::PriorityClass, Target::Deployment, Target::DaemonSet];
+    pub const ALL: [Target; 4] = [
+        Target::PriorityClass,
+        Target::Deployment,
+        Target::DaemonSet,
+        Target::DiscoveredDaemonSet,
+    ];
 
     /// The `target` label of the metrics, and the backoff key.
     pub fn label(self) -> &'static str {
@@ -44,6 +54,7 @@ impl Target {
             Target::PriorityClass => "priorityclass",
             Target::Deployment => "deployment",
             Target::DaemonSet => "daemonset",
+            Target::DiscoveredDaemonSet => "daemonset-discovered",
         }
     }
 
@@ -62,7 +73,7 @@ enum Kept {
     Unchanged,
 }
 
-/// Applies the three objects (each on its own backoff) from the latest observation.
+/// Applies the objects (each on its own backoff) from the latest observation.
 pub async fn reconcile(
     _own_namespace: Arc<PartialObjectMeta<Namespace>>,
     session: Arc<Session>,
@@ -158,10 +169,52 @@ async fn keep(session: &Session, target: Target, observed: &Observed) -> Result<
             schedule::kept(ctx, &decision).await;
             Ok(written)
         }
-        Target::DaemonSet => {
-            let daemon_set = desired::image_cache(config, ns, &observed.images, owner);
-            keep_one(session, target, Api::namespaced(client, ns), daemon_set).await
+        Target::DaemonSet | Target::DiscoveredDaemonSet => {
+            let (cache, discovered) =
+                desired::cache_sets(config, &observed.images, &observed.left_out);
+            let api = Api::namespaced(client, ns);
+            match (target, discovered) {
+                (Target::DaemonSet, _) => {
+                    let daemon_set = desired::image_cache(config, ns, &cache, owner);
+                    keep_one(session, target, api, daemon_set).await
+                }
+                (_, Some(discovered)) => {
+                    let daemon_set = desired::image_cache(config, ns, &discovered, owner);
+                    keep_one(session, target, api, daemon_set).await
+                }
+                (_, None) => remove(session, target, api, IMAGE_CACHE_DISCOVERED).await,
+            }
         }
+    }
+}
+
+/// Deletes an object the configuration no longer asks for (the discovered images' DaemonSet once
+/// `imageCache.imagePullSecrets` is emptied), unless its watch has seen it absent.
+async fn remove(
+    session: &Session,
+    target: Target,
+    api: Api<DaemonSet>,
+    name: &str,
+) -> Result<Kept, Error> {
+    let seen = session.sightings.get(target);
+    if seen.events > 0 && seen.meta.is_none() {
+        return Ok(Kept::Unchanged);
+    }
+    let ctx = &session.ctx;
+    let action = || format!("delete the DaemonSet {name}, no longer needed");
+    match ctx
+        .write(action, api.delete(name, &DeleteParams::background()))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(
+                daemonset = name,
+                "deleted: imageCache.imagePullSecrets is empty"
+            );
+            Ok(Kept::Applied)
+        }
+        Err(e) if e.api_code() == Some(404) => Ok(Kept::Unchanged),
+        Err(e) => Err(e),
     }
 }
 

@@ -14,10 +14,11 @@ use super::model::{
 };
 use crate::config::{Slot, SlotResources};
 use crate::reconcile::cache_health::{self, ImageState};
+use crate::reconcile::desired::is_cache_pod;
 use crate::reconcile::node_pools;
-use crate::reconcile::observed::{PodSummary, SlimPodSpec};
+use crate::reconcile::observed::{self, SlimPodSpec};
 use crate::reconcile::slot::{Requests, slot_requests};
-use crate::reconcile::{IMAGE_CACHE, PREWARMER, SCHEDULE_WINDOW};
+use crate::reconcile::{PREWARMER, SCHEDULE_WINDOW};
 
 /// The label the chart's objects (and the reconciler's, with their own value) carry.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -72,7 +73,7 @@ fn pod_requests(pod: &Pod) -> Requests {
         .as_ref()
         .and_then(|s| serde_json::to_value(s).ok())
         .and_then(|v| serde_json::from_value::<SlimPodSpec>(v).ok())
-        .map_or(Requests::ZERO, |s| PodSummary::of(&s).requests)
+        .map_or(Requests::ZERO, |s| observed::pod_requests(&s))
 }
 
 pub(super) fn terminated(pod: &Pod) -> bool {
@@ -110,7 +111,7 @@ pub(super) fn warm_nodes(listed: &Listed, tenants: Option<&TenantNames>) -> Part
             let cache_pods: Vec<Arc<Pod>> = pods
                 .iter()
                 .filter(|p| p.metadata.namespace.as_deref() == Some(listed.namespace.as_str()))
-                .filter(|p| label(&p.metadata, NAME_LABEL) == Some(IMAGE_CACHE))
+                .filter(|p| is_cache_pod(p.metadata.labels.as_ref()))
                 .map(|p| Arc::new(p.clone()))
                 .collect();
             cache_health::report(&cache_pods)

@@ -153,6 +153,8 @@ given (the binary has the defaults); an integer is rendered as one.
     "schedule" (include "warmpool.schedule" . | fromJsonArray))
   "imageCache" (dict
     "discover" .Values.imageCache.discover
+    "discoverPerNamespace" (int .Values.imageCache.discoverPerNamespace)
+    "discoverRegistries" .Values.imageCache.discoverRegistries
     "maxImages" (int .Values.imageCache.maxImages)
     "images" .Values.imageCache.images
     "imagePullSecrets" .Values.imageCache.imagePullSecrets
@@ -164,6 +166,9 @@ given (the binary has the defaults); an integer is rendered as one.
 {{- $scaleDown := dict "step" (int ($down.step | default 1)) "every" (toString ($down.every | default "5m")) }}
 {{- if $down.quietFor }}{{- $_ := set $scaleDown "quietFor" (toString $down.quietFor) }}{{- end }}
 {{- $_ := set $config.prewarmer "scaleDown" $scaleDown }}
+{{- end }}
+{{- with .Values.imageCache.maxBytesPerNode }}
+{{- $_ := set $config.imageCache "maxBytesPerNode" (toString .) }}
 {{- end }}
 {{- with .Values.pricing }}
 {{- $_ := set $config "pricing" (dict "cpuCoreHour" (float64 .cpuCoreHour) "memoryGiBHour" (float64 .memoryGiBHour) "currency" (.currency | default "USD")) }}
