@@ -18,21 +18,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ContainerState, Event, Namespace, Pod};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ContainerState, Event, Namespace, Pod, Secret};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use serde_json::json;
 
 use support::cluster::{client, eventually, eventually_explained, unique};
 use support::objects::live_pods;
 use support::real_nodes::{
     NodeSpec, REAL_TIMEOUT, RealCluster, RealNode, create_cargocats, create_workloads, is_ready,
 };
-use support::reconciler::{Reconciler, Run};
+use support::reconciler::{Reconciler, Run, cached_images};
 use support::webhook::{RUN_LABEL, Webhook, unregister};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 const CACHE_SELECTOR: &str = "app.kubernetes.io/name=warmpool-image-cache";
+const CACHE_SELECTOR_DISCOVERED: &str = "app.kubernetes.io/name=warmpool-image-cache-discovered";
+const IMAGE_CACHE: &str = "warmpool-image-cache";
+const IMAGE_CACHE_DISCOVERED: &str = "warmpool-image-cache-discovered";
 const PREWARMER_SELECTOR: &str = "app.kubernetes.io/name=warmpool-prewarmer";
 const TENANT_SELECTOR: &str = "app.kubernetes.io/part-of=cargocats";
 
@@ -72,15 +77,31 @@ impl Warmpool {
     ) -> Warmpool {
         let registry = &cluster.registry;
         let more: String = more_images.iter().map(|i| format!("    - {i}\n")).collect();
-        let extra = format!(
-            "prewarmer:\n  spareSlots: 1\n  slot: {{cpu: {slot_cpu}, memory: 1Gi}}\n  \
-             doNotDisrupt: false\n  image: {pause}\n\
-             imageCache:\n  discover: false\n  toolImage: {tool}\n  images:\n    - {ds}\n    - {fg}\n    - {my}\n{more}",
-            pause = registry.pause,
-            tool = cluster.tool_image(),
+        let image_cache = format!(
+            "  discover: false\n  images:\n    - {ds}\n    - {fg}\n    - {my}\n{more}",
             ds = registry.dataservice,
             fg = registry.frontgateservice,
             my = registry.mysql,
+        );
+        Warmpool::launch(client, cluster, slot_cpu, &image_cache, tenant_keys, &[]).await
+    }
+
+    /// warmpool with `image_cache` as the keys of `imageCache` (indented, `toolImage` added),
+    /// the reconciler started with `reconciler_args`.
+    async fn launch(
+        client: &Client,
+        cluster: &RealCluster,
+        slot_cpu: &str,
+        image_cache: &str,
+        tenant_keys: &str,
+        reconciler_args: &[&str],
+    ) -> Warmpool {
+        let extra = format!(
+            "prewarmer:\n  spareSlots: 1\n  slot: {{cpu: {slot_cpu}, memory: 1Gi}}\n  \
+             doNotDisrupt: false\n  image: {pause}\n\
+             imageCache:\n  toolImage: {tool}\n{image_cache}",
+            pause = cluster.registry.pause,
+            tool = cluster.tool_image(),
         );
         let mut run = Run::new(client, BIN.as_ref(), &extra).await;
         run.set_tenant_keys(tenant_keys);
@@ -90,7 +111,7 @@ impl Warmpool {
         webhook
             .register(client, &run.id, &[&pattern], &run.namespace)
             .await;
-        let reconciler = run.spawn("real", &[], &[]);
+        let reconciler = run.spawn("real", reconciler_args, &[]);
         reconciler.wait_ready(Duration::from_secs(60)).await;
         Warmpool {
             run,
@@ -834,6 +855,165 @@ async fn an_image_that_cannot_be_pulled_stops_nothing_and_is_reported() {
     .await;
     warmpool.stop().await;
     drop(nodes);
+}
+
+/// The image cache lends no credentials. warmpool holds a pull secret that can read the private
+/// registry (`imageCache.imagePullSecrets`); a tenant pod naming the private image without
+/// credentials of its own stays in `ImagePullBackOff` through two resyncs and the image never
+/// reaches the warm node through warmpool: discovery takes only images a tenant's containers run,
+/// and the discovered images go to a DaemonSet of their own that has no pull secrets. An image a
+/// tenant runs from the public registry is still discovered and pulled there.
+#[tokio::test]
+async fn the_image_cache_lends_no_credentials_and_still_caches_what_tenants_run() {
+    let _one = exclusive().await;
+    let Some((client, cluster)) = prerequisites().await else {
+        return;
+    };
+    let registry = &cluster.registry;
+    let private = &registry.private;
+    let image_cache = format!(
+        "  discover: true\n  imagePullSecrets: [warmpool-pull]\n  images:\n    - {}\n",
+        registry.dataservice
+    );
+    let warmpool = Warmpool::launch(
+        &client,
+        cluster,
+        "600m",
+        &image_cache,
+        "",
+        &["--resync", "5s"],
+    )
+    .await;
+    let ns = warmpool.run.namespace.clone();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &private.pull_secret("warmpool-pull"),
+        )
+        .await
+        .expect("warmpool's pull secret");
+    let Some(nodes) = nodes_up(
+        cluster,
+        vec![NodeSpec::warm_half(&unique("rn-lend"), &warmpool.run.pool)],
+    )
+    .await
+    else {
+        return;
+    };
+    let node = &nodes[0];
+    let tenant = warmpool.tenant("lend").await;
+    let app = |image: &str| json!({"containers": [{"name": "app", "image": image}]});
+    warmpool
+        .run
+        .create_pod(&tenant, "stranger", app(&private.image))
+        .await;
+    warmpool
+        .run
+        .create_pod(&tenant, "public", app(&registry.frontgateservice))
+        .await;
+
+    let caches: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    eventually_explained(
+        "the public image discovered and on the node, the private one refused to the tenant",
+        REAL_TIMEOUT,
+        || async {
+            let pods = live_pods(&client, &tenant, "").await;
+            let stranger = pods.iter().find(|p| p.name_any() == "stranger")?;
+            pull_refused(stranger)?;
+            let discovered = caches.get(IMAGE_CACHE_DISCOVERED).await.ok()?;
+            cached_images(&discovered)
+                .contains(&registry.frontgateservice)
+                .then_some(())?;
+            let cache_pods = live_pods(&client, &ns, CACHE_SELECTOR_DISCOVERED).await;
+            let on_node = cache_pods
+                .iter()
+                .find(|p| node_of(p) == Some(node.name.as_str()))?;
+            on_node
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .any(|c| c.image == registry.frontgateservice && !c.image_id.is_empty())
+                .then_some(())
+        },
+        || async { explain(&client, &[&ns, &tenant], &[node]).await },
+    )
+    .await;
+    eprintln!(
+        "{}: the public image a tenant runs cached, the private one refused, {}",
+        node.name,
+        secs(started.elapsed())
+    );
+
+    // Two more resyncs of the discovered images' DaemonSet (each one applied anyway): still
+    // nothing of the private image anywhere.
+    let reconciler = &warmpool.reconciler;
+    let runs = r#"warmpool_reconcile_runs_total{target="daemonset-discovered"}"#;
+    let before = reconciler.metric(runs).await.unwrap_or(0.0);
+    eventually("two resyncs", Duration::from_secs(60), || async {
+        (reconciler.metric(runs).await? >= before + 2.0).then_some(())
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &tenant);
+    let stranger = pods.get("stranger").await.expect("the stranger's pod");
+    let reason = pull_refused(&stranger);
+    assert!(
+        reason.is_some(),
+        "the tenant without credentials got the private image: {:?}",
+        stranger.status
+    );
+    let ours = caches.get(IMAGE_CACHE).await.expect("the image cache");
+    let theirs = caches
+        .get(IMAGE_CACHE_DISCOVERED)
+        .await
+        .expect("the discovered images' cache");
+    assert_eq!(cached_images(&ours), vec![registry.dataservice.clone()]);
+    let secrets = |ds: &DaemonSet| {
+        ds.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|s| s.image_pull_secrets.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(secrets(&ours), ["warmpool-pull"]);
+    assert!(
+        secrets(&theirs).is_empty(),
+        "discovered images pulled with warmpool's secrets"
+    );
+    for ds in [&ours, &theirs] {
+        assert!(
+            !cached_images(ds).contains(&private.image),
+            "{} names the private image",
+            ds.name_any()
+        );
+    }
+    let on_node = node.images();
+    assert!(
+        !on_node.iter().any(|i| i.starts_with(&private.address)),
+        "the private image reached {}: {on_node:?}",
+        node.name
+    );
+    eprintln!(
+        "after two more resyncs: the stranger still {}, no private image on {}",
+        reason.unwrap_or_default(),
+        node.name
+    );
+    warmpool.stop().await;
+    drop(nodes);
+}
+
+/// The kubelet's reason when it cannot pull the pod's image (`ErrImagePull`,
+/// `ImagePullBackOff`), if that is where the pod stands and it never had the image.
+fn pull_refused(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    let reason = status.state.as_ref()?.waiting.as_ref()?.reason.clone()?;
+    (status.image_id.is_empty() && ["ErrImagePull", "ImagePullBackOff"].contains(&reason.as_str()))
+        .then_some(reason)
 }
 
 /// A tag re-pushed between two warm nodes' pulls is reported: the first node's cache holds the

@@ -562,18 +562,33 @@ async fn images_of_new_tenant_pods_join_the_cache() {
     let agent = format!("example.com/{id}/agent:2");
     let tenant = run.tenant("1");
     run.create_namespace(&tenant, &[]).await;
-    run.create_pod(
+    run.create_running_pod(
         &tenant,
         "web",
         json!({"initContainers": [{"name": "agent", "image": agent}],
                "containers": [{"name": "web", "image": web}]}),
     )
     .await;
+    // Not discovered: a pod whose container never got its image (a typo, a private image: the
+    // kubelet cannot pull it), and a pod that names pull secrets (its images may be private).
+    run.create_pod(
+        &tenant,
+        "backoff",
+        json!({"containers": [{"name": "x", "image": format!("example.com/{id}/typo:1")}]}),
+    )
+    .await;
+    run.create_running_pod(
+        &tenant,
+        "private",
+        json!({"imagePullSecrets": [{"name": "theirs"}],
+               "containers": [{"name": "x", "image": format!("example.com/{id}/private:1")}]}),
+    )
+    .await;
     // Pods outside tenants are not looked at: an opted-out namespace, an unrelated one.
     let opted_out = run.tenant("2");
     run.create_namespace(&opted_out, &[(TENANT_LABEL, "disabled")])
         .await;
-    run.create_pod(
+    run.create_running_pod(
         &opted_out,
         "x",
         json!({"containers": [{"name": "x", "image": format!("example.com/{id}/optout:1")}]}),
@@ -581,7 +596,7 @@ async fn images_of_new_tenant_pods_join_the_cache() {
     .await;
     let unrelated = format!("{id}-other");
     run.create_namespace(&unrelated, &[]).await;
-    run.create_pod(
+    run.create_running_pod(
         &unrelated,
         "x",
         json!({"containers": [{"name": "x", "image": format!("example.com/{id}/other:1")}]}),
@@ -599,7 +614,7 @@ async fn images_of_new_tenant_pods_join_the_cache() {
     assert_eq!(
         mine,
         vec![&agent, &web],
-        "only tenants' images, no duplicates"
+        "only images tenants' containers run, no duplicates, none from a pod with pull secrets"
     );
     let mut sorted = images.clone();
     sorted.sort();
@@ -613,7 +628,7 @@ async fn images_of_new_tenant_pods_join_the_cache() {
     let pay = format!("example.com/{id}/pay:3");
     run.create_namespace(&opted_in, &[(TENANT_LABEL, "enabled")])
         .await;
-    run.create_pod(
+    run.create_running_pod(
         &opted_in,
         "pay",
         json!({"containers": [{"name": "pay", "image": pay}]}),

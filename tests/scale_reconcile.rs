@@ -10,9 +10,10 @@
 //! A control plane of its own, because 1,000 labelled tenants are tenants for every reconciler
 //! in the cluster (their pods' images would crowd other runs' image caches).
 //!
-//! It creates `WARMPOOL_SCALE_TENANTS` (default 1,000) tenant namespaces with 3 pending pods each,
-//! starts the real `warmpool reconcile` (as a ServiceAccount of its own, so that the API server
-//! can count its requests), and reports:
+//! It creates `WARMPOOL_SCALE_TENANTS` (default 1,000) tenant namespaces with 3 pods each, their
+//! status written as a kubelet writes it once they run (there is none), starts the real
+//! `warmpool reconcile` (as a ServiceAccount of its own, so that the API server can count its
+//! requests), and reports:
 //! - the time to enrol (label) every existing tenant from start;
 //! - for `WARMPOOL_SCALE_PROBES` (default 10) *growing* new tenants created one at a time: the
 //!   time from the namespace's creation to its label, and from its first pod to the image cache
@@ -421,8 +422,12 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
                 let ns = run.tenant(&format!("{i:05}"));
                 run.create_namespace(&ns, &[]).await;
                 for (p, image) in images.iter().enumerate().take(PODS_PER_TENANT) {
-                    run.create_pod(&ns, &format!("p{p}"), pod_spec(image, "100m", &run.pool))
-                        .await;
+                    run.create_running_pod(
+                        &ns,
+                        &format!("p{p}"),
+                        pod_spec(image, "100m", &run.pool),
+                    )
+                    .await;
                 }
             }
         })
@@ -530,7 +535,7 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
             .await
         };
         let workloads = async {
-            run.create_pod(
+            run.create_running_pod(
                 &ns,
                 "p0",
                 pod_spec(&image, &format!("{first_cpu}m"), &run.pool),
@@ -538,7 +543,7 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
             .await;
             let pod_created = Instant::now();
             for p in 1..PODS_PER_TENANT {
-                run.create_pod(
+                run.create_running_pod(
                     &ns,
                     &format!("p{p}"),
                     pod_spec(&images[p % images.len()], "100m", &run.pool),

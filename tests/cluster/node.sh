@@ -308,6 +308,18 @@ server = "http://127.0.0.1:$PROXY_PORT"
   capabilities = ["pull", "resolve"]
   skip_verify = true
 EOF
+    # The private registry (registry.sh): pulled from directly, with the credentials of the pod's
+    # imagePullSecrets that the kubelet passes along, or refused.
+    if [[ -n ${WARMPOOL_PRIVATE_REGISTRY:-} ]]; then
+        mkdir -p "$d/certs.d/$WARMPOOL_PRIVATE_REGISTRY"
+        cat >"$d/certs.d/$WARMPOOL_PRIVATE_REGISTRY/hosts.toml" <<EOF
+server = "http://$WARMPOOL_PRIVATE_REGISTRY"
+
+[host."http://$WARMPOOL_PRIVATE_REGISTRY"]
+  capabilities = ["pull", "resolve"]
+  skip_verify = true
+EOF
+    fi
     # Every other registry (docker.io for an unqualified name, any public one): a closed port on
     # loopback, so such a pull fails at once and nothing ever leaves the machine.
     cat >"$d/certs.d/_default/hosts.toml" <<EOF

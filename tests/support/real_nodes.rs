@@ -47,6 +47,39 @@ pub struct Registry {
     pub pause: String,
     /// The port the look-alikes serve `GET /` on (busybox httpd), for httpGet readiness probes.
     pub http_port: u16,
+    /// The registry that requires authentication.
+    pub private: PrivateRegistry,
+}
+
+/// The private registry of `registry.sh`: every pull needs its one user's credentials.
+#[derive(Debug, Clone)]
+pub struct PrivateRegistry {
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    /// Its one image (tenant-a's app: the pause image under another name).
+    pub image: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl PrivateRegistry {
+    /// A `kubernetes.io/dockerconfigjson` Secret `name` holding its credentials.
+    pub fn pull_secret(&self, name: &str) -> k8s_openapi::api::core::v1::Secret {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.user, self.password));
+        let config = json!({"auths": {&self.address: {
+            "username": self.user, "password": self.password, "auth": auth,
+        }}});
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": config.to_string()},
+        }))
+        .expect("pull secret")
+    }
 }
 
 impl Registry {
@@ -98,6 +131,12 @@ impl Registry {
             http_port: get("WARMPOOL_IMAGE_HTTP_PORT")?
                 .parse()
                 .map_err(|e| format!("WARMPOOL_IMAGE_HTTP_PORT: {e}"))?,
+            private: PrivateRegistry {
+                address: get("WARMPOOL_PRIVATE_REGISTRY")?,
+                image: get("WARMPOOL_PRIVATE_IMAGE")?,
+                user: get("WARMPOOL_PRIVATE_USER")?,
+                password: get("WARMPOOL_PRIVATE_PASSWORD")?,
+            },
         })
     }
 }

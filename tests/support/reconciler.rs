@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Client;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::cluster::{ChildGuard, eventually, free_port, kubeconfig, unique};
@@ -143,6 +143,44 @@ impl Run {
             },
         )
         .await;
+    }
+
+    /// Creates a bare pod with `spec` ([`Run::create_pod`]) and writes the status the kubelet
+    /// writes once its containers run from their images (`imageID` set): discovery takes only
+    /// images a tenant's containers run. There is no kubelet here; the real-node tests
+    /// (`e2e_real_nodes`) prove the kubelet's side.
+    pub async fn create_running_pod(&self, namespace: &str, name: &str, spec: serde_json::Value) {
+        let statuses = |key: &str| -> Vec<serde_json::Value> {
+            spec[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    json!({
+                        "name": c["name"],
+                        "image": c["image"],
+                        "imageID": format!("{}@sha256:{:064x}", c["image"].as_str().unwrap_or_default(), 1),
+                        "ready": key == "containers",
+                        "restartCount": 0,
+                        "state": if key == "containers" {
+                            json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}})
+                        } else {
+                            json!({"terminated": {"exitCode": 0, "reason": "Completed"}})
+                        },
+                    })
+                })
+                .collect()
+        };
+        let status = json!({"status": {
+            "phase": "Running",
+            "initContainerStatuses": statuses("initContainers"),
+            "containerStatuses": statuses("containers"),
+        }});
+        self.create_pod(namespace, name, spec).await;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap_or_else(|e| panic!("write the status of pod {namespace}/{name}: {e}"));
     }
 
     /// Starts `warmpool reconcile` for this run as `identity`, with `extra_args` (and
