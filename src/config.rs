@@ -259,6 +259,10 @@ pub struct Prewarmer {
     /// sized from real arrivals (`{auto: {min, max, span, lookback}}`, [`crate::arrivals`]).
     pub spare_slots: SpareSlots,
     pub slot: Slot,
+    /// With `slot: auto`: the slot never grows past this, resource by resource (the largest warm
+    /// node caps it as well). Absent: only the node caps it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_max: Option<SlotResources>,
     /// Annotate placeholders `karpenter.sh/do-not-disrupt: "true"`. Off by default (0.2): it
     /// blocks consolidation and makes drift and expiry wait for the NodePool's
     /// `terminationGracePeriod`, while `consolidationPolicy: WhenEmpty` already keeps nodes that
@@ -382,6 +386,7 @@ impl Default for Prewarmer {
         Prewarmer {
             spare_slots: SpareSlots::Fixed(1),
             slot: Slot::Fixed(SlotResources::default()),
+            slot_max: None,
             do_not_disrupt: false,
             image: "registry.k8s.io/pause:3.10".into(),
             schedule: Vec::new(),
@@ -581,6 +586,10 @@ impl Config {
         if let Slot::Fixed(slot) = &self.prewarmer.slot {
             check_quantity("prewarmer.slot.cpu", &slot.cpu)?;
             check_quantity("prewarmer.slot.memory", &slot.memory)?;
+        }
+        if let Some(max) = &self.prewarmer.slot_max {
+            check_quantity("prewarmer.slotMax.cpu", &max.cpu)?;
+            check_quantity("prewarmer.slotMax.memory", &max.memory)?;
         }
         if self.prewarmer.image.trim().is_empty() {
             return Err(ConfigError::invalid("prewarmer.image", "must not be empty"));

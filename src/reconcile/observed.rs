@@ -147,6 +147,9 @@ pub struct PodSummary {
     pub unusable: u16,
     /// What the scheduler reserves for it.
     pub requests: Requests,
+    /// Bound to a node: only then do its requests size `slot: auto` (a pending pod may never
+    /// fit anywhere; it must not make every placeholder that large).
+    pub scheduled: bool,
 }
 
 impl PodSummary {
@@ -156,6 +159,7 @@ impl PodSummary {
             images,
             unusable,
             requests: pod_requests(&pod.spec),
+            scheduled: pod.spec.node_name.is_some(),
         }
     }
 }
@@ -505,6 +509,7 @@ pub fn observe<'a>(
                 .iter()
                 .map(|ns| {
                     pods.pods_in(ns)
+                        .filter(|p| p.scheduled)
                         .fold(Requests::ZERO, |sum, p| sum.saturating_add(p.requests))
                 })
                 .filter(|r| *r != Requests::ZERO)
@@ -514,7 +519,10 @@ pub fn observe<'a>(
             } else {
                 SlotSource::Auto
             };
-            let target = slot::auto_slot(per_tenant, &fallback_slot());
+            let mut target = slot::auto_slot(per_tenant, &fallback_slot());
+            if let Some(max) = &config.prewarmer.slot_max {
+                target = target.min(slot::slot_requests(max));
+            }
             let current = previous.map(|p| slot::slot_requests(&p.slot));
             let (next, capped) = slot::auto_slot_step(current, target, nodes.allocatable());
             (next.to_slot(), source, capped)
@@ -612,8 +620,11 @@ mod tests {
     use crate::tenant::{DISABLED, ENABLED};
     use serde_json::json;
 
-    /// A running pod: every container has its image (`imageID`).
-    fn pod(ns: &str, name: &str, spec: serde_json::Value) -> SlimPod {
+    /// A running pod: bound to a node, every container has its image (`imageID`).
+    fn pod(ns: &str, name: &str, mut spec: serde_json::Value) -> SlimPod {
+        if spec.get("nodeName").is_none() {
+            spec["nodeName"] = json!("node-1");
+        }
         let statuses = |key: &str| -> serde_json::Value {
             spec[key]
                 .as_array()
@@ -841,7 +852,8 @@ mod tests {
             got.tenants.iter().map(String::as_str).collect::<Vec<_>>(),
             vec!["demo-1", "demo-2", "payments"]
         );
-        // configured first, then web:1 (2 pods), then the big:1/db:1 tie → big:1 by name; the
+        // configured first, then web:1 (one tenant, 2 pods), then the big:1/db:1 tie (one tenant,
+        // one pod each) → big:1 by name; the
         // opted-out and non-tenant namespaces' images are not discovered; sorted, and in their
         // canonical form.
         assert_eq!(
@@ -863,6 +875,39 @@ mod tests {
         assert_eq!(fixed.images, vec!["docker.io/library/configured:1"]);
         assert_eq!(fixed.slot, SlotResources::default());
         assert_eq!(fixed.slot_source, SlotSource::Configured);
+    }
+
+    #[test]
+    fn the_auto_slot_counts_scheduled_pods_only_and_stays_under_its_max() {
+        let mut config = Config::from_yaml("prewarmer: {slot: auto}").unwrap();
+        let selector = TenantSelector::new(&config.tenants.namespace_patterns, None).unwrap();
+        let mut pending = pod(
+            "demo-1",
+            "huge",
+            json!({"containers": [app("x:1", "64", "256Gi")]}),
+        );
+        pending.spec.node_name = None;
+        let pods = index(vec![
+            pending,
+            pod(
+                "demo-2",
+                "a",
+                json!({"containers": [app("x:1", "1500m", "3Gi")]}),
+            ),
+        ]);
+        let namespaces = vec![("demo-1", None), ("demo-2", None)];
+        let nodes = NodeIndex::synced_empty();
+        let got = observe(&config, &selector, namespaces.clone(), &pods, &nodes, None);
+        // A pod that never schedules (64 CPUs) does not size the placeholders.
+        assert_eq!(got.slot.cpu, Quantity("1500m".into()));
+        assert_eq!(got.slot.memory, Quantity("3072Mi".into()));
+        config.prewarmer.slot_max = Some(SlotResources {
+            cpu: Quantity("1".into()),
+            memory: Quantity("8Gi".into()),
+        });
+        let capped = observe(&config, &selector, namespaces, &pods, &nodes, None);
+        assert_eq!(capped.slot.cpu, Quantity("1000m".into()));
+        assert_eq!(capped.slot.memory, Quantity("3072Mi".into()));
     }
 
     #[test]

@@ -75,7 +75,12 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
         rules(role),
         expected(&[
             ("apps", "deployments", "warmpool-prewarmer", own),
-            ("apps", "daemonsets", "warmpool-image-cache", own),
+            (
+                "apps",
+                "daemonsets",
+                "warmpool-image-cache,warmpool-image-cache-discovered",
+                own,
+            ),
             ("apps", "replicasets", "", &["get"]),
             (
                 "coordination.k8s.io",

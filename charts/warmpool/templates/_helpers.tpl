@@ -167,6 +167,11 @@ given (the binary has the defaults); an integer is rendered as one.
 {{- if $down.quietFor }}{{- $_ := set $scaleDown "quietFor" (toString $down.quietFor) }}{{- end }}
 {{- $_ := set $config.prewarmer "scaleDown" $scaleDown }}
 {{- end }}
+{{- with .Values.prewarmer.slotMax }}
+{{- if and .cpu .memory }}
+{{- $_ := set $config.prewarmer "slotMax" (dict "cpu" (toString .cpu) "memory" (toString .memory)) }}
+{{- end }}
+{{- end }}
 {{- with .Values.imageCache.maxBytesPerNode }}
 {{- $_ := set $config.imageCache "maxBytesPerNode" (toString .) }}
 {{- end }}
@@ -292,4 +297,16 @@ alternatives where a shell matches the empty string, so src/tenant.rs refuses th
 {{- else }}
 {{- "default" }}
 {{- end }}
+{{- end }}
+
+{{/*
+The PriorityClass of warmpool's own pods: priorityClassName, or the chart's own class
+(ownPriorityClass), or none.
+*/}}
+{{- define "warmpool.priorityClassName" -}}
+{{- if .Values.priorityClassName -}}
+{{- .Values.priorityClassName -}}
+{{- else if .Values.ownPriorityClass.create -}}
+{{- include "warmpool.fullname" . -}}
+{{- end -}}
 {{- end }}
