@@ -2,9 +2,10 @@
 //!
 //! The accept loop is our own (tokio-rustls + hyper-util) rather than `axum::serve`, so that each
 //! limit is explicit: a TLS handshake deadline, a header-read deadline, a whole-request deadline
-//! well under the API server's `timeoutSeconds`, a body limit, a bound on open connections and
-//! on requests in flight (excess requests get a 503 at once instead of waiting in a queue), and a
-//! bounded drain of in-flight requests on shutdown. When to stop accepting (after the grace
+//! well under the API server's `timeoutSeconds`, a body limit, a byte budget for the bodies held
+//! at once, shared by all clients and capped per client ([`super::body_budget`]), a bound on open
+//! connections and on requests in flight (excess requests get a 503 at once instead of waiting in
+//! a queue), and a bounded drain of in-flight requests on shutdown. When to stop accepting (after the grace
 //! period that follows SIGTERM) is the caller's `shutdown` future.
 
 use std::borrow::Cow;
@@ -34,6 +35,7 @@ use tracing::field::Empty;
 use crate::mutation::{Injected, Rules};
 use crate::telemetry::Readiness;
 use crate::tenant::TenantSelector;
+use crate::webhook::body_budget::{BodyBudget, Client, Reservation};
 use crate::webhook::metrics::WebhookMetrics;
 use crate::webhook::review::{Decision, Reviewed, review};
 
@@ -79,6 +81,7 @@ pub struct AppState {
     metrics: WebhookMetrics,
     ready: Readiness,
     request_timeout: Duration,
+    bodies: Arc<BodyBudget>,
 }
 
 impl AppState {
@@ -94,7 +97,14 @@ impl AppState {
             metrics,
             ready,
             request_timeout: REQUEST_TIMEOUT,
+            bodies: Arc::new(BodyBudget::default()),
         }
+    }
+
+    /// Holds request bodies within `budget` instead of the default one.
+    pub fn with_body_budget(mut self, budget: BodyBudget) -> Self {
+        self.bodies = Arc::new(budget);
+        self
     }
 
     /// Bounds each request by `timeout` instead of [`REQUEST_TIMEOUT`]. Keep it under the
@@ -201,9 +211,24 @@ async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Respons
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = read_body(request.into_body(), declared).await;
-    let body = match body {
+    let client = request.extensions().get::<Client>().copied();
+    let reservation = state.bodies.reservation(client);
+    // Held until the answer is made: the review reads the body in place.
+    let body = read_body(request.into_body(), declared, reservation).await;
+    let (body, _reservation) = match body {
         Ok(body) => body,
+        Err(BodyError::Busy) => {
+            let span = finish(metrics, started, "overloaded", None);
+            let _entered = span.enter();
+            tracing::warn!(
+                client = client.map(|c| c.0.to_string()).as_deref(),
+                "request bodies beyond the byte budget; answered 503"
+            );
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many request bytes held at once; retry",
+            );
+        }
         Err(BodyError::TooLarge) => {
             let span = finish(metrics, started, "too_large", None);
             let _entered = span.enter();
@@ -314,19 +339,32 @@ fn joined(injected: &[Injected]) -> Cow<'static, str> {
 
 enum BodyError {
     TooLarge,
+    /// The byte budget, or the client's share of it, cannot hold it now.
+    Busy,
     Read(axum::Error),
 }
 
 /// Reads a body of at most [`MAX_BODY_BYTES`]. Of a larger one, up to [`DISCARD_LIMIT`] bytes
 /// are read and dropped before the 413 is sent: an HTTP/1 client still sending its body would
-/// otherwise hit a closed connection instead of reading the answer.
-async fn read_body(body: Body, declared: Option<u64>) -> Result<Vec<u8>, BodyError> {
+/// otherwise hit a closed connection instead of reading the answer. Every byte is held within
+/// `reservation` (a declared length is reserved up front, so an oversubscribed body is refused
+/// before it is read).
+async fn read_body(
+    body: Body,
+    declared: Option<u64>,
+    mut reservation: Reservation,
+) -> Result<(Vec<u8>, Reservation), BodyError> {
     if declared.is_some_and(|n| n > DISCARD_LIMIT as u64) {
         return Err(BodyError::TooLarge);
     }
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         discard(body, DISCARD_LIMIT).await;
         return Err(BodyError::TooLarge);
+    }
+    if let Some(n) = declared
+        && !reservation.grow_to(n as usize)
+    {
+        return Err(BodyError::Busy);
     }
     // Reserve what is declared, within reason: a client may declare and not send.
     let reserve = declared.map_or(0, |n| n.min(PREALLOCATE_LIMIT as u64) as usize);
@@ -345,9 +383,12 @@ async fn read_body(body: Body, declared: Option<u64>) -> Result<Vec<u8>, BodyErr
             .await;
             return Err(BodyError::TooLarge);
         }
+        if !reservation.grow_to(buffer.len() + data.len()) {
+            return Err(BodyError::Busy);
+        }
         buffer.extend_from_slice(&data);
     }
-    Ok(buffer)
+    Ok((buffer, reservation))
 }
 
 async fn discard(mut body: Body, mut budget: usize) {
@@ -414,8 +455,9 @@ pub async fn serve(
         let started = Arc::new(AtomicBool::new(false));
         let service = TowerToHyperService::new(router.clone().map_request({
             let started = Arc::clone(&started);
-            move |request: Request<hyper::body::Incoming>| {
+            move |mut request: Request<hyper::body::Incoming>| {
                 started.store(true, Ordering::Relaxed);
+                request.extensions_mut().insert(Client(peer.ip()));
                 request
             }
         }));

@@ -1,5 +1,6 @@
 //! Endless bodies, fast and trickled, on HTTP/1.1 and HTTP/2, are cut off and counted.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -150,6 +151,96 @@ async fn endless_bodies_are_cut_off_on_both_protocols() {
             "warmpool_webhook_reviews_total{outcome=\"timeout\"}"
         ),
         2.0,
+        "{metrics}"
+    );
+}
+
+/// 256 well-formed reviews of about 2.9 MiB each (a pod with a huge annotation), all at once on
+/// four HTTP/2 connections of 64 streams, three times over: the server holds no more of them than
+/// its byte budget (the rest are answered 503 at once, not queued), its memory stays under
+/// 100 MiB, and the watcher's ordinary reviews are answered in budget throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_bodies_all_at_once_are_held_within_the_byte_budget() {
+    let _serial = SERIAL.lock().await;
+    let mut server = Server::start();
+    let watcher = watch(&server);
+    let (addr, ca) = (server.addr, server.ca.clone());
+    let mut review: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(crate::FIXTURE).unwrap()).unwrap();
+    review["request"]["object"]["metadata"]["annotations"] =
+        serde_json::json!({"example.com/blob": "x".repeat(2900 * 1024)});
+    let body = Bytes::from(serde_json::to_vec(&review).unwrap());
+    assert!(body.len() > 2900 * 1024 && body.len() < 3 * 1024 * 1024);
+
+    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    let started = Instant::now();
+    for _round in 0..3 {
+        let connections = futures::future::join_all((0..4).map(|_| {
+            let ca = ca.clone();
+            async move {
+                let io = TokioIo::new(
+                    tls_connect(addr, client_config(&ca, alpn(Proto::H2)))
+                        .await
+                        .unwrap(),
+                );
+                let (sender, connection) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .unwrap();
+                tokio::spawn(connection);
+                sender
+            }
+        }))
+        .await;
+        let requests = connections.iter().flat_map(|sender| {
+            (0..64).map(|_| {
+                let mut sender = sender.clone();
+                let body = body.clone();
+                async move {
+                    let request = http::Request::post("https://localhost/mutate")
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(http_body_util::Full::new(body))
+                        .unwrap();
+                    let exchange = async {
+                        sender.ready().await?;
+                        let response = sender.send_request(request).await?;
+                        let status = response.status().as_u16();
+                        http_body_util::BodyExt::collect(response.into_body()).await?;
+                        Ok::<u16, hyper::Error>(status)
+                    };
+                    tokio::time::timeout(Duration::from_secs(30), exchange)
+                        .await
+                        .expect("an answer within 30 s")
+                        .unwrap_or(0)
+                }
+            })
+        });
+        for status in futures::future::join_all(requests).await {
+            *statuses.entry(status).or_insert(0) += 1;
+        }
+    }
+    let took = started.elapsed();
+    let watched = watcher.finish("256 big bodies at once", &mut server).await;
+    eprintln!("3 × 256 bodies of 2.9 MiB in {took:?}: answered {statuses:?}");
+    drop(watched);
+    assert!(
+        statuses.keys().all(|s| [200, 503].contains(s)),
+        "only reviews and refusals: {statuses:?}"
+    );
+    assert!(
+        statuses.get(&503).is_some_and(|n| *n > 0),
+        "the budget was never reached: {statuses:?}"
+    );
+    assert!(
+        statuses.get(&200).is_some_and(|n| *n > 0),
+        "nothing was reviewed: {statuses:?}"
+    );
+    let metrics = server.metrics_text().await;
+    assert!(
+        series(
+            &metrics,
+            "warmpool_webhook_reviews_total{outcome=\"overloaded\"}"
+        ) > 0.0,
         "{metrics}"
     );
 }
