@@ -13,6 +13,7 @@ pub mod config;
 pub mod escape;
 pub mod manifest;
 pub mod mutation;
+pub mod plain_http;
 pub mod pricing;
 pub mod reconcile;
 pub mod scale_down;

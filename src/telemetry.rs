@@ -260,9 +260,7 @@ pub async fn serve_admin(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), std::io::Error> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::plain_http::serve(listener, router, shutdown).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the moment to turn unready and drain.

@@ -18,7 +18,8 @@ use crate::loopback::{certs, webhook_command};
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
-    metrics: SocketAddr,
+    /// The plain-HTTP admin port (`/metrics`, `/healthz`, `/readyz`).
+    pub metrics: SocketAddr,
     pub ca: PathBuf,
     /// The last lines of its log.
     logs: Arc<Mutex<VecDeque<String>>>,

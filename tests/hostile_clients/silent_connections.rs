@@ -122,3 +122,52 @@ async fn hundreds_of_silent_connections_are_closed_and_reviews_still_answered() 
     }
     assert!(server.open_fds() <= fds_idle + 4, "{}", server.open_fds());
 }
+
+/// The plain-HTTP admin port (metrics and the kubelet's probes) has the same limits: 300 silent
+/// connections and 100 that send half a request head are all closed by the header deadline,
+/// while `/healthz` and `/metrics` keep answering on fresh connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_to_the_admin_port_are_closed_and_probes_still_answered() {
+    let _serial = SERIAL.lock().await;
+    let mut server = Server::start();
+    let admin = server.metrics;
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut tcp = TcpStream::connect(admin).await.unwrap();
+                if i % 4 == 0 {
+                    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: loc")
+                        .await
+                        .unwrap();
+                }
+                until_closed(&mut tcp, Duration::from_secs(30)).await.1
+            })
+        })
+        .collect();
+    // Meanwhile the kubelet's probe and a scrape, each on a fresh connection.
+    let started = Instant::now();
+    let mut probes = 0;
+    while started.elapsed() < HEADER_DEADLINE {
+        let text = server.metrics_text().await;
+        assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+        let mut tcp = TcpStream::connect(admin).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let (answer, _) = until_closed(&mut tcp, Duration::from_secs(5)).await;
+        assert!(answer.starts_with(b"HTTP/1.0 200"), "{answer:?}");
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut closed = Vec::new();
+    for task in tasks {
+        closed.push(task.await.unwrap());
+    }
+    let slowest = slowest_close(&closed)
+        .unwrap_or_else(|open| panic!("{open} admin connections still open after 30 s"));
+    eprintln!(
+        "admin port: 400 idle connections closed within {slowest:?}; {probes} probes answered meanwhile"
+    );
+    assert!(slowest < HEADER_DEADLINE + MARGIN, "{slowest:?}");
+    server.assert_alive();
+}
