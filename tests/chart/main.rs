@@ -111,6 +111,15 @@ const VARIANTS: &[(&str, &[&str])] = &[
             "observability.grafanaDashboard.enabled=true",
         ],
     ),
+    (
+        "networkPolicy.enabled",
+        &[
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set-json",
+            r#"networkPolicy.webhookFrom=[{"ipBlock":{"cidr":"10.0.0.0/16"}}]"#,
+        ],
+    ),
 ];
 
 fn s(v: &Value) -> &str {

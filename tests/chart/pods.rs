@@ -50,6 +50,37 @@ fn pods_are_locked_down_probed_and_spread() {
         assert!(c["livenessProbe"].is_object(), "{name}");
     }
 
+    // Only the reconciler carries a service-account token: the webhook never calls the API
+    // server, and a token in a container that every pod can reach is one to steal.
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let token_mounts = |c: &Value| -> Vec<String> {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| s(&m["mountPath"]) == "/var/run/secrets/kubernetes.io/serviceaccount")
+            .map(|m| s(&m["name"]).to_owned())
+            .collect()
+    };
+    assert!(token_mounts(container(deployment, "webhook")).is_empty());
+    assert_eq!(
+        token_mounts(container(deployment, "reconciler")),
+        ["kube-api-access"]
+    );
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "kube-api-access")
+        .expect("the reconciler's token volume");
+    let sources = &volume["projected"]["sources"];
+    assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(
+        sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+
     let webhook = container(deployment, "webhook");
     assert_eq!(
         webhook["args"],
