@@ -58,6 +58,9 @@ pub struct Config {
 pub struct Tenants {
     /// Shell-style globs (`demo-*`, `team-?`, `[ab]-*`) matched against namespace names.
     pub namespace_patterns: Vec<String>,
+    /// Namespaces that are never tenants, whatever their name or label (besides the system ones
+    /// and warmpool's own). The chart also keeps the webhook from being called for their pods.
+    pub exclude_namespaces: Vec<String>,
     /// How a new tenant's time to Ready is measured ([`crate::reconcile::tenant_ready`]).
     pub time_to_ready: TimeToReady,
     /// What the reconciler does with tenant pods that escaped the webhook
@@ -79,6 +82,7 @@ impl Default for Tenants {
     fn default() -> Self {
         Tenants {
             namespace_patterns: vec!["demo-*".into()],
+            exclude_namespaces: Vec::new(),
             time_to_ready: TimeToReady::default(),
             repair: Repair::None,
         }

@@ -21,6 +21,8 @@ pub enum Membership {
     OptedIn,
     System,
     OwnNamespace,
+    /// Listed in `tenants.excludeNamespaces`.
+    Excluded,
     OptedOut,
     NoMatch,
 }
@@ -38,6 +40,7 @@ impl fmt::Display for Membership {
             Membership::OptedIn => write!(f, "namespace is labelled {TENANT_LABEL}={ENABLED}"),
             Membership::System => write!(f, "system namespaces are never tenants"),
             Membership::OwnNamespace => write!(f, "warmpool's own namespace is never a tenant"),
+            Membership::Excluded => write!(f, "listed in tenants.excludeNamespaces"),
             Membership::OptedOut => write!(f, "namespace is labelled {TENANT_LABEL}={DISABLED}"),
             Membership::NoMatch => write!(
                 f,
@@ -130,6 +133,8 @@ pub struct TenantSelector {
     patterns: Vec<String>,
     globs: GlobSet,
     own_namespace: Option<String>,
+    /// `tenants.excludeNamespaces`: never tenants, whatever their name or label.
+    excluded: Vec<String>,
 }
 
 impl TenantSelector {
@@ -143,7 +148,19 @@ impl TenantSelector {
             patterns: patterns.to_vec(),
             globs: set.build()?,
             own_namespace: own_namespace.map(str::to_owned),
+            excluded: Vec::new(),
         })
+    }
+
+    /// The rule of a configuration's `tenants` (patterns and exclusions): the one the webhook,
+    /// the reconciler, `status` and `mutate` all apply.
+    pub fn from_config(
+        tenants: &crate::config::Tenants,
+        own_namespace: Option<&str>,
+    ) -> Result<Self, GlobError> {
+        let mut selector = TenantSelector::new(&tenants.namespace_patterns, own_namespace)?;
+        selector.excluded = tenants.exclude_namespaces.clone();
+        Ok(selector)
     }
 
     /// True for the namespaces that are never tenants (system ones, warmpool's own).
@@ -152,6 +169,8 @@ impl TenantSelector {
             Some(Membership::System)
         } else if self.own_namespace.as_deref() == Some(namespace) {
             Some(Membership::OwnNamespace)
+        } else if self.excluded.iter().any(|e| e == namespace) {
+            Some(Membership::Excluded)
         } else {
             None
         }

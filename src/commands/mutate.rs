@@ -84,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "{source} holds no Kubernetes object (it is empty or only comments); give a manifest"
         );
     }
-    let selector = TenantSelector::new(&config.tenants.namespace_patterns, None)
+    let selector = TenantSelector::from_config(&config.tenants, None)
         .context("invalid tenants.namespacePatterns")?;
     let labels: BTreeMap<String, String> = args.labels.into_iter().collect();
     let decision = selector.decide(&args.namespace, &labels);

@@ -80,11 +80,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())
         .map_err(|e| anyhow!("{e}; fix the file given by --config"))?;
     let rules = Rules::from_config(&config);
-    let excluded = TenantSelector::new(
-        &config.tenants.namespace_patterns,
-        args.namespace.as_deref(),
-    )
-    .map_err(|e| anyhow!("invalid config at `tenants.namespacePatterns`: {e}"))?;
+    let excluded = TenantSelector::from_config(&config.tenants, args.namespace.as_deref())
+        .map_err(|e| anyhow!("invalid config at `tenants.namespacePatterns`: {e}"))?;
 
     let provider = tls::provider();
     let reloader = CertReloader::load(

@@ -113,6 +113,17 @@ pub fn enrolment(
                 release_legacy: owners.legacy,
             }
         }
+        // Excluded since warmpool enrolled it: its label goes back too.
+        Membership::Excluded
+            if tenant_label == Some(ENABLED)
+                && (owners.ours || owners.legacy)
+                && !owners.others =>
+        {
+            Enrolment::Unenrol {
+                release_ours: owners.ours,
+                release_legacy: owners.legacy,
+            }
+        }
         other => Enrolment::Leave(other),
     }
 }
@@ -290,6 +301,26 @@ mod tests {
             enrolment(&selector(), "warmpool-system", enabled(), ours()),
             Enrolment::Leave(Membership::OwnNamespace)
         );
+    }
+
+    #[test]
+    fn an_excluded_namespace_is_never_enrolled_and_warmpool_s_label_goes_back() {
+        let mut tenants = crate::config::Tenants::default();
+        tenants.exclude_namespaces = vec!["demo-shared".into()];
+        let selector = TenantSelector::from_config(&tenants, Some("warmpool-system")).unwrap();
+        assert_eq!(
+            enrolment(&selector, "demo-shared", None, nobody()),
+            Enrolment::Leave(Membership::Excluded)
+        );
+        assert_eq!(
+            enrolment(&selector, "demo-shared", enabled(), ours()),
+            Enrolment::Unenrol {
+                release_ours: true,
+                release_legacy: false
+            }
+        );
+        assert!(!selector.is_tenant_by_label("demo-shared", enabled()));
+        assert!(selector.is_tenant_by_label("demo-1", None));
     }
 
     #[test]

@@ -33,11 +33,8 @@ pub async fn run(
     readiness: Readiness,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    let selector = TenantSelector::new(
-        &settings.config.tenants.namespace_patterns,
-        Some(&settings.namespace),
-    )
-    .map_err(|e| Error::Settings(format!("tenants.namespacePatterns: {e}")))?;
+    let selector = TenantSelector::from_config(&settings.config.tenants, Some(&settings.namespace))
+        .map_err(|e| Error::Settings(format!("tenants.namespacePatterns: {e}")))?;
     let owner = find_owner(&client, settings.pod.as_ref()).await?;
     let lease = LeaseSettings::new(LEASE, &settings.identity, settings.lease_duration)?
         .owned_by(owner.clone());

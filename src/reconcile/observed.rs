@@ -323,9 +323,9 @@ pub struct PodIndex {
     synced: bool,
     /// The webhook's rules, to tell unsteered pods (`None`: not judged).
     rules: Option<Rules>,
-    /// The creation of the newest pod the webhook steered (`warmpool.io/injected`): the webhook
-    /// has been reachable since.
-    last_steered: Option<jiff::Timestamp>,
+    /// By namespace, the creation of the newest pod the webhook steered
+    /// (`warmpool.io/injected`): the webhook has been reachable since.
+    last_steered: HashMap<String, jiff::Timestamp>,
 }
 
 impl PodIndex {
@@ -361,6 +361,7 @@ impl PodIndex {
                 let removed = pods.remove(&name).is_some();
                 if pods.is_empty() {
                     self.by_namespace.remove(&ns);
+                    self.last_steered.remove(&ns);
                 }
                 removed
             }
@@ -379,6 +380,9 @@ impl PodIndex {
             watcher::Event::InitDone => {
                 if let Some(buffer) = self.relisting.take() {
                     self.by_namespace = buffer;
+                    let by_namespace = &self.by_namespace;
+                    self.last_steered
+                        .retain(|ns, _| by_namespace.contains_key(ns));
                 }
                 self.synced = true;
                 true
@@ -404,14 +408,30 @@ impl PodIndex {
             .annotations
             .as_ref()
             .is_some_and(|a| a.contains_key(crate::mutation::INJECTED_ANNOTATION));
-        if let (true, Some(created)) = (steered, pod.metadata.creation_timestamp.as_ref()) {
-            self.last_steered = self.last_steered.max(Some(created.0));
+        if let (true, Some(created), Some(ns)) = (
+            steered,
+            pod.metadata.creation_timestamp.as_ref(),
+            pod.metadata.namespace.as_ref(),
+        ) {
+            match self.last_steered.get_mut(ns) {
+                Some(newest) => *newest = (*newest).max(created.0),
+                None => {
+                    self.last_steered.insert(ns.clone(), created.0);
+                }
+            }
         }
     }
 
-    /// The creation of the newest pod the webhook steered: evidence it was reachable then.
-    pub fn last_steered(&self) -> Option<jiff::Timestamp> {
-        self.last_steered
+    /// The creation of the newest pod the webhook steered in one of `namespaces`: evidence it
+    /// was reachable then.
+    pub fn last_steered_in<'a>(
+        &self,
+        namespaces: impl IntoIterator<Item = &'a str>,
+    ) -> Option<jiff::Timestamp> {
+        namespaces
+            .into_iter()
+            .filter_map(|ns| self.last_steered.get(ns).copied())
+            .max()
     }
 
     /// The namespace's pods that the webhook never steered, by name.
@@ -752,6 +772,40 @@ mod tests {
         assert!(summary.images.iter().all(|i| i.len() < 64));
         // The huge and bad references, and the 9 images past the 32nd (web:1 once, img0..img30).
         assert_eq!(summary.unusable, 2 + 9);
+    }
+
+    #[test]
+    fn the_webhook_is_back_only_on_the_evidence_of_the_namespaces_asked_about() {
+        let steered = |ns: &str, name: &str, created: &str| {
+            let mut p = pod(ns, name, json!({"containers": [app("x:1", "1", "1Mi")]}));
+            p.metadata.annotations = Some(BTreeMap::from([(
+                crate::mutation::INJECTED_ANNOTATION.to_owned(),
+                "node-affinity".to_owned(),
+            )]));
+            p.metadata.creation_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created.parse().unwrap()),
+            );
+            p
+        };
+        let mut idx = index(vec![
+            steered("demo-1", "a", "2026-12-07T10:00:00Z"),
+            // Anyone can write the annotation on a pod of a namespace the webhook never sees.
+            steered("elsewhere", "forged", "2026-12-07T11:00:00Z"),
+        ]);
+        let at = |s: &str| Some(s.parse::<jiff::Timestamp>().unwrap());
+        assert_eq!(idx.last_steered_in(["demo-1"]), at("2026-12-07T10:00:00Z"));
+        assert_eq!(
+            idx.last_steered_in(["demo-1", "demo-2"]),
+            at("2026-12-07T10:00:00Z")
+        );
+        assert_eq!(idx.last_steered_in(["demo-2"]), None);
+        // A namespace without pods keeps no entry.
+        idx.apply(watcher::Event::Delete(steered(
+            "elsewhere",
+            "forged",
+            "2026-12-07T11:00:00Z",
+        )));
+        assert_eq!(idx.last_steered_in(["elsewhere"]), None);
     }
 
     fn index(pods: Vec<SlimPod>) -> PodIndex {

@@ -139,9 +139,8 @@ pub async fn run(
             if !index.is_synced() {
                 continue;
             }
-            let last_steered = index.last_steered();
-            let now: Vec<(Key, Unsteered)> = namespaces
-                .state()
+            let all = namespaces.state();
+            let tenants: Vec<&str> = all
                 .iter()
                 // A namespace being deleted takes its pods along (and refuses new Events).
                 .filter(|ns| !ns.terminating())
@@ -150,6 +149,13 @@ pub async fn run(
                         .is_tenant_by_label(ns.name(), ns.tenant_label())
                 })
                 .map(|ns| ns.name())
+                .collect();
+            // Evidence that the webhook is back comes from tenants' pods only: anyone may write
+            // the annotation on a pod of a namespace the webhook never sees.
+            let last_steered = index.last_steered_in(tenants.iter().copied());
+            let now: Vec<(Key, Unsteered)> = tenants
+                .iter()
+                .copied()
                 .flat_map(|ns| {
                     index
                         .unsteered_in(ns)

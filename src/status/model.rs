@@ -286,13 +286,10 @@ fn unreachable_tenants() -> Tenants {
 /// The tenant namespaces (with the namespace objects), or why they are not known.
 fn tenant_namespaces(listed: &Listed) -> Result<BTreeMap<String, Namespace>, Part<()>> {
     let namespaces = listed.namespaces.read()?;
-    let selector = TenantSelector::new(
-        &listed.config.tenants.namespace_patterns,
-        Some(&listed.namespace),
-    )
-    .map_err(|e| Part::Failed {
-        error: format!("tenants.namespacePatterns: {e}"),
-    })?;
+    let selector = TenantSelector::from_config(&listed.config.tenants, Some(&listed.namespace))
+        .map_err(|e| Part::Failed {
+            error: format!("tenants.namespacePatterns: {e}"),
+        })?;
     let empty = BTreeMap::new();
     Ok(namespaces
         .iter()

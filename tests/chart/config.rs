@@ -321,3 +321,63 @@ fn assert_the_binary_renders(config: &serde_json::Value) {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// One tenant rule: the namespaces the webhook is never called for are the ones the reconciler
+/// never takes for tenants (`tenants.excludeNamespaces` reaches both), and the image-cache and
+/// slot keys of a hostile-tenant setup reach the configuration the binary takes.
+#[test]
+fn exclusions_and_tenant_bounds_reach_the_configuration() {
+    let Some(helm) = helm() else { return };
+    let docs = render(
+        &helm,
+        "wp",
+        "warmpool-system",
+        &[
+            "--set",
+            "tenants.excludeNamespaces={demo-shared}",
+            "--set",
+            "prewarmer.slot.auto=true",
+            "--set",
+            "prewarmer.slotMax.cpu=2",
+            "--set",
+            "prewarmer.slotMax.memory=4Gi",
+            "--set",
+            "imageCache.discoverPerNamespace=3",
+            "--set",
+            "imageCache.discoverRegistries={ghcr.io/acme}",
+            "--set",
+            "imageCache.maxBytesPerNode=30Gi",
+        ],
+    );
+    let config = config_of(&docs);
+    assert_eq!(
+        config["tenants"]["excludeNamespaces"],
+        json!(["demo-shared"])
+    );
+    assert_eq!(
+        config["prewarmer"]["slotMax"],
+        json!({"cpu": "2", "memory": "4Gi"})
+    );
+    assert_eq!(config["imageCache"]["discoverPerNamespace"], 3);
+    assert_eq!(
+        config["imageCache"]["discoverRegistries"],
+        json!(["ghcr.io/acme"])
+    );
+    assert_eq!(config["imageCache"]["maxBytesPerNode"], "30Gi");
+    let mwc = crate::harness::find(&docs, "MutatingWebhookConfiguration", None);
+    for entry in mwc["webhooks"].as_array().unwrap() {
+        let excluded = entry["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == "kubernetes.io/metadata.name")
+            .expect("the name exclusion");
+        assert!(
+            excluded["values"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("demo-shared"))
+        );
+    }
+    assert_the_binary_renders(&config);
+}

@@ -84,7 +84,7 @@ fn default_render_has_the_safe_webhook_configuration() {
             "--set",
             "webhook.timeoutSeconds=2",
             "--set",
-            "webhook.excludeNamespaces={ops}",
+            "tenants.excludeNamespaces={ops}",
         ],
     );
     let mwc = find(&docs, "MutatingWebhookConfiguration", None);

@@ -70,7 +70,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* The namespaces that are never sent to the webhook (the release's own and the system ones). */}}
 {{- define "warmpool.excludedNamespaces" -}}
 {{- $ns := list .Release.Namespace "kube-system" "kube-public" "kube-node-lease" }}
-{{- concat $ns .Values.webhook.excludeNamespaces | uniq | toJson }}
+{{- concat $ns .Values.tenants.excludeNamespaces | uniq | toJson }}
 {{- end }}
 
 {{/*
@@ -136,6 +136,7 @@ given (the binary has the defaults); an integer is rendered as one.
 {{- $config := dict
   "tenants" (dict
     "namespacePatterns" .Values.tenants.namespacePatterns
+    "excludeNamespaces" .Values.tenants.excludeNamespaces
     "timeToReady" (dict
       "enabled" .Values.tenants.timeToReady.enabled
       "window" (toString .Values.tenants.timeToReady.window)
