@@ -305,8 +305,10 @@ mod tests {
 
     #[test]
     fn an_excluded_namespace_is_never_enrolled_and_warmpool_s_label_goes_back() {
-        let mut tenants = crate::config::Tenants::default();
-        tenants.exclude_namespaces = vec!["demo-shared".into()];
+        let tenants = crate::config::Tenants {
+            exclude_namespaces: vec!["demo-shared".into()],
+            ..Default::default()
+        };
         let selector = TenantSelector::from_config(&tenants, Some("warmpool-system")).unwrap();
         assert_eq!(
             enrolment(&selector, "demo-shared", None, nobody()),
