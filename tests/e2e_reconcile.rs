@@ -661,7 +661,7 @@ async fn the_auto_slot_follows_the_largest_tenant() {
     for (name, cpu, memory) in [("one", "5300m", "3Gi"), ("two", "3200m", "1Gi")] {
         let container =
             json!({"name": "c", "image": "example.com/a:1", "resources": res(cpu, memory)});
-        run.create_pod(&a, name, json!({"containers": [container]}))
+        run.create_running_pod(&a, name, json!({"containers": [container]}))
             .await;
     }
     // Tenant b: an init container of 7900m/64Mi before apps of 100m/13Gi and 100m/1Gi:
@@ -669,7 +669,7 @@ async fn the_auto_slot_follows_the_largest_tenant() {
     let b = run.tenant("b");
     run.create_namespace(&b, &[]).await;
     let app = |name: &str, memory: &str| json!({"name": name, "image": "example.com/b:1", "resources": res("100m", memory)});
-    run.create_pod(
+    run.create_running_pod(
         &b,
         "one",
         json!({
@@ -725,7 +725,7 @@ async fn the_auto_slot_never_asks_for_more_than_the_largest_warm_node() {
     // A tenant larger than either node: 9 CPUs, 12 GiB.
     let tenant = run.tenant("big");
     run.create_namespace(&tenant, &[]).await;
-    run.create_pod(
+    run.create_running_pod(
         &tenant,
         "big",
         json!({"containers": [{"name": "c", "image": "example.com/big:1",

@@ -51,6 +51,8 @@ pub struct Run {
     pub client: Client,
     binary: PathBuf,
     created: std::sync::Mutex<Vec<String>>,
+    /// The Node [`Run::create_running_pod`] binds pods to (created on first use).
+    no_kubelet: tokio::sync::OnceCell<NodeGuard>,
 }
 
 impl Run {
@@ -75,6 +77,7 @@ impl Run {
             client: client.clone(),
             binary: binary.to_owned(),
             created: std::sync::Mutex::new(Vec::new()),
+            no_kubelet: tokio::sync::OnceCell::new(),
         };
         run.set_patterns(&[&format!("{}*", run.tenant_prefix)]);
         run.create_namespace(&namespace, &[]).await;
@@ -145,11 +148,38 @@ impl Run {
         .await;
     }
 
-    /// Creates a bare pod with `spec` ([`Run::create_pod`]) and writes the status the kubelet
-    /// writes once its containers run from their images (`imageID` set): discovery takes only
-    /// images a tenant's containers run. There is no kubelet here; the real-node tests
-    /// (`e2e_real_nodes`) prove the kubelet's side.
-    pub async fn create_running_pod(&self, namespace: &str, name: &str, spec: serde_json::Value) {
+    /// Creates a bare pod with `spec` ([`Run::create_pod`]), bound to a Node of this run's that
+    /// has no kubelet (tainted, so that nothing else is scheduled there), and writes the status
+    /// the kubelet writes once its containers run from their images (`imageID` set): discovery
+    /// takes only images a tenant's containers run, `slot: auto` only scheduled pods. There is
+    /// no kubelet here; the real-node tests (`e2e_real_nodes`) prove the kubelet's side.
+    pub async fn create_running_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        mut spec: serde_json::Value,
+    ) {
+        let node = self
+            .no_kubelet
+            .get_or_init(|| async {
+                let name = format!("{}-no-kubelet", self.id);
+                let guard = NodeGuard(name.clone());
+                super::fakelet::create_node(
+                    &self.client,
+                    &super::fakelet::FakeNode {
+                        name: &name,
+                        labels: &[],
+                        taints: &[("warmpool.test/no-kubelet", "true", "NoSchedule")],
+                        cpu: "64",
+                        memory: "256Gi",
+                    },
+                )
+                .await
+                .expect("a node without a kubelet");
+                guard
+            })
+            .await;
+        spec["nodeName"] = json!(node.0);
         let statuses = |key: &str| -> Vec<serde_json::Value> {
             spec[key]
                 .as_array()
