@@ -2,28 +2,23 @@
 //!
 //! The chart fails open (`failurePolicy: Ignore`): a pod created while the webhook was
 //! unreachable is admitted unchanged and lands wherever the scheduler puts it, on a cold node
-//! most likely, silently. Such a pod carries no `warmpool.io/injected` annotation and yet is
-//! one the webhook would have changed. Judging it with the webhook's own [`mutate`] keeps the
-//! two in agreement: a pod the webhook skips on purpose (the skip annotation, a mirror pod, one
-//! pinned to a node or owned by a DaemonSet, one whose own affinity excludes the pool) or finds
-//! already steered is not escaped.
+//! most likely, silently. Such a pod is one the webhook would still change. Judging it with the
+//! webhook's own [`mutate`] keeps the two in agreement: a pod the webhook skips on purpose (the
+//! skip annotation, a mirror pod, one pinned to a node or owned by a DaemonSet, one whose own
+//! affinity excludes the pool) or finds already steered is not escaped.
+//!
+//! The `warmpool.io/injected` annotation is not trusted: a tenant can write it on its own pods.
+//! Only the placement counts, and a pod that carries the pool's placement goes to the pool
+//! whoever wrote it.
 
 use serde_json::Value;
 
-use crate::mutation::{INJECTED_ANNOTATION, Mutation, Rules, mutate};
+use crate::mutation::{Mutation, Rules, mutate};
 
-/// The pod (as the API server returns it) is in a tenant namespace and was never steered:
-/// no `warmpool.io/injected` annotation, and the webhook would change it. The pod is judged
-/// as at admission: the `spec.nodeName` the scheduler bound it with came later.
+/// The pod (as the API server returns it) is in a tenant namespace and was never steered: the
+/// webhook would change its placement. The pod is judged as at admission: the `spec.nodeName`
+/// the scheduler bound it with came later.
 pub fn unsteered(pod: &Value, rules: &Rules) -> bool {
-    let injected = pod
-        .get("metadata")
-        .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(INJECTED_ANNOTATION))
-        .is_some();
-    if injected {
-        return false;
-    }
     let bound = pod
         .get("spec")
         .and_then(|s| s.get("nodeName"))
@@ -44,6 +39,7 @@ pub fn unsteered(pod: &Value, rules: &Rules) -> bool {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::mutation::INJECTED_ANNOTATION;
     use serde_json::json;
 
     fn rules() -> Rules {
@@ -65,11 +61,29 @@ mod tests {
         ));
     }
 
+    fn steered_spec() -> Value {
+        json!({
+            "nodeName": "warm-1",
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "workload-type", "operator": "In", "values": ["cargocats"]}]}]}}},
+            "tolerations": [{"key": "workload-type", "operator": "Equal", "value": "cargocats", "effect": "NoSchedule"}],
+        })
+    }
+
+    #[test]
+    fn a_forged_annotation_hides_nothing() {
+        let annotation = json!({INJECTED_ANNOTATION: "node-affinity,tolerations"});
+        let forged = pod(annotation.clone(), json!({"nodeName": "cold-node-1"}));
+        assert!(unsteered(&forged, &rules()));
+        assert!(!unsteered(&pod(annotation, steered_spec()), &rules()));
+    }
+
     #[test]
     fn steered_and_skipped_pods_are_not() {
         let steered = pod(
             json!({INJECTED_ANNOTATION: "[\"nodeAffinity\",\"toleration\"]"}),
-            json!({"nodeName": "warm-1"}),
+            steered_spec(),
         );
         assert!(!unsteered(&steered, &rules()));
         let opted_out = pod(json!({"warmpool.io/skip": "true"}), json!({}));

@@ -402,12 +402,15 @@ impl PodIndex {
             .flat_map(|pods| pods.values().map(|e| &e.summary))
     }
 
+    /// Notes a pod the webhook steered: its annotation, and (when judging) the pool's placement,
+    /// since anyone may write the annotation.
     fn note_steered(&mut self, pod: &SlimPod) {
         let steered = pod
             .metadata
             .annotations
             .as_ref()
-            .is_some_and(|a| a.contains_key(crate::mutation::INJECTED_ANNOTATION));
+            .is_some_and(|a| a.contains_key(crate::mutation::INJECTED_ANNOTATION))
+            && self.rules.as_ref().is_none_or(|r| !is_unsteered(pod, r));
         if let (true, Some(created), Some(ns)) = (
             steered,
             pod.metadata.creation_timestamp.as_ref(),

@@ -48,6 +48,18 @@ fn merge(a: &mut Value, b: Value) {
 
 const INJECTED: &str = "warmpool.io/injected";
 
+/// What the webhook leaves on a pod it steered (with the default configuration): the annotation
+/// and the pool's placement (the annotation alone proves nothing: anyone may write it).
+fn steered() -> Value {
+    json!({"metadata": {"annotations": {INJECTED: "node-affinity,tolerations"}},
+           "spec": {
+               "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                   "nodeSelectorTerms": [{"matchExpressions": [
+                       {"key": "workload-type", "operator": "In", "values": ["cargocats"]}]}]}}},
+               "tolerations": [{"key": "workload-type", "operator": "Equal", "value": "cargocats",
+                                "effect": "NoSchedule"}]}})
+}
+
 fn certificate_pem() -> String {
     let mut params =
         rcgen::CertificateParams::new(vec!["warmpool.warmpool-system.svc".into()]).expect("params");
@@ -60,11 +72,12 @@ fn certificate_pem() -> String {
 /// opted in and not Ready, one opted out; two warm nodes; the chart's and the reconciler's
 /// objects.
 pub fn listed() -> Listed {
-    let injected = json!({"metadata": {"annotations": {INJECTED: "node-affinity,tolerations"}}});
+    let injected = steered();
     let sized = |cpu: &str, mem: &str| {
-        json!({"metadata": {"annotations": {INJECTED: "node-affinity,tolerations"}},
-               "spec": {"containers": [{"name": "app", "image": "nginx",
-                        "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}})
+        let mut p = steered();
+        p["spec"]["containers"] = json!([{"name": "app", "image": "nginx",
+                        "resources": {"requests": {"cpu": cpu, "memory": mem}}}]);
+        p
     };
     let namespaces = vec![
         ns(
@@ -633,7 +646,7 @@ fn many_tenants_are_summed_up_and_the_ones_that_matter_listed() {
             let extra = if i == 500 && p == 0 {
                 json!({})
             } else {
-                json!({"metadata": {"annotations": {INJECTED: "node-affinity,tolerations"}}})
+                steered()
             };
             pods.push(from(pod(
                 &name,

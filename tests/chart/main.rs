@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod admission_policies;
 mod cel_api_server;
 mod certs;
 mod config;
@@ -118,6 +119,15 @@ const VARIANTS: &[(&str, &[&str])] = &[
             "networkPolicy.enabled=true",
             "--set-json",
             r#"networkPolicy.webhookFrom=[{"ipBlock":{"cidr":"10.0.0.0/16"}}]"#,
+        ],
+    ),
+    (
+        "tenantIsolation.enabled",
+        &[
+            "--set",
+            "tenantIsolation.enabled=true",
+            "--set",
+            "tenants.repair=evict",
         ],
     ),
 ];
