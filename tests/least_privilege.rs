@@ -552,19 +552,26 @@ async fn the_reconciler_uses_exactly_the_permissions_the_chart_grants() {
     let _serial = SERIAL.lock().await;
     let Some(helm) = helm() else { return };
     // slot: auto, so that the warm nodes are watched too; spareSlots auto, so that arrivals are
-    // recorded (the chart then grants the ConfigMap warmpool-arrivals).
-    let run = Run::new(
+    // recorded (the chart then grants the ConfigMap warmpool-arrivals); repair: evict, so that
+    // escaped tenant pods are evicted (the chart then grants pods/eviction).
+    let mut run = Run::new(
         &client,
         BIN.as_ref(),
         "prewarmer:\n  slot: auto\n  spareSlots: {auto: {max: 3}}\n",
     )
     .await;
+    run.set_tenant_keys("  repair: evict\n");
     let ns = run.namespace.clone();
     let docs = rendered_rbac(
         &helm,
         &run.id,
         &ns,
-        &["--set", "prewarmer.spareSlots.auto.max=3"],
+        &[
+            "--set",
+            "prewarmer.spareSlots.auto.max=3",
+            "--set",
+            "tenants.repair=evict",
+        ],
     );
     let granted = grants(&docs);
     let sa = docs
@@ -732,6 +739,72 @@ async fn the_reconciler_uses_exactly_the_permissions_the_chart_grants() {
         &tenant,
         "app",
         json!({"containers": [{"name": "a", "image": "busybox:1.36"}]}),
+    )
+    .await;
+    // A tenant pod that escaped the webhook (there is none here), owned by a ReplicaSet, then one
+    // the webhook steered (its annotation and the pool's placement): the webhook is back, so the
+    // escaped one is evicted (pods/eviction) and its ReplicaSet makes another.
+    let replicasets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(client.clone(), &tenant);
+    let escaped = json!({
+        "metadata": {"name": "escaped"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "escaped"}},
+            "template": {
+                "metadata": {"labels": {"app": "escaped"}},
+                "spec": {"automountServiceAccountToken": false,
+                         "containers": [{"name": "a", "image": "busybox:1.36"}]},
+            },
+        },
+    });
+    replicasets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(escaped).unwrap(),
+        )
+        .await
+        .expect("the escaped pods' ReplicaSet");
+    let tenant_pods: Api<Pod> = Api::namespaced(client.clone(), &tenant);
+    let first = eventually("the escaped pod", Duration::from_secs(60), || async {
+        let list = tenant_pods
+            .list(&ListParams::default().labels("app=escaped"))
+            .await
+            .ok()?;
+        list.items.into_iter().next().map(|p| p.name_any())
+    })
+    .await;
+    let steered: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "steered", "annotations": {"warmpool.io/injected": "node-affinity,tolerations"}},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "workload-type", "operator": "In", "values": [run.pool]}]}]}}},
+            "tolerations": [{"key": "workload-type", "operator": "Equal", "value": run.pool,
+                             "effect": "NoSchedule"}],
+            "containers": [{"name": "a", "image": "busybox:1.36"}],
+        },
+    }))
+    .unwrap();
+    tenant_pods
+        .create(&PostParams::default(), &steered)
+        .await
+        .expect("a steered pod");
+    eventually(
+        "the escaped pod evicted",
+        Duration::from_secs(60),
+        || async {
+            let list = tenant_pods
+                .list(&ListParams::default().labels("app=escaped"))
+                .await
+                .ok()?;
+            (!list
+                .items
+                .iter()
+                .any(|p| p.name_any() == first && p.metadata.deletion_timestamp.is_none()))
+            .then_some(())
+        },
     )
     .await;
     deployments
