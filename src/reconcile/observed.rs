@@ -313,9 +313,14 @@ impl Entry {
     }
 }
 
-/// Every (non-terminated) pod's summary, by namespace and name. Fed by a pod watcher; handles
-/// the watcher's re-list protocol (`Init`, `InitApply`…, `InitDone`) by swapping in a new index
-/// atomically, as the reflector store does.
+/// Every (non-terminated) tenant pod's summary, by namespace and name. Fed by a pod watcher;
+/// handles the watcher's re-list protocol (`Init`, `InitApply`…, `InitDone`) by swapping in a
+/// new index atomically, as the reflector store does.
+///
+/// Only tenants' pods are kept: the pods of a namespace known not to be a tenant
+/// ([`PodIndex::set_tenant`]) are dropped as they come, so that a cluster's other pods cost
+/// nothing. A namespace not known yet is kept until it is. When a namespace whose pods were
+/// dropped becomes a tenant, [`PodIndex::set_tenant`] says so: its pods must be listed again.
 #[derive(Debug, Default)]
 pub struct PodIndex {
     by_namespace: HashMap<String, HashMap<String, Entry>>,
@@ -326,6 +331,8 @@ pub struct PodIndex {
     /// By namespace, the creation of the newest pod the webhook steered
     /// (`warmpool.io/injected`): the webhook has been reachable since.
     last_steered: HashMap<String, jiff::Timestamp>,
+    /// Namespaces known not to be tenants: their pods are not kept.
+    outside: std::collections::HashSet<String>,
 }
 
 impl PodIndex {
@@ -341,6 +348,9 @@ impl PodIndex {
     /// readiness say, does not count: the desired objects do not depend on it).
     pub fn apply(&mut self, event: watcher::Event<SlimPod>) -> bool {
         match event {
+            watcher::Event::Apply(pod) if self.is_outside(&pod) => {
+                self.apply(watcher::Event::Delete(pod))
+            }
             watcher::Event::Apply(pod) => {
                 let Some((ns, name)) = key(&pod) else {
                     return false;
@@ -369,6 +379,7 @@ impl PodIndex {
                 self.relisting = Some(HashMap::new());
                 false
             }
+            watcher::Event::InitApply(pod) if self.is_outside(&pod) => false,
             watcher::Event::InitApply(pod) => {
                 self.note_steered(&pod);
                 let entry = Entry::of(&pod, self.rules.as_ref());
@@ -388,6 +399,36 @@ impl PodIndex {
                 true
             }
         }
+    }
+
+    fn is_outside(&self, pod: &SlimPod) -> bool {
+        pod.metadata
+            .namespace
+            .as_ref()
+            .is_some_and(|ns| self.outside.contains(ns))
+    }
+
+    /// Whether `namespace` is a tenant now. Not one: its pods are dropped, and from now on not
+    /// kept. One again after its pods were dropped: true, the pods must be listed again (a
+    /// watcher restart) to have them back.
+    pub fn set_tenant(&mut self, namespace: &str, tenant: bool) -> bool {
+        if tenant {
+            return self.outside.remove(namespace);
+        }
+        if !self.outside.contains(namespace) {
+            self.outside.insert(namespace.to_owned());
+            self.by_namespace.remove(namespace);
+            self.last_steered.remove(namespace);
+            if let Some(buffer) = self.relisting.as_mut() {
+                buffer.remove(namespace);
+            }
+        }
+        false
+    }
+
+    /// A namespace deleted: nothing is known of it any more.
+    pub fn forget_namespace(&mut self, namespace: &str) {
+        self.outside.remove(namespace);
     }
 
     /// True once the first complete list has been received.
@@ -775,6 +816,33 @@ mod tests {
         assert!(summary.images.iter().all(|i| i.len() < 64));
         // The huge and bad references, and the 9 images past the 32nd (web:1 once, img0..img30).
         assert_eq!(summary.unusable, 2 + 9);
+    }
+
+    #[test]
+    fn only_tenants_pods_are_kept_and_a_new_tenant_asks_for_a_relist() {
+        let p =
+            |ns: &str, name: &str| pod(ns, name, json!({"containers": [app("x:1", "1", "1Mi")]}));
+        let mut idx = index(vec![p("demo-1", "a"), p("other", "a"), p("unknown", "a")]);
+        assert_eq!(idx.len(), 3, "kept until the namespaces are known");
+        assert!(!idx.set_tenant("demo-1", true));
+        assert!(!idx.set_tenant("other", false));
+        assert_eq!(idx.len(), 2, "the non-tenant's pods dropped");
+        // From now on not kept, in an update or a relist.
+        assert!(!idx.apply(watcher::Event::Apply(p("other", "b"))));
+        idx.apply(watcher::Event::Init);
+        idx.apply(watcher::Event::InitApply(p("other", "c")));
+        idx.apply(watcher::Event::InitApply(p("demo-1", "a")));
+        idx.apply(watcher::Event::InitDone);
+        assert_eq!(idx.len(), 1);
+        assert_eq!(idx.pods_in("other").count(), 0);
+        // A tenant now: its pods must be listed again.
+        assert!(idx.set_tenant("other", true));
+        assert!(!idx.set_tenant("other", true), "once");
+        assert!(idx.apply(watcher::Event::Apply(p("other", "b"))));
+        // Deleted namespaces leave nothing behind.
+        idx.set_tenant("gone", false);
+        idx.forget_namespace("gone");
+        assert!(!idx.set_tenant("gone", true));
     }
 
     #[test]

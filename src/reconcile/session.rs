@@ -162,6 +162,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         pod_index.apply(watcher::Event::InitDone);
     }
     let pods = Arc::new(Mutex::new(pod_index));
+    let relist_pods = Arc::new(Notify::new());
     let nodes = Arc::new(Mutex::new(if watch_nodes {
         NodeIndex::default()
     } else {
@@ -205,14 +206,36 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     .inspect({
         let dirty = dirty.clone();
         let synced = namespaces_synced.clone();
-        move |event| match event {
-            Ok(watcher::Event::InitDone) => {
-                synced.store(true, Ordering::Release);
-                dirty.notify_one();
+        let pods = pods.clone();
+        let relist_pods = relist_pods.clone();
+        let ctx = ctx.clone();
+        move |event| {
+            // The pod index keeps tenants' pods only: tell it which namespaces are.
+            match event {
+                Ok(watcher::Event::Apply(ns) | watcher::Event::InitApply(ns)) => {
+                    let tenant = ctx
+                        .selector
+                        .is_tenant_by_label(ns.name(), ns.tenant_label());
+                    if lock(&pods).set_tenant(ns.name(), tenant) {
+                        tracing::info!(
+                            namespace = ns.name(),
+                            "a namespace became a tenant: listing its pods again"
+                        );
+                        relist_pods.notify_one();
+                    }
+                }
+                Ok(watcher::Event::Delete(ns)) => lock(&pods).forget_namespace(ns.name()),
+                _ => {}
             }
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => dirty.notify_one(),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "namespace watch failed; retrying"),
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    synced.store(true, Ordering::Release);
+                    dirty.notify_one();
+                }
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => dirty.notify_one(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "namespace watch failed; retrying"),
+            }
         }
     })
     .touched_objects()
@@ -241,45 +264,60 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         }
     });
 
-    // Pods: images and requests only, terminated pods and never-tenant namespaces filtered out.
+    // Pods: images and requests only, terminated pods and never-tenant namespaces filtered out;
+    // listed again (a new watcher) when a namespace whose pods were dropped becomes a tenant.
     let pod_watch: BoxFuture<'static, ()> = if watch_pods {
-        watcher(
-            Api::<SlimPod>::all(client.clone()),
-            watcher::Config::default().fields(&pod_field_selector(&own_ns)),
-        )
-        .default_backoff()
-        .for_each({
+        let client = client.clone();
+        let selector = pod_field_selector(&own_ns);
+        let relist_pods = relist_pods.clone();
+        let handle = {
             let pods = pods.clone();
             let dirty = dirty.clone();
             let readiness = session.readiness.clone();
             let escapes = session.escapes.clone();
-            move |event| {
-                match event {
-                    Ok(event) => {
-                        let touched = match &event {
-                            watcher::Event::Apply(p) | watcher::Event::Delete(p) => {
-                                p.metadata.namespace.clone()
-                            }
-                            _ => None,
-                        };
-                        let relisted = matches!(event, watcher::Event::InitDone);
-                        if lock(&pods).apply(event) {
-                            dirty.notify_one();
+            move |event: Result<watcher::Event<SlimPod>, watcher::Error>| match event {
+                Ok(event) => {
+                    let touched = match &event {
+                        watcher::Event::Apply(p) | watcher::Event::Delete(p) => {
+                            p.metadata.namespace.clone()
                         }
-                        if touched.is_some() || relisted {
-                            escapes.touched();
-                        }
-                        match touched {
-                            Some(ns) => readiness.touched(&ns),
-                            None if relisted => readiness.touched_all(),
-                            None => {}
-                        }
+                        _ => None,
+                    };
+                    let relisted = matches!(event, watcher::Event::InitDone);
+                    if lock(&pods).apply(event) {
+                        dirty.notify_one();
                     }
-                    Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+                    if touched.is_some() || relisted {
+                        escapes.touched();
+                    }
+                    match touched {
+                        Some(ns) => readiness.touched(&ns),
+                        None if relisted => readiness.touched_all(),
+                        None => {}
+                    }
                 }
-                futures::future::ready(())
+                Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
             }
-        })
+        };
+        async move {
+            loop {
+                let mut events = watcher(
+                    Api::<SlimPod>::all(client.clone()),
+                    watcher::Config::default().fields(&selector),
+                )
+                .default_backoff()
+                .boxed();
+                loop {
+                    tokio::select! {
+                        event = events.next() => match event {
+                            Some(event) => handle(event),
+                            None => return,
+                        },
+                        () = relist_pods.notified() => break,
+                    }
+                }
+            }
+        }
         .boxed()
     } else {
         futures::future::pending().boxed()
