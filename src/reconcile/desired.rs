@@ -194,8 +194,8 @@ pub struct CacheSet {
 /// could name a private image it has no right to and have warmpool put it on every warm node
 /// (the kubelet of Kubernetes 1.34 and older then lets any pod there run it). So with pull
 /// secrets the configured images (the operator's) stay in [`IMAGE_CACHE`] with them and the
-/// discovered ones go to [`IMAGE_CACHE_DISCOVERED`], which has none. Without secrets one
-/// DaemonSet holds both.
+/// discovered ones go to [`IMAGE_CACHE_DISCOVERED`], which has none. Without secrets, or without
+/// discovery, one DaemonSet holds every image.
 pub fn cache_sets(
     config: &Config,
     images: &[String],
@@ -213,6 +213,10 @@ pub fn cache_sets(
     };
     if config.image_cache.image_pull_secrets.is_empty() {
         return (set(IMAGE_CACHE, images.to_vec(), false), None);
+    }
+    if !config.image_cache.discover {
+        // Every image is configured: all with the secrets, no second DaemonSet.
+        return (set(IMAGE_CACHE, images.to_vec(), true), None);
     }
     let configured: BTreeSet<String> = config
         .image_cache
@@ -742,9 +746,14 @@ mod tests {
             ds["metadata"]["annotations"],
             json!({"warmpool.io/images-left-out": "max-images=2"})
         );
+        // Secrets without discovery: every image is configured, one DaemonSet with them.
+        config.image_cache.image_pull_secrets = vec!["ecr".into()];
+        config.image_cache.discover = false;
+        let (all, none) = cache_sets(&config, &images, &left_out);
+        assert_eq!((all.images.len(), all.with_pull_secrets, none), (4, true, None));
         // Secrets: the configured images keep them; the discovered ones go to a DaemonSet of
         // their own, with none.
-        config.image_cache.image_pull_secrets = vec!["ecr".into()];
+        config.image_cache.discover = true;
         let (ours, theirs) = cache_sets(&config, &images, &left_out);
         let theirs = theirs.expect("a DaemonSet for the discovered images");
         assert_eq!(
