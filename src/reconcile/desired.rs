@@ -750,7 +750,10 @@ mod tests {
         config.image_cache.image_pull_secrets = vec!["ecr".into()];
         config.image_cache.discover = false;
         let (all, none) = cache_sets(&config, &images, &left_out);
-        assert_eq!((all.images.len(), all.with_pull_secrets, none), (4, true, None));
+        assert_eq!(
+            (all.images.len(), all.with_pull_secrets, none),
+            (4, true, None)
+        );
         // Secrets: the configured images keep them; the discovered ones go to a DaemonSet of
         // their own, with none.
         config.image_cache.discover = true;
