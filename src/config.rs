@@ -550,6 +550,17 @@ impl Config {
                 ConfigError::invalid(format!("tenants.namespacePatterns[{i}]"), e.to_string())
             })?;
         }
+        for (i, name) in self.tenants.exclude_namespaces.iter().enumerate() {
+            if !is_namespace_name(name) {
+                return Err(ConfigError::invalid(
+                    format!("tenants.excludeNamespaces[{i}]"),
+                    format!(
+                        "`{name}` is not a namespace name (at most 63 of `a-z0-9-`, starting and \
+                         ending alphanumeric)"
+                    ),
+                ));
+            }
+        }
         let label = &self.pool.node_label;
         if !is_label_key(&label.key) {
             return Err(ConfigError::invalid(
@@ -734,6 +745,17 @@ fn is_label_key(key: &str) -> bool {
             })
     });
     prefix_ok && !name.is_empty() && is_label_value(name)
+}
+
+/// A DNS-1123 label, as namespace names are.
+fn is_namespace_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 /// At most 63 characters of `[A-Za-z0-9_.-]`, starting and ending alphanumeric (or empty).

@@ -485,6 +485,11 @@ const CASES: &[Case] = &[
         "expected a boolean",
     ),
     case(
+        "tenants: {excludeNamespaces: [Kube_System]}",
+        "tenants.excludeNamespaces[0]",
+        "is not a namespace name",
+    ),
+    case(
         "imageCache: {discoverPerNamespace: many}",
         "imageCache.discoverPerNamespace",
         "expected u32",
