@@ -22,12 +22,30 @@ use tokio::sync::Semaphore;
 
 /// Open connections at most.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// The kernel's queue of connections not yet accepted. The standard library's 128 is too short
+/// for a burst: past it the kernel drops the handshake's last packet, and a client that then
+/// sends nothing holds a connection the server never sees (and so can never time out).
+pub const LISTEN_BACKLOG: u32 = 1024;
 /// Time for a client to send a request head, and for an idle connection to send its next one.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time to answer a request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for open requests.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A listener on `address` with a [`LISTEN_BACKLOG`] of its own (the webhook's HTTPS port and
+/// the admin port alike).
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As the standard library does for a listener: a restart may bind again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(

@@ -251,7 +251,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 
 /// Binds `listen` now (so a port in use fails at start) and serves `router` until `shutdown`.
 pub async fn bind_admin(listen: SocketAddr) -> Result<TcpListener, std::io::Error> {
-    TcpListener::bind(listen).await
+    crate::plain_http::bind(listen)
 }
 
 /// Serves the admin router on an already-bound listener until `shutdown` completes.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::commands::reconcile::parse_duration;
@@ -94,8 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let tls_config = tls::server_config(provider, reloader.resolver())
         .map_err(|e| anyhow!("cannot set up TLS: {e}"))?;
 
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let listener = crate::plain_http::bind(args.listen)
         .map_err(|e| bind_error(&e, args.listen, "--listen"))?;
     let admin = telemetry::bind_admin(args.metrics_listen)
         .await
