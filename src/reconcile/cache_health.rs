@@ -263,7 +263,8 @@ fn daemonset_reference(pods: &[Arc<Pod>], namespace: &str) -> ObjectReference {
         .iter()
         .filter_map(|p| p.metadata.owner_references.as_ref())
         .flatten()
-        .find(|o| o.controller == Some(true) && o.kind == "DaemonSet")
+        // The pods of both cache DaemonSets are here: the uid of the one named.
+        .find(|o| o.controller == Some(true) && o.kind == "DaemonSet" && o.name == IMAGE_CACHE)
         .map(|o| o.uid.clone());
     ObjectReference {
         api_version: Some("apps/v1".into()),
