@@ -17,16 +17,20 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use std::net::SocketAddr;
 
-/// Open connections at most.
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Open connections at most (each port); beyond it new ones wait in the kernel's accept backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// The kernel's queue of connections not yet accepted. The standard library's 128 is too short
 /// for a burst: past it the kernel drops the handshake's last packet, and a client that then
 /// sends nothing holds a connection the server never sees (and so can never time out).
 pub const LISTEN_BACKLOG: u32 = 1024;
-/// Time for a client to send a request head, and for an idle connection to send its next one.
+/// Time for a client to send a request's headers (HTTP/1). hyper also applies it to an idle
+/// keep-alive connection waiting for its next request, so such a connection is closed after it;
+/// Go clients (the API server) retry a request that meets a connection closed while idle.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time to answer a request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +51,32 @@ pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The next connection, with its slot among `connections`; `None` once `shutdown` resolves. A
+/// failed accept (out of file descriptors and the like) pauses rather than spins. Both accept
+/// loops (the webhook's TLS one and the admin one) take their connections here.
+pub async fn accept(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = tokio::select! {
+        () = &mut shutdown => return None,
+        permit = Arc::clone(connections).acquire_owned() => permit.ok()?, // never closed
+    };
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => return Some((permit, tcp, peer)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
@@ -63,26 +93,7 @@ pub async fn serve(
         .max_buf_size(16 * 1024);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = Arc::clone(&connections).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break, // never closed
-            },
-        };
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((permit, tcp, peer)) = accept(&listener, &connections, shutdown.as_mut()).await {
         let service = TowerToHyperService::new(router.clone());
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
         tokio::spawn(async move {

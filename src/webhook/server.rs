@@ -33,6 +33,8 @@ use tower::ServiceExt as _;
 use tracing::field::Empty;
 
 use crate::mutation::{Injected, Rules};
+// The limits the admin port shares.
+use crate::plain_http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 use crate::telemetry::Readiness;
 use crate::tenant::TenantSelector;
 use crate::webhook::body_budget::{BodyBudget, Client, Reservation};
@@ -48,10 +50,6 @@ const DISCARD_LIMIT: usize = 2 * MAX_BODY_BYTES;
 const PREALLOCATE_LIMIT: usize = 256 * 1024;
 /// Time for a client to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time for a client to send a request's headers (HTTP/1). hyper also applies it to an idle
-/// keep-alive connection waiting for its next request, so such a connection is closed after it;
-/// Go clients (the API server) retry a request that meets a connection closed while idle.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time for a client to start its first request once the TLS handshake is done. hyper bounds
 /// an HTTP/1 request head by [`HEADER_READ_TIMEOUT`], but an HTTP/2 connection waits for the
 /// client's preface with no deadline: without this one, a client that completes the handshake
@@ -64,8 +62,6 @@ const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// so it sees our error rather than its own deadline. The chart passes 80% of its
 /// `webhook.timeoutSeconds` instead ([`AppState::with_request_timeout`]).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
-/// Open connections at most; beyond it new ones wait in the kernel's accept backlog.
-const MAX_CONNECTIONS: usize = 1024;
 /// Requests being answered at most; beyond it a request gets a 503 at once.
 const MAX_IN_FLIGHT: usize = 256;
 /// Concurrent HTTP/2 streams on one connection.
@@ -429,26 +425,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = Arc::clone(&connections).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break, // the semaphore is never closed
-            },
-        };
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((permit, tcp, peer)) =
+        crate::plain_http::accept(&listener, &connections, shutdown.as_mut()).await
+    {
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let (http1, http2) = (Arc::clone(&http1), Arc::clone(&http2));
