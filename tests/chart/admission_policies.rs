@@ -170,67 +170,29 @@ fn tenant_isolation_is_enforced_by_the_api_server() {
 
     // Who may set warmpool.io/tenant.
     let other = format!("{id}-other");
-    let refused = attempt(
-        &cluster,
-        &[
-            "label",
-            "namespace",
-            &other,
-            "warmpool.io/tenant=enabled",
-            "--as",
-            &alice,
-        ],
-        None,
-    )
-    .expect_err("alice may not enrol a namespace");
+    // `kubectl label|annotate namespace <other> <what> --as <who>`.
+    let write_as = |verb: &str, what: &str, who: &str| {
+        attempt(
+            &cluster,
+            &[verb, "namespace", &other, what, "--as", who],
+            None,
+        )
+    };
+    let refused = write_as("label", "warmpool.io/tenant=enabled", &alice)
+        .expect_err("alice may not enrol a namespace");
     assert!(
         refused.contains("only warmpool and the platform"),
         "{refused}"
     );
-    attempt(
-        &cluster,
-        &["label", "namespace", &other, "team=blue", "--as", &alice],
-        None,
-    )
-    .expect("other labels are not warmpool's business");
-    attempt(
-        &cluster,
-        &[
-            "label",
-            "namespace",
-            &other,
-            "warmpool.io/tenant=enabled",
-            "--as",
-            &sa,
-        ],
-        None,
-    )
-    .expect("warmpool may enrol");
-    attempt(
-        &cluster,
-        &[
-            "annotate",
-            "namespace",
-            &other,
-            "warmpool.io/start=warm",
-            "--as",
-            &sa,
-        ],
-        None,
-    )
-    .expect("warmpool may annotate its own keys");
+    write_as("label", "team=blue", &alice).expect("other labels are not warmpool's business");
+    write_as("label", "warmpool.io/tenant=enabled", &sa).expect("warmpool may enrol");
+    write_as("annotate", "warmpool.io/start=warm", &sa)
+        .expect("warmpool may annotate its own keys");
     // ... and nothing else, even with a token that may patch any namespace.
-    let refused = attempt(
-        &cluster,
-        &[
-            "label",
-            "namespace",
-            &other,
-            "pod-security.kubernetes.io/enforce=privileged",
-            "--as",
-            &sa,
-        ],
-        None,
+    let refused = write_as(
+        "label",
+        "pod-security.kubernetes.io/enforce=privileged",
+        &sa,
     )
     .expect_err("warmpool's token may not relax Pod Security");
     assert!(
