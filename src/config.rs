@@ -5,6 +5,7 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::Toleration as K8sToleration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 use kube_quantity::ParsedQuantity;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -61,6 +62,10 @@ pub struct Tenants {
     /// Namespaces that are never tenants, whatever their name or label (besides the system ones
     /// and warmpool's own). The chart also keeps the webhook from being called for their pods.
     pub exclude_namespaces: Vec<String>,
+    /// Label-selector requirements a tenant namespace's labels must also satisfy (`In`,
+    /// `NotIn`, `Exists`, `DoesNotExist`), e.g. to roll warmpool out team by team. The chart
+    /// adds the same requirements to the webhook's `namespaceSelector`.
+    pub namespace_match_expressions: Vec<LabelSelectorRequirement>,
     /// How a new tenant's time to Ready is measured ([`crate::reconcile::tenant_ready`]).
     pub time_to_ready: TimeToReady,
     /// What the reconciler does with tenant pods that escaped the webhook
@@ -83,6 +88,7 @@ impl Default for Tenants {
         Tenants {
             namespace_patterns: vec!["demo-*".into()],
             exclude_namespaces: Vec::new(),
+            namespace_match_expressions: Vec::new(),
             time_to_ready: TimeToReady::default(),
             repair: Repair::None,
         }
@@ -560,6 +566,29 @@ impl Config {
                     ),
                 ));
             }
+        }
+        for (i, requirement) in self.tenants.namespace_match_expressions.iter().enumerate() {
+            let at = format!("tenants.namespaceMatchExpressions[{i}]");
+            if !is_label_key(&requirement.key) || requirement.key == crate::tenant::TENANT_LABEL {
+                return Err(ConfigError::invalid(
+                    format!("{at}.key"),
+                    format!(
+                        "`{}` is not a label key warmpool can select on (the tenant label is \
+                         warmpool's own)",
+                        requirement.key
+                    ),
+                ));
+            }
+            for value in requirement.values.iter().flatten() {
+                if !is_label_value(value) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.values"),
+                        format!("`{value}` is not a valid label value"),
+                    ));
+                }
+            }
+            crate::tenant::compile_requirement(requirement)
+                .map_err(|message| ConfigError::invalid(at, message))?;
         }
         let label = &self.pool.node_label;
         if !is_label_key(&label.key) {

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+use kube::core::{Expression, Selector, SelectorExt};
 
 /// The namespace label that opts a namespace in (`enabled`) or out (`disabled`).
 pub const TENANT_LABEL: &str = "warmpool.io/tenant";
@@ -24,6 +26,8 @@ pub enum Membership {
     /// Listed in `tenants.excludeNamespaces`.
     Excluded,
     OptedOut,
+    /// Its labels fail `tenants.namespaceMatchExpressions`.
+    Unmatched,
     NoMatch,
 }
 
@@ -42,6 +46,10 @@ impl fmt::Display for Membership {
             Membership::OwnNamespace => write!(f, "warmpool's own namespace is never a tenant"),
             Membership::Excluded => write!(f, "listed in tenants.excludeNamespaces"),
             Membership::OptedOut => write!(f, "namespace is labelled {TENANT_LABEL}={DISABLED}"),
+            Membership::Unmatched => write!(
+                f,
+                "namespace labels do not match tenants.namespaceMatchExpressions"
+            ),
             Membership::NoMatch => write!(
                 f,
                 "name matches no tenant pattern and the namespace is not labelled {TENANT_LABEL}={ENABLED}"
@@ -61,6 +69,47 @@ pub enum GlobError {
         "`{0}` has an empty alternative in `{{…}}`; write it out, e.g. `demo-{{a,b}}*` and `demo-*`"
     )]
     EmptyAlternative(String),
+}
+
+/// A tenant rule that cannot be built from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error(transparent)]
+    Glob(#[from] GlobError),
+    #[error("tenants.namespaceMatchExpressions[{index}]: {message}")]
+    Expression { index: usize, message: String },
+}
+
+/// What the tenant rule reads of a namespace's labels; a cache keeps this instead of the labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LabelFacts<'a> {
+    /// The value of `warmpool.io/tenant`.
+    pub tenant_label: Option<&'a str>,
+    /// The labels fail `tenants.namespaceMatchExpressions`.
+    pub unmatched: bool,
+}
+
+/// Compiles one label-selector requirement of `tenants.namespaceMatchExpressions` the way the
+/// API server reads a webhook's `namespaceSelector`: `In`/`NotIn` with values, `Exists`/
+/// `DoesNotExist` without.
+pub fn compile_requirement(requirement: &LabelSelectorRequirement) -> Result<Expression, String> {
+    let values = requirement.values.as_deref().unwrap_or_default();
+    match (requirement.operator.as_str(), values.is_empty()) {
+        ("In" | "NotIn", true) => Err(format!(
+            "operator `{}` needs at least one value",
+            requirement.operator
+        )),
+        ("Exists" | "DoesNotExist", false) => Err(format!(
+            "operator `{}` takes no values",
+            requirement.operator
+        )),
+        _ => Expression::try_from(requirement.clone()).map_err(|_| {
+            format!(
+                "`{}` is not an operator (In, NotIn, Exists, DoesNotExist)",
+                requirement.operator
+            )
+        }),
+    }
 }
 
 /// Compiles one shell-style glob the way the selector does (so config validation agrees).
@@ -135,6 +184,9 @@ pub struct TenantSelector {
     own_namespace: Option<String>,
     /// `tenants.excludeNamespaces`: never tenants, whatever their name or label.
     excluded: Vec<String>,
+    /// `tenants.namespaceMatchExpressions`: what a tenant's labels must also satisfy (the same
+    /// requirements narrow the webhook's `namespaceSelector`).
+    match_expressions: Selector,
 }
 
 impl TenantSelector {
@@ -149,18 +201,32 @@ impl TenantSelector {
             globs: set.build()?,
             own_namespace: own_namespace.map(str::to_owned),
             excluded: Vec::new(),
+            match_expressions: Selector::default(),
         })
     }
 
-    /// The rule of a configuration's `tenants` (patterns and exclusions): the one the webhook,
-    /// the reconciler, `status` and `mutate` all apply.
+    /// The rule of a configuration's `tenants` (patterns, exclusions, label requirements): the
+    /// one the webhook, the reconciler, `status` and `mutate` all apply.
     pub fn from_config(
         tenants: &crate::config::Tenants,
         own_namespace: Option<&str>,
-    ) -> Result<Self, GlobError> {
+    ) -> Result<Self, RuleError> {
         let mut selector = TenantSelector::new(&tenants.namespace_patterns, own_namespace)?;
         selector.excluded = tenants.exclude_namespaces.clone();
+        for (index, requirement) in tenants.namespace_match_expressions.iter().enumerate() {
+            let expression = compile_requirement(requirement)
+                .map_err(|message| RuleError::Expression { index, message })?;
+            selector.match_expressions.extend(expression);
+        }
         Ok(selector)
+    }
+
+    /// What the rule reads of `labels`.
+    pub fn facts<'a>(&self, labels: &'a BTreeMap<String, String>) -> LabelFacts<'a> {
+        LabelFacts {
+            tenant_label: labels.get(TENANT_LABEL).map(String::as_str),
+            unmatched: !self.match_expressions.matches(labels),
+        }
     }
 
     /// True for the namespaces that are never tenants (system ones, warmpool's own).
@@ -176,18 +242,20 @@ impl TenantSelector {
         }
     }
 
-    /// The full rule: exclusions first, then the opt-out label, the opt-in label, the patterns.
+    /// The full rule: exclusions first, then the opt-out label, the label requirements, the
+    /// opt-in label, the patterns.
     pub fn decide(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Membership {
-        self.decide_by_label(namespace, labels.get(TENANT_LABEL).map(String::as_str))
+        self.decide_by_facts(namespace, self.facts(labels))
     }
 
-    /// [`Self::decide`] from the value of the tenant label alone (all of the labels it reads).
-    pub fn decide_by_label(&self, namespace: &str, tenant_label: Option<&str>) -> Membership {
+    /// [`Self::decide`] from what it reads of the labels.
+    pub fn decide_by_facts(&self, namespace: &str, facts: LabelFacts<'_>) -> Membership {
         if let Some(excluded) = self.is_excluded(namespace) {
             return excluded;
         }
-        match tenant_label {
+        match facts.tenant_label {
             Some(DISABLED) => return Membership::OptedOut,
+            _ if facts.unmatched => return Membership::Unmatched,
             Some(ENABLED) => return Membership::OptedIn,
             _ => {}
         }
@@ -200,15 +268,15 @@ impl TenantSelector {
     /// Whether `namespace` is a tenant: [`Self::decide`]`.is_tenant()` without building the
     /// membership (the reconciler asks it of every namespace at each observation).
     pub fn is_tenant(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
-        self.is_tenant_by_label(namespace, labels.get(TENANT_LABEL).map(String::as_str))
+        self.is_tenant_by_facts(namespace, self.facts(labels))
     }
 
-    /// [`Self::is_tenant`] from the value of the tenant label alone.
-    pub fn is_tenant_by_label(&self, namespace: &str, tenant_label: Option<&str>) -> bool {
-        if self.is_excluded(namespace).is_some() {
+    /// [`Self::is_tenant`] from what it reads of the labels.
+    pub fn is_tenant_by_facts(&self, namespace: &str, facts: LabelFacts<'_>) -> bool {
+        if facts.unmatched || self.is_excluded(namespace).is_some() {
             return false;
         }
-        match tenant_label {
+        match facts.tenant_label {
             Some(DISABLED) => false,
             Some(ENABLED) => true,
             _ => self.globs.is_match(namespace),
@@ -315,6 +383,85 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    fn requirement(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: operator.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
+        }
+    }
+
+    fn narrowed() -> TenantSelector {
+        let tenants = crate::config::Tenants {
+            namespace_patterns: vec!["demo-*".into()],
+            namespace_match_expressions: vec![
+                requirement("team", "In", &["payments", "search"]),
+                requirement("frozen", "DoesNotExist", &[]),
+            ],
+            ..Default::default()
+        };
+        TenantSelector::from_config(&tenants, Some("warmpool")).unwrap()
+    }
+
+    #[test]
+    fn label_requirements_narrow_names_and_opt_ins_alike() {
+        let s = narrowed();
+        let team = labels(&[("team", "payments")]);
+        assert!(s.decide("demo-1", &team).is_tenant());
+        assert_eq!(s.decide("demo-1", &labels(&[])), Membership::Unmatched);
+        assert_eq!(
+            s.decide("demo-1", &labels(&[("team", "payments"), ("frozen", "")])),
+            Membership::Unmatched
+        );
+        assert_eq!(
+            s.decide(
+                "payments",
+                &labels(&[(TENANT_LABEL, ENABLED), ("team", "ads")])
+            ),
+            Membership::Unmatched
+        );
+        assert_eq!(
+            s.decide(
+                "payments",
+                &labels(&[(TENANT_LABEL, ENABLED), ("team", "search")])
+            ),
+            Membership::OptedIn
+        );
+        // The opt-out and the exclusions still say why first.
+        assert_eq!(
+            s.decide("demo-1", &labels(&[(TENANT_LABEL, DISABLED)])),
+            Membership::OptedOut
+        );
+        assert_eq!(s.decide("warmpool", &team), Membership::OwnNamespace);
+        for l in [labels(&[]), team, labels(&[(TENANT_LABEL, ENABLED)])] {
+            for ns in ["demo-1", "payments", "kube-system"] {
+                assert_eq!(
+                    s.is_tenant(ns, &l),
+                    s.decide(ns, &l).is_tenant(),
+                    "{ns} {l:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn label_requirements_are_checked_like_the_api_server_does() {
+        assert!(compile_requirement(&requirement("team", "In", &["a"])).is_ok());
+        assert!(compile_requirement(&requirement("team", "Exists", &[])).is_ok());
+        for (bad, says) in [
+            (requirement("team", "In", &[]), "needs at least one value"),
+            (
+                requirement("team", "NotIn", &[]),
+                "needs at least one value",
+            ),
+            (requirement("team", "Exists", &["a"]), "takes no values"),
+            (requirement("team", "Equals", &["a"]), "is not an operator"),
+        ] {
+            let error = compile_requirement(&bad).unwrap_err();
+            assert!(error.contains(says), "{bad:?}: {error}");
         }
     }
 

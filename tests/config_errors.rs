@@ -490,6 +490,26 @@ const CASES: &[Case] = &[
         "is not a namespace name",
     ),
     case(
+        "tenants: {namespaceMatchExpressions: [{key: team, operator: In}]}",
+        "tenants.namespaceMatchExpressions[0]",
+        "needs at least one value",
+    ),
+    case(
+        "tenants: {namespaceMatchExpressions: [{key: team, operator: Equals, values: [a]}]}",
+        "tenants.namespaceMatchExpressions[0]",
+        "is not an operator",
+    ),
+    case(
+        "tenants: {namespaceMatchExpressions: [{key: warmpool.io/tenant, operator: Exists}]}",
+        "tenants.namespaceMatchExpressions[0].key",
+        "the tenant label is warmpool's own",
+    ),
+    case(
+        "tenants: {namespaceMatchExpressions: [{key: team, operator: In, values: ['a b']}]}",
+        "tenants.namespaceMatchExpressions[0].values",
+        "not a valid label value",
+    ),
+    case(
         "imageCache: {discoverPerNamespace: many}",
         "imageCache.discoverPerNamespace",
         "expected u32",

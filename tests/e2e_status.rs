@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -69,7 +69,13 @@ fn bound_ready(pods: &[Pod], n: usize) -> bool {
 async fn status_shows_a_warm_and_a_cold_tenant_an_escaped_pod_and_the_warm_node() {
     let Some(client) = client().await else { return };
     let fakelet = spawn_fakelet(client.clone());
-    let mut run = Run::new(&client, BIN.as_ref(), "").await;
+    // Discovery takes images from example.com only: what tenants run from elsewhere is left out.
+    let mut run = Run::new(
+        &client,
+        BIN.as_ref(),
+        "imageCache:\n  discoverRegistries: [example.com]\n",
+    )
+    .await;
     run.set_tenant_keys("  timeToReady: {window: 10s}\n");
     let labels = [(RUN_LABEL, run.id.as_str())];
 
@@ -183,6 +189,27 @@ async fn status_shows_a_warm_and_a_cold_tenant_an_escaped_pod_and_the_warm_node(
             "steered to the warm node"
         );
     }
+    // A tenant runs an image from a registry discovery may not take: the cache leaves it out and
+    // records why on its DaemonSet.
+    let elsewhere = run.tenant("elsewhere");
+    run.create_namespace(&elsewhere, &labels).await;
+    let app = json!({"containers": [{"name": "app", "image": "ghcr.io/acme/app:1"}]});
+    run.create_running_pod(&elsewhere, "app", app).await;
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &own);
+    eventually(
+        "the image cache's DaemonSet records one image left out by registry",
+        Duration::from_secs(60),
+        || {
+            let daemon_sets = daemon_sets.clone();
+            async move {
+                let ds = daemon_sets.get("warmpool-image-cache").await.ok()?;
+                let annotations = ds.metadata.annotations?;
+                (annotations.get("warmpool.io/images-left-out")? == "registry=1").then_some(())
+            }
+        },
+    )
+    .await;
+
     // The reconciler records each start once the 10 s window has passed and all are Ready.
     for (ns, start) in [(&warm_tenant, "warm"), (&cold, "cold")] {
         eventually(
@@ -259,8 +286,14 @@ async fn status_shows_a_warm_and_a_cold_tenant_an_escaped_pod_and_the_warm_node(
         )),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "images the cache left out: 1 registry (not from imageCache.discoverRegistries)"
+        ),
+        "{text}"
+    );
     // --config given: no ConfigMap read; no webhook Deployment: no Secret read.
-    assert!(stderr.contains("read with 9 API calls in "), "{stderr}");
+    assert!(stderr.contains("read with 10 API calls in "), "{stderr}");
 
     // The same as JSON, every tenant included.
     let (code, out, stderr) = status(&run, &["-o", "json"]);
@@ -515,7 +548,7 @@ async fn status_reads_with_the_charts_status_role_alone() {
         )),
         "{text}"
     );
-    assert!(stderr.contains("read with 11 API calls in "), "{stderr}");
+    assert!(stderr.contains("read with 12 API calls in "), "{stderr}");
 
     for name in [&fullname] {
         let _ = Api::<ClusterRoleBinding>::all(client.clone())

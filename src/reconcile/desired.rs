@@ -508,6 +508,26 @@ mod tests {
     }
 
     #[test]
+    fn the_left_out_annotation_reads_back() {
+        let counts = BTreeMap::from([
+            (LeftOut::Registry, 0),
+            (LeftOut::MaxImages, 3),
+            (LeftOut::ByteBudget, 1),
+        ]);
+        let text = left_out_text(&counts);
+        assert_eq!(text, "max-images=3 byte-budget=1");
+        assert_eq!(
+            LeftOut::parse_counts(&text),
+            [(LeftOut::MaxImages, 3), (LeftOut::ByteBudget, 1)]
+        );
+        // A reason from another version, or a count that is not one, is skipped.
+        assert_eq!(
+            LeftOut::parse_counts("later-reason=2 max-images=x per-namespace=4 junk"),
+            [(LeftOut::PerNamespace, 4)]
+        );
+    }
+
+    #[test]
     fn the_prewarmer_keeps_the_slots_in_force_and_names_the_window() {
         let config = Config::from_yaml(
             "prewarmer:\n  spareSlots: 1\n  schedule:\n    - {name: workshop-mornings, \

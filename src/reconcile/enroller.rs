@@ -45,10 +45,10 @@ pub async fn reconcile_namespace(
         session.readiness.forget(&name);
         return Ok(Action::await_change());
     }
-    if ctx.selector.is_tenant_by_label(&name, ns.tenant_label()) {
+    if ctx.selector.is_tenant_by_facts(&name, ns.label_facts()) {
         session.readiness.consider(ctx, &ns);
     }
-    let decision = enrolment(&ctx.selector, &name, ns.tenant_label(), ns.label_owners());
+    let decision = enrolment(&ctx.selector, &name, ns.label_facts(), ns.label_owners());
     if let Enrolment::Leave(_) = decision {
         return Ok(Action::await_change());
     }

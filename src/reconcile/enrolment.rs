@@ -16,7 +16,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
-use crate::tenant::{ENABLED, Membership, TENANT_LABEL, TenantSelector};
+use crate::tenant::{ENABLED, LabelFacts, Membership, TENANT_LABEL, TenantSelector};
 
 /// The field manager of the 0.1.0 enrolment label (also the manager of every workload apply).
 pub const LEGACY_FIELD_MANAGER: &str = super::FIELD_MANAGER;
@@ -98,10 +98,10 @@ pub enum Enrolment {
 pub fn enrolment(
     selector: &TenantSelector,
     name: &str,
-    tenant_label: Option<&str>,
+    facts: LabelFacts<'_>,
     owners: LabelOwners,
 ) -> Enrolment {
-    match selector.decide_by_label(name, tenant_label) {
+    match selector.decide_by_facts(name, facts) {
         Membership::MatchesPattern(pattern) => Enrolment::Enrol { pattern },
         Membership::OptedIn
             if selector.matching_pattern(name).is_none()
@@ -113,9 +113,10 @@ pub fn enrolment(
                 release_legacy: owners.legacy,
             }
         }
-        // Excluded since warmpool enrolled it: its label goes back too.
-        Membership::Excluded
-            if tenant_label == Some(ENABLED)
+        // Excluded, or its labels no longer match, since warmpool enrolled it: the label goes
+        // back too.
+        Membership::Excluded | Membership::Unmatched
+            if facts.tenant_label == Some(ENABLED)
                 && (owners.ours || owners.legacy)
                 && !owners.others =>
         {
@@ -175,8 +176,24 @@ mod tests {
         }
     }
 
+    fn others() -> LabelOwners {
+        LabelOwners {
+            ours: true,
+            others: true,
+            ..LabelOwners::default()
+        }
+    }
+
     fn enabled() -> Option<&'static str> {
         Some(ENABLED)
+    }
+
+    /// A namespace's labels as the rule reads them, matching any label requirements.
+    fn label(tenant_label: Option<&str>) -> LabelFacts<'_> {
+        LabelFacts {
+            tenant_label,
+            unmatched: false,
+        }
     }
 
     /// managedFields as the API server writes them (`kubectl get ns -o json --show-managed-fields`).
@@ -249,14 +266,14 @@ mod tests {
     #[test]
     fn matching_namespaces_without_the_label_are_labelled() {
         assert_eq!(
-            enrolment(&selector(), "demo-1", None, nobody()),
+            enrolment(&selector(), "demo-1", label(None), nobody()),
             Enrolment::Enrol {
                 pattern: "demo-*".into()
             }
         );
         // A value that neither opts in nor out is replaced by `enabled`.
         assert_eq!(
-            enrolment(&selector(), "demo-1", Some("yes"), nobody()),
+            enrolment(&selector(), "demo-1", label(Some("yes")), nobody()),
             Enrolment::Enrol {
                 pattern: "demo-*".into()
             }
@@ -267,7 +284,7 @@ mod tests {
     fn enabled_namespaces_that_match_are_left_alone_whoever_labelled_them() {
         for owners in [nobody(), ours()] {
             assert_eq!(
-                enrolment(&selector(), "demo-1", enabled(), owners),
+                enrolment(&selector(), "demo-1", label(enabled()), owners),
                 Enrolment::Leave(Membership::OptedIn)
             );
         }
@@ -276,7 +293,7 @@ mod tests {
     #[test]
     fn what_warmpool_enrolled_is_unenrolled_once_it_no_longer_matches() {
         assert_eq!(
-            enrolment(&selector(), "team-1", enabled(), ours()),
+            enrolment(&selector(), "team-1", label(enabled()), ours()),
             Enrolment::Unenrol {
                 release_ours: true,
                 release_legacy: false
@@ -289,7 +306,7 @@ mod tests {
             others: false,
         };
         assert_eq!(
-            enrolment(&selector(), "team-1", enabled(), both),
+            enrolment(&selector(), "team-1", label(enabled()), both),
             Enrolment::Unenrol {
                 release_ours: true,
                 release_legacy: true
@@ -298,7 +315,7 @@ mod tests {
         // Warmpool's own namespace is never a tenant, whatever once labelled it, and never
         // written to.
         assert_eq!(
-            enrolment(&selector(), "warmpool-system", enabled(), ours()),
+            enrolment(&selector(), "warmpool-system", label(enabled()), ours()),
             Enrolment::Leave(Membership::OwnNamespace)
         );
     }
@@ -311,18 +328,42 @@ mod tests {
         };
         let selector = TenantSelector::from_config(&tenants, Some("warmpool-system")).unwrap();
         assert_eq!(
-            enrolment(&selector, "demo-shared", None, nobody()),
+            enrolment(&selector, "demo-shared", label(None), nobody()),
             Enrolment::Leave(Membership::Excluded)
         );
         assert_eq!(
-            enrolment(&selector, "demo-shared", enabled(), ours()),
+            enrolment(&selector, "demo-shared", label(enabled()), ours()),
             Enrolment::Unenrol {
                 release_ours: true,
                 release_legacy: false
             }
         );
-        assert!(!selector.is_tenant_by_label("demo-shared", enabled()));
-        assert!(selector.is_tenant_by_label("demo-1", None));
+        assert!(!selector.is_tenant_by_facts("demo-shared", label(enabled())));
+        assert!(selector.is_tenant_by_facts("demo-1", label(None)));
+    }
+
+    #[test]
+    fn a_namespace_whose_labels_stop_matching_gives_warmpool_s_label_back() {
+        let unmatched = |value| LabelFacts {
+            tenant_label: value,
+            unmatched: true,
+        };
+        assert_eq!(
+            enrolment(&selector(), "demo-1", unmatched(None), nobody()),
+            Enrolment::Leave(Membership::Unmatched)
+        );
+        assert_eq!(
+            enrolment(&selector(), "demo-1", unmatched(enabled()), ours()),
+            Enrolment::Unenrol {
+                release_ours: true,
+                release_legacy: false
+            }
+        );
+        // A person's label stays: it is theirs to take back.
+        assert_eq!(
+            enrolment(&selector(), "demo-1", unmatched(enabled()), others()),
+            Enrolment::Leave(Membership::Unmatched)
+        );
     }
 
     #[test]
@@ -342,7 +383,7 @@ mod tests {
             nobody(),
         ] {
             assert_eq!(
-                enrolment(&selector(), "payments", enabled(), owners),
+                enrolment(&selector(), "payments", label(enabled()), owners),
                 Enrolment::Leave(Membership::OptedIn),
                 "{owners:?}"
             );
@@ -353,7 +394,7 @@ mod tests {
     fn opt_out_is_never_overwritten() {
         for owners in [nobody(), ours()] {
             assert_eq!(
-                enrolment(&selector(), "demo-2", Some(DISABLED), owners),
+                enrolment(&selector(), "demo-2", label(Some(DISABLED)), owners),
                 Enrolment::Leave(Membership::OptedOut)
             );
         }
@@ -364,16 +405,16 @@ mod tests {
         let all = TenantSelector::new(&["*".into()], Some("warmpool-system")).unwrap();
         for ns in ["kube-system", "kube-public", "kube-node-lease"] {
             assert_eq!(
-                enrolment(&all, ns, None, nobody()),
+                enrolment(&all, ns, label(None), nobody()),
                 Enrolment::Leave(Membership::System)
             );
         }
         assert_eq!(
-            enrolment(&all, "warmpool-system", None, nobody()),
+            enrolment(&all, "warmpool-system", label(None), nobody()),
             Enrolment::Leave(Membership::OwnNamespace)
         );
         assert_eq!(
-            enrolment(&selector(), "default", None, nobody()),
+            enrolment(&selector(), "default", label(None), nobody()),
             Enrolment::Leave(Membership::NoMatch)
         );
     }

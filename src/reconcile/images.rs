@@ -100,6 +100,31 @@ impl LeftOut {
             LeftOut::ByteBudget => "byte-budget",
         }
     }
+
+    /// What would let these images in, for a person reading `warmpool status`.
+    pub fn remedy(self) -> &'static str {
+        match self {
+            LeftOut::Unusable => {
+                "not pullable references, longer than 512 bytes, or past 32 images in one pod"
+            }
+            LeftOut::Registry => "not from imageCache.discoverRegistries",
+            LeftOut::PerNamespace => "past imageCache.discoverPerNamespace in every namespace",
+            LeftOut::MaxImages => "past imageCache.maxImages",
+            LeftOut::ByteBudget => "past imageCache.maxBytesPerNode",
+        }
+    }
+
+    /// Reads back the `warmpool.io/images-left-out` annotation (`max-images=3 byte-budget=1`);
+    /// anything it does not recognise is skipped (another version may know more reasons).
+    pub fn parse_counts(text: &str) -> Vec<(LeftOut, u32)> {
+        text.split_whitespace()
+            .filter_map(|pair| {
+                let (reason, count) = pair.split_once('=')?;
+                let reason = LeftOut::ALL.into_iter().find(|r| r.label() == reason)?;
+                Some((reason, count.parse().ok()?))
+            })
+            .collect()
+    }
 }
 
 /// What discovery may take: each namespace's `per_namespace` most used images, from the

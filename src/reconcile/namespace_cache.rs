@@ -12,6 +12,7 @@
 //! measured.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use k8s_openapi::ClusterResourceScope;
 use k8s_openapi::api::core::v1::Namespace;
@@ -22,7 +23,7 @@ use kube::runtime::watcher;
 
 use super::enrolment::{LabelOwners, label_owners};
 use super::tenant_ready::START;
-use crate::tenant::TENANT_LABEL;
+use crate::tenant::{LabelFacts, TENANT_LABEL, TenantSelector};
 
 /// One namespace in the reconciler's cache.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,16 +31,26 @@ pub struct CachedNamespace {
     /// Name, uid, resourceVersion, creation and deletion timestamps only.
     metadata: ObjectMeta,
     tenant_label: Option<Box<str>>,
+    /// The labels fail `tenants.namespaceMatchExpressions` (the one thing read of the others).
+    unmatched: bool,
     owners: LabelOwners,
     measured: bool,
 }
 
 impl CachedNamespace {
-    /// Reduces a namespace's metadata; `field_manager` is this installation's, by which the
-    /// owners of the tenant label are told apart.
-    pub fn new(ns: PartialObjectMeta<Namespace>, field_manager: &str) -> Self {
+    /// Reduces a namespace's metadata to what `selector` reads of it; `field_manager` is this
+    /// installation's, by which the owners of the tenant label are told apart.
+    pub fn new(
+        ns: PartialObjectMeta<Namespace>,
+        selector: &TenantSelector,
+        field_manager: &str,
+    ) -> Self {
         let meta = ns.metadata;
+        let unmatched = selector
+            .facts(meta.labels.as_ref().unwrap_or(&BTreeMap::new()))
+            .unmatched;
         Self {
+            unmatched,
             owners: label_owners(
                 meta.managed_fields.as_deref().unwrap_or_default(),
                 field_manager,
@@ -65,10 +76,11 @@ impl CachedNamespace {
     /// The watch event of a namespace, reduced.
     pub fn event(
         event: watcher::Event<PartialObjectMeta<Namespace>>,
+        selector: &TenantSelector,
         field_manager: &str,
     ) -> watcher::Event<Self> {
         use watcher::Event::*;
-        let cached = |ns| Self::new(ns, field_manager);
+        let cached = |ns| Self::new(ns, selector, field_manager);
         match event {
             Apply(ns) => Apply(cached(ns)),
             Delete(ns) => Delete(cached(ns)),
@@ -85,6 +97,14 @@ impl CachedNamespace {
     /// The value of `warmpool.io/tenant`, if the namespace has the label.
     pub fn tenant_label(&self) -> Option<&str> {
         self.tenant_label.as_deref()
+    }
+
+    /// What the tenant rule reads of the namespace's labels.
+    pub fn label_facts(&self) -> LabelFacts<'_> {
+        LabelFacts {
+            tenant_label: self.tenant_label(),
+            unmatched: self.unmatched,
+        }
     }
 
     /// Who owns the tenant label, as this installation sees them.
@@ -144,6 +164,16 @@ mod tests {
 
     use super::*;
 
+    /// Tenants are `demo-*` namespaces of team `a`.
+    fn selector() -> TenantSelector {
+        let tenants: crate::config::Tenants = serde_json::from_value(json!({
+            "namespacePatterns": ["demo-*"],
+            "namespaceMatchExpressions": [{"key": "team", "operator": "In", "values": ["a"]}],
+        }))
+        .unwrap();
+        TenantSelector::from_config(&tenants, Some("warmpool")).unwrap()
+    }
+
     const OURS: &str = "warmpool@warmpool-system";
 
     fn namespace(metadata: serde_json::Value) -> PartialObjectMeta<Namespace> {
@@ -178,9 +208,10 @@ mod tests {
 
     #[test]
     fn keeps_the_facts_the_reconciler_reads() {
-        let ns = CachedNamespace::new(full(), OURS);
+        let ns = CachedNamespace::new(full(), &selector(), OURS);
         assert_eq!(ns.name(), "demo-1");
         assert_eq!(ns.tenant_label(), Some("enabled"));
+        assert!(!ns.label_facts().unmatched, "team=a matches");
         assert_eq!(
             ns.label_owners(),
             LabelOwners {
@@ -210,9 +241,12 @@ mod tests {
                 "labels": {"kubernetes.io/metadata.name": "team-a"},
                 "deletionTimestamp": "2026-12-01T10:00:00Z",
             })),
+            &selector(),
             OURS,
         );
         assert_eq!(ns.tenant_label(), None);
+        // No `team` label: outside the label requirements, and that is all that is kept of it.
+        assert!(ns.label_facts().unmatched);
         assert_eq!(ns.label_owners(), LabelOwners::default());
         assert!(!ns.measured());
         assert!(ns.terminating());
@@ -220,7 +254,7 @@ mod tests {
 
     #[test]
     fn is_a_namespace_to_kube() {
-        let ns = CachedNamespace::new(full(), OURS);
+        let ns = CachedNamespace::new(full(), &selector(), OURS);
         let reference = ns.object_ref(&());
         assert_eq!(reference.kind.as_deref(), Some("Namespace"));
         assert_eq!(reference.api_version.as_deref(), Some("v1"));
@@ -235,18 +269,18 @@ mod tests {
 
     #[test]
     fn events_keep_their_kind() {
-        let applied = CachedNamespace::event(watcher::Event::Apply(full()), OURS);
+        let applied = CachedNamespace::event(watcher::Event::Apply(full()), &selector(), OURS);
         assert!(matches!(applied, watcher::Event::Apply(ns) if ns.name() == "demo-1"));
-        let deleted = CachedNamespace::event(watcher::Event::Delete(full()), OURS);
+        let deleted = CachedNamespace::event(watcher::Event::Delete(full()), &selector(), OURS);
         assert!(matches!(deleted, watcher::Event::Delete(_)));
-        let listed = CachedNamespace::event(watcher::Event::InitApply(full()), OURS);
+        let listed = CachedNamespace::event(watcher::Event::InitApply(full()), &selector(), OURS);
         assert!(matches!(listed, watcher::Event::InitApply(_)));
         assert!(matches!(
-            CachedNamespace::event(watcher::Event::Init, OURS),
+            CachedNamespace::event(watcher::Event::Init, &selector(), OURS),
             watcher::Event::Init
         ));
         assert!(matches!(
-            CachedNamespace::event(watcher::Event::InitDone, OURS),
+            CachedNamespace::event(watcher::Event::InitDone, &selector(), OURS),
             watcher::Event::InitDone
         ));
     }

@@ -20,7 +20,7 @@ use super::slot::{self, ContainerRequests, Requests};
 use super::tenant_ready::PodStart;
 use crate::config::{Config, Slot, SlotResources};
 use crate::mutation::Rules;
-use crate::tenant::TenantSelector;
+use crate::tenant::{LabelFacts, TenantSelector};
 
 /// A Pod with only the fields the reconciler reads. Unknown fields are skipped while parsing, so
 /// a watch of every pod in the cluster never holds their full specs.
@@ -538,19 +538,19 @@ pub struct Observed {
     pub slot_capped: bool,
 }
 
-/// Reduces namespaces (name, tenant label), the pod index and the warm nodes to [`Observed`];
+/// Reduces namespaces (name, what the tenant rule reads of their labels), the pod index and the warm nodes to [`Observed`];
 /// `previous` (the last observation) holds `slot: auto` steady within its hysteresis.
 pub fn observe<'a>(
     config: &Config,
     selector: &TenantSelector,
-    namespaces: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    namespaces: impl IntoIterator<Item = (&'a str, LabelFacts<'a>)>,
     pods: &PodIndex,
     nodes: &NodeIndex,
     previous: Option<&Observed>,
 ) -> Observed {
     let tenants: BTreeSet<String> = namespaces
         .into_iter()
-        .filter(|&(name, label)| selector.is_tenant_by_label(name, label))
+        .filter(|&(name, facts)| selector.is_tenant_by_facts(name, facts))
         .map(|(name, _)| name.to_owned())
         .collect();
 
@@ -681,6 +681,20 @@ pub fn offline(config: &Config, discovered: &[String]) -> Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Namespaces by name and tenant label, matching any label requirements.
+    fn facts<'a>(namespaces: Vec<(&'a str, Option<&'a str>)>) -> Vec<(&'a str, LabelFacts<'a>)> {
+        namespaces
+            .into_iter()
+            .map(|(name, tenant_label)| {
+                let facts = LabelFacts {
+                    tenant_label,
+                    unmatched: false,
+                };
+                (name, facts)
+            })
+            .collect()
+    }
     use crate::tenant::{DISABLED, ENABLED};
     use serde_json::json;
 
@@ -963,14 +977,14 @@ mod tests {
                 json!({"containers": [app("other:1", "64", "64Gi")]}),
             ),
         ]);
-        let namespaces = vec![
+        let namespaces = facts(vec![
             ("demo-1", None),
             ("demo-2", None),
             ("demo-3", Some(DISABLED)),
             ("default", None),
             ("payments", Some(ENABLED)),
             ("warmpool", Some(ENABLED)),
-        ];
+        ]);
         let nodes = NodeIndex::synced_empty();
         let got = observe(&config, &selector, namespaces.clone(), &pods, &nodes, None);
         assert_eq!(
@@ -1020,7 +1034,7 @@ mod tests {
                 json!({"containers": [app("x:1", "1500m", "3Gi")]}),
             ),
         ]);
-        let namespaces = vec![("demo-1", None), ("demo-2", None)];
+        let namespaces = facts(vec![("demo-1", None), ("demo-2", None)]);
         let nodes = NodeIndex::synced_empty();
         let got = observe(&config, &selector, namespaces.clone(), &pods, &nodes, None);
         // A pod that never schedules (64 CPUs) does not size the placeholders.
@@ -1042,7 +1056,7 @@ mod tests {
         let got = observe(
             &config,
             &selector,
-            vec![("demo-1", None)],
+            facts(vec![("demo-1", None)]),
             &PodIndex::default(),
             &NodeIndex::synced_empty(),
             None,
@@ -1082,7 +1096,7 @@ mod tests {
             observe(
                 &config,
                 &selector,
-                vec![("demo-1", None)],
+                facts(vec![("demo-1", None)]),
                 pods,
                 &nodes,
                 previous,

@@ -196,12 +196,13 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     // Namespaces: metadata only, each reduced at once to what the reconciler reads of it.
     let (ns_store, ns_writer) = reflector::store::<CachedNamespace>();
     let field_manager = ctx.enrolment_manager.clone();
+    let selector = ctx.selector.clone();
     let ns_events = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
-    .map_ok(move |event| CachedNamespace::event(event, &field_manager))
+    .map_ok(move |event| CachedNamespace::event(event, &selector, &field_manager))
     .reflect(ns_writer)
     .inspect({
         let dirty = dirty.clone();
@@ -213,9 +214,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
             // The pod index keeps tenants' pods only: tell it which namespaces are.
             match event {
                 Ok(watcher::Event::Apply(ns) | watcher::Event::InitApply(ns)) => {
-                    let tenant = ctx
-                        .selector
-                        .is_tenant_by_label(ns.name(), ns.tenant_label());
+                    let tenant = ctx.selector.is_tenant_by_facts(ns.name(), ns.label_facts());
                     if lock(&pods).set_tenant(ns.name(), tenant) {
                         tracing::info!(
                             namespace = ns.name(),
@@ -374,7 +373,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
                     observe(
                         &ctx.settings.config,
                         &ctx.selector,
-                        namespaces.iter().map(|ns| (ns.name(), ns.tenant_label())),
+                        namespaces.iter().map(|ns| (ns.name(), ns.label_facts())),
                         &pods,
                         &nodes,
                         previous.as_deref(),

@@ -144,10 +144,7 @@ pub async fn run(
                 .iter()
                 // A namespace being deleted takes its pods along (and refuses new Events).
                 .filter(|ns| !ns.terminating())
-                .filter(|ns| {
-                    ctx.selector
-                        .is_tenant_by_label(ns.name(), ns.tenant_label())
-                })
+                .filter(|ns| ctx.selector.is_tenant_by_facts(ns.name(), ns.label_facts()))
                 .map(|ns| ns.name())
                 .collect();
             // Evidence that the webhook is back comes from tenants' pods only: anyone may write

@@ -1,13 +1,13 @@
 //! The I/O shell of `warmpool status`: a fixed number of read calls, whatever the number of
 //! tenants, run concurrently in three rounds (the API server and warmpool's Deployments; the
-//! configuration they name; then namespaces, pods, warm nodes, Events, webhook configurations
-//! and the serving Secret, all at once). A call that is refused becomes a [`Part`] saying which
+//! configuration they name; then namespaces, pods, warm nodes, Events, webhook configurations,
+//! the image cache's DaemonSets and the serving Secret, all at once). A call that is refused becomes a [`Part`] saying which
 //! permission would show it; only an unreachable API server fails the command.
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Client, Resource};
@@ -176,13 +176,18 @@ pub async fn collect(
         ),
         secret,
     );
-    let (headroom_events, node_pools) = tokio::join!(
+    let (headroom_events, node_pools, daemon_sets) = tokio::join!(
         list(
             Api::<Event>::namespaced(client.clone(), ns),
             ListParams::default().fields("reason=HeadroomRestored"),
             format!("list events in {ns}")
         ),
         list_node_pools(client),
+        list(
+            Api::<DaemonSet>::namespaced(client.clone(), ns),
+            ListParams::default(),
+            format!("list daemonsets in {ns}")
+        ),
     );
     // Round 4, only when the Secret may not be read: what a webhook pod serves.
     let serving = match (&tls_secret, &webhook, &pods) {
@@ -198,7 +203,7 @@ pub async fn collect(
     };
     let calls = 2
         + usize::from(given_config.is_none())
-        + 7
+        + 8
         + usize::from(secret_name.is_some())
         + usize::from(served_certificate.is_some());
     Ok(Listed {
@@ -210,6 +215,7 @@ pub async fn collect(
         pods,
         nodes,
         deployments,
+        daemon_sets,
         events,
         headroom_events,
         node_pools,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret};
 use serde::Serialize;
 
@@ -30,6 +30,8 @@ pub struct Listed {
     pub nodes: Part<Vec<Node>>,
     /// The Deployments of warmpool's namespace.
     pub deployments: Part<Vec<Deployment>>,
+    /// The DaemonSets of warmpool's namespace (the image cache's).
+    pub daemon_sets: Part<Vec<DaemonSet>>,
     /// Warning Events, all namespaces.
     pub events: Part<Vec<Event>>,
     /// warmpool's `HeadroomRestored` Events (its namespace).
@@ -57,6 +59,8 @@ pub struct Status {
     pub generated_at: String,
     pub tenants: Part<Tenants>,
     pub warm_nodes: Part<Vec<WarmNode>>,
+    /// Images the cache left out, by reason, as the reconciler last recorded them.
+    pub images_left_out: Part<Vec<LeftOutImages>>,
     pub prewarmer: Part<Option<Prewarmer>>,
     pub webhook: Webhook,
     pub failures: Part<Vec<Failure>>,
@@ -152,6 +156,17 @@ pub struct NodeImages {
     pub wanted: usize,
     /// Images that cannot be pulled there.
     pub failed: Vec<String>,
+}
+
+/// Images the cache left out for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftOutImages {
+    /// `unusable`, `registry`, `per-namespace`, `max-images`, `byte-budget`.
+    pub reason: String,
+    pub images: u32,
+    /// Which setting left them out, one line.
+    pub why: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -264,6 +279,7 @@ pub fn build(listed: &Listed) -> Status {
             .to_string(),
         tenants,
         warm_nodes: super::parts::warm_nodes(listed, names),
+        images_left_out: super::parts::images_left_out(listed),
         prewarmer: super::parts::prewarmer(listed),
         webhook: super::webhook::webhook(listed),
         failures: super::parts::failures(listed, names),

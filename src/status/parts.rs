@@ -10,15 +10,17 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 
 use super::Part;
 use super::model::{
-    Failure, HeadroomRestores, Listed, MonthlyCost, NodeImages, Prewarmer, TenantNames, WarmNode,
+    Failure, HeadroomRestores, LeftOutImages, Listed, MonthlyCost, NodeImages, Prewarmer,
+    TenantNames, WarmNode,
 };
 use crate::config::{Slot, SlotResources};
 use crate::reconcile::cache_health::{self, ImageState};
 use crate::reconcile::desired::is_cache_pod;
+use crate::reconcile::images::LeftOut;
 use crate::reconcile::node_pools;
 use crate::reconcile::observed::{self, SlimPodSpec};
 use crate::reconcile::slot::{Requests, slot_requests};
-use crate::reconcile::{PREWARMER, SCHEDULE_WINDOW};
+use crate::reconcile::{IMAGE_CACHE, IMAGES_LEFT_OUT, PREWARMER, SCHEDULE_WINDOW};
 
 /// The label the chart's objects (and the reconciler's, with their own value) carry.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -194,6 +196,30 @@ pub(super) fn warm_nodes(listed: &Listed, tenants: Option<&TenantNames>) -> Part
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Part::Read(out)
+}
+
+/// What the image cache left out, from the annotation the reconciler keeps on its DaemonSet.
+pub(super) fn images_left_out(listed: &Listed) -> Part<Vec<LeftOutImages>> {
+    let daemon_sets = match listed.daemon_sets.read() {
+        Ok(daemon_sets) => daemon_sets,
+        Err(missing) => return missing,
+    };
+    let recorded = daemon_sets
+        .iter()
+        .filter(|d| d.metadata.name.as_deref() == Some(IMAGE_CACHE))
+        .find_map(|d| d.metadata.annotations.as_ref()?.get(IMAGES_LEFT_OUT))
+        .map(|text| LeftOut::parse_counts(text))
+        .unwrap_or_default();
+    Part::Read(
+        recorded
+            .into_iter()
+            .map(|(reason, images)| LeftOutImages {
+                reason: reason.label().to_owned(),
+                images,
+                why: reason.remedy().to_owned(),
+            })
+            .collect(),
+    )
 }
 
 pub(super) fn prewarmer(listed: &Listed) -> Part<Option<Prewarmer>> {

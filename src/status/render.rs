@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::Part;
-use super::model::{Start, Status, Tenant, Tenants, WarmNode, Webhook};
+use super::model::{LeftOutImages, Start, Status, Tenant, Tenants, WarmNode, Webhook};
 
 /// Tenants listed on the text screen unless `--tenants` asks for all.
 pub const TENANT_ROWS: usize = 10;
@@ -43,6 +43,7 @@ pub fn text(status: &Status, all_tenants: bool) -> String {
     );
     tenants(&mut out, &status.tenants, all_tenants);
     warm_nodes(&mut out, &status.warm_nodes);
+    images_left_out(&mut out, &status.images_left_out);
     prewarmer(&mut out, status);
     webhook(&mut out, &status.webhook);
     failures(&mut out, status);
@@ -234,6 +235,20 @@ fn warm_nodes(out: &mut String, part: &Part<Vec<WarmNode>>) {
     if nodes.iter().any(|n| n.free_slots.is_none()) {
         let _ = writeln!(out, "  ?: pods {}", unreadable_pods_hint());
     }
+}
+
+/// One line, and only when the cache left something out (or that cannot be read).
+fn images_left_out(out: &mut String, part: &Part<Vec<LeftOutImages>>) {
+    let text = match part {
+        Part::Read(left_out) if left_out.is_empty() => return,
+        Part::Read(left_out) => left_out
+            .iter()
+            .map(|l| format!("{} {} ({})", l.images, l.reason, l.why))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => unreadable(other).unwrap_or_default(),
+    };
+    let _ = writeln!(out, "  images the cache left out: {text}");
 }
 
 fn unreadable_pods_hint() -> &'static str {

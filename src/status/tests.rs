@@ -265,13 +265,20 @@ pub fn listed() -> Listed {
             from(node("warm-2", "2", "4Gi")),
         ]),
         deployments: Part::Read(deployments.into_iter().map(from).collect()),
+        daemon_sets: Part::Read(vec![
+            from(
+                json!({"metadata": {"name": "warmpool-image-cache", "annotations":
+                {"warmpool.io/images-left-out": "max-images=2 byte-budget=1"}}}),
+            ),
+            from(json!({"metadata": {"name": "warmpool-image-cache-discovered"}})),
+        ]),
         events: Part::Read(events.into_iter().map(from).collect()),
         headroom_events: Part::Read(vec![]),
         node_pools: Part::Read(None),
         webhook_configurations: Part::Read(mwcs.into_iter().map(from).collect()),
         tls_secret: Some(("warmpool-tls".into(), Part::Read(Some(from(secret))))),
         served_certificate: None,
-        calls: 9,
+        calls: 10,
         elapsed: std::time::Duration::from_millis(40),
     }
 }
@@ -360,6 +367,39 @@ fn what_the_model_says_of_each_part() {
         reasons,
         ["TenantNotReady", "ImagePullFailed"],
         "newest first, last hour, ours only"
+    );
+    let left_out = status.images_left_out.ok().expect("DaemonSets read");
+    let by_reason: Vec<(&str, u32)> = left_out
+        .iter()
+        .map(|l| (l.reason.as_str(), l.images))
+        .collect();
+    assert_eq!(by_reason, [("max-images", 2), ("byte-budget", 1)]);
+    assert!(left_out[1].why.contains("imageCache.maxBytesPerNode"));
+}
+
+#[test]
+fn images_left_out_show_only_when_there_are_some_or_they_cannot_be_read() {
+    let mut listed = listed();
+    listed.daemon_sets = Part::Read(vec![from(
+        json!({"metadata": {"name": "warmpool-image-cache"}}),
+    )]);
+    let text = render::text(&build(&listed), false);
+    assert!(!text.contains("left out"), "{text}");
+    listed.daemon_sets = Part::Unreadable {
+        needs: "list daemonsets in warmpool-system".into(),
+    };
+    let status = build(&listed);
+    let text = render::text(&status, false);
+    assert!(
+        text.contains(
+            "images the cache left out: not readable: needs list daemonsets in warmpool-system"
+        ),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&render::json(&status)).expect("json");
+    assert_eq!(
+        json["imagesLeftOut"],
+        json!({"notReadable": "list daemonsets in warmpool-system"})
     );
 }
 

@@ -43,7 +43,7 @@ fn cel_match_conditions_select_exactly_the_globbed_namespaces_on_the_api_server(
             "webhook.timeoutSeconds=2",
             "--set-json",
             &format!(
-                r#"webhook.extraNamespaceMatchExpressions=[{{"key":"warmpool.test/cel","operator":"In","values":["{id}"]}}]"#
+                r#"tenants.namespaceMatchExpressions=[{{"key":"warmpool.test/cel","operator":"In","values":["{id}"]}}]"#
             ),
         ],
     );

@@ -323,7 +323,8 @@ fn assert_the_binary_renders(config: &serde_json::Value) {
 }
 
 /// One tenant rule: the namespaces the webhook is never called for are the ones the reconciler
-/// never takes for tenants (`tenants.excludeNamespaces` reaches both), and the image-cache and
+/// never takes for tenants (`tenants.excludeNamespaces` and `namespaceMatchExpressions` reach
+/// both), and the image-cache and
 /// slot keys of a hostile-tenant setup reach the configuration the binary takes.
 #[test]
 fn exclusions_and_tenant_bounds_reach_the_configuration() {
@@ -335,6 +336,8 @@ fn exclusions_and_tenant_bounds_reach_the_configuration() {
         &[
             "--set",
             "tenants.excludeNamespaces={demo-shared}",
+            "--set-json",
+            r#"tenants.namespaceMatchExpressions=[{"key":"team","operator":"In","values":["payments"]}]"#,
             "--set",
             "prewarmer.slot.auto=true",
             "--set",
@@ -353,6 +356,11 @@ fn exclusions_and_tenant_bounds_reach_the_configuration() {
     assert_eq!(
         config["tenants"]["excludeNamespaces"],
         json!(["demo-shared"])
+    );
+    let team = json!({"key": "team", "operator": "In", "values": ["payments"]});
+    assert_eq!(
+        config["tenants"]["namespaceMatchExpressions"],
+        json!([team])
     );
     assert_eq!(
         config["prewarmer"]["slotMax"],
@@ -378,6 +386,10 @@ fn exclusions_and_tenant_bounds_reach_the_configuration() {
                 .unwrap()
                 .contains(&json!("demo-shared"))
         );
+        let requirements = entry["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .unwrap();
+        assert!(requirements.contains(&team), "{requirements:?}");
     }
     assert_the_binary_renders(&config);
 }

@@ -38,7 +38,7 @@ fn install_upgrade_keeps_the_ca_and_uninstall_removes_everything() {
         format!(r#"tenants.namespacePatterns=["{id}-t-*"]"#),
         "--set-json".into(),
         format!(
-            r#"webhook.extraNamespaceMatchExpressions=[{{"key":"warmpool.test/install","operator":"In","values":["{id}"]}}]"#
+            r#"tenants.namespaceMatchExpressions=[{{"key":"warmpool.test/install","operator":"In","values":["{id}"]}}]"#
         ),
         "--set".into(),
         format!("priorityClass.create={}", !pc_elsewhere),

@@ -174,7 +174,7 @@ fn the_status_role_is_exactly_what_warmpool_status_reads() {
     let docs = render(&helm, "wp", "warmpool-system", &[]);
     // src/status/collect.rs: cluster-wide lists of namespaces, pods, nodes, Events (Warnings;
     // warmpool's HeadroomRestored), MutatingWebhookConfigurations and Karpenter's NodePools; in
-    // the release namespace a list of Deployments, the chart's ConfigMap by name and a webhook
+    // the release namespace a list of Deployments and DaemonSets, the chart's ConfigMap by name and a webhook
     // pod's metrics through the pod proxy. Never the serving Secret (it holds the key).
     let cluster_role = find(&docs, "ClusterRole", Some("wp-warmpool-status"));
     assert_eq!(
@@ -199,6 +199,7 @@ fn the_status_role_is_exactly_what_warmpool_status_reads() {
         rules(role),
         expected(&[
             ("apps", "deployments", "", &["list"]),
+            ("apps", "daemonsets", "", &["list"]),
             ("", "configmaps", "wp-warmpool", &["get"]),
             ("", "pods/proxy", "", &["get"]),
         ])

@@ -51,7 +51,7 @@ fn the_reconciler_runs_on_the_charts_rbac_alone_and_uninstall_collects_its_objec
         .is_some();
     let patterns = format!(r#"tenants.namespacePatterns=["{id}-t-*"]"#);
     let selector = format!(
-        r#"webhook.extraNamespaceMatchExpressions=[{{"key":"warmpool.test/rbac","operator":"In","values":["{id}"]}}]"#
+        r#"tenants.namespaceMatchExpressions=[{{"key":"warmpool.test/rbac","operator":"In","values":["{id}"]}}]"#
     );
     // A pool label no node has: the placeholders and the cache stay Pending, never bound to a
     // (fake) node without kubelet.
@@ -138,7 +138,12 @@ fn the_reconciler_runs_on_the_charts_rbac_alone_and_uninstall_collects_its_objec
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, s(&cm["data"]["config.yaml"])).unwrap();
 
+    // The chart's tenants.namespaceMatchExpressions narrow the reconciler too: the tenant carries
+    // the label they require; t-0, named like a tenant, does not.
+    let unmatched = cluster.namespace(&format!("{id}-t-0"));
     let tenant = cluster.namespace(&format!("{id}-t-1"));
+    let scope = format!("warmpool.test/rbac={id}");
+    cluster.kubectl_ok(&["label", "namespace", &tenant.name, &scope], None);
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()
@@ -202,6 +207,12 @@ fn the_reconciler_runs_on_the_charts_rbac_alone_and_uninstall_collects_its_objec
     eventually("the reconciler ready", Duration::from_secs(30), || {
         (http_status(&metrics, "/readyz")? == 200).then_some(())
     });
+    // Both namespaces were in the reconciler's first list, passed in the same round.
+    let t0 = cluster.get_json(&["namespace", &unmatched.name]).unwrap();
+    assert!(
+        t0["metadata"]["labels"].get("warmpool.io/tenant").is_none(),
+        "outside tenants.namespaceMatchExpressions: not enrolled: {t0}"
+    );
     // Drift is repaired with the same permissions.
     cluster.kubectl_ok(
         &[

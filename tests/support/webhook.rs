@@ -81,7 +81,7 @@ impl Webhook {
 
     /// Registers this server with the API server through the chart's own
     /// MutatingWebhookConfiguration (`helm template`, both entries: by label and by name),
-    /// rendered for `patterns` and scoped to this test run by `extraNamespaceMatchExpressions`:
+    /// rendered for `patterns` and scoped to this test run by `tenants.namespaceMatchExpressions`:
     /// only namespaces labelled [`RUN_LABEL`]`=<run>` are sent here. Every namespace a test
     /// creates carries that label from its creation on ([`run_labels`]), so whatever the
     /// reconciler or a person later adds, one of the chart's entries selects it.
@@ -127,7 +127,7 @@ pub fn chart_webhook_configuration(
         "--set=certs.provided.secretName=unused".to_owned(),
         "--set=certs.provided.caBundle=unused".to_owned(),
         format!("--set-json=tenants.namespacePatterns={}", json!(patterns)),
-        format!("--set-json=webhook.extraNamespaceMatchExpressions={scope}"),
+        format!("--set-json=tenants.namespaceMatchExpressions={scope}"),
     ];
     let docs = super::helm::template("warmpool", own_namespace, &args);
     docs.into_iter()

@@ -137,6 +137,7 @@ given (the binary has the defaults); an integer is rendered as one.
   "tenants" (dict
     "namespacePatterns" .Values.tenants.namespacePatterns
     "excludeNamespaces" .Values.tenants.excludeNamespaces
+    "namespaceMatchExpressions" .Values.tenants.namespaceMatchExpressions
     "timeToReady" (dict
       "enabled" .Values.tenants.timeToReady.enabled
       "window" (toString .Values.tenants.timeToReady.window)
@@ -280,6 +281,24 @@ alternatives where a shell matches the empty string, so src/tenant.rs refuses th
 {{- end }}
 
 {{/* The whole CEL expression: any pattern matches. */}}
+{{/*
+tenants.namespaceMatchExpressions as CEL on the request's namespaceObject, read the way the
+API server reads a namespaceSelector (a missing label is NotIn every set); `true` when empty.
+*/}}
+{{- define "warmpool.namespaceMatchCEL" -}}
+{{- $parts := list }}
+{{- range .Values.tenants.namespaceMatchExpressions }}
+{{- $has := printf "(has(namespaceObject.metadata.labels) && %s in namespaceObject.metadata.labels)" (toJson .key) }}
+{{- $in := printf "(%s && namespaceObject.metadata.labels[%s] in %s)" $has (toJson .key) (toJson (default (list) .values)) }}
+{{- if eq .operator "In" }}{{- $parts = append $parts $in }}
+{{- else if eq .operator "NotIn" }}{{- $parts = append $parts (printf "!%s" $in) }}
+{{- else if eq .operator "Exists" }}{{- $parts = append $parts $has }}
+{{- else }}{{- $parts = append $parts (printf "!%s" $has) }}
+{{- end }}
+{{- end }}
+{{- if $parts }}{{ join " && " $parts }}{{ else }}true{{ end }}
+{{- end }}
+
 {{- define "warmpool.namespaceNameCEL" -}}
 {{- $parts := list }}
 {{- range .Values.tenants.namespacePatterns }}
