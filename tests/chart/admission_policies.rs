@@ -47,8 +47,9 @@ fn pod(name: &str, ns: &str, tolerations: Value) -> String {
 /// The pool is this test's own (label `warmpool.test/<id>=warm`) and every binding is narrowed to
 /// this test's namespaces (label `warmpool.test/vap=<id>`), so that nothing else in the cluster is
 /// touched. Then, on the real API server:
-/// - a pod outside the tenants that tolerates the pool's taint, or every taint, is refused; in a
-///   tenant namespace (by name or by label) and in the release namespace it is admitted;
+/// - a pod outside the tenants that tolerates the pool's taint, or every taint, is refused (a
+///   namespace named like a tenant but outside `tenants.namespaceMatchExpressions` included); in
+///   a tenant namespace (by name or by label) and in the release namespace it is admitted;
 /// - only warmpool's ServiceAccount and the label admins set `warmpool.io/tenant`;
 /// - warmpool's own token is refused when it changes a Pod Security label or evicts outside the
 ///   tenants, and allowed its own label and an eviction in a tenant namespace.
@@ -71,6 +72,11 @@ fn tenant_isolation_is_enforced_by_the_api_server() {
             "tenants.repair=evict",
             "--set-json",
             &format!(r#"tenants.namespacePatterns=["{id}-t-*"]"#),
+            // Tenants also carry this test's label and are not frozen.
+            "--set-json",
+            &format!(
+                r#"tenants.namespaceMatchExpressions=[{{"key":"warmpool.test/vap","operator":"In","values":["{id}"]}},{{"key":"warmpool.test/frozen","operator":"DoesNotExist"}}]"#
+            ),
             "--set",
             &format!("pool.nodeLabel.key={pool_key}"),
             "--set",
@@ -84,6 +90,7 @@ fn tenant_isolation_is_enforced_by_the_api_server() {
     let mut guards = Vec::new();
     for ns in [
         format!("{id}-t-1"),
+        format!("{id}-t-frozen"),
         format!("{id}-optin"),
         format!("{id}-other"),
         release_ns.clone(),
@@ -92,6 +99,9 @@ fn tenant_isolation_is_enforced_by_the_api_server() {
         let mut labels = vec![format!("warmpool.test/vap={id}")];
         if ns.ends_with("-optin") {
             labels.push("warmpool.io/tenant=enabled".into());
+        }
+        if ns.ends_with("-frozen") {
+            labels.push("warmpool.test/frozen=yes".into());
         }
         let mut args = vec!["label", "namespace", ns.as_str()];
         args.extend(labels.iter().map(String::as_str));
@@ -145,6 +155,8 @@ fn tenant_isolation_is_enforced_by_the_api_server() {
         (format!("{id}-other"), json!([]), true),
         (format!("{id}-t-1"), pool.clone(), true),
         (format!("{id}-t-1"), every, true),
+        // Named like a tenant, outside tenants.namespaceMatchExpressions: not a tenant.
+        (format!("{id}-t-frozen"), pool.clone(), false),
         (format!("{id}-optin"), pool.clone(), true),
         (release_ns.clone(), pool.clone(), true),
     ];
