@@ -158,18 +158,14 @@ pub struct AutoError {
 impl Auto {
     pub fn compile(spec: &AutoSpec) -> Result<Auto, AutoError> {
         let err = |field, message: String| AutoError { field, message };
-        let span = crate::capacity::parse_duration_at_most(
-            &spec.span,
-            SignedDuration::from_hours(24),
-            "a day",
-        )
-        .map_err(|m| err("span", m))?;
+        let span =
+            crate::duration::parse_at_most(&spec.span, SignedDuration::from_hours(24), "a day")
+                .map_err(|m| err("span", m))?;
         if span.is_zero() {
             return Err(err("span", "must be longer than 0".into()));
         }
-        let lookback =
-            crate::capacity::parse_duration_at_most(&spec.lookback, LONGEST_LOOKBACK, "31 days")
-                .map_err(|m| err("lookback", m))?;
+        let lookback = crate::duration::parse_at_most(&spec.lookback, LONGEST_LOOKBACK, "31 days")
+            .map_err(|m| err("lookback", m))?;
         if lookback < span {
             return Err(err(
                 "lookback",

@@ -170,40 +170,9 @@ impl Window {
     }
 }
 
-/// `4h`, `90m`, `1h 30m`, `45s` (jiff's friendly format) or ISO 8601 (`PT4H`); at most a week.
+/// A window's `duration` or `leadTime` ([`crate::duration`]); at most a week.
 fn parse_duration(text: &str) -> Result<SignedDuration, String> {
-    parse_duration_at_most(text, LONGEST, "a week")
-}
-
-/// [`parse_duration`] with another bound (`longest`, named `longest_name` in the message).
-/// Days are 24 hours (`7d`).
-pub(crate) fn parse_duration_at_most(
-    text: &str,
-    longest: SignedDuration,
-    longest_name: &str,
-) -> Result<SignedDuration, String> {
-    let bad = || format!("`{text}` is not a duration; write it like `4h`, `90m` or `1h 30m`");
-    let d: SignedDuration = match text.trim().parse() {
-        Ok(d) => d,
-        // Days (`7d`) are a calendar unit to jiff's SignedDuration: read as a span of 24-hour
-        // days.
-        Err(_) => text
-            .trim()
-            .parse::<jiff::Span>()
-            .ok()
-            .and_then(|span| {
-                span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-                    .ok()
-            })
-            .ok_or_else(bad)?,
-    };
-    if d.is_negative() {
-        return Err(format!("`{text}` is negative"));
-    }
-    if d > longest {
-        return Err(format!("`{text}` is longer than {longest_name}"));
-    }
-    Ok(d)
+    crate::duration::parse_at_most(text, LONGEST, "a week")
 }
 
 /// The spare slots in force at an instant, and why.

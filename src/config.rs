@@ -120,7 +120,7 @@ impl TimeToReady {
     const LONGEST: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
     fn parse(text: &str) -> Result<jiff::SignedDuration, String> {
-        crate::capacity::parse_duration_at_most(text, Self::LONGEST, "a day")
+        crate::duration::parse_at_most(text, Self::LONGEST, "a day")
     }
 
     /// The window (validated; the default if it does not parse).

@@ -10,6 +10,7 @@ pub mod certs;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod duration;
 pub mod escape;
 pub mod manifest;
 pub mod mutation;

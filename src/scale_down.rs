@@ -63,14 +63,14 @@ impl ScaleDown {
                 "must be at least 1 (0 would never scale down)".into(),
             ));
         }
-        let every = crate::capacity::parse_duration_at_most(&spec.every, LONGEST, "a day")
+        let every = crate::duration::parse_at_most(&spec.every, LONGEST, "a day")
             .map_err(|m| err("every", m))?;
         if every.is_zero() {
             return Err(err("every", "must be longer than 0".into()));
         }
         let quiet_for = match &spec.quiet_for {
             None => default_quiet,
-            Some(t) => crate::capacity::parse_duration_at_most(t, LONGEST, "a day")
+            Some(t) => crate::duration::parse_at_most(t, LONGEST, "a day")
                 .map_err(|m| err("quietFor", m))?,
         };
         Ok(ScaleDown {

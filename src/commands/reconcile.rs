@@ -27,11 +27,11 @@ pub struct Args {
     pub metrics_listen: std::net::SocketAddr,
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "WARMPOOL_LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// Re-apply everything this often even without an event (e.g. 30s, 5m).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    /// Re-apply everything this often even without an event (e.g. 30s, 5m, 1h30m; at most a day).
+    #[arg(long, default_value = "5m", value_parser = crate::duration::flag)]
     pub resync: Duration,
     /// How long a leader's Lease stays valid without renewal; a standby takes over after it.
-    #[arg(long, default_value = "15s", value_parser = parse_duration, env = "WARMPOOL_LEASE_DURATION")]
+    #[arg(long, default_value = "15s", value_parser = crate::duration::flag, env = "WARMPOOL_LEASE_DURATION")]
     pub lease_duration: Duration,
     /// This replica's name in the Lease (default: the pod name, else host name and process id).
     #[arg(long, env = "WARMPOOL_IDENTITY")]
@@ -46,33 +46,6 @@ pub struct Args {
     /// How many namespaces are enrolled at the same time.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
-}
-
-/// `30s`, `5m`, `1h`, `500ms`, or a number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30s, 5m or 1h"))?;
-    let duration = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => {
-            return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
-            ));
-        }
-    };
-    if duration.is_zero() {
-        return Err(format!("`{text}` must be more than zero"));
-    }
-    Ok(duration)
 }
 
 fn default_identity() -> String {
@@ -237,19 +210,6 @@ fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5 minutes").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 
     #[test]
     fn the_noop_is_copied_executable() {

@@ -8,7 +8,6 @@ use anyhow::anyhow;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::commands::reconcile::parse_duration;
 use crate::config::Config;
 use crate::mutation::Rules;
 use crate::telemetry::{self, LogFormat, Readiness, ShutdownSignals};
@@ -47,27 +46,13 @@ pub struct Args {
     /// the port and draining (e.g. 5s, 1500ms; 0 closes it at once). Kubernetes removes a
     /// terminating pod from the Service's endpoints asynchronously, so the API server may still
     /// send reviews to it for a few seconds. A second signal ends the grace period at once.
-    #[arg(long, default_value = "5s", value_parser = parse_grace)]
+    #[arg(long, default_value = "5s", value_parser = crate::duration::flag_or_zero)]
     pub shutdown_grace: Duration,
     /// Deadline to answer one request, body included (e.g. 4s, 800ms). Keep it under the
     /// webhook configuration's `timeoutSeconds`, so the API server gets the webhook's answer
     /// rather than its own timeout; the chart passes 80% of `webhook.timeoutSeconds`.
-    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    #[arg(long, default_value = "4s", value_parser = crate::duration::flag)]
     pub request_timeout: Duration,
-}
-
-/// A duration as `--resync` takes it, or zero (`0`, `0s`, `0ms`).
-fn parse_grace(text: &str) -> Result<Duration, String> {
-    let digits = text
-        .trim()
-        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    if !digits.is_empty()
-        && digits.bytes().all(|b| b == b'0')
-        && matches!(&text.trim()[digits.len()..], "" | "s" | "ms" | "m" | "h")
-    {
-        return Ok(Duration::ZERO);
-    }
-    parse_duration(text)
 }
 
 /// Loads everything that can be wrong (config, certificate, ports) before serving, so a bad
@@ -249,22 +234,4 @@ fn bind_error(e: &std::io::Error, address: SocketAddr, flag: &str) -> anyhow::Er
         _ => "check the address",
     };
     anyhow!("cannot listen on {address} ({flag}): {e}; {fix} with {flag}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_grace_period_takes_durations_and_zero() {
-        assert_eq!(parse_grace("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_grace("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_grace("7"), Ok(Duration::from_secs(7)));
-        for zero in ["0", "0s", "00", "0ms", "0m"] {
-            assert_eq!(parse_grace(zero), Ok(Duration::ZERO), "{zero}");
-        }
-        for bad in ["", "s", "0x", "-1s", "five", "0 s"] {
-            assert!(parse_grace(bad).is_err(), "{bad}");
-        }
-    }
 }
