@@ -15,6 +15,10 @@ use serde_json::json;
 /// The label every fake node carries, so tests can find and remove them.
 pub const FAKE_NODE_LABEL: &str = "warmpool.test/fake-node";
 
+/// The end of the names of fake nodes that have no kubelet at all, not even this one: a test
+/// writes the status of their pods itself ([`super::reconciler::Run::create_running_pod`]).
+pub const NO_KUBELET_SUFFIX: &str = "-no-kubelet";
+
 /// One fake node to create.
 pub struct FakeNode<'a> {
     pub name: &'a str,
@@ -118,6 +122,10 @@ async fn play_kubelet(client: &Client, pod: &Pod) {
     let (Some(ns), name) = (pod.namespace(), pod.name_any()) else {
         return;
     };
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    if node.is_some_and(|n| n.ends_with(NO_KUBELET_SUFFIX)) {
+        return;
+    }
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     if pod.metadata.deletion_timestamp.is_some() {
         let _ = api

@@ -162,7 +162,7 @@ impl Run {
         let node = self
             .no_kubelet
             .get_or_init(|| async {
-                let name = format!("{}-no-kubelet", self.id);
+                let name = format!("{}{}", self.id, super::fakelet::NO_KUBELET_SUFFIX);
                 let guard = NodeGuard(name.clone());
                 super::fakelet::create_node(
                     &self.client,
