@@ -330,15 +330,13 @@ impl<'de> Deserialize<'de> for SpareSlots {
                 f.write_str("u32 or {auto: {min, max, span, lookback}}")
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SpareSlots, E> {
-                u32::try_from(v).map(SpareSlots::Fixed).map_err(|_| {
-                    E::invalid_value(serde::de::Unexpected::Unsigned(v), &"expected u32")
-                })
+                u32::try_from(v)
+                    .map(SpareSlots::Fixed)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &"a u32"))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SpareSlots, E> {
                 u64::try_from(v)
-                    .map_err(|_| {
-                        E::invalid_value(serde::de::Unexpected::Signed(v), &"expected u32")
-                    })
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &"a u32"))
                     .and_then(|v| self.visit_u64(v))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -536,11 +534,9 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        let de = serde_norway::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError::invalid(path, e.into_inner().to_string())
-        })?;
+        let config: Config = crate::manifest::yaml::read_typed(text)
+            .map_err(|e| ConfigError::invalid(e.path, e.message))?
+            .unwrap_or_default();
         config.validate()?;
         Ok(config)
     }
@@ -802,6 +798,28 @@ mod tests {
 
     fn err(yaml: &str) -> String {
         Config::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn scalars_read_as_kubectl_reads_them_in_manifests() {
+        // YAML 1.1 booleans, as `warmpool mutate` reads a manifest; a string stays as written.
+        let c = Config::from_yaml(
+            "imageCache: {discover: no}\nprewarmer: {doNotDisrupt: on}\n\
+             pool: {nodeLabel: {key: team, value: yes}}\n",
+        )
+        .unwrap();
+        assert!(!c.image_cache.discover);
+        assert!(c.prewarmer.do_not_disrupt);
+        assert_eq!(c.pool.node_label.value, "yes");
+        // Anchors and merge keys, as in manifests.
+        let c = Config::from_yaml(
+            "prewarmer:\n  slot: &slot {cpu: 500m, memory: 1Gi}\n  slotMax: {<<: *slot, cpu: '2'}\n",
+        )
+        .unwrap();
+        let max = c.prewarmer.slot_max.expect("slotMax");
+        assert_eq!((max.cpu.0.as_str(), max.memory.0.as_str()), ("2", "1Gi"));
+        let two = Config::from_yaml("tenants: {}\n---\npool: {}\n").unwrap_err();
+        assert!(two.to_string().contains("2 YAML documents"), "{two}");
     }
 
     #[test]
@@ -1092,7 +1110,7 @@ imageCache:
             (
                 "name: b, cron: '0 9 * * *', duration: 1h, spareSlots: -2",
                 "prewarmer.schedule[1].spareSlots",
-                "expected u32",
+                "invalid u32",
             ),
             (
                 "name: b, cron: '0 9 * * *', duration: 1h, slots: 2",
@@ -1144,7 +1162,10 @@ imageCache:
             "prewarmer: {spareSlots: {auto: {max: 9}}, scaleDown: {quietFor: 2m}}",
         )
         .unwrap();
-        let again = Config::from_yaml(&serde_norway::to_string(&c).unwrap()).unwrap();
+        let again = Config::from_yaml(
+            &crate::manifest::yaml::to_yaml(&serde_json::to_value(&c).unwrap()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(again, c);
         for (yaml, path, says) in [
             (

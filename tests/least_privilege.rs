@@ -106,7 +106,7 @@ fn rendered_rbac(helm: &Path, release: &str, namespace: &str, values: &[&str]) -
     );
     let text = String::from_utf8(out.stdout).expect("utf-8");
     text.split("\n---")
-        .filter_map(|doc| serde_norway::from_str::<Value>(doc).ok())
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
         .filter(|doc| {
             matches!(
                 doc["kind"].as_str(),
@@ -458,7 +458,7 @@ fn write_kubeconfig(path: &Path, server: &str, ca: Option<&str>, token: Option<&
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
         "current-context": "c",
     });
-    std::fs::write(path, serde_norway::to_string(&config).unwrap()).unwrap();
+    std::fs::write(path, serde_saphyr::to_string(&config).unwrap()).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -671,7 +671,7 @@ async fn the_reconciler_uses_exactly_the_permissions_the_chart_grants() {
         .expect("token status")
         .token;
     let admin: Value =
-        serde_norway::from_str(&std::fs::read_to_string(kubeconfig().unwrap()).unwrap()).unwrap();
+        serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig().unwrap()).unwrap()).unwrap();
     let cluster = &admin["clusters"][0]["cluster"];
     let sa_kubeconfig = run.dir.path().join("sa.kubeconfig");
     write_kubeconfig(

@@ -98,7 +98,7 @@ fn yaml_output_is_the_default_and_parses_back() {
         "examples/pod-with-affinity.yaml",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let pod: Value = serde_norway::from_slice(&out.stdout).unwrap();
+    let pod: Value = serde_saphyr::from_slice(&out.stdout).unwrap();
     let terms = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         ["nodeSelectorTerms"];
     assert_eq!(terms.as_array().unwrap().len(), 2);

@@ -6,7 +6,6 @@ mod oracle;
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
 use serde_json::Value;
 use warmpool::config::Config;
 use warmpool::mutation::{Mutation, PodView, Rules, mutate, mutate_view, mutate_view_json};
@@ -45,9 +44,10 @@ fn corpus() -> Vec<(String, Value)> {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
         } else if name.ends_with(".yaml") {
             // One pod a file, sometimes with a `---` around it.
-            let mut docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
-                .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{name}: {e}")))
-                .filter(|d| !d.is_null())
+            let mut docs: Vec<Value> = warmpool::manifest::yaml::read_documents(text.as_bytes())
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .into_iter()
+                .map(|d| d.value)
                 .collect();
             assert_eq!(docs.len(), 1, "{name}: one pod a file");
             docs.remove(0)

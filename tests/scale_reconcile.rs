@@ -251,7 +251,7 @@ async fn service_account_kubeconfig(run: &Run, client: &Client, sa: &str) -> std
         .status
         .expect("a token in the status")
         .token;
-    let admin: Value = serde_norway::from_str(
+    let admin: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(kubeconfig().expect("kubeconfig")).expect("admin kubeconfig"),
     )
     .expect("kubeconfig YAML");
@@ -263,7 +263,7 @@ async fn service_account_kubeconfig(run: &Run, client: &Client, sa: &str) -> std
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
         "current-context": "c",
     });
-    std::fs::write(&path, serde_norway::to_string(&config).expect("YAML")).expect("kubeconfig");
+    std::fs::write(&path, serde_saphyr::to_string(&config).expect("YAML")).expect("kubeconfig");
     path
 }
 

@@ -1,4 +1,6 @@
 //! Manifests read the way kubectl reads them, and written so that kubectl reads them back the same.
+//! The one YAML reader of warmpool: the configuration file goes through it too ([`read_typed`]),
+//! so that `yes`, `0400` or a merge key mean the same in both.
 //!
 //! kubectl turns YAML into JSON with sigs.k8s.io/yaml, that is go-yaml v2, so:
 //! - plain (unquoted, untagged) scalars resolve by YAML 1.1 rules: `0400` is the octal 256,
@@ -14,7 +16,8 @@
 //!
 //! The YAML syntax itself is parsed by `granit_parser` (the parser behind serde-saphyr, which
 //! kube already uses for kubeconfigs); this module composes its events into values and resolves
-//! the scalars. Writing uses serde-saphyr's serializer in its YAML 1.1-safe mode (strings like
+//! the scalars. Typed documents (the configuration) are deserialized by serde-saphyr itself, set
+//! to the same YAML 1.1 reading, after this module has checked their syntax. Writing uses serde-saphyr's serializer in its YAML 1.1-safe mode (strings like
 //! `yes` or `0400` are quoted), and every document written is read back and compared, so output
 //! that a YAML 1.1 reader would read differently is never printed.
 
@@ -114,6 +117,72 @@ pub fn read_documents(bytes: &[u8]) -> Result<Vec<Document>, ReadError> {
         return read_json(&text).or_else(|json_error| read_yaml(&text).map_err(|_| json_error));
     }
     read_yaml(&text)
+}
+
+/// Why a YAML document is not a `T`: where (a dotted path, empty for the document itself or a
+/// syntax error) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedError {
+    pub path: String,
+    pub message: String,
+}
+
+/// serde-saphyr's options for typed documents (the configuration): YAML 1.1 scalars as kubectl
+/// reads them in manifests (`yes`/`on` booleans, `0400` octal, merge keys), duplicate keys
+/// refused, and one-line errors (no source snippet).
+fn typed_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.legacy_octal_numbers = true;
+    options.strict_booleans = false;
+    options.with_snippet = false;
+    options
+}
+
+/// One YAML document deserialized into a `T` by serde-saphyr, with the YAML 1.1 reading of
+/// [`read_documents`]; `None` for an empty document. Errors name the path of the offending
+/// value.
+pub fn read_typed<T: serde::de::DeserializeOwned>(text: &str) -> Result<Option<T>, TypedError> {
+    // Syntax first, by the manifest reader: its errors have no path to name, and a stream of
+    // several documents is not one configuration.
+    let whole = |message: String| TypedError {
+        path: String::new(),
+        message,
+    };
+    let syntax = |e: ReadError| match e {
+        ReadError::Syntax {
+            line,
+            column,
+            message,
+            ..
+        } => whole(format!("line {line} column {column}: {message}")),
+        other => whole(other.to_string()),
+    };
+    match read_yaml(text).map_err(syntax)?.len() {
+        0 => return Ok(None),
+        1 => {}
+        n => {
+            return Err(whole(format!(
+                "{n} YAML documents where one is expected (remove the `---` lines between keys)"
+            )));
+        }
+    }
+    // The path of a failure is kept aside: the error itself must go back through serde-saphyr
+    // (which adds the line and column) rather than end the document early.
+    let mut path = String::new();
+    serde_saphyr::with_deserializer_from_str_with_options(text, typed_options(), |de| {
+        serde_path_to_error::deserialize::<_, Option<T>>(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    })
+    .map_err(|e| TypedError {
+        path,
+        message: one_line(&e.to_string()),
+    })
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Equal as Kubernetes sees the values: numbers compare by value (`1.0` is `1`).

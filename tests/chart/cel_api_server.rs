@@ -51,7 +51,7 @@ fn cel_match_conditions_select_exactly_the_globbed_namespaces_on_the_api_server(
     let by_name = webhook_entry(&mwc, "tenant-name.warmpool.io").clone();
     mwc["webhooks"] = json!([by_name]);
     mwc["metadata"] = json!({"name": release});
-    let yaml = serde_norway::to_string(&mwc).unwrap();
+    let yaml = serde_saphyr::to_string(&mwc).unwrap();
     cluster.kubectl_ok(&["create", "-f", "-"], Some(&yaml));
     struct Cleanup<'a>(&'a Cluster, String);
     impl Drop for Cleanup<'_> {

@@ -41,14 +41,14 @@ fn rendered_config_is_accepted_by_the_binary_and_agrees_with_the_nodepool() {
         let docs = render(&helm, "wp", "warmpool-system", args);
         let config = config_of(&docs);
         let file = dir.path().join("config.yaml");
-        std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
+        std::fs::write(&file, serde_saphyr::to_string(&config).unwrap()).unwrap();
         // The strict loader of src/config.rs (unknown keys rejected) takes what the chart renders.
         let out = mutate(binary, Some(&file), &pod);
         assert!(
             out.status.success(),
             "{name}: warmpool rejects the rendered config:\n{}\n{}",
             text(&out.stderr),
-            serde_norway::to_string(&config).unwrap()
+            serde_saphyr::to_string(&config).unwrap()
         );
         // toolImage is the chart's own image (the image cache copies its static binary).
         let deployment = find(&docs, "Deployment", None);
@@ -175,7 +175,7 @@ fn the_schedule_reaches_the_configuration_and_the_binary_takes_it() {
         ])
     );
     let file = dir.path().join("config.yaml");
-    std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
+    std::fs::write(&file, serde_saphyr::to_string(&config).unwrap()).unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
     let out = harness::run(
         binary,
@@ -236,7 +236,7 @@ fn arrival_sized_slots_and_gentle_scale_down_reach_the_configuration() {
         json!({"step": 2, "every": "1m", "quietFor": "5m"})
     );
     let file = dir.path().join("config.yaml");
-    std::fs::write(&file, serde_norway::to_string(&config).unwrap()).unwrap();
+    std::fs::write(&file, serde_saphyr::to_string(&config).unwrap()).unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
     let out = harness::run(
         binary,
@@ -311,7 +311,7 @@ fn pricing_reaches_the_configuration() {
 fn assert_the_binary_renders(config: &serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
-    std::fs::write(&file, serde_norway::to_string(config).unwrap()).unwrap();
+    std::fs::write(&file, serde_saphyr::to_string(config).unwrap()).unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
     let out = harness::run(
         binary,

@@ -68,6 +68,6 @@ fn every_rendered_manifest_passes_server_side_dry_run() {
         ],
     );
     let mwc = find(&docs, "MutatingWebhookConfiguration", None);
-    dry_run_apply(&cluster, &serde_norway::to_string(mwc).unwrap())
+    dry_run_apply(&cluster, &serde_saphyr::to_string(mwc).unwrap())
         .unwrap_or_else(|e| panic!("the API server rejects the generated CEL:\n{e}"));
 }

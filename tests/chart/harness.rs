@@ -11,7 +11,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::Value;
 
 // The end-to-end tests' Helm finder; its `helm()` and `template` serve only them.
@@ -291,9 +290,10 @@ pub fn render(helm: &Path, release: &str, namespace: &str, args: &[&str]) -> Vec
 
 /// A multi-document YAML stream as JSON values (empty documents dropped).
 pub fn parse_documents(yaml: &str) -> Vec<Value> {
-    serde_norway::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("helm renders valid YAML"))
-        .filter(|v| !v.is_null())
+    warmpool::manifest::yaml::read_documents(yaml.as_bytes())
+        .expect("helm renders valid YAML")
+        .into_iter()
+        .map(|doc| doc.value)
         .collect()
 }
 

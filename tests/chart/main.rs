@@ -180,5 +180,5 @@ fn config_of(docs: &[Value]) -> Value {
         .filter(|cm| cm["data"].get("config.yaml").is_some())
         .collect();
     assert_eq!(cms.len(), 1, "{:?}", harness::kinds(docs));
-    serde_norway::from_str(s(&cms[0]["data"]["config.yaml"])).expect("config.yaml is YAML")
+    serde_saphyr::from_str(s(&cms[0]["data"]["config.yaml"])).expect("config.yaml is YAML")
 }

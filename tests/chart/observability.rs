@@ -394,7 +394,7 @@ fn rule_file(helm: &Path, sets: &[&str], annotations: bool) -> String {
             }
         }
     }
-    serde_norway::to_string(&spec).unwrap()
+    serde_saphyr::to_string(&spec).unwrap()
 }
 
 /// `promtool test rules` of tests/chart/alerts_test.yaml against `rules` (a rule file).
@@ -459,7 +459,7 @@ fn every_alert_passes_promtool_check_rules_and_fires_as_its_unit_tests_say() {
     }
 
     // Every alert has a case in which it fires.
-    let cases: Value = serde_norway::from_str(
+    let cases: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(harness::repo_root().join("tests/chart/alerts_test.yaml"))
             .unwrap(),
     )

@@ -113,7 +113,7 @@ fn the_reconciler_runs_on_the_charts_rbac_alone_and_uninstall_collects_its_objec
         )
         .trim()
         .to_owned();
-    let admin: Value = serde_norway::from_str(
+    let admin: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(&cluster.kubeconfig).expect("admin kubeconfig"),
     )
     .unwrap();
@@ -121,7 +121,7 @@ fn the_reconciler_runs_on_the_charts_rbac_alone_and_uninstall_collects_its_objec
     let kubeconfig = dir.path().join("sa.kubeconfig");
     std::fs::write(
         &kubeconfig,
-        serde_norway::to_string(&json!({
+        serde_saphyr::to_string(&json!({
             "apiVersion": "v1", "kind": "Config",
             "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
             "users": [{"name": "sa", "user": {"token": token}}],

@@ -55,7 +55,6 @@ pub fn script_path(script: &str, arg: Option<&str>) -> Result<PathBuf, String> {
 
 /// `helm template` of the chart with `args`, as a stream of JSON documents.
 pub fn template(release: &str, namespace: &str, args: &[String]) -> Vec<serde_json::Value> {
-    use serde::Deserialize;
     let chart = repo_root().join("charts/warmpool");
     let out = Command::new(helm())
         .args(["template", release])
@@ -71,8 +70,9 @@ pub fn template(release: &str, namespace: &str, args: &[String]) -> Vec<serde_js
         String::from_utf8_lossy(&out.stderr)
     );
     let yaml = String::from_utf8_lossy(&out.stdout);
-    serde_norway::Deserializer::from_str(&yaml)
-        .map(|doc| serde_json::Value::deserialize(doc).expect("helm renders valid YAML"))
-        .filter(|v| !v.is_null())
+    warmpool::manifest::yaml::read_documents(yaml.as_bytes())
+        .expect("helm renders valid YAML")
+        .into_iter()
+        .map(|doc| doc.value)
         .collect()
 }
