@@ -19,7 +19,8 @@ counters on entry of the Prometheus text encoder (`--dump-before`), which nothin
 A window with no request between two such calls is measured too and subtracted, so what is
 left is the N requests alone (their TLS records, HTTP, routing, the review, its log line and
 metrics), after warm-up requests on the same connections. Use a binary with symbols for
-`callgrind_annotate` (the release profile strips them; see BENCHMARKS.md for the profile used).
+`callgrind_annotate` (the release profile strips them; see docs/performance.md for the profile
+used).
 """
 
 import argparse

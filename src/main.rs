@@ -77,7 +77,7 @@ fn one_line(reason: &str) -> String {
 
 /// The webhook's async worker threads (`TOKIO_WORKER_THREADS` overrides it). One answers some
 /// 25,000 reviews a second, far beyond any API server's admission rate, with a lower tail latency
-/// and less memory than one per core (BENCHMARKS.md); the reconciler keeps one per core.
+/// and less memory than one per core (docs/performance.md); the reconciler keeps one per core.
 const WEBHOOK_WORKER_THREADS: Option<usize> = Some(1);
 
 fn block_on(

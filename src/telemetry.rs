@@ -35,7 +35,7 @@ pub fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a terminal: escape codes in a pipe or a file (a container's log) are
     // noise to read, and styling every field was a fifth of the instructions of a review's
-    // log line (BENCHMARKS.md).
+    // log line (docs/performance-history.md).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -52,8 +52,8 @@ pub fn init_logging(format: LogFormat) {
 /// for byte, with warmpool's own events written straight from the fields each span stored as
 /// JSON when it was made. The stock formatter parses every span's stored fields back into a
 /// `serde_json::Value` to write them, twice a line (`span` and `spans`): a third of a review's
-/// instructions with `--log-format json` (BENCHMARKS.md). Events from other crates (the `log`
-/// records of rustls among them) still go through the stock formatter.
+/// instructions with `--log-format json` (docs/performance-history.md). Events from other
+/// crates (the `log` records of rustls among them) still go through the stock formatter.
 pub struct JsonLines {
     stock: Format<Json, SystemTime>,
 }

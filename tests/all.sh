@@ -36,6 +36,10 @@ step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
+step "docs: links resolve and the marked commands run"
+cargo build --locked --bin warmpool
+tests/tools/docs-check.sh
+
 step "unit, integration and end-to-end tests"
 cargo test --all-targets --locked
 

@@ -19,7 +19,7 @@
 //!
 //! The test command runs `SHORT_RUN_CASES` inputs of each kind (about 20 s in a debug build).
 //! A long run: `WARMPOOL_FUZZ_CASES=1000000 cargo test --release --test fuzz_review --
-//! --nocapture` (add `PROPTEST_RNG_SEED=<n>` to replay a seed); see RELIABILITY.md.
+//! --nocapture` (add `PROPTEST_RNG_SEED=<n>` to replay a seed); see docs/reliability.md.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -105,7 +105,7 @@ fn rule_sets() -> Vec<RuleSet> {
 // ---------------------------------------------------------------------------------------------
 // The properties
 
-/// What the run saw, for the figures in RELIABILITY.md.
+/// What the run saw, for the figures in docs/reliability.md.
 #[derive(Debug, Default)]
 struct Tally {
     inputs: u64,

@@ -97,7 +97,7 @@ fn every_corpus_pod_passes_the_oracle_in_both_modes() {
 }
 
 /// What the default configuration does to each corpus pod, one line each (shown with
-/// `--nocapture`): the table the README's decision table summarises.
+/// `--nocapture`): the table the decision table of docs/how-it-works.md summarises.
 #[test]
 fn corpus_outcomes_under_the_default_configuration() {
     let rules = Rules::from_config(&Config::default());

@@ -10,7 +10,7 @@
 //!
 //! What `tests/webhook_server.rs` proves already is not repeated here: one stalled client per
 //! deadline, bad JSON, 413 on a 4 MiB body, plain HTTP on the TLS port, certificate rotation,
-//! drain on SIGTERM. The figures each test prints (`--nocapture`) are in RELIABILITY.md.
+//! drain on SIGTERM. The figures each test prints (`--nocapture`) are in docs/reliability.md.
 
 #[path = "../support/loopback.rs"]
 mod loopback;
