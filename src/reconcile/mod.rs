@@ -68,6 +68,7 @@ pub mod schedule;
 pub mod session;
 pub mod slot;
 pub mod spare;
+pub mod start_phases;
 pub mod tenant_ready;
 pub mod unsteered;
 pub mod workloads;
