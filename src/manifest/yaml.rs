@@ -20,6 +20,33 @@
 //! to the same YAML 1.1 reading, after this module has checked their syntax. Writing uses serde-saphyr's serializer in its YAML 1.1-safe mode (strings like
 //! `yes` or `0400` are quoted), and every document written is read back and compared, so output
 //! that a YAML 1.1 reader would read differently is never printed.
+//!
+//! Why not serde-saphyr's YAML 1.1 options: read into `serde_json::Value` with its most
+//! kubectl-like settings (`legacy_octal_numbers`, `strict_booleans: false`,
+//! `MergeKeyPolicy::Merge`, `DuplicateKeyPolicy::LastWins`, non-finite floats rejected),
+//! serde-saphyr 2.2 reads the examples and JSON fixtures as this module does. It reads
+//! these differently from kubectl, though:
+//! - booleans in any case: `yEs`, `oN` are `true` (kubectl: strings);
+//! - numbers as go-yaml v2 spells them stay strings: `0X1f`, `0O17`, `0B101`, `0b-101`,
+//!   `1__0`, `1_`, `1_000.5` (kubectl: 31, 15, 5, -5, 10, 1, 1000.5);
+//! - a decimal beyond `f64` is an error, `1e400` or the corpus's
+//!   `controller-revision-hash: 8877e9053` (kubectl: the string);
+//! - integral floats stay floats: `1e3`, `1.0`, `08` give `1000.0`, `1.0`, `8.0` (kubectl writes
+//!   `1000`, `1`, `8`, which integer fields accept);
+//! - keys keep their spelling: `on:`, `0400:`, `1e6:` (kubectl: `"true"`, `"256"`, `"1e+06"`),
+//!   and `18446744073709551615:` is accepted (kubectl refuses it);
+//! - tags: `!custom 0400` is 256 (kubectl: `"0400"`); `!!timestamp 2001-12-14`, a `!!binary`
+//!   that is not UTF-8 and the key `!!int '12':` are errors (kubectl: a string, U+FFFD, `"12"`);
+//!   `!!null x` is null (kubectl: an error);
+//! - merge keys by the YAML spec, not go-yaml v2's order: in `{cpu: 9, <<: *base}` the 9 wins,
+//!   of two `<<` entries the first wins (kubectl: the merged value, the last one), and `<<:`
+//!   with no value merges nothing (kubectl: an error);
+//! - a stream of JSON objects (`{"a": 1}` then `{"b": 2}`) is a syntax error, and UTF-16 is
+//!   decoded only by its reader API, which reads a broken UTF-16 input instead of refusing it;
+//! - errors name a line and column, but neither the document nor the path (`spec.x[1]`).
+//!
+//! The configuration, read by serde-saphyr itself ([`read_typed`]), follows the crate in these
+//! corners.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
