@@ -1,6 +1,7 @@
 //! Manifests read the way kubectl reads them, and written so that kubectl reads them back the same.
 //! The one YAML reader of warmpool: the configuration file goes through it too ([`read_typed`]),
-//! so that `yes`, `0400` or a merge key mean the same in both.
+//! so that `yes`, `0400` or a merge key mean the same in both (up to the corners listed below,
+//! where serde-saphyr, which deserializes the configuration, reads differently from kubectl).
 //!
 //! kubectl turns YAML into JSON with sigs.k8s.io/yaml, that is go-yaml v2, so:
 //! - plain (unquoted, untagged) scalars resolve by YAML 1.1 rules: `0400` is the octal 256,
@@ -17,9 +18,10 @@
 //! The YAML syntax itself is parsed by `granit_parser` (the parser behind serde-saphyr, which
 //! kube already uses for kubeconfigs); this module composes its events into values and resolves
 //! the scalars. Typed documents (the configuration) are deserialized by serde-saphyr itself, set
-//! to the same YAML 1.1 reading, after this module has checked their syntax. Writing uses serde-saphyr's serializer in its YAML 1.1-safe mode (strings like
-//! `yes` or `0400` are quoted), and every document written is read back and compared, so output
-//! that a YAML 1.1 reader would read differently is never printed.
+//! to the same YAML 1.1 reading, after this module has checked their syntax. Writing uses
+//! serde-saphyr's serializer in its YAML 1.1-safe mode (strings like `yes` or `0400` are
+//! quoted), and every document written is read back and compared, so output that a YAML 1.1
+//! reader would read differently is never printed.
 //!
 //! Why not serde-saphyr's YAML 1.1 options: read into `serde_json::Value` with its most
 //! kubectl-like settings (`legacy_octal_numbers`, `strict_booleans: false`,
