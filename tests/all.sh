@@ -32,9 +32,10 @@ fi
 step "Karpenter and KWOK beside the control plane (built from the Go module proxy once, then cached)"
 tests/cluster/cluster.sh karpenter up >/dev/null
 
-step "formatting and lints"
+step "formatting, lints and the API docs' links"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --locked
 
 step "docs: links resolve and the marked commands run"
 cargo build --locked --bin warmpool

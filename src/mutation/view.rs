@@ -204,7 +204,7 @@ fn placement(spec: &Map<String, Value>) -> Result<Placement, SkipReason> {
 }
 
 /// A pod as the webhook reads it from an AdmissionReview: of the fields the decision reads
-/// (see [`Facts`]) each typed, strings borrowed from the input where they hold no escapes, the
+/// (see `Facts`) each typed, strings borrowed from the input where they hold no escapes, the
 /// rest of the pod checked for JSON syntax and skipped. It fails to deserialize where
 /// [`super::mutate`] would see a shape it does not expect; read the pod as JSON then.
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,7 @@
 //! and store: `nginx`, `nginx:latest` and `docker.io/library/nginx:latest` are one image
 //! (`docker.io/library/nginx:latest`), so they take one slot, and a tenant pod asking for
 //! `nginx` finds the cached image present. The grammar is the distribution library's, which
-//! Docker and containerd use ([`reference`]).
+//! Docker and containerd use (`reference`).
 //!
 //! Tenants do not trust each other, so discovery is bounded and fair: only references the
 //! grammar accepts, at most [`MAX_REFERENCE_BYTES`] long and [`MAX_IMAGES_PER_POD`] per pod, are

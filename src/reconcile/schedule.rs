@@ -40,7 +40,7 @@ impl From<&InForce> for Kept {
 }
 
 /// How long to sleep at `now` before the change due at `next` (or before reading the clock
-/// again, at most [`MAX_SLEEP`]).
+/// again, at most `MAX_SLEEP`).
 pub fn wait(now: Timestamp, next: Timestamp) -> Duration {
     let until = Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO);
     (until + AFTER).min(MAX_SLEEP)

@@ -72,7 +72,7 @@ pub struct Session {
     pub escapes: Arc<super::unsteered::Escapes>,
     /// The prewarmer's replicas as last written, and since when (gentle scale-down).
     pub held: Mutex<Option<Held>>,
-    /// The next instant the spare slots change by the clock alone (the [`schedule::changes`]
+    /// The next instant the spare slots change by the clock alone (the [`super::schedule::changes`]
     /// timer waits for it).
     pub next_change: watch::Sender<Option<jiff::Timestamp>>,
 }

@@ -7,7 +7,7 @@
 //! as a typed view ([`PodView`]: the fields the decision reads, strings borrowed from the body,
 //! no maps), so a large pod costs little more than a small one. A pod the view cannot hold (a
 //! field of an unexpected type, which the API server never sends) is read again as JSON, of it
-//! only what [`mutation::mutate`] reads ([`POD_VIEW`]), and decided by it: the same decision as
+//! only what [`mutation::mutate`] reads (`POD_VIEW`), and decided by it: the same decision as
 //! before the typed view, by construction.
 
 use std::borrow::Cow;
@@ -98,7 +98,7 @@ impl Pod for PodView<'_> {
     }
 }
 
-/// The pod as JSON, of it only what the decision reads ([`POD_VIEW`]): where its typed view
+/// The pod as JSON, of it only what the decision reads (`POD_VIEW`): where its typed view
 /// does not deserialize.
 struct ValueView(Value);
 

@@ -2,7 +2,7 @@
 //!
 //! Kubernetes updates a mounted Secret by pointing a `..data` symlink at a new directory in one
 //! rename; file watchers on the paths miss that. So the files' bytes are read again every
-//! [`POLL_INTERVAL`] and compared with what was last seen: a change is loaded and, if the new
+//! `POLL_INTERVAL` and compared with what was last seen: a change is loaded and, if the new
 //! pair is good, served to the next TLS handshake. A broken pair (half-written, or a key that
 //! does not match) keeps the old certificate and is reported once.
 //!
@@ -335,7 +335,7 @@ impl CertReloader {
         }
     }
 
-    /// Polls every [`POLL_INTERVAL`] until `stop` resolves, calling `report` on each change.
+    /// Polls every `POLL_INTERVAL` until `stop` resolves, calling `report` on each change.
     pub async fn run(
         mut self,
         mut report: impl FnMut(&Poll, &CertPaths) + Send,
