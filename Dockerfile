@@ -14,7 +14,7 @@
 # imageCache.architectures (default [amd64, arm64]) must list what the image is built for: the
 # image cache runs this binary on every warm node it goes to.
 #
-# The build command below is the one tests/static_binary.rs runs and checks for amd64 (no
+# The build command below is the one tests/cli/static_binary.rs runs and checks for amd64 (no
 # PT_INTERP, no DT_NEEDED, runs with an empty environment in an empty root), so the test proves
 # what ships. glibc with crt-static rather than musl: the musl target cannot be installed
 # everywhere we build, and warmpool resolves no host names through NSS (the API server is

@@ -12,6 +12,9 @@ started=$SECONDS
 
 step "toolchain: $(cargo --version), $(go version 2>/dev/null || echo 'go: missing')"
 
+step "Debian packages the real nodes, the registry and the lints need (apt-get, once)"
+tests/cluster/cluster.sh node prerequisites
+
 step "local control plane (first run builds Kubernetes from the Go module proxy: several minutes)"
 kubeconfig=$(tests/cluster/cluster.sh up)
 trap 'tests/cluster/cluster.sh down >/dev/null 2>&1 || true' EXIT
@@ -32,9 +35,11 @@ fi
 step "Karpenter and KWOK beside the control plane (built from the Go module proxy once, then cached)"
 tests/cluster/cluster.sh karpenter up >/dev/null
 
-step "formatting, lints and the API docs' links"
+step "formatting, lints, every shell script and the API docs' links"
+mapfile -t scripts < <(git ls-files '*.sh')
+shellcheck --external-sources --severity=info "${scripts[@]}" .ci/run
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --locked
 
 step "docs: links resolve and the marked commands run"

@@ -9,9 +9,6 @@
 //! webhook are all that is measured. Printed per phase and rate: pods created, the rate
 //! achieved, latency p50 / p99 / max, pods mutated, errors; then the webhook replicas' memory.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use kube::Client;
 
-use crate::support::fakelet::spawn_fakelet;
-use crate::support::scenario::{Setup, Warmpool, create_tenant, wait_tenant_scheduled};
 use crate::{SYSTEM_NAMESPACE, say};
+use support::fakelet::spawn_fakelet;
+use support::scenario::{Setup, Warmpool, create_tenant, wait_tenant_scheduled};
 
 pub const TENANTS: [&str; 2] = ["demo-1", "demo-2"];
 const WARM: (&str, &str) = ("1", "2560Mi");

@@ -13,9 +13,6 @@
 //! - where real nodes cannot run (it says why), or with `--fake-nodes`: the fake-node demo
 //!   ([`fake`]), tenants timed to scheduled.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod fake;
 mod real;
 

@@ -25,12 +25,12 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::support::cluster::{eventually, repo_root};
-use crate::support::karpenter::NodePool;
-use crate::support::objects::live_pods;
-use crate::support::real_nodes::{NodeSpec, RealCluster, create_cargocats, is_ready};
-use crate::support::release::{ChartRelease, command_line, local_image_values};
 use crate::{SYSTEM_NAMESPACE, say};
+use support::cluster::{eventually, repo_root};
+use support::karpenter::NodePool;
+use support::objects::live_pods;
+use support::real_nodes::{NodeSpec, RealCluster, create_cargocats, is_ready};
+use support::release::{ChartRelease, command_line, local_image_values};
 
 /// The emulated instance boot: from Karpenter's NodeClaim to the node starting. EC2 instances
 /// under Karpenter and EKS Auto Mode take 40–90 s (published figures) from a pending pod to a
@@ -278,7 +278,7 @@ pub async fn run(
 
 /// `warmpool status` of the release, as a platform engineer would run it.
 async fn status(binary: &Path) -> anyhow::Result<String> {
-    let kubeconfig = crate::support::cluster::kubeconfig()
+    let kubeconfig = support::cluster::kubeconfig()
         .ok_or_else(|| anyhow::anyhow!("no kubeconfig for warmpool status"))?;
     let binary = binary.to_owned();
     let out = tokio::task::spawn_blocking(move || {
@@ -332,7 +332,7 @@ fn follow_nodes(
     tokio::spawn(async move {
         let mut seen: Vec<LaunchedNode> = Vec::new();
         while since.elapsed() < Duration::from_secs(360) {
-            let claims = crate::support::karpenter::node_claims(&client)
+            let claims = support::karpenter::node_claims(&client)
                 .list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={pool}")))
                 .await
                 .map(|l| l.items)
@@ -371,7 +371,7 @@ fn follow_nodes(
                     .await
                     .ok()
                     .flatten()
-                    .is_some_and(|node| crate::support::karpenter::node_ready(&node));
+                    .is_some_and(|node| support::karpenter::node_ready(&node));
                 if ready {
                     n.ready = Some(since.elapsed());
                 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Cluster, all_of, cluster, eventually, helm, render, text, unique};
+use support::chart::{Cluster, all_of, cluster, eventually, helm, render, text, unique};
 
 /// Cluster-scoped objects this test created, deleted when it ends (failing or not).
 struct Created<'a>(&'a Cluster, Vec<(String, String)>);

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Cluster, cluster, eventually, find, helm, render, text, unique};
 use crate::webhook_entry;
+use support::chart::{Cluster, cluster, eventually, find, helm, render, text, unique};
 
 /// Waits until the ServiceAccount admission plugin will take pods in `ns`.
 fn wait_for_default_sa(cluster: &Cluster, ns: &str) {

@@ -2,8 +2,8 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{all_of, find, helm, render};
 use crate::{VARIANTS, s, strings};
+use support::chart::{all_of, find, helm, render};
 
 /// base64("-----BEGIN CERTIFICATE-----\n"): a caBundle for certs.mode=provided.
 const SOME_CA: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";

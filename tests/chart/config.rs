@@ -5,8 +5,8 @@ use std::process::Output;
 
 use serde_json::json;
 
-use crate::harness::{self, find, helm, render, text};
 use crate::{VARIANTS, config_of, container};
+use support::chart::{find, helm, render, text};
 
 /// `warmpool mutate [--config CONFIG] --namespace demo-1 -f POD -o json`.
 fn mutate(binary: &Path, config: Option<&Path>, pod: &Path) -> Output {
@@ -22,7 +22,7 @@ fn mutate(binary: &Path, config: Option<&Path>, pod: &Path) -> Output {
         "-o",
         "json",
     ]);
-    harness::run(binary, &args, &[], None)
+    support::chart::run(binary, &args, &[], None)
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn the_schedule_reaches_the_configuration_and_the_binary_takes_it() {
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, serde_saphyr::to_string(&config).unwrap()).unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
-    let out = harness::run(
+    let out = support::chart::run(
         binary,
         &[
             "render",
@@ -238,7 +238,7 @@ fn arrival_sized_slots_and_gentle_scale_down_reach_the_configuration() {
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, serde_saphyr::to_string(&config).unwrap()).unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
-    let out = harness::run(
+    let out = support::chart::run(
         binary,
         &["render", "--config", file.to_str().unwrap(), "-o", "json"],
         &[],
@@ -313,7 +313,7 @@ fn assert_the_binary_renders(config: &serde_json::Value) {
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, serde_saphyr::to_string(config).unwrap()).unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
-    let out = harness::run(
+    let out = support::chart::run(
         binary,
         &["render", "--config", file.to_str().unwrap(), "-o", "json"],
         &[],
@@ -372,7 +372,7 @@ fn exclusions_and_tenant_bounds_reach_the_configuration() {
         json!(["ghcr.io/acme"])
     );
     assert_eq!(config["imageCache"]["maxBytesPerNode"], "30Gi");
-    let mwc = crate::harness::find(&docs, "MutatingWebhookConfiguration", None);
+    let mwc = support::chart::find(&docs, "MutatingWebhookConfiguration", None);
     for entry in mwc["webhooks"].as_array().unwrap() {
         let excluded = entry["namespaceSelector"]["matchExpressions"]
             .as_array()

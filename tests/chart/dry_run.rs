@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::VARIANTS;
-use crate::harness::{self, Cluster, cluster, find, helm, kinds, render, text, unique};
+use support::chart::{Cluster, cluster, find, helm, kinds, render, text, unique};
 
 /// `kubectl apply --dry-run=server`, retried briefly while a just-installed CRD reaches
 /// discovery.
@@ -46,8 +46,8 @@ fn every_rendered_manifest_passes_server_side_dry_run() {
     let ns = cluster.namespace(&unique("wpdry"));
     for (name, args) in VARIANTS {
         // Exactly what Helm prints, as `helm install` would send it.
-        let yaml = harness::render_text(&helm, "dry", &ns.name, args);
-        let docs = harness::parse_documents(&yaml);
+        let yaml = support::chart::render_text(&helm, "dry", &ns.name, args);
+        let docs = support::chart::parse_documents(&yaml);
         let out = dry_run_apply(&cluster, &yaml)
             .unwrap_or_else(|e| panic!("{name}: the API server rejects the chart:\n{e}"));
         // Every object was taken (and validated: CEL compiled, CRD schemas checked).

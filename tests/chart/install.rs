@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{self, cluster, eventually, helm, kinds, text, unique};
 use crate::s;
+use support::chart::{self as harness, cluster, eventually, helm, kinds, text, unique};
 
 /// The two tests that really install the chart take turns: both may own the one cluster-wide
 /// PriorityClass.

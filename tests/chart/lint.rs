@@ -1,16 +1,16 @@
 //! helm lint --strict passes in every mode and flavour.
 
 use crate::VARIANTS;
-use crate::harness::{self, helm, text};
+use support::chart::{helm, text};
 
 #[test]
 fn helm_lint_passes_in_every_mode_and_flavour() {
     let Some(helm) = helm() else { return };
-    let chart = harness::chart_dir();
+    let chart = support::chart::chart_dir();
     for (name, args) in VARIANTS {
         let mut all = vec!["lint", "--strict", chart.to_str().unwrap()];
         all.extend_from_slice(args);
-        let out = harness::run(&helm, &all, &[], None);
+        let out = support::chart::run(&helm, &all, &[], None);
         assert!(
             out.status.success(),
             "helm lint ({name}) failed:\n{}{}",

@@ -4,8 +4,9 @@
 //!
 //! Helm comes from tests/tools/helm.sh (its official Go module, cached), the control plane from
 //! tests/cluster/cluster.sh; without them these tests SKIP loudly, except in CI where they fail.
+//! The harness (rendering, the cluster, polling) is `support::chart`.
 
-mod harness;
+use support::chart as harness;
 
 mod admission_policies;
 mod cel_api_server;

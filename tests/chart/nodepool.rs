@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::harness::{all_of, find, helm, render, try_render};
 use crate::{KARPENTER_WITH_EC2_NODE_CLASS, s, strings};
+use support::chart::{all_of, find, helm, render, try_render};
 
 #[test]
 fn nodepool_is_karpenter_v1_in_both_flavours() {

@@ -1,7 +1,7 @@
 //! The observability kit (values `observability.*`): the ServiceMonitor, the PrometheusRule and
 //! the Grafana dashboard's ConfigMap, each rendered only when switched on; every alert passes
 //! `promtool check rules` and fires as tests/chart/alerts_test.yaml says (`promtool test
-//! rules`); every metric the kit reads is warmpool's (tests/e2e_observability.rs checks them
+//! rules`); every metric the kit reads is warmpool's (tests/e2e/observability.rs checks them
 //! against real scrapes) or one of the few external ones it names.
 
 use std::collections::BTreeSet;
@@ -9,11 +9,12 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::harness::{self, all_of, find, helm, kinds, promtool, render, run, text, try_render};
 use crate::{container, s, strings};
+use support::chart::{
+    self as harness, all_of, find, helm, kinds, promtool, render, run, text, try_render,
+};
 
-#[path = "../support/promql.rs"]
-mod promql;
+use support::promql;
 
 use promql::{EXTERNAL_METRICS, exposed_names, kit_queries, metric_names};
 
@@ -403,7 +404,7 @@ fn unit_test(promtool: &Path, rules: &str) -> std::process::Output {
     std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
     let tests = dir.path().join("alerts_test.yaml");
     std::fs::copy(
-        harness::repo_root().join("tests/chart/alerts_test.yaml"),
+        support::repo_root().join("tests/chart/alerts_test.yaml"),
         &tests,
     )
     .unwrap();
@@ -460,7 +461,7 @@ fn every_alert_passes_promtool_check_rules_and_fires_as_its_unit_tests_say() {
 
     // Every alert has a case in which it fires.
     let cases: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(harness::repo_root().join("tests/chart/alerts_test.yaml"))
+        &std::fs::read_to_string(support::repo_root().join("tests/chart/alerts_test.yaml"))
             .unwrap(),
     )
     .unwrap();

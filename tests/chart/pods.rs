@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::harness::{find, helm, render};
 use crate::{container, s};
+use support::chart::{find, helm, render};
 
 #[test]
 fn pods_are_locked_down_probed_and_spread() {

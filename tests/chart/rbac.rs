@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::harness::{all_of, find, helm, render};
 use crate::strings;
+use support::chart::{all_of, find, helm, render};
 
 /// (apiGroup, resource, resourceNames joined by ",") → verbs, for a Role or ClusterRole.
 type Rules = BTreeMap<(String, String, String), BTreeSet<String>>;

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{self, cluster, eventually, helm, text, unique};
 use crate::install::INSTALLS;
 use crate::s;
+use support::chart::{self as harness, cluster, eventually, helm, text, unique};
 
 /// GET `path` on a plain-HTTP address; the status code, if anything answered.
 fn http_status(addr: &str, path: &str) -> Option<u16> {

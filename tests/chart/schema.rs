@@ -1,6 +1,6 @@
 //! The values schema rejects bad values with a clear message.
 
-use crate::harness::{helm, try_render};
+use support::chart::{helm, try_render};
 
 #[test]
 fn schema_rejects_bad_values_with_a_clear_message() {

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use crate::harness::{find, helm, render, try_render};
 use crate::{expression, s, strings, webhook_entry};
+use support::chart::{find, helm, render, try_render};
 
 #[test]
 fn default_render_has_the_safe_webhook_configuration() {

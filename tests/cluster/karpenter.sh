@@ -249,8 +249,9 @@ EOF
 
 do_up() {
     local start=$SECONDS
-    [[ -s $CLUSTER_DIR/admin.kubeconfig ]] && "$SCRIPT_DIR/cluster.sh" status >/dev/null ||
+    if ! [[ -s $CLUSTER_DIR/admin.kubeconfig ]] || ! "$SCRIPT_DIR/cluster.sh" status >/dev/null; then
         die "the control plane is not up: run tests/cluster/cluster.sh up first"
+    fi
     if running && karpenter_ready 2>/dev/null && [[ $(sed -n 's/^MAX_NODES=//p' "$CLUSTER_DIR/karpenter.env") == "$MAX_NODES" ]]; then
         apply_node_class
         log "already up (KWOKNodeClass $NODE_CLASS, boot delay $BOOT_DELAY)"

@@ -32,13 +32,14 @@ with_lock() {
     exec 8>&-
 }
 
-# The Debian packages real nodes and the registry need, and the command that proves each.
-PACKAGES=(containerd runc containernetworking-plugins docker-registry skopeo umoci busybox-static iptables gcc)
+# The Debian packages real nodes and the registry need (and shellcheck, for tests/all.sh's lint
+# gate), and the command that proves each.
+PACKAGES=(containerd runc containernetworking-plugins docker-registry skopeo umoci busybox-static iptables gcc shellcheck)
 declare -A PACKAGE_PROBE=(
     [containerd]=/usr/bin/containerd [runc]=/usr/sbin/runc
     [containernetworking-plugins]=/usr/lib/cni/bridge [docker-registry]=/usr/bin/docker-registry
     [skopeo]=/usr/bin/skopeo [umoci]=/usr/bin/umoci [busybox-static]=/bin/busybox
-    [iptables]=/usr/sbin/iptables [gcc]=/usr/bin/gcc
+    [iptables]=/usr/sbin/iptables [gcc]=/usr/bin/gcc [shellcheck]=/usr/bin/shellcheck
 )
 
 missing_packages() {

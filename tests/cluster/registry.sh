@@ -43,6 +43,7 @@ PRIVATE_USER=tenant-a
 PRIVATE_PASSWORD=tenant-a-secret
 # bcrypt (the only scheme the registry's htpasswd takes) of PRIVATE_PASSWORD, made once with
 # python3 -c "import crypt; print(crypt.crypt('tenant-a-secret', crypt.mksalt(crypt.METHOD_BLOWFISH)))"
+# shellcheck disable=SC2016 # a bcrypt hash: its dollars are literal
 PRIVATE_HTPASSWD='$2b$12$8J1MGaSeiBe3lRMd1ZYsjOeejJXchRng99gJ7U.gFZIbkqzHolU2O'
 PRIVATE_IMAGE=tenant-a/app:1
 LOCK=$(dirname "$CLUSTER_DIR")/.$(basename "$CLUSTER_DIR").registry.lock

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::repo_root;
 
 /// The admin kubeconfig of the local control plane, started (and built) on first use.
 /// `None` means "skip": only outside CI. In CI a missing prerequisite is a failure.

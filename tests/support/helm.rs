@@ -4,14 +4,11 @@
 //! The webhook tests register warmpool with the API server through the chart's own rendered
 //! MutatingWebhookConfiguration, so they exercise the selection the chart ships.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-// No `super::` here: tests/chart (a test crate of its own) includes this file by its path.
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::repo_root;
 
 /// The Helm binary. A missing Helm is a failure (the tests need the chart's webhook entries).
 pub fn helm() -> PathBuf {

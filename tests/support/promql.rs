@@ -1,8 +1,6 @@
 //! Metric names on both sides of the observability kit: the ones a PromQL expression (an alert
 //! of the chart's PrometheusRule, a panel of its Grafana dashboard) reads, and the ones a
-//! `/metrics` scrape offers. The chart tests and tests/e2e_observability.rs include this file.
-#![allow(dead_code)]
-
+//! `/metrics` scrape offers. The chart tests and tests/e2e/observability.rs include this file.
 use std::collections::BTreeSet;
 
 /// PromQL words that are never metric names (operators, modifiers, aggregations: an aggregation

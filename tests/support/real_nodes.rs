@@ -23,13 +23,10 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use super::cluster::{kubeconfig, repo_root};
+use crate::in_ci;
 
 /// Exit code of the cluster scripts for "real nodes cannot run here" (outside CI).
 const SKIP_EXIT: i32 = 3;
-
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
 
 fn script() -> PathBuf {
     repo_root().join("tests/cluster/cluster.sh")
@@ -280,7 +277,7 @@ impl RealCluster {
     }
 
     /// `imageCache.toolImage` for real nodes: the statically linked release binary (the
-    /// Dockerfile's build, as tests/static_binary.rs runs it), as `/warmpool` in an image of its
+    /// Dockerfile's build, as tests/cli/static_binary.rs runs it), as `/warmpool` in an image of its
     /// own, pushed into the registry. Built once per binary (cached by its sha256).
     pub fn tool_image(&self) -> &str {
         self.tool_image.get_or_init(|| {

@@ -1,10 +1,12 @@
 //! The statically linked release `warmpool`, built with the Dockerfile's very command: what
-//! tests/static_binary.rs proves static and what the real nodes' image cache runs (the tool
+//! tests/cli/static_binary.rs proves static and what the real nodes' image cache runs (the tool
 //! image). Cargo keeps it under target/x86_64-unknown-linux-gnu/release, so only the first
 //! build takes minutes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+
+use crate::repo_root;
 
 /// The build of the Dockerfile's `RUN` line (glibc, statically linked).
 pub const RUSTFLAGS: &str = "-C target-feature=+crt-static";
@@ -18,10 +20,6 @@ pub const CARGO_BUILD: [&str; 7] = [
     "--bin",
     "warmpool",
 ];
-
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
