@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use warmpool::commands;
+use warmpool::cli;
 
 /// Warm nodes and pre-pulled images for new Kubernetes tenants.
 ///
@@ -16,22 +16,22 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTPS mutating admission webhook.
-    Webhook(commands::webhook::Args),
+    Webhook(cli::webhook::Args),
     /// Keep the prewarmer, the image cache and the tenant labels in place.
-    Reconcile(commands::reconcile::Args),
+    Reconcile(cli::reconcile::Args),
     /// Show what the webhook would do to pods, workloads or a whole `helm template` (no cluster
     /// needed).
-    Mutate(commands::mutate::Args),
+    Mutate(cli::mutate::Args),
     /// Print the PriorityClass, prewarmer and image cache the reconciler would apply (no cluster
     /// needed).
-    Render(commands::render::Args),
-    // Its help (short and long) is the doc comment of `commands::status::Args`.
-    Status(commands::status::Args),
+    Render(cli::render::Args),
+    // Its help (short and long) is the doc comment of `cli::status::Args`.
+    Status(cli::status::Args),
     /// Write a CA and a serving certificate for local use.
-    Certs(commands::certs::Args),
+    Certs(cli::certs::Args),
     /// (internal) Copy this binary into DIR: the image cache's first init container.
     #[command(hide = true)]
-    InstallNoop(commands::reconcile::InstallNoopArgs),
+    InstallNoop(cli::reconcile::InstallNoopArgs),
     /// (internal) Wait for SIGTERM, then exit 0: what the image cache runs in the container of
     /// every cached image, so that the image stays in use.
     #[command(hide = true)]
@@ -46,14 +46,14 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         // The offline commands need no async runtime.
-        Command::Mutate(args) => commands::mutate::run(args),
-        Command::Render(args) => commands::render::run(args),
-        Command::Certs(args) => commands::certs::run(args),
-        Command::Webhook(args) => block_on(commands::webhook::run(args), WEBHOOK_WORKER_THREADS),
-        Command::Reconcile(args) => block_on(commands::reconcile::run(args), None),
-        Command::Status(args) => block_on(commands::status::run(args), Some(2)),
-        Command::InstallNoop(args) => commands::reconcile::install_noop(args),
-        Command::Hold => commands::reconcile::hold(),
+        Command::Mutate(args) => cli::mutate::run(args),
+        Command::Render(args) => cli::render::run(args),
+        Command::Certs(args) => cli::certs::run(args),
+        Command::Webhook(args) => block_on(cli::webhook::run(args), WEBHOOK_WORKER_THREADS),
+        Command::Reconcile(args) => block_on(cli::reconcile::run(args), None),
+        Command::Status(args) => block_on(cli::status::run(args), Some(2)),
+        Command::InstallNoop(args) => cli::reconcile::install_noop(args),
+        Command::Hold => cli::reconcile::hold(),
         Command::Noop => Ok(()),
     };
     match result {

@@ -1,4 +1,4 @@
-//! The leader loop: every replica runs the election ([`super::lease`]); the one that holds the
+//! The leader loop: every replica runs the election ([`super::base::lease`]); the one that holds the
 //! Lease runs a [`super::session`] until the Lease is lost or a stream ends, and gives the Lease
 //! up on shutdown.
 
@@ -14,16 +14,17 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 
-use super::LEASE;
-use super::backoff::Backoff;
-use super::context::{Context, PodIdentity, Settings};
-use super::error::Error;
-use super::lease::{Elector, LeaderGate, LeaseSettings};
-use super::metrics::Metrics;
-use super::owner::{self, Found};
-use super::{enrolment, session};
+use super::base::backoff::Backoff;
+use super::base::context::{Context, PodIdentity, Settings};
+use super::base::error::Error;
+use super::base::lease::{Elector, LeaderGate, LeaseSettings};
+use super::base::metrics::Metrics;
+use super::base::owner;
+use super::base::owner::Found;
+use super::session;
+use crate::core::enrolment;
+use crate::core::names::LEASE;
 use crate::telemetry::Readiness;
-use crate::tenant::TenantSelector;
 
 /// Runs until `shutdown` resolves: elects, reconciles while leading, then gives the Lease up.
 pub async fn run(
@@ -33,7 +34,10 @@ pub async fn run(
     readiness: Readiness,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    let selector = TenantSelector::from_config(&settings.config.tenants, Some(&settings.namespace))
+    let selector = settings
+        .config
+        .tenants
+        .selector(Some(&settings.namespace))
         .map_err(|e| Error::Settings(format!("tenants.namespacePatterns: {e}")))?;
     let owner = find_owner(&client, settings.pod.as_ref()).await?;
     let lease = LeaseSettings::new(LEASE, &settings.identity, settings.lease_duration)?
@@ -76,7 +80,7 @@ pub async fn run(
         settings,
     });
     ctx.metrics.publish_spare(
-        &super::schedule::now(&ctx),
+        &super::jobs::spare::now(&ctx),
         &ctx.settings.config.prewarmer.window_names(),
     );
 

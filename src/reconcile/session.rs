@@ -2,20 +2,20 @@
 //!
 //! - a metadata watch of namespaces (on `Api<PartialObjectMeta<_>>` kube 5 asks the API server
 //!   for metadata only, as the deprecated `metadata_watcher` did), each namespace reduced to a
-//!   [`CachedNamespace`], feeding a reflector store and the [`super::enroller`] (bounded
+//!   [`CachedNamespace`], feeding a reflector store and the [`super::jobs::enrolment`] (bounded
 //!   concurrency);
 //! - only when `imageCache.discover`, `prewarmer.slot: auto` or `tenants.timeToReady` needs
 //!   them, a pod watch read into
-//!   [`SlimPod`] and reduced to [`super::observed::PodSummary`]s at once (terminated pods and
+//!   [`SlimPod`] and reduced to [`super::watches::pods::PodSummary`]s at once (terminated pods and
 //!   system namespaces filtered out by the API server);
 //! - only for `prewarmer.slot: auto`, a watch of the warm nodes (by the pool label) read into
 //!   [`SlimNode`]: their allocatable caps the slot;
 //! - a small task that turns these into [`Observed`] (debounced) and publishes it;
-//! - the image-cache pods of warmpool's own namespace, for [`super::cache_health`], and its
-//!   placeholder pods, for [`super::placeholders`];
-//! - the [`super::workloads`] controller, keyed on warmpool's own namespace, re-triggered by a
-//!   changed [`Observed`], by the [`super::drift`] watches of the three objects (metadata only),
-//!   by the [`super::schedule`] timer at each change of the spare slots in force, and by the
+//! - the image-cache pods of warmpool's own namespace, for [`super::jobs::image_cache`], and its
+//!   placeholder pods, for [`super::jobs::placeholders`];
+//! - the [`super::jobs::workloads`] controller, keyed on warmpool's own namespace, re-triggered by a
+//!   changed [`Observed`], by the [`super::watches::drift`] watches of the three objects (metadata only),
+//!   by the [`super::jobs::spare`] timer at each change of the spare slots in force, and by the
 //!   periodic resync.
 //!
 //! The session is dropped (in-flight writes cancelled) the moment the lease is lost.
@@ -37,45 +37,25 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 
-use super::arrivals::Book;
-use super::context::{Context, lock};
-use super::drift::{LastApplied, Sightings};
-use super::error::Error;
-use super::metrics::Metrics;
-use super::namespace_cache::CachedNamespace;
-use super::nodes::{NodeIndex, SlimNode};
-use super::observed::{Observed, PodIndex, SlimPod, observe};
-use super::workloads::Target;
-use super::{
-    IMAGE_CACHE, IMAGE_CACHE_DISCOVERED, PREWARMER, PRIORITY_CLASS, drift, enroller, workloads,
-};
+use super::base::context::{Context, lock};
+use super::base::error::Error;
+use super::base::metrics::Metrics;
+use super::jobs::arrivals::Book;
+use super::jobs::enrolment::{self, Enroller};
+use super::jobs::tenant_ready::Tracker;
+use super::jobs::unsteered::Acted;
+use super::jobs::workloads::{self, Workloads};
+use super::watches::drift;
+use super::watches::drift::Sightings;
+use super::watches::namespaces::CachedNamespace;
+use super::watches::nodes::{NodeIndex, SlimNode};
+use super::watches::pods::{Observed, PodIndex, SlimPod, observe};
 use crate::config::{Config, Slot};
-use crate::scale_down::Held;
-use crate::tenant::SYSTEM_NAMESPACES;
-
-/// What lives as long as one leadership term.
-pub struct Session {
-    pub ctx: Arc<Context>,
-    /// The latest observation; `None` until the caches have synced.
-    pub observed: watch::Receiver<Option<Arc<Observed>>>,
-    /// The written objects as their watches last showed them.
-    pub sightings: Arc<Sightings>,
-    /// What this term last applied of each object, and when.
-    pub applied: Mutex<BTreeMap<Target, (LastApplied, Instant)>>,
-    /// The tenants' arrivals ([`super::arrivals`]).
-    pub arrivals: Arc<Book>,
-    /// The new tenants whose time to Ready is being measured ([`super::ready_watch`]).
-    pub readiness: Arc<super::ready_watch::Tracker>,
-    /// The tenant pods that escaped the webhook, acted on ([`super::unsteered`]).
-    pub escapes: Arc<super::unsteered::Escapes>,
-    /// The prewarmer's replicas as last written, and since when (gentle scale-down).
-    pub held: Mutex<Option<Held>>,
-    /// The next instant the spare slots change by the clock alone (the [`super::schedule::changes`]
-    /// timer waits for it).
-    pub next_change: watch::Sender<Option<jiff::Timestamp>>,
-}
+use crate::core::names::{IMAGE_CACHE, IMAGE_CACHE_DISCOVERED, PREWARMER, PRIORITY_CLASS};
+use crate::core::pool::PoolObject;
+use crate::core::spare::scale_down::Held;
+use crate::core::tenant::SYSTEM_NAMESPACES;
 
 /// Whether arrivals are tracked at all: for `spareSlots.auto` (and then recorded) or for the
 /// quiet time of `scaleDown`. How long they are kept: the lookback, at least the quiet time.
@@ -106,7 +86,7 @@ async fn held_at_start(ctx: &Context) -> Option<Held> {
             let replicas = found?.spec?.replicas?;
             Some(Held {
                 slots: u32::try_from(replicas).unwrap_or(0),
-                since: crate::clock::now(),
+                since: crate::reconcile::base::clock::now(),
             })
         }
         Err(e) => {
@@ -156,7 +136,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     let (watch_pods, watch_nodes) = needs(config);
     let dirty = Arc::new(Notify::new());
     let namespaces_synced = Arc::new(AtomicBool::new(false));
-    let mut pod_index = PodIndex::judging(crate::mutation::Rules::from_config(config));
+    let mut pod_index = PodIndex::judging(crate::core::mutation::Rules::from_config(config));
     if !watch_pods {
         // Nothing to wait for: no pod is ever looked at.
         pod_index.apply(watcher::Event::InitDone);
@@ -172,18 +152,22 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     let sightings = Arc::new(Sightings::default());
     let needed = arrivals_needed(config);
     let book = Arc::new(match needed {
-        Some((keep, persist)) => super::arrivals::load(&ctx, keep, persist).await,
+        Some((keep, persist)) => super::jobs::arrivals::load(&ctx, keep, persist).await,
         None => Book::new(Default::default(), jiff::SignedDuration::ZERO, false),
     });
     let (next_change, next_change_rx) = watch::channel(None);
-    let session = Arc::new(Session {
+    let time_to_ready: Arc<Tracker> = Arc::default();
+    let unsteered_acted: Arc<Acted> = Arc::default();
+    let enroller = Arc::new(Enroller {
+        ctx: ctx.clone(),
+        time_to_ready: time_to_ready.clone(),
+    });
+    let workloads_state = Arc::new(Workloads {
         ctx: ctx.clone(),
         observed: observed_rx.clone(),
         sightings: sightings.clone(),
         applied: Mutex::new(BTreeMap::new()),
         arrivals: book.clone(),
-        readiness: Arc::default(),
-        escapes: Arc::default(),
         held: Mutex::new(held_at_start(&ctx).await),
         next_change,
     });
@@ -241,12 +225,12 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     .map_ok(|ns| ObjectRef::from_obj(&ns));
     let enrolment_queue = stream::select(
         ns_events,
-        enroller::resync_namespaces(&ctx, &ns_store, resync),
+        enrolment::resync_namespaces(&ctx, &ns_store, resync),
     );
     let enrol = controller::applier(
-        |ns, session| Box::pin(enroller::reconcile_namespace(ns, session)),
-        enroller::error_policy,
-        session.clone(),
+        |ns, enroller| Box::pin(enrolment::reconcile_namespace(ns, enroller)),
+        enrolment::error_policy,
+        enroller,
         ns_store.clone(),
         enrolment_queue,
         controller::Config::default()
@@ -272,8 +256,8 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         let handle = {
             let pods = pods.clone();
             let dirty = dirty.clone();
-            let readiness = session.readiness.clone();
-            let escapes = session.escapes.clone();
+            let time_to_ready = time_to_ready.clone();
+            let unsteered_acted = unsteered_acted.clone();
             move |event: Result<watcher::Event<SlimPod>, watcher::Error>| match event {
                 Ok(event) => {
                     let touched = match &event {
@@ -287,11 +271,11 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
                         dirty.notify_one();
                     }
                     if touched.is_some() || relisted {
-                        escapes.touched();
+                        unsteered_acted.touched();
                     }
                     match touched {
-                        Some(ns) => readiness.touched(&ns),
-                        None if relisted => readiness.touched_all(),
+                        Some(ns) => time_to_ready.touched(&ns),
+                        None if relisted => time_to_ready.touched_all(),
                         None => {}
                     }
                 }
@@ -387,11 +371,11 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
                         observed
                             .tenants
                             .contains(name)
-                            .then(|| (crate::clock::from_cluster(created), name))
+                            .then(|| (crate::reconcile::base::clock::from_cluster(created), name))
                     });
                     // Noted before the observation is published: a new tenant changes it,
                     // and the workloads run that follows sees its arrival.
-                    book.note(tenants, crate::clock::now());
+                    book.note(tenants, crate::reconcile::base::clock::now());
                 }
                 if previous.as_deref() == Some(&observed) {
                     continue;
@@ -427,31 +411,31 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     .reconcile_all_on(drift::triggers(
         Api::<PartialObjectMeta<Deployment>>::namespaced(client.clone(), ns),
         PREWARMER,
-        Target::Deployment,
+        PoolObject::Deployment,
         sightings.clone(),
     ))
     .reconcile_all_on(drift::triggers(
         Api::<PartialObjectMeta<DaemonSet>>::namespaced(client.clone(), ns),
         IMAGE_CACHE,
-        Target::DaemonSet,
+        PoolObject::DaemonSet,
         sightings.clone(),
     ))
     .reconcile_all_on(drift::triggers(
         Api::<PartialObjectMeta<DaemonSet>>::namespaced(client.clone(), ns),
         IMAGE_CACHE_DISCOVERED,
-        Target::DiscoveredDaemonSet,
+        PoolObject::DiscoveredDaemonSet,
         sightings.clone(),
     ))
     .reconcile_all_on(drift::triggers(
         Api::<PartialObjectMeta<PriorityClass>>::all(client.clone()),
         PRIORITY_CLASS,
-        Target::PriorityClass,
+        PoolObject::PriorityClass,
         sightings,
     ))
     .reconcile_all_on(observed_changes)
     // The spare slots: once at each instant they change by the clock (a window, an arrival
     // ageing out, the next gentle step).
-    .reconcile_all_on(super::schedule::changes(next_change_rx))
+    .reconcile_all_on(super::jobs::spare::changes(next_change_rx))
     .with_config(
         controller::Config::default()
             .concurrency(1)
@@ -460,7 +444,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     .run(
         workloads::reconcile,
         workloads::error_policy,
-        session.clone(),
+        workloads_state,
     )
     .for_each(|result| async move {
         match result {
@@ -469,21 +453,13 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         }
     });
 
-    let cache_health = super::cache_health::watch(ctx.clone());
-    let placeholders = super::placeholders::run(ctx.clone());
-    let record = super::arrivals::flush(ctx.clone(), book);
-    let unsteered = super::unsteered::run(
-        ctx.clone(),
-        session.escapes.clone(),
-        pods.clone(),
-        ns_store.clone(),
-    );
-    let time_to_ready = super::ready_watch::run(
-        ctx.clone(),
-        session.readiness.clone(),
-        pods.clone(),
-        nodes.clone(),
-    );
+    let cache_health = super::jobs::image_cache::watch(ctx.clone());
+    let placeholders = super::jobs::placeholders::run(ctx.clone());
+    let record = super::jobs::arrivals::flush(ctx.clone(), book);
+    let unsteered =
+        super::jobs::unsteered::run(ctx.clone(), unsteered_acted, pods.clone(), ns_store.clone());
+    let time_to_ready =
+        super::jobs::tenant_ready::run(ctx.clone(), time_to_ready, pods.clone(), nodes.clone());
 
     tokio::join!(
         enrol,
@@ -504,11 +480,11 @@ fn publish_gauges(metrics: &Metrics, observed: &Observed) {
     let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     metrics.tenants.set(gauge(observed.tenants.len()));
     metrics.cached_images.set(gauge(observed.images.len()));
-    for reason in super::images::LeftOut::ALL {
+    for reason in crate::core::pool::images::LeftOut::ALL {
         let n = observed.left_out.get(&reason).copied().unwrap_or(0);
         metrics.cache_left_out(reason).set(i64::from(n));
     }
-    let requests = super::slot::slot_requests(&observed.slot);
+    let requests = crate::core::pool::slot::slot_requests(&observed.slot);
     metrics
         .slot_cpu_millicores
         .set(i64::try_from(requests.cpu_millis).unwrap_or(i64::MAX));

@@ -14,10 +14,10 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::Part;
+use super::admission::{served_expiry, serving_pod, tls_secret_name, webhook_deployment};
 use super::model::Listed;
-use super::webhook::{served_expiry, serving_pod, tls_secret_name, webhook_deployment};
 use crate::config::{Config, ConfigError};
-use crate::reconcile::node_pools;
+use crate::core::placeholders::node_pools;
 use crate::reconcile::session::{node_label_selector, pod_field_selector};
 
 /// Why the screen cannot be shown.
@@ -261,7 +261,7 @@ async fn list_node_pools(client: &Client) -> Part<Option<Vec<serde_json::Value>>
 
 /// The ConfigMap mounted as the webhook Deployment's volume `config`.
 fn config_map_name(deployment: &Deployment) -> Option<String> {
-    let config_map = super::webhook::volume(deployment, "config")?
+    let config_map = super::admission::volume(deployment, "config")?
         .config_map
         .as_ref()?;
     Some(config_map.name.clone())

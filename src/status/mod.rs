@@ -1,21 +1,22 @@
 //! `warmpool status`: one screen of what warmpool is doing in a cluster, read in ten seconds.
 //!
 //! [`collect`] lists the objects (a fixed number of calls, run concurrently, whatever the number
-//! of tenants); [`model::build`] turns what was listed into a [`model::Status`] (pure); [`render`]
+//! of tenants); [`build`] turns what was listed into a [`model::Status`] (pure); [`render`]
 //! prints it as text or JSON (pure). A part that could not be read (a 403, say) is
 //! [`Part::Unreadable`] with the permission that would show it, never a failure of the whole.
 
+pub mod admission;
+pub mod build;
 pub mod collect;
 pub mod model;
 pub mod parts;
 pub mod render;
-pub mod webhook;
 
 use serde::Serialize;
 
 /// The namespace annotations the reconciler writes once a new tenant is measured: `warm`,
 /// `cold` or `not-ready`, and the seconds from its creation to every pod Ready.
-pub use crate::reconcile::tenant_ready::{
+pub use crate::core::tenant_ready::{
     READY_SECONDS as READY_SECONDS_ANNOTATION, START as START_ANNOTATION,
 };
 

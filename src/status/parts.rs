@@ -1,4 +1,4 @@
-//! The screen's warm nodes, prewarmer and recent failures (the webhook: [`super::webhook`]).
+//! The screen's warm nodes, prewarmer and recent failures (the webhook: [`super::admission`]).
 //! Pure, like [`super::model`].
 
 use std::collections::BTreeMap;
@@ -14,13 +14,15 @@ use super::model::{
     TenantNames, WarmNode,
 };
 use crate::config::{Slot, SlotResources};
-use crate::reconcile::cache_health::{self, ImageState};
-use crate::reconcile::desired::is_cache_pod;
-use crate::reconcile::images::LeftOut;
-use crate::reconcile::node_pools;
-use crate::reconcile::observed::{self, SlimPodSpec};
-use crate::reconcile::slot::{Requests, slot_requests};
-use crate::reconcile::{IMAGE_CACHE, IMAGES_LEFT_OUT, PREWARMER, SCHEDULE_WINDOW};
+use crate::core::image_cache::report;
+use crate::core::image_cache::report::ImageState;
+use crate::core::names::{IMAGE_CACHE, IMAGES_LEFT_OUT, PREWARMER, SCHEDULE_WINDOW};
+use crate::core::placeholders::node_pools;
+use crate::core::pool::desired::is_cache_pod;
+use crate::core::pool::images::LeftOut;
+use crate::core::pool::slot::{Requests, slot_requests};
+use crate::reconcile::watches::pods;
+use crate::reconcile::watches::pods::SlimPodSpec;
 
 /// The label the chart's objects (and the reconciler's, with their own value) carry.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -75,7 +77,7 @@ fn pod_requests(pod: &Pod) -> Requests {
         .as_ref()
         .and_then(|s| serde_json::to_value(s).ok())
         .and_then(|v| serde_json::from_value::<SlimPodSpec>(v).ok())
-        .map_or(Requests::ZERO, |s| observed::pod_requests(&s))
+        .map_or(Requests::ZERO, |s| pods::pod_requests(&s))
 }
 
 pub(super) fn terminated(pod: &Pod) -> bool {
@@ -116,7 +118,7 @@ pub(super) fn warm_nodes(listed: &Listed, tenants: Option<&TenantNames>) -> Part
                 .filter(|p| is_cache_pod(p.metadata.labels.as_ref()))
                 .map(|p| Arc::new(p.clone()))
                 .collect();
-            cache_health::report(&cache_pods)
+            report::report(&cache_pods)
                 .into_iter()
                 .map(|n| {
                     let images = NodeImages {
@@ -275,7 +277,7 @@ fn headroom(listed: &Listed) -> Option<HeadroomRestores> {
     let latest_seconds = latest
         .message
         .as_deref()
-        .and_then(crate::reconcile::headroom::seconds_of_note);
+        .and_then(crate::core::placeholders::headroom::seconds_of_note);
     Some(HeadroomRestores {
         last_hour: seen.iter().filter(|(t, _)| *t >= since).count(),
         latest_seconds,
@@ -287,13 +289,13 @@ fn headroom(listed: &Listed) -> Option<HeadroomRestores> {
 
 /// Placeholders of this warmpool with no node (the reconciler's rule).
 fn pending_placeholders(listed: &Listed, pods: &[Pod]) -> Vec<String> {
-    let own: Vec<crate::reconcile::headroom::Placeholder> = pods
+    let own: Vec<crate::core::placeholders::headroom::Placeholder> = pods
         .iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(listed.namespace.as_str()))
         .filter(|p| label(&p.metadata, NAME_LABEL) == Some(PREWARMER))
-        .filter_map(crate::reconcile::headroom::Placeholder::read)
+        .filter_map(crate::core::placeholders::headroom::Placeholder::read)
         .collect();
-    crate::reconcile::headroom::pending(&own).names
+    crate::core::placeholders::headroom::pending(&own).names
 }
 
 /// The warm NodePools' findings, as the reconciler reports them.
@@ -412,4 +414,11 @@ pub(super) fn failures(listed: &Listed, tenants: Option<&TenantNames>) -> Part<V
     // Newest first (RFC 3339 in UTC sorts as time).
     out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.object.cmp(&b.object)));
     Part::Read(out)
+}
+
+pub(super) fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }

@@ -2,11 +2,12 @@
 
 use serde_json::{Value, json};
 
-use super::model::{Listed, Start, build};
+use super::build::build;
+use super::model::{Listed, Start};
 use super::parts::slots_in;
-use super::{Part, render, webhook};
+use super::{Part, admission, render};
 use crate::config::Config;
-use crate::reconcile::slot::Requests;
+use crate::core::pool::slot::Requests;
 use k8s_openapi::api::core::v1::Pod;
 
 const NOW: &str = "2026-12-02T08:00:00Z";
@@ -249,7 +250,7 @@ pub fn listed() -> Listed {
     Listed {
         namespace: "warmpool-system".into(),
         config: Config {
-            pricing: Some(crate::pricing::Pricing {
+            pricing: Some(crate::core::pricing::Pricing {
                 cpu_core_hour: 0.04,
                 memory_gib_hour: 0.005,
                 currency: "USD".into(),
@@ -559,18 +560,18 @@ fn the_serving_pod_is_a_ready_one_of_the_webhook_deployment_and_its_metrics_port
         from(pod("warmpool-system", "ready", Some("n"), true, labelled)),
     ];
     assert_eq!(
-        webhook::serving_pod(&deployment, &pods),
+        admission::serving_pod(&deployment, &pods),
         Some(("ready".to_owned(), 9090))
     );
-    assert_eq!(webhook::serving_pod(&deployment, &pods[..3]), None);
+    assert_eq!(admission::serving_pod(&deployment, &pods[..3]), None);
 
     let metrics = "# HELP x\nwarmpool_webhook_certificate_expiry_timestamp_seconds 1801353600\n";
-    assert_eq!(webhook::served_expiry(metrics), Some(1_801_353_600));
+    assert_eq!(admission::served_expiry(metrics), Some(1_801_353_600));
     assert_eq!(
-        webhook::served_expiry("warmpool_webhook_certificate_expiry_timestamp_seconds 0\n"),
+        admission::served_expiry("warmpool_webhook_certificate_expiry_timestamp_seconds 0\n"),
         None
     );
-    assert_eq!(webhook::served_expiry("other 1\n"), None);
+    assert_eq!(admission::served_expiry("other 1\n"), None);
 }
 
 #[test]

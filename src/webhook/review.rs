@@ -18,8 +18,9 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use crate::mutation::{self, Injected, Mutation, PodView, Rules, SkipReason, Str};
-use crate::tenant::TenantSelector;
+use crate::core::mutation;
+use crate::core::mutation::{Injected, Mutation, PodView, Rules, SkipReason, Str};
+use crate::core::tenant::TenantSelector;
 
 const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 

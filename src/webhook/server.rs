@@ -32,11 +32,11 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 use tracing::field::Empty;
 
-use crate::mutation::{Injected, Rules};
+use crate::core::mutation::{Injected, Rules};
 // The limits the admin port shares.
-use crate::plain_http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+use crate::core::tenant::TenantSelector;
 use crate::telemetry::Readiness;
-use crate::tenant::TenantSelector;
+use crate::telemetry::plain_http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 use crate::webhook::body_budget::{BodyBudget, Client, Reservation};
 use crate::webhook::metrics::WebhookMetrics;
 use crate::webhook::review::{Decision, Reviewed, review};
@@ -426,7 +426,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
 
     while let Some((permit, tcp, peer)) =
-        crate::plain_http::accept(&listener, &connections, shutdown.as_mut()).await
+        crate::telemetry::plain_http::accept(&listener, &connections, shutdown.as_mut()).await
     {
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();

@@ -391,7 +391,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs;
+    use crate::cli::certs;
     use std::path::Path;
 
     fn pair(dir: &Path) -> CertPaths {

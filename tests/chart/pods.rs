@@ -210,7 +210,7 @@ fn pods_are_locked_down_probed_and_spread() {
     assert_eq!(pc["value"], -10);
     assert_eq!(pc["preemptionPolicy"], "Never");
     assert_eq!(pc["globalDefault"], false);
-    let desired = serde_json::to_value(warmpool::reconcile::desired::priority_class()).unwrap();
+    let desired = serde_json::to_value(warmpool::core::pool::desired::priority_class()).unwrap();
     for field in ["value", "preemptionPolicy", "globalDefault", "description"] {
         assert_eq!(pc[field], desired[field], "PriorityClass {field}");
     }

@@ -103,7 +103,7 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
         (
             String::new(),
             "configmaps".into(),
-            warmpool::reconcile::ARRIVALS.into(),
+            warmpool::core::names::ARRIVALS.into(),
         ),
         ["get", "create", "patch"].map(String::from).into(),
     );
@@ -130,7 +130,7 @@ fn rbac_is_exactly_what_the_reconciler_uses() {
         with_eviction
     );
     // The names are the reconciler's own constants.
-    use warmpool::reconcile::{IMAGE_CACHE, LEASE, PREWARMER, PRIORITY_CLASS};
+    use warmpool::core::names::{IMAGE_CACHE, LEASE, PREWARMER, PRIORITY_CLASS};
     assert_eq!(
         (PRIORITY_CLASS, PREWARMER, IMAGE_CACHE, LEASE),
         (

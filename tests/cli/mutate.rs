@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
-use warmpool::manifest::yaml::{read_documents, same};
+use warmpool::kubectl::yaml::{read_documents, same};
 
 fn warmpool(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_warmpool"))

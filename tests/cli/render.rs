@@ -7,8 +7,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 use warmpool::config::Config;
-use warmpool::manifest::yaml::read_documents;
-use warmpool::reconcile::{desired, observed};
+use warmpool::core::pool::desired;
+use warmpool::kubectl::yaml::read_documents;
+use warmpool::reconcile::watches::pods;
 
 use support::cluster::{kubeconfig, unique};
 use support::reconciler::kubectl_path;
@@ -57,7 +58,7 @@ fn cached(ds: &Value) -> Vec<String> {
 fn prints_what_the_reconcilers_own_builders_make() {
     let docs = documents(&warmpool(&[]));
     let config = Config::default();
-    let seen = observed::offline(&config, &[]);
+    let seen = pods::offline(&config, &[]);
     let expected = vec![
         serde_json::to_value(desired::priority_class()).unwrap(),
         serde_json::to_value(desired::prewarmer(

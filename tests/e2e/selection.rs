@@ -14,7 +14,7 @@ use support::cluster::{client, eventually, unique};
 use support::objects::{create_namespace, create_pod};
 use support::scenario::{Setup, Warmpool};
 use support::webhook::{Webhook, unregister};
-use warmpool::tenant::TenantSelector;
+use warmpool::core::tenant::TenantSelector;
 
 use super::BIN;
 

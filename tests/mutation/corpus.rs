@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use warmpool::config::Config;
-use warmpool::mutation::{Mutation, PodView, Rules, mutate, mutate_view, mutate_view_json};
+use warmpool::core::mutation::{Mutation, PodView, Rules, mutate, mutate_view, mutate_view_json};
 
 fn corpus_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
@@ -44,7 +44,7 @@ fn corpus() -> Vec<(String, Value)> {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
         } else if name.ends_with(".yaml") {
             // One pod a file, sometimes with a `---` around it.
-            let mut docs: Vec<Value> = warmpool::manifest::yaml::read_documents(text.as_bytes())
+            let mut docs: Vec<Value> = warmpool::kubectl::yaml::read_documents(text.as_bytes())
                 .unwrap_or_else(|e| panic!("{name}: {e}"))
                 .into_iter()
                 .map(|d| d.value)
@@ -144,7 +144,7 @@ fn peer_expectations_hold_but_for_the_node_pinned_pod() {
             assert!(
                 matches!(
                     mutation,
-                    Mutation::Skip(warmpool::mutation::SkipReason::NodePinned(_))
+                    Mutation::Skip(warmpool::core::mutation::SkipReason::NodePinned(_))
                 ),
                 "{stem}: {mutation:?}"
             );
@@ -219,7 +219,9 @@ fn the_typed_view_of_every_corpus_pod_decides_as_its_json() {
                         assert!(
                             matches!(
                                 expected,
-                                Mutation::Skip(warmpool::mutation::SkipReason::UnexpectedShape(_))
+                                Mutation::Skip(
+                                    warmpool::core::mutation::SkipReason::UnexpectedShape(_)
+                                )
                             ),
                             "{name}: no typed view ({e}) but {expected:?}"
                         );
@@ -255,7 +257,7 @@ fn every_corpus_image_is_canonical_as_oci_spec_makes_it() {
     }
     for image in &images {
         let oracle = oci_spec::distribution::Reference::try_from(image.trim()).map(|r| r.whole());
-        let ours = warmpool::reconcile::images::normalize(image);
+        let ours = warmpool::core::pool::images::normalize(image);
         match (&ours, &oracle) {
             (Ok(a), Ok(b)) => assert_eq!(a, b, "{image}"),
             (Err(_), Err(_)) => {}

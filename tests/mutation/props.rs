@@ -1,5 +1,5 @@
 //! The mutation engine over generated pods and nodes, judged by the oracle of
-//! `tests/support/oracle.rs` (Kubernetes' node selection as `warmpool::scheduling` models it):
+//! `tests/support/oracle.rs` (Kubernetes' node selection as `warmpool::core::mutation::scheduling` models it):
 //! required mode narrows the nodes a pod may use to exactly the pool's, preferred mode keeps
 //! them and adds one preference, the pool's taint is tolerated without duplicates or shorter
 //! times, skips are justified, nothing else changes, and a second pass is empty.
@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::Taint;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use warmpool::config::{AffinityMode, Config};
-use warmpool::mutation::{Mutation, PodView, Rules, mutate, mutate_view, mutate_view_json};
-use warmpool::scheduling::Node;
+use warmpool::core::mutation::scheduling::Node;
+use warmpool::core::mutation::{Mutation, PodView, Rules, mutate, mutate_view, mutate_view_json};
 
 fn label_key() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -353,8 +353,8 @@ fn the_oracle_rejects_a_widening_patch() {
         nodes
             .iter()
             .filter(|n| {
-                warmpool::scheduling::affinity_allows(
-                    &warmpool::scheduling::Placement::of(&spec),
+                warmpool::core::mutation::scheduling::affinity_allows(
+                    &warmpool::core::mutation::scheduling::Placement::of(&spec),
                     n,
                 )
             })

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use warmpool::config::{AffinityMode, Config};
-use warmpool::mutation::{Injected, Mutation, Rules, SkipReason, mutate};
+use warmpool::core::mutation::{Injected, Mutation, Rules, SkipReason, mutate};
 
 fn rules(mode: AffinityMode) -> Rules {
     let mut config = Config::default();

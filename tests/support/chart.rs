@@ -278,7 +278,7 @@ pub fn render(helm: &Path, release: &str, namespace: &str, args: &[&str]) -> Vec
 
 /// A multi-document YAML stream as JSON values (empty documents dropped).
 pub fn parse_documents(yaml: &str) -> Vec<Value> {
-    warmpool::manifest::yaml::read_documents(yaml.as_bytes())
+    warmpool::kubectl::yaml::read_documents(yaml.as_bytes())
         .expect("helm renders valid YAML")
         .into_iter()
         .map(|doc| doc.value)

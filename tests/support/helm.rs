@@ -67,7 +67,7 @@ pub fn template(release: &str, namespace: &str, args: &[String]) -> Vec<serde_js
         String::from_utf8_lossy(&out.stderr)
     );
     let yaml = String::from_utf8_lossy(&out.stdout);
-    warmpool::manifest::yaml::read_documents(yaml.as_bytes())
+    warmpool::kubectl::yaml::read_documents(yaml.as_bytes())
         .expect("helm renders valid YAML")
         .into_iter()
         .map(|doc| doc.value)

@@ -1,5 +1,5 @@
 //! The oracle of the mutation tests: what the mutation must mean to Kubernetes, decided by
-//! warmpool's model of the scheduler (`warmpool::scheduling`), for a pod and a set of nodes.
+//! warmpool's model of the scheduler (`warmpool::core::mutation::scheduling`), for a pod and a set of nodes.
 //!
 //! - required mode: the mutated pod's node affinity allows a node exactly when the original
 //!   allows it and the node is a pool node;
@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{PodSpec, Taint, Toleration};
 use serde_json::{Map, Value, json};
 use warmpool::config::AffinityMode;
-use warmpool::mutation::{Mutation, Rules, SkipReason, mutate};
-use warmpool::scheduling::{self, EFFECTS, Node, Placement};
+use warmpool::core::mutation::scheduling;
+use warmpool::core::mutation::scheduling::{EFFECTS, Node, Placement};
+use warmpool::core::mutation::{Mutation, Rules, SkipReason, mutate};
 
 /// The taints a pool toleration is there for: its key (or any), its value (or any), its effect
 /// (or each of them).

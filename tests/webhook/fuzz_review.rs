@@ -29,8 +29,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 use serde_json::{Map, Value, json};
 use warmpool::config::Config;
-use warmpool::mutation::Rules;
-use warmpool::tenant::TenantSelector;
+use warmpool::core::mutation::Rules;
+use warmpool::core::tenant::TenantSelector;
 use warmpool::webhook::review::{Decision, review};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");

@@ -3,8 +3,8 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 use warmpool::config::Config;
-use warmpool::mutation::Rules;
-use warmpool::tenant::TenantSelector;
+use warmpool::core::mutation::Rules;
+use warmpool::core::tenant::TenantSelector;
 use warmpool::webhook::review::{Decision, ReviewError, review};
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -1,0 +1,3 @@
+//! What the image cache holds on each node, and tags that moved.
+pub mod moved_tags;
+pub mod report;
