@@ -8,7 +8,7 @@
 //!   now, which images to cache, what the objects written look like, how a tenant's start went.
 //! - [`config`]: the configuration file's shapes, its validation and the one duration grammar.
 //! - [`webhook`]: the HTTPS server and the AdmissionReview codec around [`core::mutation`].
-//! - [`reconcile`]: the leader loop, the watches ([`reconcile::watch`]) and one job per object it
+//! - [`reconcile`]: the leader loop, the watches ([`reconcile::watches`]) and one job per object it
 //!   writes ([`reconcile::jobs`]), on shared plumbing ([`reconcile::base`]).
 //! - [`status`]: `warmpool status`, read (collect) → decided (model) → printed (render).
 //! - [`kubectl`]: manifests as kubectl reads and writes them, for `warmpool mutate`.

@@ -11,12 +11,10 @@
 //! before the typed view, by construction.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use base64::Engine as _;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::core::mutation;
 use crate::core::mutation::{Injected, Mutation, PodView, Rules, SkipReason, Str};
@@ -99,13 +97,13 @@ impl Pod for PodView<'_> {
     }
 }
 
-/// The pod as JSON, of it only what the decision reads (`POD_VIEW`): where its typed view
+/// The pod as JSON, of it only what the decision reads ([`mutation::read_set`]): where its typed view
 /// does not deserialize.
 struct ValueView(Value);
 
 impl<'de> Deserialize<'de> for ValueView {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        (&POD_VIEW).deserialize(deserializer).map(ValueView)
+        mutation::read_set(deserializer).map(ValueView)
     }
 }
 
@@ -129,142 +127,6 @@ impl Pod for ValueView {
                 Ok(injected)
             }
         }
-    }
-}
-
-/// Which members of a JSON object are kept: all of a value, or of an object only the named
-/// members (each with its own rule). A value that is not an object is kept whole, so that the
-/// mutation sees the same shape, and skips for the same reason, as with the full pod.
-enum Keep {
-    All,
-    Only(&'static [(&'static str, Keep)]),
-    /// Of an array, each element by this rule.
-    Each(&'static Keep),
-}
-
-/// The parts of a pod that [`mutation::mutate`] and [`review`] read: the three annotations it
-/// looks at (skip, mirror, injected; the annotations object itself stays, maybe empty, since the
-/// patch's path depends on whether it exists), `generateName` (for logs), and in the spec
-/// `nodeName`, `nodeSelector`, `affinity.nodeAffinity` and `tolerations`; of each owner reference
-/// its `kind`, `controller` and `name` (a DaemonSet's pods are pinned to their node). Keep it in step with
-/// `mutation.rs`; the unit tests below compare the two decisions on every fixture and shape.
-static POD_VIEW: Keep = Keep::Only(&[
-    (
-        "metadata",
-        Keep::Only(&[
-            (
-                "annotations",
-                Keep::Only(&[
-                    (mutation::SKIP_ANNOTATION, Keep::All),
-                    (mutation::MIRROR_ANNOTATION, Keep::All),
-                    (mutation::INJECTED_ANNOTATION, Keep::All),
-                ]),
-            ),
-            ("generateName", Keep::All),
-            (
-                "ownerReferences",
-                Keep::Each(&Keep::Only(&[
-                    ("kind", Keep::All),
-                    ("controller", Keep::All),
-                    ("name", Keep::All),
-                ])),
-            ),
-        ]),
-    ),
-    (
-        "spec",
-        Keep::Only(&[
-            ("nodeName", Keep::All),
-            ("nodeSelector", Keep::All),
-            ("affinity", Keep::Only(&[("nodeAffinity", Keep::All)])),
-            ("tolerations", Keep::All),
-        ]),
-    ),
-]);
-
-impl<'de> DeserializeSeed<'de> for &'static Keep {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        match self {
-            Keep::All => Value::deserialize(deserializer),
-            Keep::Only(_) | Keep::Each(_) => deserializer.deserialize_any(self),
-        }
-    }
-}
-
-/// Builds the kept members of an object; any other value is built whole, as `Value` does.
-impl<'de> Visitor<'de> for &'static Keep {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let Keep::Only(members) = self else {
-            return Value::deserialize(de::value::MapAccessDeserializer::new(map));
-        };
-        let mut kept = Map::new();
-        while let Some(key) = map.next_key::<Str<'de>>()? {
-            match members.iter().find(|(name, _)| *name == &*key.0) {
-                Some((_, keep)) => {
-                    let value = map.next_value_seed(keep)?;
-                    kept.insert(key.0.into_owned(), value);
-                }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(Value::Object(kept))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let Keep::Each(each) = self else {
-            return Value::deserialize(de::value::SeqAccessDeserializer::new(seq));
-        };
-        let mut kept = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
-        while let Some(value) = seq.next_element_seed(*each)? {
-            kept.push(value);
-        }
-        Ok(Value::Array(kept))
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        self.deserialize(deserializer)
     }
 }
 

@@ -19,11 +19,10 @@ use crate::config::{AffinityMode, Config};
 mod skip;
 mod view;
 
-pub(crate) use crate::core::mutation::skip::MIRROR_ANNOTATION;
 pub use crate::core::mutation::skip::{INJECTED_ANNOTATION, SKIP_ANNOTATION, SkipReason};
-pub use crate::core::mutation::view::PodView;
 pub(crate) use crate::core::mutation::view::Str;
 use crate::core::mutation::view::{Facts, Placement};
+pub use crate::core::mutation::view::{PodView, read_set};
 
 const REQUIRED: &str = "requiredDuringSchedulingIgnoredDuringExecution";
 const PREFERRED: &str = "preferredDuringSchedulingIgnoredDuringExecution";
