@@ -1,5 +1,5 @@
 //! `warmpool render`: the objects the reconciler would apply for a configuration, offline. It
-//! takes what the reconciler would observe with no cluster (`reconcile::observed::offline`: no
+//! takes what the reconciler would observe with no cluster (`reconcile::watches::pods::offline`: no
 //! tenant, `--image` as discovered images) and calls the very builders the reconciler applies
 //! (`reconcile::desired`). This file only reads, prints and words the messages.
 

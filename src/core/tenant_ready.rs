@@ -153,7 +153,7 @@ impl Progress {
     }
 
     /// Takes in the namespace's pods as they are at `now`.
-    pub fn observe<'a>(
+    pub fn update<'a>(
         &mut self,
         pods: impl IntoIterator<Item = (&'a str, &'a PodStart)>,
         now: Timestamp,
@@ -378,11 +378,11 @@ mod tests {
     fn seen_happening_the_end_is_the_instant_the_last_pod_turned_ready() {
         let mut p = Progress::new(at(0.0), at(0.2), MIN, TEN);
         let mut pods = vec![("a", pod(0.5, "w1", None)), ("b", pod(0.6, "w2", None))];
-        p.observe(view(&pods), at(1.0));
+        p.update(view(&pods), at(1.0));
         pods[0].1.ready_since = Some(at(3.0));
-        p.observe(view(&pods), at(3.1));
+        p.update(view(&pods), at(3.1));
         pods[1].1.ready_since = Some(at(4.0));
-        p.observe(view(&pods), at(4.3));
+        p.update(view(&pods), at(4.3));
         assert_eq!(
             p.outcome(view(&pods), &warm(), at(30.0)),
             None,
@@ -408,9 +408,9 @@ mod tests {
         };
         let mut p = Progress::new(at(0.0), at(0.2), window, TEN);
         let mut pods = vec![("a", one(None))];
-        p.observe(view(&pods), at(1.0));
+        p.update(view(&pods), at(1.0));
         pods[0].1.ready_since = Some(at(5.0));
-        p.observe(view(&pods), at(5.1));
+        p.update(view(&pods), at(5.1));
         assert_eq!(
             p.outcome(view(&pods), &warm(), at(5.1)),
             None,
@@ -429,7 +429,7 @@ mod tests {
 
         // Events that never come: judged on what is known once the grace has passed.
         let mut q = Progress::new(at(0.0), at(0.2), window, TEN);
-        q.observe(view(&pods), at(5.1));
+        q.update(view(&pods), at(5.1));
         assert_eq!(q.outcome(view(&pods), &warm(), at(6.0)), None);
         let Some(Outcome::Ready(m)) = q.outcome(view(&pods), &warm(), at(15.2)) else {
             panic!("not settled after the grace");
@@ -445,7 +445,7 @@ mod tests {
             ("a", pod(0.5, "w1", Some(9.0))),
             ("b", pod(0.6, "cold-1", Some(11.0))),
         ];
-        p.observe(view(&pods), at(200.0));
+        p.update(view(&pods), at(200.0));
         p.pulled(
             "b",
             "Successfully pulled image \"r/b:1\" in 9s (9s including waiting)",
@@ -462,22 +462,22 @@ mod tests {
     fn a_pod_joining_later_in_the_window_moves_the_finish_and_a_flap_does_not() {
         let mut p = Progress::new(at(0.0), at(0.0), MIN, TEN);
         let mut pods = vec![("a", pod(0.5, "w1", None))];
-        p.observe(view(&pods), at(0.6));
+        p.update(view(&pods), at(0.6));
         pods[0].1.ready_since = Some(at(2.0));
-        p.observe(view(&pods), at(2.0));
+        p.update(view(&pods), at(2.0));
         // b arrives at 20 s: not all Ready any more.
         pods.push(("b", pod(20.0, "w1", None)));
-        p.observe(view(&pods), at(20.0));
+        p.update(view(&pods), at(20.0));
         pods[1].1.ready_since = Some(at(25.0));
-        p.observe(view(&pods), at(25.0));
+        p.update(view(&pods), at(25.0));
         // a flaps: the first time all were Ready stands.
         pods[0].1.ready_since = None;
-        p.observe(view(&pods), at(30.0));
+        p.update(view(&pods), at(30.0));
         pods[0].1.ready_since = Some(at(31.0));
-        p.observe(view(&pods), at(31.0));
+        p.update(view(&pods), at(31.0));
         // c is made after the window: it does not count.
         pods.push(("c", pod(61.0, "w1", None)));
-        p.observe(view(&pods), at(61.0));
+        p.update(view(&pods), at(61.0));
         let Some(Outcome::Ready(m)) = p.outcome(view(&pods), &warm(), at(61.0)) else {
             panic!("not ready");
         };
@@ -494,7 +494,7 @@ mod tests {
             ("b", pod(0.5, "w1", None)),
             ("d", deleted),
         ];
-        p.observe(view(&pods), at(5.0));
+        p.update(view(&pods), at(5.0));
         assert_eq!(p.outcome(view(&pods), &warm(), at(120.0)), None);
         assert_eq!(p.next_check(at(120.0)), at(600.0));
         assert_eq!(

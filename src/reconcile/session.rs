@@ -50,7 +50,7 @@ use super::watches::drift;
 use super::watches::drift::Sightings;
 use super::watches::namespaces::CachedNamespace;
 use super::watches::nodes::{NodeIndex, SlimNode};
-use super::watches::pods::{Observed, PodIndex, SlimPod, observe};
+use super::watches::pods::{Observed, PodIndex, SlimPod, reduce};
 use crate::config::{Config, Slot};
 use crate::core::names::{IMAGE_CACHE, IMAGE_CACHE_DISCOVERED, PREWARMER, PRIORITY_CLASS};
 use crate::core::pool::PoolObject;
@@ -354,7 +354,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
                 let namespaces = ns_store.state();
                 let observed = {
                     let (pods, nodes) = (lock(&pods), lock(&nodes));
-                    observe(
+                    reduce(
                         &ctx.settings.config,
                         &ctx.selector,
                         namespaces.iter().map(|ns| (ns.name(), ns.label_facts())),

@@ -96,11 +96,11 @@ fn tenants(listed: &Listed, names: &BTreeMap<String, Namespace>) -> Part<Tenants
             entry.0 += 1;
         }
         let unsteered = serde_json::to_value(pod)
-            .map(|v| crate::core::unsteered::unsteered(&v, &rules))
+            .map(|v| crate::core::unsteered::is_unsteered(&v, &rules))
             .unwrap_or(false);
         if unsteered {
             entry.2 += 1;
-            escaped.push(EscapedPod {
+            escaped.push(UnsteeredPod {
                 namespace: ns.to_owned(),
                 pod: pod.metadata.name.clone().unwrap_or_default(),
                 node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),

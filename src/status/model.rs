@@ -101,7 +101,7 @@ pub struct Tenants {
     /// Median and largest time to Ready of the warm and of the cold tenants.
     pub warm_seconds: Option<Spread>,
     pub cold_seconds: Option<Spread>,
-    pub escaped: Vec<EscapedPod>,
+    pub escaped: Vec<UnsteeredPod>,
     /// Every tenant, newest first.
     pub list: Vec<Tenant>,
 }
@@ -124,10 +124,10 @@ pub struct Tenant {
     pub age_seconds: i64,
 }
 
-/// A tenant pod the webhook never steered ([`crate::core::unsteered::unsteered`]).
+/// A tenant pod the webhook never steered ([`crate::core::unsteered::is_unsteered`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EscapedPod {
+pub struct UnsteeredPod {
     pub namespace: String,
     pub pod: String,
     pub node: Option<String>,

@@ -125,7 +125,7 @@ pub(super) fn warm_nodes(listed: &Listed, tenants: Option<&TenantNames>) -> Part
                         present: n
                             .images
                             .values()
-                            .filter(|s| **s == ImageState::Present)
+                            .filter(|s| **s == ImageState::Cached)
                             .count(),
                         wanted: n.images.len(),
                         failed: n

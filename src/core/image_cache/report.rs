@@ -15,7 +15,7 @@ use crate::core::pool::desired::CACHE_CONTAINER_PREFIX;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageState {
     /// Pulled: its container was created from it (the status carries its `imageID`).
-    Present,
+    Cached,
     /// Not there yet: pulling, or waiting for the pod to start.
     Pending,
     /// The kubelet cannot pull it (`ErrImagePull`, `ImagePullBackOff`, …); it keeps retrying
@@ -27,7 +27,7 @@ impl ImageState {
     /// The `state` label of `warmpool_image_cache_images`.
     pub fn label(&self) -> &'static str {
         match self {
-            ImageState::Present => "present",
+            ImageState::Cached => "present",
             ImageState::Pending => "pending",
             ImageState::Failed { .. } => "failed",
         }
@@ -56,7 +56,7 @@ pub struct NodeCache {
 impl NodeCache {
     /// Every image is present.
     pub fn complete(&self) -> bool {
-        self.images.values().all(|s| *s == ImageState::Present)
+        self.images.values().all(|s| *s == ImageState::Cached)
     }
 }
 
@@ -96,7 +96,7 @@ fn node_cache(pod: &Pod) -> Option<NodeCache> {
             let image = c.image.clone()?;
             let status = statuses.iter().find(|s| s.name == c.name);
             let state = match status {
-                Some(s) if !s.image_id.is_empty() => ImageState::Present,
+                Some(s) if !s.image_id.is_empty() => ImageState::Cached,
                 Some(s) => match s.state.as_ref().and_then(|st| st.waiting.as_ref()) {
                     Some(w) if PULL_FAILURES.contains(&w.reason.as_deref().unwrap_or_default()) => {
                         ImageState::Failed {
@@ -224,7 +224,7 @@ pub(crate) mod tests {
         assert_eq!(nodes.len(), 1);
         let images = &nodes[0].images;
         assert_eq!(images.len(), 3, "the pause container is not a cached image");
-        assert_eq!(images["r/a:1"], ImageState::Present);
+        assert_eq!(images["r/a:1"], ImageState::Cached);
         assert_eq!(images["r/b:1"], ImageState::Pending);
         assert_eq!(
             images["r/c:nope"],
@@ -257,7 +257,7 @@ pub(crate) mod tests {
         let mut crashing = waiting("cache-a-1", "CrashLoopBackOff");
         crashing["imageID"] = json!("r/a@sha256:1");
         let p = pod(Some("n"), containers(), json!([crashing]));
-        assert_eq!(report(&[p])[0].images["r/a:1"], ImageState::Present);
+        assert_eq!(report(&[p])[0].images["r/a:1"], ImageState::Cached);
     }
 
     #[test]

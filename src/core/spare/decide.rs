@@ -28,7 +28,7 @@ pub enum Source {
 
 /// The decision at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub struct Plan {
     /// For the Deployment: `slots` are the replicas to keep (not the target, while scaling
     /// down gently), `window` the window in force, `next_change` the next instant any input
     /// changes by the clock alone (a window, an arrival leaving the lookback, the next step).
@@ -50,7 +50,7 @@ pub fn decide(
     arrivals: &Arrivals,
     kept: Option<Held>,
     now: Timestamp,
-) -> Decision {
+) -> Plan {
     let sized = prewarmer
         .spare_slots
         .auto()
@@ -72,7 +72,7 @@ pub fn decide(
     .into_iter()
     .flatten()
     .min();
-    Decision {
+    Plan {
         spare: InForce {
             slots: step.held.slots,
             window: target.window,
@@ -87,7 +87,7 @@ pub fn decide(
 }
 
 /// Why the value in force is what it is, for the Event `SpareSlotsChanged`.
-pub fn reason(prewarmer: &Prewarmer, d: &Decision) -> String {
+pub fn reason(prewarmer: &Prewarmer, d: &Plan) -> String {
     match d.why {
         Why::Stepped | Why::Rate | Why::Arriving => {
             let (step, every) = prewarmer

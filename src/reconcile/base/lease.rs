@@ -305,7 +305,7 @@ impl Elector {
             return self.create(started).await;
         };
         let spec = lease.spec.clone().unwrap_or_default();
-        let holder_gone = self.observe(&spec, read);
+        let holder_gone = self.note_record(&spec, read);
         let now = MicroTime(Timestamp::now());
         let mut next = spec.clone();
         match decide(&spec, &self.settings.identity, holder_gone) {
@@ -343,7 +343,7 @@ impl Elector {
             Ok(written) => {
                 if let Some(spec) = &written.spec {
                     let now = (self.clock)();
-                    self.observe(spec, now);
+                    self.note_record(spec, now);
                 }
                 self.gate.extend(started + self.settings.valid_for());
                 Ok(true)
@@ -390,7 +390,7 @@ impl Elector {
     }
 
     /// Notes the record; true when it has not changed for its lease duration.
-    fn observe(&mut self, spec: &LeaseSpec, now: Instant) -> bool {
+    fn note_record(&mut self, spec: &LeaseSpec, now: Instant) -> bool {
         let seen = Seen {
             holder: spec.holder_identity.clone(),
             renew_time: spec.renew_time.clone(),

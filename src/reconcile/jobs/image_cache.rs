@@ -68,7 +68,7 @@ pub async fn watch(ctx: Arc<Context>) {
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
-                seen = observe(&ctx, &store, &namespace, seen).await;
+                seen = scan(&ctx, &store, &namespace, seen).await;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "image-cache pod watch failed; retrying"),
@@ -85,7 +85,7 @@ struct Seen {
     moved: BTreeMap<String, BTreeSet<String>>,
 }
 
-async fn observe(ctx: &Context, store: &Store<Pod>, namespace: &str, before: Seen) -> Seen {
+async fn scan(ctx: &Context, store: &Store<Pod>, namespace: &str, before: Seen) -> Seen {
     let pods = store.state();
     let nodes = report::report(&pods);
     let images: BTreeSet<String> = pods

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::core::names::PREWARMER;
-use crate::core::spare::decide::{Decision, KeptSlots, changed_event, reason, wait};
+use crate::core::spare::decide::{KeptSlots, Plan, changed_event, reason, wait};
 use crate::core::spare::windows::InForce;
 use crate::reconcile::base::context::{Context, lock};
 
@@ -25,7 +25,7 @@ pub fn now(ctx: &Context) -> InForce {
 
 /// After the prewarmer was kept as `decision` says: the gauges, and an Event if the value kept
 /// changed.
-pub async fn kept(ctx: &Context, decision: &Decision) {
+pub async fn kept(ctx: &Context, decision: &Plan) {
     let prewarmer = &ctx.settings.config.prewarmer;
     let spare = &decision.spare;
     ctx.metrics.publish_spare(spare, &prewarmer.window_names());

@@ -209,7 +209,7 @@ fn settle(
             continue;
         };
         let starts = pods.starts_in(&name);
-        tracked.progress.observe(starts.iter().copied(), now);
+        tracked.progress.update(starts.iter().copied(), now);
         match tracked.progress.outcome(starts.iter().copied(), &warm, now) {
             Some(outcome) => {
                 if let Some(tracked) = tenants.remove(&name) {

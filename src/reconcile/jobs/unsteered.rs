@@ -1,4 +1,4 @@
-//! Tenant pods that escaped the webhook ([`crate::core::unsteered::unsteered`] decides, on what the pod
+//! Tenant pods that escaped the webhook ([`crate::core::unsteered::is_unsteered`] decides, on what the pod
 //! watch keeps: [`crate::reconcile::watches::pods::PodIndex::unsteered_in`]). This shell counts them
 //! (`warmpool_tenant_pods_unsteered`), records a Warning Event on each once, and with
 //! `tenants.repair: evict` evicts those a controller owns through the Eviction API (so a
@@ -12,7 +12,7 @@
 //!
 //! Pods older than warmpool's installation (the Lease `warmpool-reconciler`'s creation) predate
 //! its webhook and are not counted: installing warmpool into a busy cluster is no storm of
-//! Events. At most [`PER_SCAN`] pods are acted on per scan (the rest at the next one, 30 s
+//! Events. At most [`crate::core::unsteered::PER_SCAN`] pods are acted on per scan (the rest at the next one, 30 s
 //! later at the latest), so a long webhook outage is repaired gently, like a rollout.
 
 use std::collections::BTreeSet;
@@ -23,24 +23,18 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, EvictParams};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
 use tokio::sync::Notify;
 
 use crate::config::Repair;
+use crate::core::unsteered::{Key, Unsteered, evict_now, to_act_on, unsteered_event};
 use crate::reconcile::base::context::{Context, lock};
 use crate::reconcile::watches::namespaces::CachedNamespace;
-use crate::reconcile::watches::pods::{PodIndex, Unsteered};
+use crate::reconcile::watches::pods::PodIndex;
 
 /// How long a refused eviction (a PodDisruptionBudget) waits before it is tried again, and
-/// the longest pause before the pods over [`PER_SCAN`] are acted on.
+/// the longest pause before the pods over [`crate::core::unsteered::PER_SCAN`] are acted on.
 const RETRY: Duration = Duration::from_secs(30);
-
-/// Unsteered pods given an Event (and evicted) per scan.
-pub const PER_SCAN: usize = 20;
-
-/// `(namespace, pod)`.
-type Key = (String, String);
 
 /// The unsteered pods already acted on in this term.
 #[derive(Default)]
@@ -52,14 +46,6 @@ pub struct Acted {
     wake: Notify,
 }
 
-/// Whether to evict an unsteered pod now: asked for, a controller to re-create it, and the
-/// webhook back (it steered a pod created after this one, or in the same second). Pure.
-pub fn evict_now(repair: Repair, pod: &Unsteered, last_steered: Option<Timestamp>) -> bool {
-    repair == Repair::Evict
-        && pod.controlled
-        && matches!((pod.created, last_steered), (Some(c), Some(s)) if s >= c)
-}
-
 impl Acted {
     /// A pod changed.
     pub fn touched(&self) {
@@ -67,61 +53,10 @@ impl Acted {
     }
 }
 
-/// What to do now: the pods unsteered now that were not acted on yet (at most [`PER_SCAN`]),
-/// and what stays remembered (the ones still there). Pure.
-pub fn new_escapes(
-    now: &[(Key, Unsteered)],
-    acted: &BTreeSet<Key>,
-) -> (Vec<(Key, Unsteered)>, BTreeSet<Key>) {
-    let fresh = now
-        .iter()
-        .filter(|(k, _)| !acted.contains(k))
-        .take(PER_SCAN)
-        .cloned()
-        .collect();
-    let still: BTreeSet<Key> = now
-        .iter()
-        .map(|(k, _)| k)
-        .filter(|k| acted.contains(*k))
-        .cloned()
-        .collect();
-    (fresh, still)
-}
-
-/// The Warning Event on an unsteered pod.
-pub fn unsteered_event(pod: &Unsteered, repair: Repair) -> Event {
-    let node = pod
-        .node
-        .as_deref()
-        .map_or("not scheduled yet".to_owned(), |n| format!("on node {n}"));
-    let next = match (repair, pod.controlled) {
-        (Repair::Evict, true) => {
-            "it is evicted (tenants.repair: evict) and its controller re-creates it through the webhook"
-        }
-        (Repair::Evict, false) => {
-            "no controller owns it, so it is not evicted: re-create it yourself"
-        }
-        (Repair::None, true) => {
-            "delete it and its controller re-creates it through the webhook, or set tenants.repair: evict"
-        }
-        (Repair::None, false) => "no controller owns it: re-create it",
-    };
-    Event {
-        type_: EventType::Warning,
-        reason: "Unsteered".into(),
-        note: Some(format!(
-            "admitted without warmpool's node affinity and toleration (no warmpool.io/injected: \
-             the webhook was unreachable or not registered yet), {node}; {next}"
-        )),
-        action: "Steer".into(),
-        secondary: None,
-    }
-}
-
 /// For the whole leadership term: at every pod change, the unsteered pods of the tenants.
 pub async fn run(
     ctx: Arc<Context>,
-    escapes: Arc<Acted>,
+    acted: Arc<Acted>,
     pods: Arc<Mutex<PodIndex>>,
     namespaces: Store<CachedNamespace>,
 ) {
@@ -129,7 +64,7 @@ pub async fn run(
     let installed = installed_at(&ctx).await;
     loop {
         tokio::select! {
-            () = escapes.wake.notified() => {}
+            () = acted.wake.notified() => {}
             () = tokio::time::sleep(RETRY) => {}
         }
         // Let a burst of pod events settle.
@@ -166,30 +101,30 @@ pub async fn run(
         ctx.metrics
             .tenant_pods_unsteered
             .set(i64::try_from(now.len()).unwrap_or(i64::MAX));
-        let reported = lock(&escapes.reported).clone();
-        let (fresh, still) = new_escapes(&now, &reported);
-        *lock(&escapes.reported) = still;
+        let reported = lock(&acted.reported).clone();
+        let (fresh, still) = to_act_on(&now, &reported);
+        *lock(&acted.reported) = still;
         for ((ns, name), pod) in fresh {
             report(&ctx, &ns, &name, &pod, repair).await;
-            lock(&escapes.reported).insert((ns, name));
+            lock(&acted.reported).insert((ns, name));
         }
         let due: Vec<(Key, Unsteered)> = now
             .iter()
             .filter(|(_, u)| evict_now(repair, u, last_steered))
             .cloned()
             .collect();
-        let evicted = lock(&escapes.evicted).clone();
-        let (to_evict, still) = new_escapes(&due, &evicted);
+        let evicted = lock(&acted.evicted).clone();
+        let (to_evict, still) = to_act_on(&due, &evicted);
         // Kept while the pod is there (it may take a while to go): never evicted twice.
         let kept: BTreeSet<Key> = evicted
             .into_iter()
             .filter(|k| now.iter().any(|(n, _)| n == k))
             .chain(still)
             .collect();
-        *lock(&escapes.evicted) = kept;
+        *lock(&acted.evicted) = kept;
         for ((ns, name), _) in to_evict {
             if evict(&ctx, &ns, &name).await {
-                lock(&escapes.evicted).insert((ns, name));
+                lock(&acted.evicted).insert((ns, name));
             }
         }
     }
@@ -248,107 +183,5 @@ async fn evict(ctx: &Context, ns: &str, name: &str) -> bool {
             tracing::warn!(namespace = %ns, pod = %name, error = %e, retry_in = ?RETRY, "cannot evict the unsteered pod (a PodDisruptionBudget?)");
             false
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(ns: &str, pod: &str) -> Key {
-        (ns.to_owned(), pod.to_owned())
-    }
-
-    fn pod(controlled: bool) -> Unsteered {
-        Unsteered {
-            created: None,
-            node: Some("cold-1".into()),
-            controlled,
-        }
-    }
-
-    #[test]
-    fn each_escape_is_acted_on_once_and_forgotten_when_it_goes() {
-        let now = [
-            (key("demo-1", "a"), pod(true)),
-            (key("demo-1", "b"), pod(false)),
-        ];
-        let (fresh, still) = new_escapes(&now, &BTreeSet::new());
-        assert_eq!(fresh.len(), 2);
-        assert!(still.is_empty());
-        let acted = BTreeSet::from([key("demo-1", "a"), key("demo-1", "gone")]);
-        let (fresh, still) = new_escapes(&now, &acted);
-        assert_eq!(fresh, vec![(key("demo-1", "b"), pod(false))]);
-        assert_eq!(still, BTreeSet::from([key("demo-1", "a")]));
-    }
-
-    #[test]
-    fn at_most_a_scans_worth_is_acted_on_at_once() {
-        let now: Vec<(Key, Unsteered)> = (0..PER_SCAN + 5)
-            .map(|i| (key("demo-1", &format!("p{i:02}")), pod(true)))
-            .collect();
-        let (fresh, _) = new_escapes(&now, &BTreeSet::new());
-        assert_eq!(fresh.len(), PER_SCAN);
-        let acted: BTreeSet<Key> = fresh.into_iter().map(|(k, _)| k).collect();
-        let (rest, still) = new_escapes(&now, &acted);
-        assert_eq!(rest.len(), 5, "the rest at the next scan");
-        assert_eq!(still.len(), PER_SCAN);
-    }
-
-    #[test]
-    fn a_pod_is_evicted_only_once_the_webhook_steered_one_as_new() {
-        let t = |s: &str| -> Timestamp { s.parse().unwrap() };
-        let escaped = Unsteered {
-            created: Some(t("2026-12-02T09:00:00Z")),
-            node: None,
-            controlled: true,
-        };
-        let back = Some(t("2026-12-02T09:00:05Z"));
-        assert!(evict_now(Repair::Evict, &escaped, back));
-        // What the API server records is whole seconds: a steered pod of the same second is
-        // evidence too (the end-to-end test made both within a second on a fast machine, and
-        // the strict comparison never evicted).
-        assert!(
-            evict_now(Repair::Evict, &escaped, escaped.created),
-            "steered in the same second"
-        );
-        assert!(
-            !evict_now(Repair::Evict, &escaped, None),
-            "the webhook not seen back"
-        );
-        assert!(
-            !evict_now(Repair::Evict, &escaped, Some(t("2026-12-02T08:59:00Z"))),
-            "steered only before it: maybe still down"
-        );
-        assert!(!evict_now(Repair::None, &escaped, back));
-        let bare = Unsteered {
-            controlled: false,
-            ..escaped
-        };
-        assert!(!evict_now(Repair::Evict, &bare, back));
-    }
-
-    #[test]
-    fn the_event_says_where_it_runs_and_what_to_do() {
-        let note = |p: &Unsteered, r: Repair| unsteered_event(p, r).note.unwrap();
-        let n = note(&pod(true), Repair::None);
-        assert!(
-            n.contains("on node cold-1") && n.contains("set tenants.repair: evict"),
-            "{n}"
-        );
-        let n = note(&pod(true), Repair::Evict);
-        assert!(n.contains("it is evicted"), "{n}");
-        let n = note(&pod(false), Repair::Evict);
-        assert!(n.contains("not evicted"), "{n}");
-        let unscheduled = Unsteered {
-            created: None,
-            node: None,
-            controlled: true,
-        };
-        assert!(note(&unscheduled, Repair::None).contains("not scheduled yet"));
-        assert_eq!(
-            unsteered_event(&pod(true), Repair::None).type_,
-            EventType::Warning
-        );
     }
 }

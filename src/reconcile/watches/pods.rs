@@ -1,6 +1,6 @@
 //! What the reconciler knows of the cluster, kept small: a Pod is read into [`SlimPod`] (only
 //! images and requests are deserialised; env, volumes, status and the rest are skipped by serde),
-//! reduced at once to a [`PodSummary`] and indexed by namespace. [`observe`] turns that, the
+//! reduced at once to a [`PodSummary`] and indexed by namespace. [`reduce`] turns that, the
 //! namespaces and the warm nodes ([`super::nodes`]) into the inputs of the desired objects. Pure apart from the watch-event plumbing.
 
 use std::borrow::Cow;
@@ -22,6 +22,7 @@ use crate::core::pool::slot;
 use crate::core::pool::slot::{ContainerRequests, Requests};
 use crate::core::tenant::{LabelFacts, TenantSelector};
 use crate::core::tenant_ready::PodStart;
+use crate::core::unsteered::Unsteered;
 
 /// A Pod with only the fields the reconciler reads. Unknown fields are skipped while parsing, so
 /// a watch of every pod in the cluster never holds their full specs.
@@ -73,7 +74,7 @@ pub struct SlimPodSpec {
     #[serde(default)]
     pub node_name: Option<String>,
     /// Placement, read only to judge whether the webhook steered the pod
-    /// ([`crate::core::unsteered::unsteered`]), never kept in the index.
+    /// ([`crate::core::unsteered::is_unsteered`]), never kept in the index.
     #[serde(default)]
     pub affinity: Option<serde_json::Value>,
     #[serde(default)]
@@ -254,7 +255,7 @@ pub fn pod_start(pod: &SlimPod) -> PodStart {
     }
 }
 
-/// Whether the webhook never steered `pod` ([`crate::core::unsteered::unsteered`] on what the watch
+/// Whether the webhook never steered `pod` ([`crate::core::unsteered::is_unsteered`] on what the watch
 /// keeps of it: annotations, owners and placement).
 pub fn is_unsteered(pod: &SlimPod, rules: &Rules) -> bool {
     let view = serde_json::json!({
@@ -269,17 +270,7 @@ pub fn is_unsteered(pod: &SlimPod, rules: &Rules) -> bool {
             "tolerations": pod.spec.tolerations,
         },
     });
-    crate::core::unsteered::unsteered(&view, rules)
-}
-
-/// A pod the webhook never steered, as the index keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unsteered {
-    pub created: Option<jiff::Timestamp>,
-    pub node: Option<String>,
-    /// Owned by a controller (not a DaemonSet): evicting it lets the controller re-create it
-    /// through the webhook.
-    pub controlled: bool,
+    crate::core::unsteered::is_unsteered(&view, rules)
 }
 
 /// One pod in the index: what the desired objects need, what its tenant's start needs, and
@@ -541,7 +532,7 @@ pub struct Observed {
 
 /// Reduces namespaces (name, what the tenant rule reads of their labels), the pod index and the warm nodes to [`Observed`];
 /// `previous` (the last observation) holds `slot: auto` steady within its hysteresis.
-pub fn observe<'a>(
+pub fn reduce<'a>(
     config: &Config,
     selector: &TenantSelector,
     namespaces: impl IntoIterator<Item = (&'a str, LabelFacts<'a>)>,
@@ -987,7 +978,7 @@ mod tests {
             ("warmpool", Some(ENABLED)),
         ]);
         let nodes = NodeIndex::synced_empty();
-        let got = observe(&config, &selector, namespaces.clone(), &pods, &nodes, None);
+        let got = reduce(&config, &selector, namespaces.clone(), &pods, &nodes, None);
         assert_eq!(
             got.tenants.iter().map(String::as_str).collect::<Vec<_>>(),
             vec!["demo-1", "demo-2", "payments"]
@@ -1011,7 +1002,7 @@ mod tests {
 
         config.image_cache.discover = false;
         config.prewarmer.slot = Slot::Fixed(SlotResources::default());
-        let fixed = observe(&config, &selector, namespaces, &pods, &nodes, None);
+        let fixed = reduce(&config, &selector, namespaces, &pods, &nodes, None);
         assert_eq!(fixed.images, vec!["docker.io/library/configured:1"]);
         assert_eq!(fixed.slot, SlotResources::default());
         assert_eq!(fixed.slot_source, SlotSource::Configured);
@@ -1037,7 +1028,7 @@ mod tests {
         ]);
         let namespaces = facts(vec![("demo-1", None), ("demo-2", None)]);
         let nodes = NodeIndex::synced_empty();
-        let got = observe(&config, &selector, namespaces.clone(), &pods, &nodes, None);
+        let got = reduce(&config, &selector, namespaces.clone(), &pods, &nodes, None);
         // A pod that never schedules (64 CPUs) does not size the placeholders.
         assert_eq!(got.slot.cpu, Quantity("1500m".into()));
         assert_eq!(got.slot.memory, Quantity("3072Mi".into()));
@@ -1045,7 +1036,7 @@ mod tests {
             cpu: Quantity("1".into()),
             memory: Quantity("8Gi".into()),
         });
-        let capped = observe(&config, &selector, namespaces, &pods, &nodes, None);
+        let capped = reduce(&config, &selector, namespaces, &pods, &nodes, None);
         assert_eq!(capped.slot.cpu, Quantity("1000m".into()));
         assert_eq!(capped.slot.memory, Quantity("3072Mi".into()));
     }
@@ -1054,7 +1045,7 @@ mod tests {
     fn the_auto_slot_falls_back_to_the_default_without_tenant_pods() {
         let config = Config::from_yaml("prewarmer: {slot: auto}").unwrap();
         let selector = TenantSelector::new(&config.tenants.namespace_patterns, None).unwrap();
-        let got = observe(
+        let got = reduce(
             &config,
             &selector,
             facts(vec![("demo-1", None)]),
@@ -1094,7 +1085,7 @@ mod tests {
         };
         let nodes = warm_nodes(&[("small", "1930m", "7Gi"), ("large", "3920m", "15Gi")]);
         let observe_with = |pods: &PodIndex, previous: Option<&Observed>| {
-            observe(
+            reduce(
                 &config,
                 &selector,
                 facts(vec![("demo-1", None)]),
