@@ -34,7 +34,8 @@ use kube::Resource;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, watch};
 
@@ -127,27 +128,43 @@ pub fn node_label_selector(config: &Config) -> String {
     format!("{}={}", label.key, label.value)
 }
 
+/// The watch caches of one term, shared by the watches that fill them and the tasks that read
+/// them; `dirty` is notified at every change that may change the observation.
+struct Caches {
+    dirty: Arc<Notify>,
+    namespaces_synced: Arc<AtomicBool>,
+    pods: Arc<Mutex<PodIndex>>,
+    /// Notified when the pods are to be listed again (a namespace became a tenant).
+    relist_pods: Arc<Notify>,
+    nodes: Arc<Mutex<NodeIndex>>,
+}
+
+impl Caches {
+    fn new(config: &Config, watch_pods: bool, watch_nodes: bool) -> Caches {
+        let mut pods = PodIndex::judging(crate::core::mutation::Rules::from_config(config));
+        if !watch_pods {
+            // Nothing to wait for: no pod is ever looked at.
+            pods.apply(watcher::Event::InitDone);
+        }
+        Caches {
+            dirty: Arc::new(Notify::new()),
+            namespaces_synced: Arc::new(AtomicBool::new(false)),
+            pods: Arc::new(Mutex::new(pods)),
+            relist_pods: Arc::new(Notify::new()),
+            nodes: Arc::new(Mutex::new(if watch_nodes {
+                NodeIndex::default()
+            } else {
+                NodeIndex::synced_empty()
+            })),
+        }
+    }
+}
+
 /// One leadership term: caches, enrolment, observation, workloads. Returns only if a stream ends.
 pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
-    let client = ctx.client.clone();
-    let own_ns = ctx.settings.namespace.clone();
     let config = &ctx.settings.config;
-    let resync = ctx.settings.resync;
     let (watch_pods, watch_nodes) = needs(config);
-    let dirty = Arc::new(Notify::new());
-    let namespaces_synced = Arc::new(AtomicBool::new(false));
-    let mut pod_index = PodIndex::judging(crate::core::mutation::Rules::from_config(config));
-    if !watch_pods {
-        // Nothing to wait for: no pod is ever looked at.
-        pod_index.apply(watcher::Event::InitDone);
-    }
-    let pods = Arc::new(Mutex::new(pod_index));
-    let relist_pods = Arc::new(Notify::new());
-    let nodes = Arc::new(Mutex::new(if watch_nodes {
-        NodeIndex::default()
-    } else {
-        NodeIndex::synced_empty()
-    }));
+    let caches = Caches::new(config, watch_pods, watch_nodes);
     let (observed_tx, observed_rx) = watch::channel(None);
     let sightings = Arc::new(Sightings::default());
     let needed = arrivals_needed(config);
@@ -177,22 +194,86 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         "watching namespaces and the written objects (metadata only)"
     );
 
-    // Namespaces: metadata only, each reduced at once to what the reconciler reads of it.
     let (ns_store, ns_writer) = reflector::store::<CachedNamespace>();
+    let enrol = namespaces_and_enrolment(&ctx, &caches, enroller, ns_store.clone(), ns_writer);
+    let pod_watch = pods(
+        &ctx,
+        &caches,
+        watch_pods,
+        time_to_ready.clone(),
+        unsteered_acted.clone(),
+    );
+    let node_watch = warm_nodes(&ctx, &caches, watch_nodes);
+    let observation = observation(
+        ctx.clone(),
+        &caches,
+        ns_store.clone(),
+        needed.map(|_| book.clone()),
+        observed_tx,
+    );
+    let workloads = workloads_controller(
+        &ctx,
+        workloads_state,
+        observed_rx,
+        sightings,
+        next_change_rx,
+    );
+
+    let cache_health = super::jobs::image_cache::watch(ctx.clone());
+    let placeholders = super::jobs::placeholders::run(ctx.clone());
+    let record = super::jobs::arrivals::flush(ctx.clone(), book);
+    let unsteered = super::jobs::unsteered::run(
+        ctx.clone(),
+        unsteered_acted,
+        caches.pods.clone(),
+        ns_store.clone(),
+    );
+    let time_to_ready = super::jobs::tenant_ready::run(
+        ctx.clone(),
+        time_to_ready,
+        caches.pods.clone(),
+        caches.nodes.clone(),
+    );
+
+    tokio::join!(
+        enrol,
+        pod_watch,
+        node_watch,
+        observation,
+        workloads,
+        cache_health,
+        placeholders,
+        record,
+        time_to_ready,
+        unsteered
+    );
+    Ok(())
+}
+
+/// Namespaces, metadata only, each reduced at once to what the reconciler reads of it, into
+/// `ns_writer`'s store; each one changed is queued for the enrolment (and every `resync`, all).
+/// Tells the pod index which namespaces are tenants.
+fn namespaces_and_enrolment(
+    ctx: &Arc<Context>,
+    caches: &Caches,
+    enroller: Arc<Enroller>,
+    ns_store: Store<CachedNamespace>,
+    ns_writer: Writer<CachedNamespace>,
+) -> impl Future<Output = ()> + use<> {
     let field_manager = ctx.enrolment_manager.clone();
     let selector = ctx.selector.clone();
     let ns_events = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        Api::<PartialObjectMeta<Namespace>>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .map_ok(move |event| CachedNamespace::event(event, &selector, &field_manager))
     .reflect(ns_writer)
     .inspect({
-        let dirty = dirty.clone();
-        let synced = namespaces_synced.clone();
-        let pods = pods.clone();
-        let relist_pods = relist_pods.clone();
+        let dirty = caches.dirty.clone();
+        let synced = caches.namespaces_synced.clone();
+        let pods = caches.pods.clone();
+        let relist_pods = caches.relist_pods.clone();
         let ctx = ctx.clone();
         move |event| {
             // The pod index keeps tenants' pods only: tell it which namespaces are.
@@ -225,13 +306,13 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
     .map_ok(|ns| ObjectRef::from_obj(&ns));
     let enrolment_queue = stream::select(
         ns_events,
-        enrolment::resync_namespaces(&ctx, &ns_store, resync),
+        enrolment::resync_namespaces(ctx, &ns_store, ctx.settings.resync),
     );
-    let enrol = controller::applier(
+    controller::applier(
         |ns, enroller| Box::pin(enrolment::reconcile_namespace(ns, enroller)),
         enrolment::error_policy,
         enroller,
-        ns_store.clone(),
+        ns_store,
         enrolment_queue,
         controller::Config::default()
             .concurrency(ctx.settings.concurrency.max(1))
@@ -245,17 +326,30 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
             }
             Err(e) => tracing::warn!(error = %e, "enrolment queue"),
         }
-    });
+    })
+}
 
-    // Pods: images and requests only, terminated pods and never-tenant namespaces filtered out;
-    // listed again (a new watcher) when a namespace whose pods were dropped becomes a tenant.
-    let pod_watch: BoxFuture<'static, ()> = if watch_pods {
-        let client = client.clone();
-        let selector = pod_field_selector(&own_ns);
-        let relist_pods = relist_pods.clone();
+/// Pods (with `watch`): images and requests only, terminated pods and never-tenant namespaces
+/// filtered out by the API server, into the pod index; listed again (a new watcher) when a
+/// namespace whose pods were dropped becomes a tenant. Each change wakes the time-to-Ready and
+/// unsteered jobs.
+fn pods(
+    ctx: &Context,
+    caches: &Caches,
+    watch: bool,
+    time_to_ready: Arc<Tracker>,
+    unsteered_acted: Arc<Acted>,
+) -> BoxFuture<'static, ()> {
+    if !watch {
+        return futures::future::pending().boxed();
+    }
+    {
+        let client = ctx.client.clone();
+        let selector = pod_field_selector(&ctx.settings.namespace);
+        let relist_pods = caches.relist_pods.clone();
         let handle = {
-            let pods = pods.clone();
-            let dirty = dirty.clone();
+            let pods = caches.pods.clone();
+            let dirty = caches.dirty.clone();
             let time_to_ready = time_to_ready.clone();
             let unsteered_acted = unsteered_acted.clone();
             move |event: Result<watcher::Event<SlimPod>, watcher::Error>| match event {
@@ -302,20 +396,23 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
             }
         }
         .boxed()
-    } else {
-        futures::future::pending().boxed()
-    };
+    }
+}
 
-    // Warm nodes: allocatable only.
-    let node_watch: BoxFuture<'static, ()> = if watch_nodes {
+/// The warm nodes (with `watch`), by the pool label: their allocatable only, into the node index.
+fn warm_nodes(ctx: &Context, caches: &Caches, watch: bool) -> BoxFuture<'static, ()> {
+    if !watch {
+        return futures::future::pending().boxed();
+    }
+    {
         watcher(
-            Api::<SlimNode>::all(client.clone()),
-            watcher::Config::default().labels(&node_label_selector(config)),
+            Api::<SlimNode>::all(ctx.client.clone()),
+            watcher::Config::default().labels(&node_label_selector(&ctx.settings.config)),
         )
         .default_backoff()
         .for_each({
-            let nodes = nodes.clone();
-            let dirty = dirty.clone();
+            let nodes = caches.nodes.clone();
+            let dirty = caches.dirty.clone();
             move |event| {
                 match event {
                     Ok(event) => {
@@ -329,17 +426,21 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
             }
         })
         .boxed()
-    } else {
-        futures::future::pending().boxed()
-    };
+    }
+}
 
-    // Observation: debounced, published only when it changes.
-    let observation = {
-        let ctx = ctx.clone();
-        let book = book.clone();
-        let ns_store = ns_store.clone();
-        let pods = pods.clone();
-        let nodes = nodes.clone();
+/// The caches reduced to an [`Observed`] (debounced, once every cache has synced), published to
+/// `observed` only when it changes; with `arrivals`, the tenants seen are noted first.
+fn observation(
+    ctx: Arc<Context>,
+    caches: &Caches,
+    ns_store: Store<CachedNamespace>,
+    arrivals: Option<Arc<Book>>,
+    observed_tx: watch::Sender<Option<Arc<Observed>>>,
+) -> impl Future<Output = ()> + use<> {
+    {
+        let (dirty, namespaces_synced) = (caches.dirty.clone(), caches.namespaces_synced.clone());
+        let (pods, nodes) = (caches.pods.clone(), caches.nodes.clone());
         async move {
             let mut previous: Option<Arc<Observed>> = None;
             loop {
@@ -364,7 +465,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
                     )
                 };
                 publish_gauges(&ctx.metrics, &observed);
-                if needed.is_some() {
+                if let Some(book) = &arrivals {
                     let tenants = namespaces.iter().filter_map(|ns| {
                         let name = ns.name();
                         let created = ns.meta().creation_timestamp.as_ref()?.0;
@@ -394,17 +495,27 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
                 observed_tx.send_replace(Some(observed));
             }
         }
-    };
+    }
+}
 
-    // Workloads: keyed on warmpool's own namespace (its metadata), re-triggered by any change
-    // of the three objects.
+/// The workloads controller, keyed on warmpool's own namespace (its metadata): re-triggered by
+/// any change of the objects it writes (their [`drift`] watches), by a changed observation, by
+/// the spare slots' timer and by the periodic resync.
+fn workloads_controller(
+    ctx: &Context,
+    state: Arc<Workloads>,
+    observed_rx: watch::Receiver<Option<Arc<Observed>>>,
+    sightings: Arc<Sightings>,
+    next_change_rx: watch::Receiver<Option<jiff::Timestamp>>,
+) -> impl Future<Output = ()> + use<> {
+    let client = ctx.client.clone();
     let named = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
     let ns = ctx.settings.namespace.as_str();
     let observed_changes = stream::unfold(observed_rx, |mut rx| async move {
         rx.changed().await.ok()?;
         Some(((), rx))
     });
-    let workloads = Controller::new(
+    Controller::new(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         named(ns),
     )
@@ -441,39 +552,13 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
             .concurrency(1)
             .debounce(Duration::from_millis(300)),
     )
-    .run(
-        workloads::reconcile,
-        workloads::error_policy,
-        workloads_state,
-    )
+    .run(workloads::reconcile, workloads::error_policy, state)
     .for_each(|result| async move {
         match result {
             Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
             Err(e) => tracing::warn!(error = %e, "workloads queue"),
         }
-    });
-
-    let cache_health = super::jobs::image_cache::watch(ctx.clone());
-    let placeholders = super::jobs::placeholders::run(ctx.clone());
-    let record = super::jobs::arrivals::flush(ctx.clone(), book);
-    let unsteered =
-        super::jobs::unsteered::run(ctx.clone(), unsteered_acted, pods.clone(), ns_store.clone());
-    let time_to_ready =
-        super::jobs::tenant_ready::run(ctx.clone(), time_to_ready, pods.clone(), nodes.clone());
-
-    tokio::join!(
-        enrol,
-        pod_watch,
-        node_watch,
-        observation,
-        workloads,
-        cache_health,
-        placeholders,
-        record,
-        time_to_ready,
-        unsteered
-    );
-    Ok(())
+    })
 }
 
 fn publish_gauges(metrics: &Metrics, observed: &Observed) {

@@ -217,7 +217,7 @@ pub fn resync_namespaces(
     ctx: &Arc<Context>,
     store: &Store<CachedNamespace>,
     resync: Duration,
-) -> impl futures::Stream<Item = Result<ObjectRef<CachedNamespace>, watcher::Error>> + Send + 'static
+) -> impl futures::Stream<Item = Result<ObjectRef<CachedNamespace>, watcher::Error>> + Send + use<>
 {
     let ctx = ctx.clone();
     let store = store.clone();
