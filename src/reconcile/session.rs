@@ -219,7 +219,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         next_change_rx,
     );
 
-    let cache_health = super::jobs::image_cache::watch(ctx.clone());
+    let image_cache = super::jobs::image_cache::watch(ctx.clone());
     let placeholders = super::jobs::placeholders::run(ctx.clone());
     let record = super::jobs::arrivals::flush(ctx.clone(), book);
     let unsteered = super::jobs::unsteered::run(
@@ -241,7 +241,7 @@ pub async fn lead(ctx: Arc<Context>) -> Result<(), Error> {
         node_watch,
         observation,
         workloads,
-        cache_health,
+        image_cache,
         placeholders,
         record,
         time_to_ready,

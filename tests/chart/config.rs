@@ -42,7 +42,7 @@ fn rendered_config_is_accepted_by_the_binary_and_agrees_with_the_nodepool() {
         let config = config_of(&docs);
         let file = dir.path().join("config.yaml");
         std::fs::write(&file, serde_saphyr::to_string(&config).unwrap()).unwrap();
-        // The strict loader of src/config.rs (unknown keys rejected) takes what the chart renders.
+        // The strict loader of src/config/mod.rs (unknown keys rejected) takes what the chart renders.
         let out = mutate(binary, Some(&file), &pod);
         assert!(
             out.status.success(),

@@ -145,7 +145,7 @@ fn pods_are_locked_down_probed_and_spread() {
             ("POD_NAME", "metadata.name"),
             ("POD_NAMESPACE", "metadata.namespace")
         ]),
-        "the downward API the owner reference needs (src/commands/reconcile.rs)"
+        "the downward API the owner reference needs (src/cli/reconcile.rs)"
     );
     assert!(
         webhook["env"]

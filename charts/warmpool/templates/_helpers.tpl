@@ -86,7 +86,7 @@ The tolerations tenant pods get: exactly the pool's taint (key and value of pool
 
 {{/*
 The configuration file of both processes (DESIGN.md "Configuration file"). Only keys that
-src/config.rs knows are rendered: it rejects unknown ones.
+src/config/mod.rs knows are rendered: it rejects unknown ones.
 */}}
 {{/*
 prewarmer.schedule as the config file spells it: spareSlots as integers (values arrive as
@@ -184,7 +184,7 @@ given (the binary has the defaults); an integer is rendered as one.
 {{- end }}
 
 {{/*
-One shell-style glob (the syntax of src/tenant.rs: globset with `*`, `?`, `[…]`, `[!…]`,
+One shell-style glob (the syntax of src/core/tenant.rs: globset with `*`, `?`, `[…]`, `[!…]`,
 `{a,b}`, backslash escapes) as a CEL condition on request.namespace:
   demo-*   → request.namespace.startsWith('demo-')
   *-prod   → request.namespace.endsWith('-prod')
@@ -219,7 +219,7 @@ A glob as an anchored RE2 regex. Namespace names have no "/", so `*` and `**` ar
 {{- $escaped := false }}
 {{- $braces := 0 }}
 {{- /* Whether the alternative of the innermost open `{` is still empty: globset drops empty
-alternatives where a shell matches the empty string, so src/tenant.rs refuses them and so do we. */}}
+alternatives where a shell matches the empty string, so src/core/tenant.rs refuses them and so do we. */}}
 {{- $altEmpty := false }}
 {{- $emptyAlt := printf "tenants.namespacePatterns: `%s` has an empty alternative in `{…}`; write it out, e.g. `demo-{a,b}*` and `demo-*`" $glob }}
 {{- range $c := splitList "" $glob }}
