@@ -54,6 +54,7 @@ use serde_json::{Value, json};
 use support::cluster::{eventually, kubeconfig};
 use support::objects::dynamic_api;
 use support::reconciler::{Run, cached_images};
+use warmpool::config::Config;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warmpool");
 const TENANT_LABEL: &str = "warmpool.io/tenant";
@@ -343,20 +344,17 @@ async fn reconciler_at_scale() {
     // reached by the existing tenants (they all arrived within one span), so that a probe's
     // arrival changes no spare slot, as with 1,000 tenants and max 40.
     let max = tenants.clamp(1, 40);
-    let mut run = Run::new(
-        &client,
-        BIN.as_ref(),
-        &format!(
-            "prewarmer:\n  slot: auto\n  spareSlots: {{auto: {{max: {max}}}}}\nimageCache:\n  \
-             images: []\n  maxImages: 100\n"
-        ),
-    )
-    .await;
     // Every tenant is timed to Ready (its pods never are: no kubelet), and none reaches its
     // timeout while the test runs (10,000 tenants take minutes to create): the time-to-Ready
     // bookkeeping of every tenant is in the memory figures, and no TenantNotReady write lands
     // in a probe's window.
-    run.set_tenant_keys("  timeToReady: {window: 1m, timeout: 1h}\n");
+    let config = Config::from_yaml(&format!(
+        "prewarmer: {{slot: auto, spareSlots: {{auto: {{max: {max}}}}}}}\n\
+         imageCache: {{images: [], maxImages: 100}}\n\
+         tenants: {{timeToReady: {{window: 1m, timeout: 1h}}}}"
+    ))
+    .expect("the bench's configuration");
+    let run = Run::new(&client, BIN.as_ref(), config).await;
     let id = run.id.clone();
     let measured = AssertUnwindSafe(measure(&run, &client, tenants, probes))
         .catch_unwind()

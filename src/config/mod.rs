@@ -1026,6 +1026,25 @@ imageCache:
 
     const WORKSHOP: &str = include_str!("../../examples/workshop.yaml");
 
+    /// The tests write configurations built as `Config` values: what is written back must read
+    /// as the same configuration, every section set.
+    #[test]
+    fn a_configuration_written_back_reads_the_same() {
+        let every_section = "tenants: {namespacePatterns: [demo-*, lab-?], excludeNamespaces: [demo-x], \
+             namespaceMatchExpressions: [{key: team, operator: In, values: [a]}], repair: evict, \
+             timeToReady: {enabled: true, window: 5m}}\n\
+             prewarmer: {slot: auto, spareSlots: {auto: {min: 1, max: 10, span: 15m, lookback: 7d}}, \
+             scaleDown: {step: 2, every: 5m, quietFor: 10m}, doNotDisrupt: true, \
+             schedule: [{name: w, cron: '0 9 * * 1-5', timezone: Europe/Berlin, duration: 1h30m, \
+             spareSlots: 3, leadTime: 15m}]}\n\
+             imageCache: {discover: false, images: [r/a:1], maxImages: 7, discoverRegistries: [example.com]}\n";
+        for yaml in [every_section, WORKSHOP, ""] {
+            let config = Config::from_yaml(yaml).unwrap();
+            let written = serde_saphyr::to_string(&config).unwrap();
+            assert_eq!(Config::from_yaml(&written).unwrap(), config, "{written}");
+        }
+    }
+
     #[test]
     fn the_workshop_schedule_of_issue_14_parses_and_sets_the_slots_in_force() {
         let c = Config::from_yaml(WORKSHOP).unwrap();

@@ -13,6 +13,7 @@ use support::cluster::{client, eventually, eventually_explained};
 use support::reconciler::Run;
 
 use super::BIN;
+use warmpool::config::Config;
 const TENANTS: usize = 4;
 
 #[tokio::test]
@@ -22,8 +23,11 @@ async fn arrivals_size_the_spare_slots_and_outlive_their_namespaces_and_the_reco
     let run = Run::new(
         &client,
         BIN.as_ref(),
-        "prewarmer:\n  spareSlots: {auto: {min: 1, max: 10, span: 15m, lookback: 7d}}\n\
-         imageCache:\n  discover: false\n",
+        Config::from_yaml(
+            "prewarmer: {spareSlots: {auto: {min: 1, max: 10, span: 15m, lookback: 7d}}}\n\
+             imageCache: {discover: false}",
+        )
+        .expect("the test's configuration"),
     )
     .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &run.namespace);

@@ -35,6 +35,7 @@ use support::tls::{client_config, client_config_trusting};
 use support::webhook::{Webhook, run_labels, unregister};
 
 use super::BIN;
+use warmpool::config::Config;
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/pod-create.json"
@@ -400,7 +401,7 @@ async fn the_reconciler_rides_out_an_api_server_restart_and_repairs_the_drift() 
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
     let _serial = SERIAL.lock().await;
-    let run = Run::new(&client, BIN.as_ref(), "").await;
+    let run = Run::new(&client, BIN.as_ref(), Config::default()).await;
     let mut apiserver = ApiServer::new(run.dir.path());
     apiserver.start();
     let first_start = apiserver.wait_ready().await;

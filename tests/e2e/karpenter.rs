@@ -28,9 +28,17 @@ use support::objects::live_pods;
 use support::scenario::{CARGOCATS, Setup, Warmpool, create_tenant, wait_tenant_scheduled};
 
 use super::BIN;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use warmpool::config::{Config, Slot, SlotResources};
 /// A slot large enough that a tenant must preempt the placeholder on the 2-CPU node Karpenter
 /// picks for it (one tenant's pods fit beside it otherwise).
-const BIG_SLOT: &str = "  slot: {cpu: 1500m, memory: 2150Mi}\n";
+/// A placeholder too big to share a warm node with another.
+fn big_slot(config: &mut Config) {
+    config.prewarmer.slot = Slot::Fixed(SlotResources {
+        cpu: Quantity("1500m".into()),
+        memory: Quantity("2150Mi".into()),
+    });
+}
 const PLACEHOLDERS: &str = "app.kubernetes.io/name=warmpool-prewarmer";
 /// How long drifted warm nodes must stay when their placeholders say do-not-disrupt: longer
 /// than an unblocked replacement takes here (about 30 s from the change).
@@ -49,7 +57,7 @@ fn condition(object: &serde_json::Value, kind: &str) -> bool {
 async fn start(
     prefix: &str,
     spare: u32,
-    prewarmer: &str,
+    change: impl FnOnce(&mut Config),
     boot: &str,
     sets: &[&str],
 ) -> Option<(Client, Warmpool, NodePool)> {
@@ -59,7 +67,7 @@ async fn start(
     let setup = Setup::isolated(&run, spare);
     // The NodePool first: the reconciler reads the warm NodePools as its term starts.
     let node_pool = NodePool::install(&client, &run, &setup.pool, boot, sets).await;
-    let warmpool = Warmpool::start_with(&client, BIN.as_ref(), setup, prewarmer, &[]).await;
+    let warmpool = Warmpool::start_with(&client, BIN.as_ref(), setup, change, &[]).await;
     Some((client, warmpool, node_pool))
 }
 
@@ -122,7 +130,7 @@ async fn explain(client: &Client, warmpool: &Warmpool, node_pool: &NodePool) -> 
 #[tokio::test]
 async fn placeholders_make_karpenter_launch_warm_nodes_from_the_charts_node_pool() {
     let _subject = support::subject::enter(module_path!());
-    let Some((client, warmpool, node_pool)) = start("kp-launch", 2, "", "0s", &[]).await else {
+    let Some((client, warmpool, node_pool)) = start("kp-launch", 2, |_| {}, "0s", &[]).await else {
         return;
     };
     let started = Instant::now();
@@ -212,7 +220,7 @@ async fn placeholders_make_karpenter_launch_warm_nodes_from_the_charts_node_pool
 async fn a_tenant_takes_the_headroom_and_karpenter_brings_it_back() {
     let _subject = support::subject::enter(module_path!());
     let boot = "5s";
-    let Some((client, warmpool, node_pool)) = start("kp-headroom", 1, BIG_SLOT, boot, &[]).await
+    let Some((client, warmpool, node_pool)) = start("kp-headroom", 1, big_slot, boot, &[]).await
     else {
         return;
     };
@@ -280,17 +288,16 @@ async fn a_tenant_takes_the_headroom_and_karpenter_brings_it_back() {
 
 /// Drift: the NodePool's template changes (terminationGracePeriod) after the warm nodes are up.
 async fn drift(do_not_disrupt: bool) {
-    let prewarmer = if do_not_disrupt {
-        format!("{BIG_SLOT}  doNotDisrupt: true\n")
-    } else {
-        BIG_SLOT.to_owned()
+    let prewarmer = |c: &mut Config| {
+        big_slot(c);
+        c.prewarmer.do_not_disrupt = do_not_disrupt;
     };
     let prefix = if do_not_disrupt {
         "kp-nodrift"
     } else {
         "kp-drift"
     };
-    let Some((client, warmpool, node_pool)) = start(prefix, 2, &prewarmer, "0s", &[]).await else {
+    let Some((client, warmpool, node_pool)) = start(prefix, 2, prewarmer, "0s", &[]).await else {
         return;
     };
     eventually_explained(
@@ -396,7 +403,7 @@ async fn placeholders_beyond_the_node_pools_limits_are_reported() {
     let _subject = support::subject::enter(module_path!());
     // Four slots of 1500m; the pool may hold 4 CPUs: two slots get a node, two never do.
     let Some((client, warmpool, node_pool)) =
-        start("kp-limits", 4, BIG_SLOT, "0s", &["nodePool.limits.cpu=4"]).await
+        start("kp-limits", 4, big_slot, "0s", &["nodePool.limits.cpu=4"]).await
     else {
         return;
     };
@@ -439,7 +446,7 @@ async fn a_node_pool_that_consolidates_underutilized_nodes_is_warned_about() {
     let Some((client, warmpool, node_pool)) = start(
         "kp-underused",
         1,
-        "",
+        |_| {},
         "0s",
         &["nodePool.disruption.consolidationPolicy=WhenEmptyOrUnderutilized"],
     )

@@ -40,6 +40,8 @@ use support::cluster::{client, client_from, eventually, kubeconfig, repo_root};
 use support::reconciler::Run;
 
 use super::BIN;
+use support::reconciler::config;
+use warmpool::config::Config;
 
 /// Granted, used by the code, and not reachable by this test — with the reason.
 const GRANTED_NOT_EXERCISED: &[(&str, &str, &str, &str)] = &[(
@@ -503,9 +505,12 @@ async fn only_what_the_configuration_needs_is_watched() {
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
     let _serial = SERIAL.lock().await;
-    let mut run = Run::new(&client, BIN.as_ref(), "imageCache:\n  discover: false\n").await;
     // The tenants' time to Ready (on by default) needs both watches; off, nothing does.
-    run.set_tenant_keys("  timeToReady: {enabled: false}\n");
+    let config = config(|c| {
+        c.image_cache.discover = false;
+        c.tenants.time_to_ready.enabled = false;
+    });
+    let run = Run::new(&client, BIN.as_ref(), config).await;
     let calls = Arc::new(Mutex::new(Vec::new()));
     // The admin's credentials: permissions are not the question here.
     let port = start_proxy(client.clone(), Arc::clone(&calls)).await;
@@ -554,13 +559,15 @@ async fn the_reconciler_uses_exactly_the_permissions_the_chart_grants() {
     // slot: auto, so that the warm nodes are watched too; spareSlots auto, so that arrivals are
     // recorded (the chart then grants the ConfigMap warmpool-arrivals); repair: evict, so that
     // escaped tenant pods are evicted (the chart then grants pods/eviction).
-    let mut run = Run::new(
+    let run = Run::new(
         &client,
         BIN.as_ref(),
-        "prewarmer:\n  slot: auto\n  spareSlots: {auto: {max: 3}}\n",
+        Config::from_yaml(
+            "prewarmer: {slot: auto, spareSlots: {auto: {max: 3}}}\ntenants: {repair: evict}",
+        )
+        .expect("the test's configuration"),
     )
     .await;
-    run.set_tenant_keys("  repair: evict\n");
     let ns = run.namespace.clone();
     let docs = rendered_rbac(
         &helm,

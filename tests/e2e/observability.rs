@@ -25,6 +25,7 @@ use support::reconciler::{NodeGuard, Run, kubectl, kubectl_path};
 use support::webhook::{Webhook, review};
 
 use super::BIN;
+use warmpool::config::Config;
 
 /// GET `path` over plain HTTP/1.0 (the answer is not chunked); the body of a 200.
 async fn get(addr: &str, path: &str) -> String {
@@ -189,7 +190,10 @@ async fn every_metric_the_kit_reads_is_served_by_warmpool_or_named_external() {
     let run = Run::new(
         &client,
         Path::new(BIN),
-        "prewarmer:\n  schedule:\n    - {name: obs-window, cron: \"0 9 * * 1-5\", duration: 1h, spareSlots: 2}\n",
+        Config::from_yaml(
+            "prewarmer: {schedule: [{name: obs-window, cron: '0 9 * * 1-5', duration: 1h, spareSlots: 2}]}",
+        )
+        .expect("the test's configuration"),
     )
     .await;
     let _deny = DenyDeployments::new(&run);

@@ -32,6 +32,9 @@ use support::reconciler::{Reconciler, Run, cached_images};
 use support::webhook::{RUN_LABEL, Webhook, unregister};
 
 use super::BIN;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use support::reconciler::config;
+use warmpool::config::{Config, Slot, SlotResources, SpareSlots};
 const CACHE_SELECTOR: &str = "app.kubernetes.io/name=warmpool-image-cache";
 const CACHE_SELECTOR_DISCOVERED: &str = "app.kubernetes.io/name=warmpool-image-cache-discovered";
 const IMAGE_CACHE: &str = "warmpool-image-cache";
@@ -62,49 +65,58 @@ impl Warmpool {
         slot_cpu: &str,
         more_images: &[&str],
     ) -> Warmpool {
-        Warmpool::start_with(client, cluster, slot_cpu, more_images, "").await
+        Warmpool::start_with(client, cluster, slot_cpu, more_images, |_| {}).await
     }
 
-    /// [`Warmpool::start`] with more keys of the `tenants:` section (indented).
+    /// [`Warmpool::start`] with more changes to the configuration.
     async fn start_with(
         client: &Client,
         cluster: &RealCluster,
         slot_cpu: &str,
         more_images: &[&str],
-        tenant_keys: &str,
+        change: impl FnOnce(&mut Config),
     ) -> Warmpool {
         let registry = &cluster.registry;
-        let more: String = more_images.iter().map(|i| format!("    - {i}\n")).collect();
-        let image_cache = format!(
-            "  discover: false\n  images:\n    - {ds}\n    - {fg}\n    - {my}\n{more}",
-            ds = registry.dataservice,
-            fg = registry.frontgateservice,
-            my = registry.mysql,
-        );
-        Warmpool::launch(client, cluster, slot_cpu, &image_cache, tenant_keys, &[]).await
+        let images = [
+            &registry.dataservice,
+            &registry.frontgateservice,
+            &registry.mysql,
+        ]
+        .into_iter()
+        .cloned()
+        .chain(more_images.iter().map(|i| i.to_string()))
+        .collect();
+        let cache = |c: &mut Config| {
+            c.image_cache.discover = false;
+            c.image_cache.images = images;
+            change(c);
+        };
+        Warmpool::launch(client, cluster, slot_cpu, cache, &[]).await
     }
 
-    /// warmpool with `image_cache` as the keys of `imageCache` (indented, `toolImage` added),
-    /// the reconciler started with `reconciler_args`.
+    /// warmpool with one placeholder of `slot_cpu` (the pause image of the local registry), the
+    /// image cache's tool image built for the nodes, `change` applied; the reconciler started
+    /// with `reconciler_args`.
     async fn launch(
         client: &Client,
         cluster: &RealCluster,
         slot_cpu: &str,
-        image_cache: &str,
-        tenant_keys: &str,
+        change: impl FnOnce(&mut Config),
         reconciler_args: &[&str],
     ) -> Warmpool {
-        let extra = format!(
-            "prewarmer:\n  spareSlots: 1\n  slot: {{cpu: {slot_cpu}, memory: 1Gi}}\n  \
-             doNotDisrupt: false\n  image: {pause}\n\
-             imageCache:\n  toolImage: {tool}\n{image_cache}",
-            pause = cluster.registry.pause,
-            tool = cluster.tool_image(),
-        );
-        let mut run = Run::new(client, BIN.as_ref(), &extra).await;
-        run.set_tenant_keys(tenant_keys);
-        let yaml = std::fs::read_to_string(&run.config).expect("run config");
-        let webhook = Webhook::start(BIN.as_ref(), Some(&yaml)).await;
+        let config = config(|c| {
+            c.prewarmer.spare_slots = SpareSlots::Fixed(1);
+            c.prewarmer.slot = Slot::Fixed(SlotResources {
+                cpu: Quantity(slot_cpu.into()),
+                memory: Quantity("1Gi".into()),
+            });
+            c.prewarmer.do_not_disrupt = false;
+            c.prewarmer.image = cluster.registry.pause.clone();
+            c.image_cache.tool_image = cluster.tool_image().to_owned();
+            change(c);
+        });
+        let run = Run::new(client, BIN.as_ref(), config).await;
+        let webhook = Webhook::start(BIN.as_ref(), Some(&run.settings())).await;
         let pattern = format!("{}*", run.tenant_prefix);
         webhook
             .register(client, &run.id, &[&pattern], &run.namespace)
@@ -874,19 +886,12 @@ async fn the_image_cache_lends_no_credentials_and_still_caches_what_tenants_run(
     };
     let registry = &cluster.registry;
     let private = &registry.private;
-    let image_cache = format!(
-        "  discover: true\n  imagePullSecrets: [warmpool-pull]\n  images:\n    - {}\n",
-        registry.dataservice
-    );
-    let warmpool = Warmpool::launch(
-        &client,
-        cluster,
-        "600m",
-        &image_cache,
-        "",
-        &["--resync", "5s"],
-    )
-    .await;
+    let cache = |c: &mut Config| {
+        c.image_cache.discover = true;
+        c.image_cache.image_pull_secrets = vec!["warmpool-pull".into()];
+        c.image_cache.images = vec![registry.dataservice.clone()];
+    };
+    let warmpool = Warmpool::launch(&client, cluster, "600m", cache, &["--resync", "5s"]).await;
     let ns = warmpool.run.namespace.clone();
     Api::<Secret>::namespaced(client.clone(), &ns)
         .create(
@@ -1164,13 +1169,10 @@ async fn each_new_tenant_is_timed_to_ready_and_told_warm_or_cold() {
         unique("uncached")
     );
     registry.copy(&registry.frontgateservice, &uncached);
-    let warmpool = Warmpool::start_with(
-        &client,
-        cluster,
-        "600m",
-        &[],
-        "  timeToReady: {window: 3s, timeout: 3m}\n",
-    )
+    let warmpool = Warmpool::start_with(&client, cluster, "600m", &[], |c| {
+        c.tenants.time_to_ready.window = "3s".into();
+        c.tenants.time_to_ready.timeout = "3m".into();
+    })
     .await;
     let Some(nodes) = nodes_up(
         cluster,

@@ -20,6 +20,8 @@ use support::fakelet::{FakeNode, create_node};
 use support::reconciler::{NodeGuard, Run, cached_images, kubectl};
 
 use super::BIN;
+use support::reconciler::config;
+use warmpool::config::{Config, Slot, SpareSlots};
 const TENANT_LABEL: &str = "warmpool.io/tenant";
 const PREWARMER: &str = "warmpool-prewarmer";
 const IMAGE_CACHE: &str = "warmpool-image-cache";
@@ -98,7 +100,7 @@ async fn lease_holder(run: &Run) -> Option<String> {
 async fn enrols_matching_namespaces_keeps_opt_outs_and_records_an_event() {
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
-    let run = Run::new(&client, BIN.as_ref(), "").await;
+    let run = Run::new(&client, BIN.as_ref(), Config::default()).await;
     let matching = run.tenant("1");
     let opted_out = run.tenant("2");
     let unrelated = format!("{}-other", run.id);
@@ -195,7 +197,7 @@ async fn event_note(client: &Client, ns: &str, reason: &str) -> String {
 async fn unenrols_what_it_enrolled_once_the_patterns_change_and_never_a_persons_label() {
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
-    let run = Run::new(&client, BIN.as_ref(), "").await;
+    let run = Run::new(&client, BIN.as_ref(), Config::default()).await;
     // The run's patterns are `<id>-demo-*`.
     let enrolled = run.tenant("1");
     let person = run.tenant("2");
@@ -293,9 +295,13 @@ async fn creates_the_priority_class_prewarmer_and_image_cache() {
     let run = Run::new(
         &client,
         BIN.as_ref(),
-        "prewarmer:\n  spareSlots: 2\n\
-         imageCache:\n  discover: false\n  images: [example.com/configured:1]\n  \
-         imagePullSecrets: [regcred]\n  toolImage: example.com/warmpool:e2e\n",
+        config(|c| {
+            c.prewarmer.spare_slots = SpareSlots::Fixed(2);
+            c.image_cache.discover = false;
+            c.image_cache.images = vec!["example.com/configured:1".into()];
+            c.image_cache.image_pull_secrets = vec!["regcred".into()];
+            c.image_cache.tool_image = "example.com/warmpool:e2e".into();
+        }),
     )
     .await;
     let rec = run.spawn("a", &[], &[]);
@@ -419,7 +425,12 @@ async fn an_object_is_written_once_and_not_again_when_its_own_update_comes_back(
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
     // Nothing that changes: no discovery, a fixed slot.
-    let run = Run::new(&client, BIN.as_ref(), "imageCache:\n  discover: false\n").await;
+    let run = Run::new(
+        &client,
+        BIN.as_ref(),
+        config(|c| c.image_cache.discover = false),
+    )
+    .await;
     let rec = run.spawn("a", &["--resync", "10m"], &[]);
     rec.wait_ready(START).await;
     let series = |kind: &str, target: &str| {
@@ -461,7 +472,7 @@ async fn an_object_is_written_once_and_not_again_when_its_own_update_comes_back(
 async fn repairs_deleted_scaled_and_edited_objects() {
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
-    let run = Run::new(&client, BIN.as_ref(), "").await;
+    let run = Run::new(&client, BIN.as_ref(), Config::default()).await;
     let rec = run.spawn("a", &[], &[]);
     rec.wait_ready(START).await;
     let deployments = prewarmers(&run);
@@ -556,7 +567,10 @@ async fn images_of_new_tenant_pods_join_the_cache() {
     let run = Run::new(
         &client,
         BIN.as_ref(),
-        "imageCache:\n  images: []\n  maxImages: 200\n",
+        config(|c| {
+            c.image_cache.images = Vec::new();
+            c.image_cache.max_images = 200;
+        }),
     )
     .await;
     let rec = run.spawn("a", &[], &[]);
@@ -655,7 +669,12 @@ async fn images_of_new_tenant_pods_join_the_cache() {
 async fn the_auto_slot_follows_the_largest_tenant() {
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
-    let run = Run::new(&client, BIN.as_ref(), "prewarmer:\n  slot: auto\n").await;
+    let run = Run::new(
+        &client,
+        BIN.as_ref(),
+        config(|c| c.prewarmer.slot = Slot::Auto),
+    )
+    .await;
     let rec = run.spawn("a", &[], &[]);
     rec.wait_ready(START).await;
     let res = |cpu: &str, memory: &str| json!({"requests": {"cpu": cpu, "memory": memory}});
@@ -707,7 +726,12 @@ async fn the_auto_slot_follows_the_largest_tenant() {
 async fn the_auto_slot_never_asks_for_more_than_the_largest_warm_node() {
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
-    let run = Run::new(&client, BIN.as_ref(), "prewarmer:\n  slot: auto\n").await;
+    let run = Run::new(
+        &client,
+        BIN.as_ref(),
+        config(|c| c.prewarmer.slot = Slot::Auto),
+    )
+    .await;
     // Two warm nodes of this run's pool (label and taint), the larger with 4 CPUs and 8 GiB.
     let mut guards = Vec::new();
     for (suffix, cpu, memory) in [("small", "2", "12Gi"), ("large", "4", "8Gi")] {
@@ -761,7 +785,7 @@ async fn the_auto_slot_never_asks_for_more_than_the_largest_warm_node() {
 async fn a_standby_takes_over_and_repairs_when_the_leader_dies() {
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
-    let run = Run::new(&client, BIN.as_ref(), "").await;
+    let run = Run::new(&client, BIN.as_ref(), Config::default()).await;
     let lease = ["--lease-duration", "4s"];
     let mut a = run.spawn("a", &lease, &[]);
     a.wait_ready(START).await;
@@ -802,7 +826,7 @@ async fn a_standby_takes_over_and_repairs_when_the_leader_dies() {
 async fn a_leader_that_stops_gives_the_lease_up_at_once() {
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
-    let run = Run::new(&client, BIN.as_ref(), "").await;
+    let run = Run::new(&client, BIN.as_ref(), Config::default()).await;
     // A long lease: a take-over before it expires proves that it was given up.
     let lease = ["--lease-duration", "60s"];
     let mut a = run.spawn("a", &lease, &[]);
@@ -829,7 +853,7 @@ async fn a_leader_that_stops_gives_the_lease_up_at_once() {
 async fn a_replica_whose_lease_is_taken_stops_writing() {
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
-    let run = Run::new(&client, BIN.as_ref(), "").await;
+    let run = Run::new(&client, BIN.as_ref(), Config::default()).await;
     let a = run.spawn("a", &["--lease-duration", "4s"], &[]);
     a.wait_ready(START).await;
     // Someone else takes the Lease (as a partitioned peer might) for a long time.
@@ -896,7 +920,7 @@ async fn a_replica_whose_lease_is_taken_stops_writing() {
 async fn objects_are_owned_by_warmpools_deployment_when_run_in_its_pod() {
     let _subject = support::subject::enter(module_path!());
     let Some(client) = client().await else { return };
-    let run = Run::new(&client, BIN.as_ref(), "").await;
+    let run = Run::new(&client, BIN.as_ref(), Config::default()).await;
     // warmpool's own Deployment, as the chart installs it (its pod need not run: the
     // reconciler below plays it, by name, through POD_NAME/POD_NAMESPACE).
     let own: Api<Deployment> = Api::namespaced(client.clone(), &run.namespace);

@@ -32,6 +32,7 @@ use support::objects::live_pods;
 use support::scenario::{CARGOCATS, Setup, Warmpool, create_tenant};
 
 use super::BIN;
+use warmpool::config::Config;
 const TENANTS: usize = 10;
 /// The emulated instance boot (Karpenter and EKS Auto Mode take 40-90 s; shorter here so the
 /// test stays short, long enough to be seen).
@@ -218,18 +219,23 @@ async fn a_window_warms_ahead_takes_a_burst_on_warm_nodes_and_scales_back_gently
     let start = open
         .checked_sub(SignedDuration::from_secs(LEAD_SECS + BEFORE_SECS))
         .unwrap();
-    let prewarmer = format!(
-        "  schedule:\n    - {{name: burst, timezone: UTC, cron: '0 9 * * *', duration: \
-         {DURATION_SECS}s, spareSlots: {TENANTS}, leadTime: {LEAD_SECS}s}}\n  \
-         scaleDown: {{step: 3, every: 10s, quietFor: 15s}}\n"
-    );
+    let windows = Config::from_yaml(&format!(
+        "prewarmer: {{schedule: [{{name: burst, timezone: UTC, cron: '0 9 * * *', \
+         duration: {DURATION_SECS}s, spareSlots: {TENANTS}, leadTime: {LEAD_SECS}s}}], \
+         scaleDown: {{step: 3, every: 10s, quietFor: 15s}}}}"
+    ))
+    .expect("the test's schedule")
+    .prewarmer;
     let start_text = start.to_string();
     let spawned = Instant::now();
     let warmpool = Warmpool::start_with(
         &client,
         BIN.as_ref(),
         Setup::isolated(&run, 1),
-        &prewarmer,
+        |c| {
+            c.prewarmer.schedule = windows.schedule;
+            c.prewarmer.scale_down = windows.scale_down;
+        },
         &[("WARMPOOL_TEST_NOW", &start_text)],
     )
     .await;

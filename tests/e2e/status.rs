@@ -20,6 +20,8 @@ use support::reconciler::{NodeGuard, Run};
 use support::webhook::{RUN_LABEL, Webhook, unregister};
 
 use super::BIN;
+use support::reconciler::config;
+use warmpool::config::Config;
 const INJECTED: &str = "warmpool.io/injected";
 
 fn tenant_pod(cpu: &str) -> Value {
@@ -69,13 +71,11 @@ async fn status_shows_a_warm_and_a_cold_tenant_an_escaped_pod_and_the_warm_node(
     let Some(client) = client().await else { return };
     let fakelet = spawn_fakelet(client.clone());
     // Discovery takes images from example.com only: what tenants run from elsewhere is left out.
-    let mut run = Run::new(
-        &client,
-        BIN.as_ref(),
-        "imageCache:\n  discoverRegistries: [example.com]\n",
-    )
-    .await;
-    run.set_tenant_keys("  timeToReady: {window: 10s}\n");
+    let config = config(|c| {
+        c.image_cache.discover_registries = vec!["example.com".into()];
+        c.tenants.time_to_ready.window = "10s".into();
+    });
+    let run = Run::new(&client, BIN.as_ref(), config).await;
     let labels = [(RUN_LABEL, run.id.as_str())];
 
     // A warm node of this run's pool (4 CPU, 16Gi) and a general one.
@@ -130,8 +130,7 @@ async fn status_shows_a_warm_and_a_cold_tenant_an_escaped_pod_and_the_warm_node(
     .await;
 
     // The webhook is started but not registered yet: the cold tenant's pod escapes it.
-    let config = std::fs::read_to_string(&run.config).expect("config");
-    let webhook = Webhook::start(BIN.as_ref(), Some(&config)).await;
+    let webhook = Webhook::start(BIN.as_ref(), Some(&run.settings())).await;
     let cold = run.tenant("cold");
     run.create_namespace(&cold, &labels).await;
     run.create_pod(&cold, "escaped", tenant_pod("100m")).await;
@@ -408,7 +407,7 @@ async fn status_reads_with_the_charts_status_role_alone() {
         eprintln!("SKIP: no helm (tests/tools/helm.sh)");
         return;
     };
-    let run = Run::new(&client, BIN.as_ref(), "").await;
+    let run = Run::new(&client, BIN.as_ref(), Config::default()).await;
     let ns = run.namespace.clone();
     let fullname = format!("{}-warmpool", run.id);
     let sa = "status-reader";

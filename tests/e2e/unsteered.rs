@@ -20,6 +20,7 @@ use support::reconciler::Run;
 use support::webhook::{RUN_LABEL, Webhook, unregister};
 
 use super::BIN;
+use warmpool::config::{Config, Repair};
 const INJECTED: &str = "warmpool.io/injected";
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -63,8 +64,8 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
     let Some(client) = client().await else {
         return;
     };
-    let mut run = Run::new(&client, BIN.as_ref(), "").await;
-    run.set_tenant_keys("  repair: evict\n");
+    let run = Run::new(&client, BIN.as_ref(), Config::default()).await;
+    run.configure(|c| c.tenants.repair = Repair::Evict);
     let ns = run.tenant("escaped");
     run.create_namespace(&ns, &[(RUN_LABEL, &run.id)]).await;
     // warmpool is installed (its reconciler leads); its webhook is not reachable (registered).
@@ -130,8 +131,7 @@ async fn pods_admitted_without_the_webhook_are_reported_and_evicted_back_through
     );
 
     // The webhook is back, and steers the next pod a tenant creates.
-    let yaml = std::fs::read_to_string(&run.config).expect("run config");
-    let mut webhook = Webhook::start(BIN.as_ref(), Some(&yaml)).await;
+    let mut webhook = Webhook::start(BIN.as_ref(), Some(&run.settings())).await;
     let pattern = format!("{}*", run.tenant_prefix);
     webhook
         .register(&client, &run.id, &[&pattern], &run.namespace)

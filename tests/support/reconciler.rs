@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use warmpool::config::{Config, NodeLabel, TaintEffect, Toleration, TolerationOperator};
 
 use super::cluster::{ChildGuard, eventually, free_port, kubeconfig, unique};
 
@@ -33,6 +34,24 @@ fn wrapped(binary: &Path) -> Command {
     }
 }
 
+/// The toleration of a run's pool taint (`workload-type=<pool>:NoSchedule`).
+pub fn pool_toleration(pool: &str) -> Toleration {
+    Toleration {
+        key: Some("workload-type".into()),
+        operator: TolerationOperator::Equal,
+        value: Some(pool.to_owned()),
+        effect: Some(TaintEffect::NoSchedule),
+        toleration_seconds: None,
+    }
+}
+
+/// The defaults with `change` applied: a test's configuration, as a value.
+pub fn config(change: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
+    change(&mut config);
+    config
+}
+
 /// One isolated run of the reconciler.
 pub struct Run {
     pub id: String,
@@ -42,11 +61,11 @@ pub struct Run {
     pub tenant_prefix: String,
     /// The pool label value of this run.
     pub pool: String,
+    /// The configuration file the run's processes read: [`Run::settings`] as YAML.
     pub config: PathBuf,
-    /// The `prewarmer:` / `imageCache:` sections given to [`Run::new`].
-    extra_yaml: String,
-    /// More keys of the `tenants:` section ([`Run::set_tenant_keys`]).
-    tenant_keys: String,
+    /// The run's configuration, as a value: what [`Run::new`] was given, with this run's tenant
+    /// pattern and pool ([`Run::configure`] changes it and writes the file again).
+    settings: std::sync::Mutex<Config>,
     pub dir: tempfile::TempDir,
     pub client: Client,
     binary: PathBuf,
@@ -56,53 +75,60 @@ pub struct Run {
 }
 
 impl Run {
-    /// Creates the run's namespace and writes its configuration: this run's tenant pattern and
-    /// pool, plus `extra_yaml` (whole `prewarmer:` / `imageCache:` sections).
-    pub async fn new(client: &Client, binary: &Path, extra_yaml: &str) -> Run {
+    /// Creates the run's namespace and writes its configuration: `config` with this run's tenant
+    /// pattern and pool (label and toleration).
+    pub async fn new(client: &Client, binary: &Path, config: Config) -> Run {
         let id = unique("rec");
         let namespace = format!("{id}-system");
         let tenant_prefix = format!("{id}-demo-");
         let pool = format!("warm-{id}");
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("config.yaml");
+        let path = dir.path().join("config.yaml");
         let run = Run {
             id,
             namespace: namespace.clone(),
             tenant_prefix,
             pool,
-            config,
-            extra_yaml: extra_yaml.to_owned(),
-            tenant_keys: String::new(),
+            config: path,
+            settings: std::sync::Mutex::new(config),
             dir,
             client: client.clone(),
             binary: binary.to_owned(),
             created: std::sync::Mutex::new(Vec::new()),
             no_kubelet: tokio::sync::OnceCell::new(),
         };
+        let pool = run.pool.clone();
+        run.configure(|config| {
+            config.pool.node_label = NodeLabel {
+                key: "workload-type".into(),
+                value: pool.clone(),
+            };
+            config.pool.tolerations = vec![pool_toleration(&pool)];
+        });
         run.set_patterns(&[&format!("{}*", run.tenant_prefix)]);
         run.create_namespace(&namespace, &[]).await;
         run
     }
 
-    /// Rewrites the configuration with other tenant patterns (read by reconcilers started from
-    /// now on).
-    pub fn set_patterns(&self, patterns: &[&str]) {
-        let pool = &self.pool;
-        let patterns = serde_json::to_string(patterns).expect("patterns");
-        let yaml = format!(
-            "tenants:\n  namespacePatterns: {patterns}\n{}\
-             pool:\n  nodeLabel: {{key: workload-type, value: {pool}}}\n  tolerations:\n    \
-             - {{key: workload-type, operator: Equal, value: {pool}, effect: NoSchedule}}\n{}",
-            self.tenant_keys, self.extra_yaml
-        );
+    /// The configuration as written now.
+    pub fn settings(&self) -> Config {
+        self.settings.lock().expect("lock").clone()
+    }
+
+    /// Changes the configuration and writes it again (read by reconcilers started from now on).
+    pub fn configure(&self, change: impl FnOnce(&mut Config)) {
+        let mut settings = self.settings.lock().expect("lock");
+        change(&mut settings);
+        let yaml = serde_saphyr::to_string(&*settings).expect("the configuration as YAML");
         std::fs::write(&self.config, yaml).expect("config file");
     }
 
-    /// Adds keys to the `tenants:` section (`  timeToReady: {window: 5s}\n`, indented) and
-    /// rewrites the configuration.
-    pub fn set_tenant_keys(&mut self, yaml: &str) {
-        self.tenant_keys = yaml.to_owned();
-        self.set_patterns(&[&format!("{}*", self.tenant_prefix)]);
+    /// Rewrites the configuration with other tenant patterns (read by reconcilers started from
+    /// now on).
+    pub fn set_patterns(&self, patterns: &[&str]) {
+        self.configure(|config| {
+            config.tenants.namespace_patterns = patterns.iter().map(|p| p.to_string()).collect();
+        });
     }
 
     /// `<prefix><suffix>`: a namespace name this run's reconciler treats as a tenant.

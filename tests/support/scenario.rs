@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use warmpool::config::{Config, NodeLabel, Slot, SlotResources, SpareSlots};
 
 use super::cluster::{ChildGuard, eventually, free_port, kubeconfig, spawn_warmpool};
 use super::fakelet::{FakeNode, create_node};
+use super::reconciler::pool_toleration;
 use super::webhook::{Webhook, run_labels, unregister};
 
 /// The CargoCATs workloads of one tenant: (name, image, cpu, memory). Sum: 640m / 2150Mi.
@@ -99,16 +102,16 @@ impl Setup {
 impl Warmpool {
     /// Starts webhook and reconciler with a configuration for this run's pool and tenants.
     pub async fn start(client: &Client, binary: &Path, setup: Setup) -> Warmpool {
-        Warmpool::start_with(client, binary, setup, "", &[]).await
+        Warmpool::start_with(client, binary, setup, |_| {}, &[]).await
     }
 
-    /// [`Warmpool::start`], with `prewarmer` lines appended under `prewarmer:` (indented by
-    /// two spaces, e.g. `  scaleDown: {step: 1, every: 10s}\n`) and `env` for the reconciler.
+    /// [`Warmpool::start`], with `change` applied to the configuration (after this run's tenants,
+    /// pool and spare slots) and `env` for the reconciler.
     pub async fn start_with(
         client: &Client,
         binary: &Path,
         setup: Setup,
-        prewarmer: &str,
+        change: impl FnOnce(&mut Config),
         env: &[(&str, &str)],
     ) -> Warmpool {
         let Setup {
@@ -119,30 +122,26 @@ impl Warmpool {
             spare_slots,
             real,
         } = setup;
-        let time_to_ready = real.as_ref().map_or_else(String::new, |r| {
-            format!("  timeToReady: {{window: {}}}\n", r.time_to_ready_window)
-        });
-        let mut config = format!(
-            r#"tenants:
-  namespacePatterns: ["{tenant_prefix}*"]
-{time_to_ready}pool:
-  nodeLabel: {{key: workload-type, value: {pool}}}
-  tolerations:
-    - {{key: workload-type, operator: Equal, value: {pool}, effect: NoSchedule}}
-prewarmer:
-  spareSlots: {spare_slots}
-{prewarmer}"#
-        );
+        let mut config = Config::default();
+        config.tenants.namespace_patterns = vec![format!("{tenant_prefix}*")];
+        config.pool.node_label = NodeLabel {
+            key: "workload-type".into(),
+            value: pool.clone(),
+        };
+        config.pool.tolerations = vec![pool_toleration(&pool)];
+        config.prewarmer.spare_slots = SpareSlots::Fixed(spare_slots);
         if let Some(real) = real {
-            config.push_str(&format!(
-                "  slot: {{cpu: {}, memory: 1Gi}}\n  image: {}\nimageCache:\n  discover: false\n  \
-                 toolImage: {}\n  images:\n",
-                real.slot_cpu, real.pause, real.tool
-            ));
-            for image in real.images {
-                config.push_str(&format!("    - {image}\n"));
-            }
+            config.tenants.time_to_ready.window = real.time_to_ready_window;
+            config.prewarmer.slot = Slot::Fixed(SlotResources {
+                cpu: Quantity(real.slot_cpu),
+                memory: Quantity("1Gi".into()),
+            });
+            config.prewarmer.image = real.pause;
+            config.image_cache.discover = false;
+            config.image_cache.tool_image = real.tool;
+            config.image_cache.images = real.images;
         }
+        change(&mut config);
         let ns_api: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace = serde_json::from_value(
             json!({"metadata": {"name": namespace, "labels": run_labels(&run)}}),

@@ -15,6 +15,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use warmpool::config::Config;
 
 use super::cluster::{ChildGuard, eventually, free_port, spawn_warmpool};
 
@@ -30,8 +31,8 @@ pub struct Webhook {
 
 impl Webhook {
     /// Writes certificates with `warmpool certs` and starts `warmpool webhook` on 127.0.0.1.
-    pub async fn start(binary: &Path, config_yaml: Option<&str>) -> Webhook {
-        let mut webhook = Webhook::certificates(binary, config_yaml);
+    pub async fn start(binary: &Path, config: Option<&Config>) -> Webhook {
+        let mut webhook = Webhook::certificates(binary, config);
         let (port, metrics_port) = (webhook.port, webhook.metrics_port);
         webhook.process = Some(webhook.spawn_on(binary, port, metrics_port, &[], &webhook.log));
         wait_ready(metrics_port, &webhook.log).await;
@@ -184,10 +185,11 @@ pub struct WebhookProcess {
 impl Webhook {
     /// Certificates (and the configuration, if any) as [`Webhook::start`] writes them, with no
     /// process yet: start them with [`Webhook::spawn_process`].
-    pub fn certificates(binary: &Path, config_yaml: Option<&str>) -> Webhook {
+    pub fn certificates(binary: &Path, config: Option<&Config>) -> Webhook {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca_bundle = super::loopback::certs(binary, dir.path());
-        if let Some(yaml) = config_yaml {
+        if let Some(config) = config {
+            let yaml = serde_saphyr::to_string(config).expect("the configuration as YAML");
             std::fs::write(dir.path().join("config.yaml"), yaml).expect("config");
         }
         Webhook {
