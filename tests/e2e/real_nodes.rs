@@ -17,354 +17,27 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ContainerState, Event, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use support::cluster::{client, eventually, eventually_explained, unique};
+use support::cluster::{eventually, eventually_explained, unique};
 use support::objects::live_pods;
 use support::real_nodes::{
-    NodeSpec, REAL_TIMEOUT, RealCluster, RealNode, create_cargocats, create_workloads, is_ready,
+    NodeSpec, REAL_TIMEOUT, RealNode, create_cargocats, create_workloads, is_ready,
 };
-use support::reconciler::{Reconciler, Run, cached_images};
-use support::webhook::{RUN_LABEL, Webhook, unregister};
+use support::real_warmpool::*;
+use support::reconciler::cached_images;
+use support::webhook::RUN_LABEL;
 
 use super::BIN;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use support::reconciler::config;
-use warmpool::config::{Config, Slot, SlotResources, SpareSlots};
-const CACHE_SELECTOR: &str = "app.kubernetes.io/name=warmpool-image-cache";
-const CACHE_SELECTOR_DISCOVERED: &str = "app.kubernetes.io/name=warmpool-image-cache-discovered";
-const IMAGE_CACHE: &str = "warmpool-image-cache";
-const IMAGE_CACHE_DISCOVERED: &str = "warmpool-image-cache-discovered";
-const PREWARMER_SELECTOR: &str = "app.kubernetes.io/name=warmpool-prewarmer";
-const TENANT_SELECTOR: &str = "app.kubernetes.io/part-of=cargocats";
-
+use warmpool::config::Config;
 /// One real-node test at a time (see the module comment).
 async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
-}
-
-/// warmpool (webhook + reconciler) for one test, configured for the local registry's images.
-struct Warmpool {
-    run: Run,
-    webhook: Webhook,
-    reconciler: Reconciler,
-    /// The MutatingWebhookConfiguration `run.id` exists (removed on drop if a test failed).
-    registered: bool,
-}
-
-impl Warmpool {
-    /// With the three CargoCATs images cached, and `more_images` after them.
-    async fn start(
-        client: &Client,
-        cluster: &RealCluster,
-        slot_cpu: &str,
-        more_images: &[&str],
-    ) -> Warmpool {
-        Warmpool::start_with(client, cluster, slot_cpu, more_images, |_| {}).await
-    }
-
-    /// [`Warmpool::start`] with more changes to the configuration.
-    async fn start_with(
-        client: &Client,
-        cluster: &RealCluster,
-        slot_cpu: &str,
-        more_images: &[&str],
-        change: impl FnOnce(&mut Config),
-    ) -> Warmpool {
-        let registry = &cluster.registry;
-        let images = [
-            &registry.dataservice,
-            &registry.frontgateservice,
-            &registry.mysql,
-        ]
-        .into_iter()
-        .cloned()
-        .chain(more_images.iter().map(|i| i.to_string()))
-        .collect();
-        let cache = |c: &mut Config| {
-            c.image_cache.discover = false;
-            c.image_cache.images = images;
-            change(c);
-        };
-        Warmpool::launch(client, cluster, slot_cpu, cache, &[]).await
-    }
-
-    /// warmpool with one placeholder of `slot_cpu` (the pause image of the local registry), the
-    /// image cache's tool image built for the nodes, `change` applied; the reconciler started
-    /// with `reconciler_args`.
-    async fn launch(
-        client: &Client,
-        cluster: &RealCluster,
-        slot_cpu: &str,
-        change: impl FnOnce(&mut Config),
-        reconciler_args: &[&str],
-    ) -> Warmpool {
-        let config = config(|c| {
-            c.prewarmer.spare_slots = SpareSlots::Fixed(1);
-            c.prewarmer.slot = Slot::Fixed(SlotResources {
-                cpu: Quantity(slot_cpu.into()),
-                memory: Quantity("1Gi".into()),
-            });
-            c.prewarmer.do_not_disrupt = false;
-            c.prewarmer.image = cluster.registry.pause.clone();
-            c.image_cache.tool_image = cluster.tool_image().to_owned();
-            change(c);
-        });
-        let run = Run::new(client, BIN.as_ref(), config).await;
-        let webhook = Webhook::start(BIN.as_ref(), Some(&run.settings())).await;
-        let pattern = format!("{}*", run.tenant_prefix);
-        webhook
-            .register(client, &run.id, &[&pattern], &run.namespace)
-            .await;
-        let reconciler = run.spawn("real", reconciler_args, &[]);
-        reconciler.wait_ready(Duration::from_secs(60)).await;
-        Warmpool {
-            run,
-            webhook,
-            reconciler,
-            registered: true,
-        }
-    }
-
-    /// A tenant namespace of this run (the webhook's scope label on it from its creation).
-    async fn tenant(&self, suffix: &str) -> String {
-        let ns = self.run.tenant(suffix);
-        self.run
-            .create_namespace(&ns, &[(RUN_LABEL, &self.run.id)])
-            .await;
-        ns
-    }
-
-    async fn stop(mut self) {
-        self.reconciler.terminate();
-        self.webhook.stop();
-        unregister(&self.run.client, &self.run.id).await;
-        self.registered = false;
-        self.run.cleanup().await;
-    }
-}
-
-impl Drop for Warmpool {
-    /// A failed test leaves no webhook configuration behind (the Run removes its namespaces).
-    fn drop(&mut self) {
-        if !self.registered {
-            return;
-        }
-        let kubectl = std::process::Command::new(
-            support::cluster::repo_root().join("tests/cluster/cluster.sh"),
-        )
-        .arg("kubectl-path")
-        .output();
-        if let (Ok(out), Some(kubeconfig)) = (kubectl, support::cluster::kubeconfig()) {
-            let _ = std::process::Command::new(String::from_utf8_lossy(&out.stdout).trim())
-                .arg("--kubeconfig")
-                .arg(kubeconfig)
-                .args([
-                    "delete",
-                    "mutatingwebhookconfiguration",
-                    "--ignore-not-found",
-                    "--wait=false",
-                ])
-                .arg(&self.run.id)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// Starts nodes in parallel (each `node up` is a few seconds of mostly waiting).
-async fn nodes_up(cluster: &'static RealCluster, specs: Vec<NodeSpec>) -> Option<Vec<RealNode>> {
-    let handles: Vec<_> = specs
-        .into_iter()
-        .map(|spec| tokio::task::spawn_blocking(move || cluster.node(&spec)))
-        .collect();
-    let mut nodes = Vec::new();
-    let mut skip = false;
-    for h in handles {
-        match h.await.expect("node up task") {
-            Some(n) => nodes.push(n),
-            None => skip = true,
-        }
-    }
-    (!skip).then_some(nodes)
-}
-
-/// Everything a test needs, or `None` to skip (outside CI).
-async fn prerequisites() -> Option<(Client, &'static RealCluster)> {
-    let client = client().await?;
-    let cluster = tokio::task::spawn_blocking(RealCluster::get)
-        .await
-        .expect("real cluster")?;
-    // The tool image (a release build the first time) before any timing starts.
-    tokio::task::spawn_blocking(|| {
-        cluster.tool_image();
-    })
-    .await
-    .expect("tool image");
-    Some((client, cluster))
-}
-
-async fn create_tenant(client: &Client, ns: &str, cluster: &RealCluster) {
-    create_cargocats(client, ns, &cluster.registry).await;
-}
-
-fn node_of(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref()?.node_name.as_deref()
-}
-
-/// Waits until the tenant's three pods are Ready (readiness probes passing); returns them.
-async fn wait_tenant_ready(client: &Client, ns: &str, nodes: &[&RealNode]) -> Vec<Pod> {
-    eventually_explained(
-        &format!("the CargoCATs pods of {ns} Ready"),
-        REAL_TIMEOUT,
-        || async {
-            let pods = live_pods(client, ns, TENANT_SELECTOR).await;
-            (pods.len() == 3 && pods.iter().all(is_ready)).then_some(pods)
-        },
-        || async { explain(client, &[ns], nodes).await },
-    )
-    .await
-}
-
-/// The image-cache pod on `node` once its init container (the installer) has exited 0 and
-/// every container (pause, and one per cached image) is ready: every image is on the node.
-async fn wait_cache_complete(client: &Client, ns: &str, node: &RealNode) -> Pod {
-    eventually_explained(
-        &format!(
-            "the image cache complete on {} (kubelet log: {})",
-            node.name,
-            node.kubelet_log().display()
-        ),
-        REAL_TIMEOUT,
-        || async {
-            live_pods(client, ns, CACHE_SELECTOR)
-                .await
-                .into_iter()
-                .find(|p| node_of(p) == Some(node.name.as_str()) && cache_complete(p))
-        },
-        || async { explain(client, &[ns], &[node]).await },
-    )
-    .await
-}
-
-fn cache_complete(pod: &Pod) -> bool {
-    let Some(status) = pod.status.as_ref() else {
-        return false;
-    };
-    let wanted = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.init_containers.as_ref())
-        .map_or(0, Vec::len);
-    let inits = status
-        .init_container_statuses
-        .as_deref()
-        .unwrap_or_default();
-    inits.len() == wanted
-        && inits.iter().all(|c| {
-            c.state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .is_some_and(|t| t.exit_code == 0)
-        })
-        && is_ready(pod)
-}
-
-/// `(reason, message)` of the Events about a pod.
-async fn pod_events(client: &Client, ns: &str, pod: &str) -> Vec<(String, String)> {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect()
-}
-
-/// What a timed-out wait leaves to read: the pods of `namespaces` (phase, node, every
-/// container's state), their latest Events, and the nodes' kubelet and containerd complaints.
-async fn explain(client: &Client, namespaces: &[&str], nodes: &[&RealNode]) -> String {
-    fn state(name: &str, s: Option<&ContainerState>) -> String {
-        let s = s.cloned().unwrap_or_default();
-        if let Some(w) = s.waiting {
-            format!(
-                "{name}=waiting({}: {})",
-                w.reason.unwrap_or_default(),
-                w.message.unwrap_or_default()
-            )
-        } else if let Some(t) = s.terminated {
-            format!(
-                "{name}=exited({} {}: {})",
-                t.exit_code,
-                t.reason.unwrap_or_default(),
-                t.message.unwrap_or_default()
-            )
-        } else if s.running.is_some() {
-            format!("{name}=running")
-        } else {
-            format!("{name}=?")
-        }
-    }
-    let mut out = String::new();
-    if let Some(cluster) = RealCluster::get() {
-        out.push_str("control plane: ");
-        out.push_str(&cluster.status());
-    }
-    for ns in namespaces {
-        let pods = Api::<Pod>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        for pod in &pods {
-            let status = pod.status.clone().unwrap_or_default();
-            let containers: Vec<String> = status
-                .init_container_statuses
-                .iter()
-                .chain(&status.container_statuses)
-                .flatten()
-                .map(|c| state(&c.name, c.state.as_ref()))
-                .collect();
-            out.push_str(&format!(
-                "pod {ns}/{} on {} {} ready={}: {}\n",
-                pod.name_any(),
-                node_of(pod).unwrap_or("(unscheduled)"),
-                status.phase.unwrap_or_default(),
-                is_ready(pod),
-                containers.join(", ")
-            ));
-        }
-        let events = Api::<Event>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        for e in &events[events.len().saturating_sub(25)..] {
-            out.push_str(&format!(
-                "event {ns}/{} x{} {} {}: {}\n",
-                e.involved_object.name.as_deref().unwrap_or_default(),
-                e.count.unwrap_or(1),
-                e.type_.as_deref().unwrap_or_default(),
-                e.reason.as_deref().unwrap_or_default(),
-                e.message.as_deref().unwrap_or_default()
-            ));
-        }
-    }
-    for node in nodes {
-        out.push_str(&node.log_problems(15));
-    }
-    out
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
 }
 
 /// The image cache of the real reconciler pulls every cached image onto every warm node (proven
@@ -377,7 +50,7 @@ async fn image_cache_pulls_every_image_onto_every_warm_node_and_tenants_start_wi
     let Some((client, cluster)) = prerequisites().await else {
         return;
     };
-    let warmpool = Warmpool::start(&client, cluster, "600m", &[]).await;
+    let warmpool = RealWarmpool::start(&client, BIN.as_ref(), cluster, "600m", &[]).await;
     let pool = warmpool.run.pool.clone();
     let started = Instant::now();
     let Some(nodes) = nodes_up(
@@ -500,7 +173,7 @@ async fn tenant_preempts_the_placeholder_on_a_real_warm_node_and_every_pod_becom
         return;
     };
     // A node of 1 CPU: placeholder 700m + cache 5m leave 295m, the tenant wants 500m.
-    let warmpool = Warmpool::start(&client, cluster, "700m", &[]).await;
+    let warmpool = RealWarmpool::start(&client, BIN.as_ref(), cluster, "700m", &[]).await;
     let Some(nodes) = nodes_up(
         cluster,
         vec![NodeSpec::warm_half(
@@ -594,11 +267,21 @@ async fn tenant_preempts_the_placeholder_on_a_real_warm_node_and_every_pod_becom
     )
     .await;
     watch.abort();
-    let events = pod_events(&client, &ns, &placeholder_name).await;
-    assert!(
-        events.iter().any(|(r, _)| r == "Preempted"),
-        "{placeholder_name} ({placeholder_uid}) was not preempted: {events:?}"
-    );
+    // The scheduler records the Preempted Event through its asynchronous broadcaster: it may
+    // land after the deletion is seen.
+    eventually_explained(
+        "the placeholder's Preempted event",
+        Duration::from_secs(30),
+        || async {
+            let events = pod_events(&client, &ns, &placeholder_name).await;
+            events.iter().any(|(r, _)| r == "Preempted").then_some(())
+        },
+        || async {
+            let events = pod_events(&client, &ns, &placeholder_name).await;
+            format!("{placeholder_name} ({placeholder_uid}) was not preempted: {events:?}")
+        },
+    )
+    .await;
     let (exited, status) = eventually(
         "the placeholder's container exited on the node",
         Duration::from_secs(30),
@@ -632,7 +315,7 @@ async fn prewarmer_and_cache_survive_a_kubelet_restart_and_a_joining_node_gets_t
     let Some((client, cluster)) = prerequisites().await else {
         return;
     };
-    let warmpool = Warmpool::start(&client, cluster, "600m", &[]).await;
+    let warmpool = RealWarmpool::start(&client, BIN.as_ref(), cluster, "600m", &[]).await;
     let pool = warmpool.run.pool.clone();
     let Some(mut nodes) = nodes_up(
         cluster,
@@ -757,7 +440,7 @@ async fn an_image_that_cannot_be_pulled_stops_nothing_and_is_reported() {
         .map(|(repo, _tag)| repo)
         .expect("a tagged image");
     let missing = format!("{repository}:no-such-tag");
-    let warmpool = Warmpool::start(&client, cluster, "600m", &[&missing]).await;
+    let warmpool = RealWarmpool::start(&client, BIN.as_ref(), cluster, "600m", &[&missing]).await;
     let Some(nodes) = nodes_up(
         cluster,
         vec![NodeSpec::warm_half(&unique("rn-bad"), &warmpool.run.pool)],
@@ -891,7 +574,15 @@ async fn the_image_cache_lends_no_credentials_and_still_caches_what_tenants_run(
         c.image_cache.image_pull_secrets = vec!["warmpool-pull".into()];
         c.image_cache.images = vec![registry.dataservice.clone()];
     };
-    let warmpool = Warmpool::launch(&client, cluster, "600m", cache, &["--resync", "5s"]).await;
+    let warmpool = RealWarmpool::launch(
+        &client,
+        BIN.as_ref(),
+        cluster,
+        "600m",
+        cache,
+        &["--resync", "5s"],
+    )
+    .await;
     let ns = warmpool.run.namespace.clone();
     Api::<Secret>::namespaced(client.clone(), &ns)
         .create(
@@ -1038,7 +729,7 @@ async fn a_tag_moved_between_two_nodes_pulls_is_reported() {
     let registry = &cluster.registry;
     let moving = format!("{}/warmpool-test/{}:1", registry.address, unique("moving"));
     registry.copy(&registry.pause, &moving);
-    let warmpool = Warmpool::start(&client, cluster, "600m", &[&moving]).await;
+    let warmpool = RealWarmpool::start(&client, BIN.as_ref(), cluster, "600m", &[&moving]).await;
     let ns = warmpool.run.namespace.clone();
     let pool = warmpool.run.pool.clone();
     // By container name: the kubelet's status may name the image by another of its tags.
@@ -1169,7 +860,7 @@ async fn each_new_tenant_is_timed_to_ready_and_told_warm_or_cold() {
         unique("uncached")
     );
     registry.copy(&registry.frontgateservice, &uncached);
-    let warmpool = Warmpool::start_with(&client, cluster, "600m", &[], |c| {
+    let warmpool = RealWarmpool::start_with(&client, BIN.as_ref(), cluster, "600m", &[], |c| {
         c.tenants.time_to_ready.window = "3s".into();
         c.tenants.time_to_ready.timeout = "3m".into();
     })
@@ -1357,7 +1048,7 @@ async fn karpenter_launches_the_warm_node_and_its_replacement_on_real_kubelets()
     if support::karpenter::ensure().is_none() {
         return;
     }
-    let warmpool = Warmpool::start(&client, cluster, "700m", &[]).await;
+    let warmpool = RealWarmpool::start(&client, BIN.as_ref(), cluster, "700m", &[]).await;
     let ns = warmpool.run.namespace.clone();
     let name = unique("rk");
     let started = Instant::now();

@@ -16,6 +16,7 @@ pub mod objects;
 pub mod oracle;
 pub mod promql;
 pub mod real_nodes;
+pub mod real_warmpool;
 pub mod reconciler;
 pub mod release;
 pub mod scenario;
