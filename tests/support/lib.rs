@@ -6,6 +6,7 @@
 use std::path::Path;
 
 pub mod chart;
+pub mod chart_rbac;
 pub mod cluster;
 pub mod fakelet;
 pub mod helm;
@@ -18,6 +19,7 @@ pub mod promql;
 pub mod real_nodes;
 pub mod real_warmpool;
 pub mod reconciler;
+pub mod recording_proxy;
 pub mod release;
 pub mod scenario;
 pub mod static_build;
