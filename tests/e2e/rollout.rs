@@ -20,20 +20,19 @@
 //!
 //! Without a control plane the tests print SKIP (and fail when CI=true).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
-use support::cluster::{client, eventually, unique};
+use support::balancer::Balancer;
+use support::cluster::{client, unique};
 use support::objects::{create_namespace, unscheduled_pod, wait_until_mutating};
-use support::webhook::{Webhook, WebhookProcess, readyz, unregister};
+use support::webhook::{Webhook, unregister};
 use warmpool::webhook::server::DRAIN_TIMEOUT;
 
 use super::BIN;
@@ -46,8 +45,6 @@ const FIXTURE: &str = concat!(
 /// connections, standing for the endpoints controller, the EndpointSlice watchers and kube-proxy
 /// catching up with a terminating pod (about a second to a few in real clusters).
 const ENDPOINT_REMOVAL_DELAY: Duration = Duration::from_secs(1);
-/// How often the balancer reads its backends' /readyz.
-const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// The scenario: traffic on the current replicas after each step of the rollout (before the new
 /// process starts, and with both in rotation before the old one gets SIGTERM).
 const BETWEEN_STEPS: Duration = Duration::from_secs(1);
@@ -151,160 +148,6 @@ fn the_chart_passes_the_grace_and_deadline_and_the_pod_outlives_them() {
             termination > grace + drain.as_secs(),
             "{set:?}: terminationGracePeriodSeconds {termination} does not cover a grace of {grace} s and the {drain:?} drain"
         );
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The load balancer
-
-/// One webhook process behind the balancer.
-struct Backend {
-    port: u16,
-    metrics_port: u16,
-    ever_ready: bool,
-    unready_since: Option<Instant>,
-    connections: u64,
-    /// Connections routed here that the process refused (its port closed).
-    refused: u64,
-}
-
-impl Backend {
-    fn in_rotation(&self) -> bool {
-        self.ever_ready
-            && self
-                .unready_since
-                .is_none_or(|since| since.elapsed() < ENDPOINT_REMOVAL_DELAY)
-    }
-
-    fn removed(&self) -> bool {
-        self.ever_ready && !self.in_rotation()
-    }
-}
-
-/// A TCP load balancer on 127.0.0.1 (see the module documentation).
-struct Balancer {
-    port: u16,
-    backends: Arc<Mutex<Vec<Backend>>>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Balancer {
-    async fn start() -> Balancer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("local address").port();
-        let backends: Arc<Mutex<Vec<Backend>>> = Arc::default();
-        let forward = tokio::spawn({
-            let backends = Arc::clone(&backends);
-            async move {
-                let mut next = 0usize;
-                loop {
-                    let Ok((mut client, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let target = {
-                        let mut all = backends.lock().unwrap();
-                        let rotation: Vec<usize> =
-                            (0..all.len()).filter(|&i| all[i].in_rotation()).collect();
-                        if rotation.is_empty() {
-                            None
-                        } else {
-                            let i = rotation[next % rotation.len()];
-                            next += 1;
-                            all[i].connections += 1;
-                            Some((i, all[i].port))
-                        }
-                    };
-                    let backends = Arc::clone(&backends);
-                    tokio::spawn(async move {
-                        // Nothing in rotation: the connection is closed.
-                        let Some((i, port)) = target else { return };
-                        match TcpStream::connect(("127.0.0.1", port)).await {
-                            Ok(mut server) => {
-                                let _ =
-                                    tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                            }
-                            // Closed, as the client's connection to a closed port would be.
-                            Err(_) => backends.lock().unwrap()[i].refused += 1,
-                        }
-                    });
-                }
-            }
-        });
-        let probe = tokio::spawn({
-            let backends = Arc::clone(&backends);
-            async move {
-                loop {
-                    let probed: Vec<(usize, u16)> = {
-                        let all = backends.lock().unwrap();
-                        (0..all.len())
-                            .filter(|&i| !all[i].removed())
-                            .map(|i| (i, all[i].metrics_port))
-                            .collect()
-                    };
-                    for (i, metrics_port) in probed {
-                        let ready = readyz(&format!("127.0.0.1:{metrics_port}")).await;
-                        let mut all = backends.lock().unwrap();
-                        let backend = &mut all[i];
-                        if ready {
-                            backend.ever_ready = true;
-                            backend.unready_since = None;
-                        } else if backend.ever_ready && backend.unready_since.is_none() {
-                            backend.unready_since = Some(Instant::now());
-                        }
-                    }
-                    tokio::time::sleep(PROBE_INTERVAL).await;
-                }
-            }
-        });
-        Balancer {
-            port,
-            backends,
-            tasks: vec![forward, probe],
-        }
-    }
-
-    /// Adds `process` as a backend; it joins the rotation once its /readyz answers 200.
-    async fn add(&self, process: &WebhookProcess) {
-        self.backends.lock().unwrap().push(Backend {
-            port: process.port,
-            metrics_port: process.metrics_port,
-            ever_ready: false,
-            unready_since: None,
-            connections: 0,
-            refused: 0,
-        });
-        let backends = Arc::clone(&self.backends);
-        let port = process.port;
-        eventually(
-            "the new process in rotation",
-            Duration::from_secs(10),
-            || {
-                let in_rotation = backends
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .any(|b| b.port == port && b.in_rotation());
-                async move { in_rotation.then_some(()) }
-            },
-        )
-        .await;
-    }
-
-    /// (connections forwarded, connections refused by a backend still in rotation).
-    fn counts(&self) -> (u64, u64) {
-        let all = self.backends.lock().unwrap();
-        (
-            all.iter().map(|b| b.connections).sum(),
-            all.iter().map(|b| b.refused).sum(),
-        )
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
     }
 }
 
@@ -438,7 +281,7 @@ impl Figures {
 /// with `args` are replaced one after the other behind the balancer.
 async fn rollout(client: &Client, run: &str, args: &[&str]) -> Figures {
     let webhook = Webhook::certificates(BIN.as_ref(), None);
-    let balancer = Balancer::start().await;
+    let balancer = Balancer::start(ENDPOINT_REMOVAL_DELAY).await;
     let mut current = webhook.spawn_process(BIN.as_ref(), args).await;
     balancer.add(&current).await;
 

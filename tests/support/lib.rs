@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+pub mod balancer;
 pub mod chart;
 pub mod chart_rbac;
 pub mod cluster;
