@@ -35,12 +35,13 @@ fi
 step "Karpenter and KWOK beside the control plane (built from the Go module proxy once, then cached)"
 tests/cluster/cluster.sh karpenter up >/dev/null
 
-step "formatting, lints, every shell script and the API docs' links"
+step "formatting, lints, every shell script, the API docs' links and the pure core"
 mapfile -t scripts < <(git ls-files '*.sh')
 shellcheck --external-sources --severity=info "${scripts[@]}" .ci/run
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --locked
+tests/tools/layers.sh
 
 step "docs: links resolve and the marked commands run"
 cargo build --locked --bin warmpool
