@@ -14,6 +14,7 @@ pub mod karpenter;
 pub mod loopback;
 pub mod objects;
 pub mod oracle;
+pub mod process;
 pub mod promql;
 pub mod real_nodes;
 pub mod reconciler;
