@@ -90,6 +90,29 @@ const CLASSES: [(&str, &str); 7] = [
     ("read", "reads (get, list, watch)"),
 ];
 
+/// The API of FlowSchemas: the run counts the reconciler's requests by class (`CLASSES`), one
+/// FlowSchema each (`flow_schema`).
+fn flow_schemas(client: &Client) -> Api<DynamicObject> {
+    dynamic_api(
+        client,
+        "flowcontrol.apiserver.k8s.io",
+        "v1",
+        "FlowSchema",
+        "flowschemas",
+    )
+}
+
+/// The API of ClusterRoleBindings (the scale run binds its ServiceAccount with one).
+fn cluster_role_bindings(client: &Client) -> Api<DynamicObject> {
+    dynamic_api(
+        client,
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+    )
+}
+
 fn flow_schema(run_id: &str, class: &str, precedence: u32, sa: &str, ns: &str) -> Value {
     const WRITES: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
     let rule = |verbs: &[&str], groups: &[&str], resources: &[&str]| {
@@ -223,13 +246,7 @@ async fn service_account_kubeconfig(run: &Run, client: &Client, sa: &str) -> std
         )
         .await
         .expect("create the ServiceAccount");
-    let bindings = dynamic_api(
-        client,
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-    );
+    let bindings = cluster_role_bindings(client);
     let binding: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": format!("{}-scale", run.id)},
@@ -360,25 +377,13 @@ async fn reconciler_at_scale() {
         .catch_unwind()
         .await;
     // Clean up, whatever happened (the reconciler has stopped with `measure`).
-    let schemas = dynamic_api(
-        &client,
-        "flowcontrol.apiserver.k8s.io",
-        "v1",
-        "FlowSchema",
-        "flowschemas",
-    );
+    let schemas = flow_schemas(&client);
     for (class, _) in CLASSES {
         let _ = schemas
             .delete(&format!("{id}-{class}"), &DeleteParams::default())
             .await;
     }
-    let bindings = dynamic_api(
-        &client,
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-    );
+    let bindings = cluster_role_bindings(&client);
     let _ = bindings
         .delete(&format!("{id}-scale"), &DeleteParams::default())
         .await;
@@ -410,13 +415,7 @@ async fn measure(run: &Run, client: &Client, tenants: usize, probes: usize) {
     // The reconciler's own identity, and FlowSchemas that count its requests.
     let sa = "warmpool-scale";
     let sa_kubeconfig = service_account_kubeconfig(run, &client, sa).await;
-    let schemas = dynamic_api(
-        &client,
-        "flowcontrol.apiserver.k8s.io",
-        "v1",
-        "FlowSchema",
-        "flowschemas",
-    );
+    let schemas = flow_schemas(&client);
     for (i, (class, _)) in CLASSES.iter().enumerate() {
         let schema: DynamicObject =
             serde_json::from_value(flow_schema(&id, class, 50 + i as u32, sa, &run.namespace))

@@ -1,5 +1,6 @@
 //! The command line: what to run, at which concurrency, on which targets, for how long (and the smoke run).
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -122,26 +123,14 @@ impl Options {
                 }
                 "--warmup" => options.warmup = seconds(value("--warmup")?)?,
                 "--duration" => options.duration = seconds(value("--duration")?)?,
-                "--rounds" => {
-                    options.rounds = value("--rounds")?
-                        .parse()
-                        .ok()
-                        .filter(|r| (1..=20).contains(r))
-                        .ok_or("--rounds takes 1-20")?;
-                }
+                "--rounds" => options.rounds = count("--rounds", value("--rounds")?, 1..=20)?,
                 "--client-threads" => {
-                    options.client_threads = value("--client-threads")?
-                        .parse()
-                        .ok()
-                        .filter(|r| (1..=64).contains(r))
-                        .ok_or("--client-threads takes 1-64")?;
+                    options.client_threads =
+                        count("--client-threads", value("--client-threads")?, 1..=64)?;
                 }
                 "--startup-runs" => {
-                    options.startup_runs = value("--startup-runs")?
-                        .parse()
-                        .ok()
-                        .filter(|r| (1..=100).contains(r))
-                        .ok_or("--startup-runs takes 1-100")?;
+                    options.startup_runs =
+                        count("--startup-runs", value("--startup-runs")?, 1..=100)?;
                 }
                 // Filters and flags that cargo or a test runner may pass: nothing to filter here.
                 other if other.starts_with('-') => {}
@@ -150,6 +139,15 @@ impl Options {
         }
         Ok(options)
     }
+}
+
+/// The value of the option `name`, a whole number within `range`.
+fn count(name: &str, value: String, range: RangeInclusive<usize>) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| format!("{name} takes {}-{}", range.start(), range.end()))
 }
 
 /// What one phase sends.

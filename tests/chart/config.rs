@@ -150,22 +150,13 @@ fn the_schedule_reaches_the_configuration_and_the_binary_takes_it() {
     let config = config_of(&render(&helm, "wp", "warmpool-system", &[]));
     assert_eq!(config["prewarmer"]["schedule"], json!([]));
 
-    let dir = tempfile::tempdir().unwrap();
-    let values = dir.path().join("values.yaml");
-    std::fs::write(
-        &values,
+    let config = config_with_values(
+        &helm,
         "prewarmer:\n  spareSlots: 1\n  schedule:\n    - name: workshop-mornings\n      \
          timezone: Europe/Berlin\n      cron: \"0 9 * * 1-5\"\n      duration: 4h\n      \
          spareSlots: 30\n      leadTime: 15m\n    - {name: nightly, cron: '0 22 * * *', \
          duration: 2h, spareSlots: 2}\n",
-    )
-    .unwrap();
-    let config = config_of(&render(
-        &helm,
-        "wp",
-        "warmpool-system",
-        &["-f", values.to_str().unwrap()],
-    ));
+    );
     assert_eq!(
         config["prewarmer"]["schedule"],
         json!([
@@ -174,24 +165,7 @@ fn the_schedule_reaches_the_configuration_and_the_binary_takes_it() {
             {"name": "nightly", "cron": "0 22 * * *", "duration": "2h", "spareSlots": 2},
         ])
     );
-    let file = dir.path().join("config.yaml");
-    std::fs::write(&file, serde_saphyr::to_string(&config).unwrap()).unwrap();
-    let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
-    let out = support::chart::run(
-        binary,
-        &[
-            "render",
-            "--config",
-            file.to_str().unwrap(),
-            "--at",
-            "2026-11-30T08:50:00+01:00",
-            "-o",
-            "json",
-        ],
-        &[],
-        None,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = assert_the_binary_renders(&config, &["--at", "2026-11-30T08:50:00+01:00"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["items"][1]["spec"]["replicas"], 30);
     assert_eq!(
@@ -213,20 +187,11 @@ fn arrival_sized_slots_and_gentle_scale_down_reach_the_configuration() {
         "off by default"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let values = dir.path().join("values.yaml");
-    std::fs::write(
-        &values,
+    let config = config_with_values(
+        &helm,
         "prewarmer:\n  spareSlots:\n    auto: {min: 2, max: 30, span: 10m, lookback: 3d}\n  \
          scaleDown: {enabled: true, step: 2, every: 1m, quietFor: 5m}\n",
-    )
-    .unwrap();
-    let config = config_of(&render(
-        &helm,
-        "wp",
-        "warmpool-system",
-        &["-f", values.to_str().unwrap()],
-    ));
+    );
     assert_eq!(
         config["prewarmer"]["spareSlots"],
         json!({"auto": {"min": 2, "max": 30, "span": "10m", "lookback": "3d"}})
@@ -235,16 +200,7 @@ fn arrival_sized_slots_and_gentle_scale_down_reach_the_configuration() {
         config["prewarmer"]["scaleDown"],
         json!({"step": 2, "every": "1m", "quietFor": "5m"})
     );
-    let file = dir.path().join("config.yaml");
-    std::fs::write(&file, serde_saphyr::to_string(&config).unwrap()).unwrap();
-    let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
-    let out = support::chart::run(
-        binary,
-        &["render", "--config", file.to_str().unwrap(), "-o", "json"],
-        &[],
-        None,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = assert_the_binary_renders(&config, &[]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         list["items"][1]["spec"]["replicas"], 2,
@@ -280,7 +236,7 @@ fn time_to_ready_reaches_the_configuration() {
         config["tenants"]["timeToReady"],
         json!({"enabled": false, "window": "30s", "timeout": "10m"})
     );
-    assert_the_binary_renders(&config);
+    assert_the_binary_renders(&config, &[]);
 }
 
 /// `pricing`: absent by default; given, it reaches the configuration as numbers and the binary
@@ -304,22 +260,34 @@ fn pricing_reaches_the_configuration() {
         config["pricing"],
         json!({"cpuCoreHour": 0.034, "memoryGiBHour": 0.0045, "currency": "USD"})
     );
-    assert_the_binary_renders(&config);
+    assert_the_binary_renders(&config, &[]);
 }
 
-/// The rendered configuration is taken by `warmpool render --config` (the strict loader).
-fn assert_the_binary_renders(config: &serde_json::Value) {
+/// The rendered configuration is taken by `warmpool render --config CONFIG -o json ARGS` (the
+/// strict loader); what it printed.
+fn assert_the_binary_renders(config: &serde_json::Value, args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, serde_saphyr::to_string(config).unwrap()).unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_warmpool"));
-    let out = support::chart::run(
-        binary,
-        &["render", "--config", file.to_str().unwrap(), "-o", "json"],
-        &[],
-        None,
-    );
+    let mut render = vec!["render", "--config", file.to_str().unwrap(), "-o", "json"];
+    render.extend(args);
+    let out = support::chart::run(binary, &render, &[], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    out
+}
+
+/// The configuration the chart renders with the values file `values` (YAML).
+fn config_with_values(helm: &Path, values: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, values).unwrap();
+    config_of(&render(
+        helm,
+        "wp",
+        "warmpool-system",
+        &["-f", file.to_str().unwrap()],
+    ))
 }
 
 /// One tenant rule: the namespaces the webhook is never called for are the ones the reconciler
@@ -391,5 +359,5 @@ fn exclusions_and_tenant_bounds_reach_the_configuration() {
             .unwrap();
         assert!(requirements.contains(&team), "{requirements:?}");
     }
-    assert_the_binary_renders(&config);
+    assert_the_binary_renders(&config, &[]);
 }

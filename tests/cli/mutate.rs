@@ -2,11 +2,11 @@
 //! (YAML 1.1, several documents, workloads, lists), and the real-world pods of
 //! `../shared/corpus/`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::{Value, json};
+use support::process::output_with_stdin;
 use warmpool::kubectl::yaml::{read_documents, same};
 
 fn warmpool(args: &[&str]) -> Output {
@@ -19,23 +19,14 @@ fn warmpool(args: &[&str]) -> Output {
 
 /// `warmpool mutate ARGS -f -` with `input` on standard input.
 fn warmpool_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warmpool"))
-        .arg("mutate")
-        .args(args)
-        .args(["-f", "-"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs warmpool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("writes stdin");
-    child.wait_with_output().expect("warmpool ends")
+    output_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_warmpool"))
+            .arg("mutate")
+            .args(args)
+            .args(["-f", "-"])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+        input,
+    )
 }
 
 /// The non-empty documents of standard output, read as kubectl reads them.

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use support::process::{output_with_stdin, succeed};
 use support::static_build;
 
 use static_build::{CARGO_BUILD, RUSTFLAGS, TARGET, build_static};
@@ -187,33 +188,23 @@ fn release_binary_is_statically_linked_and_runs_without_any_library() {
 
     // More than --version: the real mutation path (JSON in, JSON patch out), still no library.
     if how.starts_with("chroot") {
-        use std::io::Write;
         let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"nginx"}]}}"#;
-        let mut child = Command::new("chroot")
-            .arg(root.path())
-            .args([
-                "/warmpool",
-                "mutate",
-                "--namespace",
-                "demo-1",
-                "-f",
-                "-",
-                "-o",
-                "patch",
-            ])
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("chroot runs");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(pod.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = output_with_stdin(
+            Command::new("chroot")
+                .arg(root.path())
+                .args([
+                    "/warmpool",
+                    "mutate",
+                    "--namespace",
+                    "demo-1",
+                    "-f",
+                    "-",
+                    "-o",
+                    "patch",
+                ])
+                .env_clear(),
+            pod.as_bytes(),
+        );
         let patch = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -231,27 +222,19 @@ fn release_binary_is_statically_linked_and_runs_without_any_library() {
         let image = tempfile::tempdir().expect("tempdir");
         let cache = image.path().join("warmpool-cache");
         std::fs::create_dir(&cache).unwrap();
-        let out = Command::new(&binary)
-            .arg("install-noop")
-            .arg(&cache)
-            .env_clear()
-            .output()
-            .expect("install-noop runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        succeed(
+            Command::new(&binary)
+                .arg("install-noop")
+                .arg(&cache)
+                .env_clear(),
+            "warmpool install-noop",
         );
-        let out = Command::new("chroot")
-            .arg(image.path())
-            .args(["/warmpool-cache/warmpool", "noop"])
-            .env_clear()
-            .output()
-            .expect("chroot runs");
-        assert!(
-            out.status.success(),
-            "noop in an empty image: {}",
-            String::from_utf8_lossy(&out.stderr)
+        succeed(
+            Command::new("chroot")
+                .arg(image.path())
+                .args(["/warmpool-cache/warmpool", "noop"])
+                .env_clear(),
+            "noop in an empty image",
         );
         let mut hold = Command::new("chroot")
             .arg(image.path())

@@ -46,6 +46,20 @@ fn containers() -> Value {
     json!([{"name": "app", "image": "nginx"}])
 }
 
+/// A plain pod whose required node affinity is `terms` (`nodeSelectorTerms`).
+fn pod_requiring(terms: Value) -> Value {
+    pod(json!({"containers": containers(), "affinity": required(terms)}))
+}
+
+/// Whether `mutate` leaves `pod` alone because its own constraints already keep it off the pool
+/// (whichever of them does).
+fn excludes_the_pool(pod: &Value, mode: AffinityMode) -> bool {
+    matches!(
+        mutate(pod, &rules(mode)),
+        Mutation::Skip(SkipReason::ExcludesPool(_))
+    )
+}
+
 #[test]
 fn plain_pod_gets_affinity_tolerations_and_annotation() {
     let out = mutated(
@@ -74,10 +88,7 @@ fn pool_expression_is_anded_into_every_existing_required_term() {
          "matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["node-9"]}]},
         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}]}
     ]);
-    let out = mutated(
-        pod(json!({"containers": containers(), "affinity": required(terms)})),
-        AffinityMode::Required,
-    );
+    let out = mutated(pod_requiring(terms), AffinityMode::Required);
     assert_eq!(
         out["spec"]["affinity"],
         required(json!([
@@ -95,10 +106,7 @@ fn a_term_that_already_has_the_expression_is_not_duplicated() {
         {"matchExpressions": [pool_expr()]},
         {"matchExpressions": [{"key": "x", "operator": "Exists"}]}
     ]);
-    let out = mutated(
-        pod(json!({"containers": containers(), "affinity": required(terms)})),
-        AffinityMode::Required,
-    );
+    let out = mutated(pod_requiring(terms), AffinityMode::Required);
     assert_eq!(
         out["spec"]["affinity"],
         required(json!([
@@ -270,15 +278,9 @@ fn a_pod_whose_affinity_excludes_the_pool_is_left_alone() {
         {"matchExpressions": [{"key": "workload-type", "operator": "DoesNotExist"}]}
     ]));
     let p = pod(json!({"containers": containers(), "affinity": other_pool}));
-    assert!(matches!(
-        mutate(&p, &rules(AffinityMode::Required)),
-        Mutation::Skip(SkipReason::ExcludesPool(_))
-    ));
+    assert!(excludes_the_pool(&p, AffinityMode::Required));
     let p = pod(json!({"containers": containers(), "nodeSelector": {"workload-type": "batch"}}));
-    assert!(matches!(
-        mutate(&p, &rules(AffinityMode::Required)),
-        Mutation::Skip(SkipReason::ExcludesPool(_))
-    ));
+    assert!(excludes_the_pool(&p, AffinityMode::Required));
 }
 
 #[test]
@@ -288,7 +290,7 @@ fn one_excluding_term_among_others_still_gets_mutated() {
         {"matchExpressions": [{"key": "workload-type", "operator": "NotIn", "values": ["cargocats"]}]},
         {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}
     ]);
-    let p = pod(json!({"containers": containers(), "affinity": required(terms)}));
+    let p = pod_requiring(terms);
     assert!(matches!(
         mutate(&p, &rules(AffinityMode::Required)),
         Mutation::Patch { .. }
@@ -390,23 +392,15 @@ fn no_terms_or_only_empty_terms_match_no_node_and_are_left_alone() {
         json!([{}]),
         json!([{"matchExpressions": []}, {"matchFields": []}]),
     ] {
-        let p = pod(json!({"containers": containers(), "affinity": required(terms.clone())}));
-        assert!(
-            matches!(
-                mutate(&p, &rules(AffinityMode::Required)),
-                Mutation::Skip(SkipReason::ExcludesPool(_))
-            ),
-            "{terms}"
-        );
+        let p = pod_requiring(terms.clone());
+        assert!(excludes_the_pool(&p, AffinityMode::Required), "{terms}");
     }
 }
 
 #[test]
 fn an_empty_term_beside_others_stays_empty() {
     let other = json!({"key": "disk", "operator": "In", "values": ["ssd"]});
-    let p = pod(
-        json!({"containers": containers(), "affinity": required(json!([{}, {"matchExpressions": [other]}]))}),
-    );
+    let p = pod_requiring(json!([{}, {"matchExpressions": [other]}]));
     let out = mutated(p, AffinityMode::Required);
     assert_eq!(
         out["spec"]["affinity"],
@@ -418,7 +412,7 @@ fn an_empty_term_beside_others_stays_empty() {
 fn pods_pinned_to_one_node_are_left_alone() {
     let pin = |node: &str| json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]});
     // Every term names a node: a DaemonSet's pod as its controller makes it.
-    let p = pod(json!({"containers": containers(), "affinity": required(json!([pin("node-a")]))}));
+    let p = pod_requiring(json!([pin("node-a")]));
     match mutate(&p, &rules(AffinityMode::Required)) {
         Mutation::Skip(SkipReason::NodePinned(why)) => assert!(why.contains("node-a"), "{why}"),
         other => panic!("{other:?}"),
@@ -432,16 +426,14 @@ fn pods_pinned_to_one_node_are_left_alone() {
     }
     // One term pinned, another free: not pinned, and both terms get the pool expression.
     let free = json!({"matchExpressions": [{"key": "disk", "operator": "Exists"}]});
-    let p = pod(
-        json!({"containers": containers(), "affinity": required(json!([pin("node-a"), free]))}),
-    );
+    let p = pod_requiring(json!([pin("node-a"), free]));
     assert!(matches!(
         mutate(&p, &rules(AffinityMode::Required)),
         Mutation::Patch { .. }
     ));
     // NotIn a node is no pin.
     let not_pin = json!({"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["node-a"]}]});
-    let p = pod(json!({"containers": containers(), "affinity": required(json!([not_pin]))}));
+    let p = pod_requiring(json!([not_pin]));
     assert!(matches!(
         mutate(&p, &rules(AffinityMode::Required)),
         Mutation::Patch { .. }
@@ -513,19 +505,13 @@ fn a_pool_toleration_with_a_time_is_not_added_over_a_longer_one() {
 #[test]
 fn a_conflicting_node_selector_excludes_the_pool() {
     let p = pod(json!({"containers": containers(), "nodeSelector": {"workload-type": "batch"}}));
-    assert!(matches!(
-        mutate(&p, &rules(AffinityMode::Required)),
-        Mutation::Skip(SkipReason::ExcludesPool(_))
-    ));
+    assert!(excludes_the_pool(&p, AffinityMode::Required));
     // nodeSelector and affinity together: each allows the pool alone, not both at once.
     let p = pod(
         json!({"containers": containers(), "nodeSelector": {"disk": "ssd"},
         "affinity": required(json!([{"matchExpressions": [{"key": "disk", "operator": "NotIn", "values": ["ssd"]}]}]))}),
     );
-    assert!(matches!(
-        mutate(&p, &rules(AffinityMode::Preferred)),
-        Mutation::Skip(SkipReason::ExcludesPool(_))
-    ));
+    assert!(excludes_the_pool(&p, AffinityMode::Preferred));
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use crate::process::succeed;
 use crate::repo_root;
 
 /// The Helm binary. A missing Helm is a failure (the tests need the chart's webhook entries).
@@ -53,18 +54,14 @@ pub fn script_path(script: &str, arg: Option<&str>) -> Result<PathBuf, String> {
 /// `helm template` of the chart with `args`, as a stream of JSON documents.
 pub fn template(release: &str, namespace: &str, args: &[String]) -> Vec<serde_json::Value> {
     let chart = repo_root().join("charts/warmpool");
-    let out = Command::new(helm())
-        .args(["template", release])
-        .arg(&chart)
-        .args(["--namespace", namespace])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        Command::new(helm())
+            .args(["template", release])
+            .arg(&chart)
+            .args(["--namespace", namespace])
+            .args(args)
+            .stdin(Stdio::null()),
+        "helm template",
     );
     let yaml = String::from_utf8_lossy(&out.stdout);
     warmpool::kubectl::yaml::read_documents(yaml.as_bytes())

@@ -16,6 +16,7 @@ pub mod karpenter;
 pub mod loopback;
 pub mod objects;
 pub mod oracle;
+pub mod process;
 pub mod promql;
 pub mod real_nodes;
 pub mod real_warmpool;

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::process::succeed;
 use crate::tls::client_config;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -27,15 +28,11 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// `warmpool certs` for localhost and 127.0.0.1 into `dir` (ca.crt, tls.crt, tls.key); returns
 /// what it prints, the CA bundle.
 pub fn certs(binary: impl AsRef<Path>, dir: &Path) -> String {
-    let out = Command::new(binary.as_ref())
-        .args(["certs", "--dns", "localhost", "--ip", "127.0.0.1", "--out"])
-        .arg(dir)
-        .output()
-        .expect("warmpool certs runs");
-    assert!(
-        out.status.success(),
-        "warmpool certs: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        Command::new(binary.as_ref())
+            .args(["certs", "--dns", "localhost", "--ip", "127.0.0.1", "--out"])
+            .arg(dir),
+        "warmpool certs",
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

@@ -3,18 +3,13 @@
 //! `/metrics` scrape offers. The chart tests and tests/e2e/observability.rs include this file.
 use std::collections::BTreeSet;
 
-/// PromQL words that are never metric names (operators, modifiers, aggregations: an aggregation
-/// may be followed by `by (…)` rather than its parenthesis).
+/// PromQL words that are never metric names, besides the `LABEL_LISTS` ones (operators,
+/// modifiers, aggregations: an aggregation may be followed by `by (…)` rather than its
+/// parenthesis).
 const KEYWORDS: &[&str] = &[
     "and",
     "or",
     "unless",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
     "bool",
     "offset",
     "sum",
@@ -88,7 +83,7 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
                 let call = chars.get(next) == Some(&'(');
                 if call && LABEL_LISTS.contains(&word.as_str()) {
                     i = skip_until(&chars, next, ')');
-                } else if !call && !KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
+                } else if !call && !is_keyword(&word) {
                     names.insert(word);
                 }
             }
@@ -96,6 +91,12 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
         }
     }
     names
+}
+
+/// Whether `word` is a PromQL keyword (they are case-insensitive), never a metric name.
+fn is_keyword(word: &str) -> bool {
+    let word = word.to_ascii_lowercase();
+    KEYWORDS.contains(&word.as_str()) || LABEL_LISTS.contains(&word.as_str())
 }
 
 fn is_ident_start(c: char) -> bool {

@@ -24,6 +24,7 @@ use serde_json::json;
 
 use super::cluster::{kubeconfig, repo_root};
 use crate::in_ci;
+use crate::process::succeed;
 
 /// Exit code of the cluster scripts for "real nodes cannot run here" (outside CI).
 const SKIP_EXIT: i32 = 3;
@@ -92,23 +93,19 @@ impl Registry {
     /// Points `to` (a reference in this registry) at the image `from` names, as a re-push of a
     /// tag does (skopeo, which `registry up` installed). Panics when skopeo fails.
     pub fn copy(&self, from: &str, to: &str) {
-        let out = Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--src-tls-verify=false",
-                "--dest-tls-verify=false",
-            ])
-            .arg(format!("docker://{from}"))
-            .arg(format!("docker://{to}"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"));
-        assert!(
-            out.status.success(),
-            "skopeo copy {from} {to}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        succeed(
+            Command::new("skopeo")
+                .args([
+                    "--insecure-policy",
+                    "copy",
+                    "--quiet",
+                    "--src-tls-verify=false",
+                    "--dest-tls-verify=false",
+                ])
+                .arg(format!("docker://{from}"))
+                .arg(format!("docker://{to}"))
+                .stdin(Stdio::null()),
+            &format!("skopeo copy {from} {to}"),
         );
     }
 
@@ -364,17 +361,12 @@ impl RealNode {
     /// The images in the node's containerd (namespace k8s.io, as the kubelet sees them), by
     /// reference: `ctr -n k8s.io images ls -q`, names and `sha256:` digests alike.
     pub fn images(&self) -> Vec<String> {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(self.socket())
-            .args(["-n", "k8s.io", "images", "ls", "-q"])
-            .output()
-            .expect("ctr runs");
-        assert!(
-            out.status.success(),
-            "ctr images ls on {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
+        let out = succeed(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(self.socket())
+                .args(["-n", "k8s.io", "images", "ls", "-q"]),
+            &format!("ctr images ls on {}", self.name),
         );
         String::from_utf8_lossy(&out.stdout)
             .lines()

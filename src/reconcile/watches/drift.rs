@@ -273,47 +273,35 @@ mod tests {
         Sighting { events, meta }
     }
 
-    #[test]
-    fn what_the_reconciler_wrote_itself_is_not_written_again() {
+    /// A Deployment of one replica as the reconciler last wrote it (generation 2,
+    /// resourceVersion 100), just before the watch's fifth event.
+    fn one_replica_written() -> (serde_json::Value, ObjectMeta, LastApplied) {
         let desired = json!({"spec": {"replicas": 1}});
         let written = server(2, "100", json!({}));
         let last = last(&desired, &written, 5);
+        (desired, written, last)
+    }
+
+    #[test]
+    fn what_the_reconciler_wrote_itself_is_not_written_again() {
+        let (desired, written, last) = one_replica_written();
         let d = desired_meta();
+        let skipped = |sighting: &Sighting| unchanged(&last, &desired, &d, sighting, true);
         // The write's own event has not arrived yet.
-        assert!(unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(5, Some(server(1, "90", json!({})))),
-            true
-        ));
+        assert!(skipped(&seen(5, Some(server(1, "90", json!({}))))));
         // It has, then the Deployment controller's status updates and revision annotation.
-        assert!(unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(6, Some(written.clone())),
-            true
-        ));
+        assert!(skipped(&seen(6, Some(written.clone()))));
         let revised = server(
             2,
             "104",
             json!({"annotations": {"deployment.kubernetes.io/revision": "2"}}),
         );
-        assert!(unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(9, Some(revised)),
-            true
-        ));
+        assert!(skipped(&seen(9, Some(revised))));
     }
 
     #[test]
     fn any_change_of_what_warmpool_owns_is_written_back() {
-        let desired = json!({"spec": {"replicas": 1}});
-        let written = server(2, "100", json!({}));
-        let last = last(&desired, &written, 5);
+        let (desired, written, last) = one_replica_written();
         let d = desired_meta();
         // Another desired object.
         assert!(!unchanged(
@@ -323,65 +311,33 @@ mod tests {
             &seen(5, Some(written.clone())),
             true
         ));
+        let skipped = |sighting: &Sighting| unchanged(&last, &desired, &d, sighting, true);
         // Scaled or edited (new generation), deleted, re-created, relabelled, disowned, deleting.
-        assert!(!unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(6, Some(server(3, "101", json!({})))),
-            true
-        ));
-        assert!(!unchanged(&last, &desired, &d, &seen(6, None), true));
-        assert!(!unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(7, Some(server(2, "105", json!({"uid": "u-2"})))),
-            true
-        ));
-        assert!(!unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(6, Some(server(2, "101", json!({"labels": {}})))),
-            true
-        ));
-        assert!(!unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(6, Some(server(2, "101", json!({"ownerReferences": []})))),
-            true
-        ));
-        assert!(!unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(
+        let changed = [
+            seen(6, Some(server(3, "101", json!({})))),
+            seen(6, None),
+            seen(7, Some(server(2, "105", json!({"uid": "u-2"})))),
+            seen(6, Some(server(2, "101", json!({"labels": {}})))),
+            seen(6, Some(server(2, "101", json!({"ownerReferences": []})))),
+            seen(
                 6,
                 Some(server(
                     2,
                     "101",
-                    json!({"deletionTimestamp": "2026-01-01T00:00:00Z"})
-                ))
+                    json!({"deletionTimestamp": "2026-01-01T00:00:00Z"}),
+                )),
             ),
-            true
-        ));
+        ];
+        for sighting in &changed {
+            assert!(!skipped(sighting), "{sighting:?}");
+        }
         // Somebody else's label is not drift.
-        assert!(unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(
-                6,
-                Some(server(
-                    2,
-                    "101",
-                    json!({"labels": {"app.kubernetes.io/managed-by": "warmpool", "team": "x"}})
-                ))
-            ),
-            true
-        ));
+        let labelled = server(
+            2,
+            "101",
+            json!({"labels": {"app.kubernetes.io/managed-by": "warmpool", "team": "x"}}),
+        );
+        assert!(skipped(&seen(6, Some(labelled))));
     }
 
     #[test]
@@ -395,20 +351,9 @@ mod tests {
             written: Written::of(&written, &d, false),
             events_before: 0,
         };
-        assert!(unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(1, Some(written)),
-            false
-        ));
-        assert!(!unchanged(
-            &last,
-            &desired,
-            &d,
-            &seen(2, Some(server(1, "107", json!({})))),
-            false
-        ));
+        let skipped = |sighting: &Sighting| unchanged(&last, &desired, &d, sighting, false);
+        assert!(skipped(&seen(1, Some(written))));
+        assert!(!skipped(&seen(2, Some(server(1, "107", json!({}))))));
     }
 
     #[test]

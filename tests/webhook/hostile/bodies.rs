@@ -10,10 +10,9 @@ use http_body_util::StreamBody;
 use hyper::body::{Bytes, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::{MARGIN, REQUEST_DEADLINE, SERIAL};
+use super::{MARGIN, REQUEST_DEADLINE, watched_server};
 use support::hostile::client::{Proto, alpn, tls_connect};
-use support::hostile::server::{Server, series};
-use support::hostile::watcher::watch;
+use support::hostile::server::series;
 use support::tls::client_config;
 
 type EndlessFrames = std::pin::Pin<
@@ -26,9 +25,7 @@ type EndlessFrames = std::pin::Pin<
 /// metrics count both kinds on both protocols.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_bodies_are_cut_off_on_both_protocols() {
-    let _serial = SERIAL.lock().await;
-    let mut server = Server::start(super::BIN);
-    let watcher = watch(&server);
+    let (_turn, mut server, watcher) = watched_server().await;
     let (addr, ca) = (server.addr, server.ca.clone());
 
     /// A body of `chunk`-byte frames every `pause`, bounded to 256 MiB and 30 s, that counts
@@ -161,9 +158,7 @@ async fn endless_bodies_are_cut_off_on_both_protocols() {
 /// 100 MiB, and the watcher's ordinary reviews are answered in budget throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_bodies_all_at_once_are_held_within_the_byte_budget() {
-    let _serial = SERIAL.lock().await;
-    let mut server = Server::start(super::BIN);
-    let watcher = watch(&server);
+    let (_turn, mut server, watcher) = watched_server().await;
     let (addr, ca) = (server.addr, server.ca.clone());
     let mut review: serde_json::Value =
         serde_json::from_slice(&std::fs::read(support::hostile::FIXTURE).unwrap()).unwrap();

@@ -4,10 +4,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 
-use super::{BURST_PROBE_BUDGET, SERIAL};
+use super::{BURST_PROBE_BUDGET, watched_server};
 use support::hostile::client::{Proto, Sender};
-use support::hostile::server::{Server, series};
-use support::hostile::watcher::watch;
+use support::hostile::server::series;
 
 /// 10,000 reviews as fast as 8 connections carry them: 4 HTTP/2 connections with 64 streams
 /// each in flight, 4 HTTP/1.1 keep-alive connections. Each is answered — with its own uid, or
@@ -15,9 +14,7 @@ use support::hostile::watcher::watch;
 /// connections keep their budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_10000_reviews_is_answered_without_queueing() {
-    let _serial = SERIAL.lock().await;
-    let mut server = Server::start(super::BIN);
-    let watcher = watch(&server);
+    let (_turn, mut server, watcher) = watched_server().await;
     let (addr, ca) = (server.addr, server.ca.clone());
     const H2_CONNECTIONS: usize = 4;
     const H2_EACH: usize = 2000;

@@ -6,10 +6,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-use super::{HANDSHAKE_DEADLINE, MARGIN, SERIAL};
+use super::{HANDSHAKE_DEADLINE, MARGIN, watched_server};
 use support::hostile::raw::until_closed;
-use support::hostile::server::Server;
-use support::hostile::watcher::watch;
 use support::tls::client_config;
 
 /// 300 handshakes that are not TLS or are broken TLS: random bytes, a record header that
@@ -18,9 +16,7 @@ use support::tls::client_config;
 /// deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_tls_handshakes_are_dropped_and_reviews_still_answered() {
-    let _serial = SERIAL.lock().await;
-    let mut server = Server::start(super::BIN);
-    let watcher = watch(&server);
+    let (_turn, mut server, watcher) = watched_server().await;
     let addr = server.addr;
 
     // A real ClientHello, as bytes.

@@ -22,6 +22,9 @@ mod slowloris;
 
 use std::time::Duration;
 
+use support::hostile::server::Server;
+use support::hostile::watcher::{Watcher, watch};
+
 use super::BIN;
 
 /// The probe budget while 10,000 reviews are being sent: the two cores are shared by the server and
@@ -36,3 +39,13 @@ const MARGIN: Duration = Duration::from_millis(2500);
 
 /// One hostile test at a time: they measure latency and memory, and share two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What every hostile test starts with: its turn on the machine (the guard, held until the test
+/// ends: see `SERIAL`), a fresh server, and the watcher that probes it and samples its memory
+/// meanwhile.
+async fn watched_server() -> (tokio::sync::MutexGuard<'static, ()>, Server, Watcher) {
+    let turn = SERIAL.lock().await;
+    let server = Server::start(BIN);
+    let watcher = watch(&server);
+    (turn, server, watcher)
+}

@@ -6,10 +6,8 @@ use http_body_util::StreamBody;
 use hyper::body::{Bytes, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::SERIAL;
+use super::watched_server;
 use support::hostile::client::{Proto, alpn, tls_connect};
-use support::hostile::server::Server;
-use support::hostile::watcher::watch;
 use support::tls::client_config;
 
 /// HTTP/2 rapid reset (CVE-2023-44487): streams opened and cancelled at once, 5,000 of them on
@@ -17,9 +15,7 @@ use support::tls::client_config;
 /// keep serving everyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_reset_does_not_hurt_other_clients() {
-    let _serial = SERIAL.lock().await;
-    let mut server = Server::start(super::BIN);
-    let watcher = watch(&server);
+    let (_turn, mut server, watcher) = watched_server().await;
     let (addr, ca) = (server.addr, server.ca.clone());
 
     let mut resets = 0u32;

@@ -4,13 +4,11 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
 
-use super::{HEADER_DEADLINE, MARGIN, SERIAL};
+use super::{HEADER_DEADLINE, MARGIN, watched_server};
 use support::hostile::client::{Proto, alpn, tls_connect};
 use support::hostile::raw::{
     H2_CONTINUATION, H2_HEADERS, H2_PREFACE, H2_SETTINGS, h2_frame, slowest_close, until_closed,
 };
-use support::hostile::server::Server;
-use support::hostile::watcher::watch;
 use support::tls::client_config;
 
 /// Slowloris: 100 HTTP/1.1 clients trickle their headers a byte every 250 ms, 50 HTTP/2
@@ -19,9 +17,7 @@ use support::tls::client_config;
 /// all the while they hold one connection slot each (of 1024) and no request slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_headers_are_cut_off_and_reviews_still_answered() {
-    let _serial = SERIAL.lock().await;
-    let mut server = Server::start(super::BIN);
-    let watcher = watch(&server);
+    let (_turn, mut server, watcher) = watched_server().await;
     let (addr, ca) = (server.addr, server.ca.clone());
 
     // Connected in waves of 50 every 100 ms, so that the test measures trickling, not a
