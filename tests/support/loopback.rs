@@ -208,28 +208,35 @@ pub enum Proto {
     H2,
 }
 
-pub fn connector(ca: &Path, proto: Proto) -> TlsConnector {
-    let alpn: &[u8] = match proto {
-        Proto::H1 => b"http/1.1",
-        Proto::H2 => b"h2",
-    };
-    TlsConnector::from(client_config(ca, &[alpn]))
+/// The ALPN protocol a client offers for `proto`.
+pub fn alpn(proto: Proto) -> &'static [&'static [u8]] {
+    match proto {
+        Proto::H1 => &[b"http/1.1"],
+        Proto::H2 => &[b"h2"],
+    }
 }
 
-/// A TLS connection to `addr` trusting only `ca`, for the name `localhost`.
+/// A TLS connection to `addr` with `config`, for the name `localhost`.
+pub async fn connect_tls(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<TlsStream<TcpStream>, Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost")?;
+    Ok(tokio::time::timeout(
+        Duration::from_secs(5),
+        TlsConnector::from(config).connect(name, tcp),
+    )
+    .await??)
+}
+
+/// A TLS connection to `addr` trusting only `ca`, offering `proto`.
 pub async fn tls_connect(
     addr: SocketAddr,
     ca: &Path,
     proto: Proto,
 ) -> Result<TlsStream<TcpStream>, Error> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost")?;
-    let tls = tokio::time::timeout(
-        Duration::from_secs(5),
-        connector(ca, proto).connect(name, tcp),
-    )
-    .await??;
-    Ok(tls)
+    connect_tls(addr, client_config(ca, alpn(proto))).await
 }
 
 #[derive(Debug)]

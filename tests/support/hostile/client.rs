@@ -2,45 +2,17 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use super::{Error, FIXTURE};
 use crate::tls::client_config;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Proto {
-    H1,
-    H2,
-}
-
-pub fn alpn(proto: Proto) -> &'static [&'static [u8]] {
-    match proto {
-        Proto::H1 => &[b"http/1.1"],
-        Proto::H2 => &[b"h2"],
-    }
-}
-
-pub async fn tls_connect(
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost")?;
-    Ok(tokio::time::timeout(
-        Duration::from_secs(5),
-        TlsConnector::from(config).connect(name, tcp),
-    )
-    .await??)
-}
+pub use crate::loopback::{Proto, alpn, connect_tls};
 
 /// A review of the fixture pod with its own uid.
 pub fn review_body(uid: &str) -> Vec<u8> {
@@ -73,7 +45,7 @@ pub enum Sender {
 
 impl Sender {
     pub async fn open(addr: SocketAddr, ca: &Path, proto: Proto) -> Result<Sender, Error> {
-        let io = TokioIo::new(tls_connect(addr, client_config(ca, alpn(proto))).await?);
+        let io = TokioIo::new(connect_tls(addr, client_config(ca, alpn(proto))).await?);
         Ok(match proto {
             Proto::H1 => {
                 let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;

@@ -114,10 +114,4 @@ impl Drop for Server {
     }
 }
 
-/// The value of one series in the Prometheus text, 0 when absent.
-pub fn series(metrics: &str, name_and_labels: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
+pub use crate::loopback::series;

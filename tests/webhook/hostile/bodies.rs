@@ -11,7 +11,7 @@ use hyper::body::{Bytes, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::{MARGIN, REQUEST_DEADLINE, watched_server};
-use support::hostile::client::{Proto, alpn, tls_connect};
+use support::hostile::client::{Proto, alpn, connect_tls};
 use support::hostile::server::series;
 use support::tls::client_config;
 
@@ -60,7 +60,7 @@ async fn endless_bodies_are_cut_off_on_both_protocols() {
                 endless(16, Duration::from_millis(100), Arc::clone(&sent))
             };
             let io = TokioIo::new(
-                tls_connect(addr, client_config(&ca, alpn(proto)))
+                connect_tls(addr, client_config(&ca, alpn(proto)))
                     .await
                     .unwrap(),
             );
@@ -174,7 +174,7 @@ async fn big_bodies_all_at_once_are_held_within_the_byte_budget() {
             let ca = ca.clone();
             async move {
                 let io = TokioIo::new(
-                    tls_connect(addr, client_config(&ca, alpn(Proto::H2)))
+                    connect_tls(addr, client_config(&ca, alpn(Proto::H2)))
                         .await
                         .unwrap(),
                 );

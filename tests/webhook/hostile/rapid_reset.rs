@@ -7,7 +7,7 @@ use hyper::body::{Bytes, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::watched_server;
-use support::hostile::client::{Proto, alpn, tls_connect};
+use support::hostile::client::{Proto, alpn, connect_tls};
 use support::tls::client_config;
 
 /// HTTP/2 rapid reset (CVE-2023-44487): streams opened and cancelled at once, 5,000 of them on
@@ -23,7 +23,7 @@ async fn http2_rapid_reset_does_not_hurt_other_clients() {
     let started = Instant::now();
     // Bounded by count (5,000 resets, 200 connections) and by time (60 s).
     while resets < 5_000 && connections < 200 && started.elapsed() < Duration::from_secs(60) {
-        let Ok(io) = tls_connect(addr, client_config(&ca, alpn(Proto::H2))).await else {
+        let Ok(io) = connect_tls(addr, client_config(&ca, alpn(Proto::H2))).await else {
             break;
         };
         connections += 1;

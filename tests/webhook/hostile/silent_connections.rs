@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use super::{FIRST_REQUEST_DEADLINE, HANDSHAKE_DEADLINE, HEADER_DEADLINE, MARGIN, SERIAL};
-use support::hostile::client::{Proto, alpn, tls_connect};
+use support::hostile::client::{Proto, alpn, connect_tls};
 use support::hostile::raw::{H2_PREFACE, H2_SETTINGS, h2_frame, slowest_close, until_closed};
 use support::hostile::server::Server;
 use support::hostile::watcher::watch;
@@ -57,7 +57,7 @@ async fn hundreds_of_silent_connections_are_closed_and_reviews_still_answered() 
                         } else {
                             Proto::H2
                         };
-                        let mut tls = tls_connect(addr, client_config(&ca, alpn(proto)))
+                        let mut tls = connect_tls(addr, client_config(&ca, alpn(proto)))
                             .await
                             .unwrap();
                         if kind == Silent::H2Preface {

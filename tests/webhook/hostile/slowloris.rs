@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 
 use super::{HEADER_DEADLINE, MARGIN, watched_server};
-use support::hostile::client::{Proto, alpn, tls_connect};
+use support::hostile::client::{Proto, alpn, connect_tls};
 use support::hostile::raw::{
     H2_CONTINUATION, H2_HEADERS, H2_PREFACE, H2_SETTINGS, h2_frame, slowest_close, until_closed,
 };
@@ -26,7 +26,7 @@ async fn slowloris_headers_are_cut_off_and_reviews_still_answered() {
         let ca = ca.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100 * (i / 50))).await;
-            let tls = tls_connect(addr, client_config(&ca, alpn(Proto::H1)))
+            let tls = connect_tls(addr, client_config(&ca, alpn(Proto::H1)))
                 .await
                 .unwrap();
             let (mut reader, mut writer) = tokio::io::split(tls);
@@ -56,7 +56,7 @@ async fn slowloris_headers_are_cut_off_and_reviews_still_answered() {
         let ca = ca.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let tls = tls_connect(addr, client_config(&ca, alpn(Proto::H2)))
+            let tls = connect_tls(addr, client_config(&ca, alpn(Proto::H2)))
                 .await
                 .unwrap();
             let (mut reader, mut writer) = tokio::io::split(tls);
