@@ -34,15 +34,20 @@ fn wrapped(binary: &Path) -> Command {
     }
 }
 
-/// The toleration of a run's pool taint (`workload-type=<pool>:NoSchedule`).
-pub fn pool_toleration(pool: &str) -> Toleration {
-    Toleration {
+/// Makes `pool` the configuration's warm pool: nodes labelled `workload-type=<pool>`, its taint
+/// `workload-type=<pool>:NoSchedule` tolerated.
+pub fn use_pool(config: &mut Config, pool: &str) {
+    config.pool.node_label = NodeLabel {
+        key: "workload-type".into(),
+        value: pool.to_owned(),
+    };
+    config.pool.tolerations = vec![Toleration {
         key: Some("workload-type".into()),
         operator: TolerationOperator::Equal,
         value: Some(pool.to_owned()),
         effect: Some(TaintEffect::NoSchedule),
         toleration_seconds: None,
-    }
+    }];
 }
 
 /// The defaults with `change` applied: a test's configuration, as a value.
@@ -98,13 +103,7 @@ impl Run {
             no_kubelet: tokio::sync::OnceCell::new(),
         };
         let pool = run.pool.clone();
-        run.configure(|config| {
-            config.pool.node_label = NodeLabel {
-                key: "workload-type".into(),
-                value: pool.clone(),
-            };
-            config.pool.tolerations = vec![pool_toleration(&pool)];
-        });
+        run.configure(|config| use_pool(config, &pool));
         run.set_patterns(&[&format!("{}*", run.tenant_prefix)]);
         run.create_namespace(&namespace, &[]).await;
         run

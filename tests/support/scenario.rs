@@ -11,11 +11,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use warmpool::config::{Config, NodeLabel, Slot, SlotResources, SpareSlots};
+use warmpool::config::{Config, Slot, SlotResources, SpareSlots};
 
 use super::cluster::{ChildGuard, eventually, free_port, kubeconfig, spawn_warmpool};
 use super::fakelet::{FakeNode, create_node};
-use super::reconciler::pool_toleration;
+use super::reconciler::use_pool;
 use super::webhook::{Webhook, run_labels, unregister};
 
 /// The CargoCATs workloads of one tenant: (name, image, cpu, memory). Sum: 640m / 2150Mi.
@@ -124,11 +124,7 @@ impl Warmpool {
         } = setup;
         let mut config = Config::default();
         config.tenants.namespace_patterns = vec![format!("{tenant_prefix}*")];
-        config.pool.node_label = NodeLabel {
-            key: "workload-type".into(),
-            value: pool.clone(),
-        };
-        config.pool.tolerations = vec![pool_toleration(&pool)];
+        use_pool(&mut config, &pool);
         config.prewarmer.spare_slots = SpareSlots::Fixed(spare_slots);
         if let Some(real) = real {
             config.tenants.time_to_ready.window = real.time_to_ready_window;
